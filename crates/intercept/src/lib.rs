@@ -1,0 +1,1 @@
+//! Intercept import (placeholder, being written).

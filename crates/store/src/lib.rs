@@ -1,0 +1,1 @@
+//! Counter stores (placeholder, being written).
