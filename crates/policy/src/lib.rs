@@ -12,3 +12,14 @@ pub mod window;
 
 pub use counters::{CounterKey, CounterStore, Held, Reservation, ReserveError, Ticket, Usage};
 pub use window::{Millis, Scope, Window};
+pub mod doc;
+pub mod engine;
+pub mod json;
+pub mod lint;
+pub mod path;
+
+pub use doc::{parse, PolicyDoc, ValidationError};
+pub use engine::{ApprovalNeed, Call, Check, Decision, Denial, Engine, Identity, LimitPlan};
+
+/// The JSON Schema of the policy document, for editors and `portcullis schema`.
+pub const JSON_SCHEMA: &str = include_str!("../schema/policy-v1.schema.json");

@@ -1,0 +1,206 @@
+//! Condition paths: `args.a.b[0].c`, and (ext) `grant.label`, `grant.id`,
+//! `session.client_name`. Parsed once at load into steps; resolved per call without
+//! allocation for `args.*`.
+
+use crate::engine::Identity;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Where a path starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// The call's `arguments` object.
+    Args,
+    /// The grant's id (ext).
+    GrantId,
+    /// The grant's label (ext).
+    GrantLabel,
+    /// The MCP client's name from `initialize`/`_meta` (ext).
+    SessionClientName,
+}
+
+/// One step into the arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An object member.
+    Key(Box<str>),
+    /// An array element.
+    Index(usize),
+}
+
+/// A parsed path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path {
+    root: Root,
+    steps: Vec<Step>,
+    text: Box<str>,
+}
+
+/// The roots a path may start with, for messages.
+pub const ROOTS: &[&str] = &["args.", "grant.id", "grant.label", "session.client_name"];
+
+impl Path {
+    /// Parses a path, or explains what is wrong with it.
+    pub fn parse(text: &str) -> Result<Path, String> {
+        let root_of = |root| Path {
+            root,
+            steps: Vec::new(),
+            text: text.into(),
+        };
+        match text {
+            "grant.id" => return Ok(root_of(Root::GrantId)),
+            "grant.label" => return Ok(root_of(Root::GrantLabel)),
+            "session.client_name" => return Ok(root_of(Root::SessionClientName)),
+            _ => {}
+        }
+        let Some(rest) = text.strip_prefix("args.") else {
+            let hint = if text.starts_with("grant.") || text.starts_with("session.") {
+                "the identity paths are grant.id, grant.label and session.client_name".to_string()
+            } else if text.starts_with("state.") {
+                "state.* paths are Intercept's; in policy v1 counters are `limits` entries"
+                    .to_string()
+            } else if !text.contains('.') && !text.is_empty() {
+                format!("did you mean \"args.{text}\"?")
+            } else {
+                "paths start with args. (or grant.id, grant.label, session.client_name)".to_string()
+            };
+            return Err(format!("path {text:?} does not start with args. ({hint})"));
+        };
+        let mut steps = Vec::new();
+        for seg in rest.split('.') {
+            let (name, mut idx) = match seg.find('[') {
+                Some(i) => (&seg[..i], &seg[i..]),
+                None => (seg, ""),
+            };
+            if name.is_empty() {
+                return Err(format!("path {text:?} has an empty field name"));
+            }
+            if name.contains(']') {
+                return Err(format!("path {text:?} has a stray ']'"));
+            }
+            steps.push(Step::Key(name.into()));
+            while !idx.is_empty() {
+                let close = idx
+                    .find(']')
+                    .ok_or_else(|| format!("path {text:?} has an unclosed '['"))?;
+                let n = &idx[1..close];
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 9 {
+                    return Err(format!(
+                        "path {text:?}: array index {n:?} must be a non-negative integer"
+                    ));
+                }
+                steps.push(Step::Index(n.parse().expect("digits")));
+                idx = &idx[close + 1..];
+                if !idx.is_empty() && !idx.starts_with('[') {
+                    return Err(format!("path {text:?}: expected '.' or '[' after ']'"));
+                }
+            }
+        }
+        Ok(Path {
+            root: Root::Args,
+            steps,
+            text: text.into(),
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Where the path starts.
+    pub fn root(&self) -> Root {
+        self.root
+    }
+
+    /// The steps after `args.` (empty for identity paths).
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Resolves the path for a call. `None` when absent (missing member, index out of range,
+    /// stepping into a non-container, or an identity field the caller does not have).
+    pub fn resolve<'a>(
+        &self,
+        args: Option<&'a Value>,
+        who: &Identity<'_>,
+    ) -> Option<Cow<'a, Value>> {
+        let owned = |s: &str| Some(Cow::Owned(Value::String(s.to_owned())));
+        match self.root {
+            Root::GrantId => return owned(who.grant_id),
+            Root::GrantLabel => return owned(who.grant_label),
+            Root::SessionClientName => return who.client_name.and_then(owned),
+            Root::Args => {}
+        }
+        let mut cur = args?;
+        for step in &self.steps {
+            cur = match (step, cur) {
+                (Step::Key(k), Value::Object(m)) => m.get(&**k)?,
+                (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(Cow::Borrowed(cur))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn who() -> Identity<'static> {
+        Identity {
+            grant_id: "g1",
+            grant_label: "alice",
+            session_id: "s1",
+            client_name: None,
+            server: "odoo",
+        }
+    }
+
+    #[test]
+    fn parses_and_resolves() {
+        let args = json!({"a": {"b": [10, {"c": "x"}]}, "n": null});
+        let r = |p: &str| {
+            Path::parse(p)
+                .unwrap()
+                .resolve(Some(&args), &who())
+                .map(Cow::into_owned)
+        };
+        assert_eq!(r("args.a.b[0]"), Some(json!(10)));
+        assert_eq!(r("args.a.b[1].c"), Some(json!("x")));
+        assert_eq!(r("args.a.b[2]"), None);
+        assert_eq!(r("args.a.b.c"), None);
+        assert_eq!(r("args.a[0]"), None);
+        assert_eq!(r("args.n"), Some(json!(null)));
+        assert_eq!(r("args.missing"), None);
+        assert_eq!(r("grant.label"), Some(json!("alice")));
+        assert_eq!(r("session.client_name"), None);
+        assert_eq!(Path::parse("args.m[0][1]").unwrap().steps().len(), 3);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "",
+            "x",
+            "args",
+            "args.",
+            "args..a",
+            "args.a[",
+            "args.a[x]",
+            "args.a[-1]",
+            "args.a]",
+            "args.a[0]b",
+            "state.x.y",
+            "grant.name",
+            "foo.bar",
+        ] {
+            assert!(Path::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(Path::parse("amount")
+            .unwrap_err()
+            .contains("did you mean \"args.amount\""));
+    }
+}

@@ -1,0 +1,769 @@
+//! Table-driven tests of the evaluator: every operator and edge, the evaluation order, the
+//! denial shapes.
+
+mod common;
+use common::*;
+use portcullis_policy::{Call, Check, Decision, Denial, Engine};
+use serde_json::{json, Value};
+
+fn engine(policy: Value) -> Engine {
+    Engine::from_json(&policy.to_string()).unwrap_or_else(|e| panic!("policy rejected: {e:?}"))
+}
+
+/// A policy with one tool `t` guarded by `require` of a single condition.
+fn cond_engine(path: &str, op: &str, value: Value) -> Engine {
+    engine(
+        json!({"version":"1","default":"deny","tools":{"t":{"require":[{"conditions":[{"path":path,"op":op,"value":value}]}]}}}),
+    )
+}
+
+fn holds(path: &str, op: &str, value: Value, args: Option<Value>) -> bool {
+    let e = cond_engine(path, op, value);
+    match e.check(
+        &Call {
+            tool: "t",
+            args: args.as_ref(),
+        },
+        &alice(),
+    ) {
+        Check::Proceed(_) => true,
+        Check::Deny(d) => {
+            assert_eq!(d.rule, "/tools/t/require/0");
+            false
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn operators_table() {
+    let big = 9_007_199_254_740_993u64; // 2^53 + 1
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, Value, Value, bool)> = vec![
+        // path, op, value, args, expected
+        ("args.a", "eq", json!(1), json!({"a": 1}), true),
+        ("args.a", "eq", json!(1), json!({"a": 1.0}), true),
+        ("args.a", "eq", json!(1.0), json!({"a": 1}), true),
+        ("args.a", "eq", json!(1), json!({"a": "1"}), false),
+        ("args.a", "eq", json!("true"), json!({"a": true}), false),
+        ("args.a", "eq", json!(true), json!({"a": true}), true),
+        ("args.a", "eq", json!(null), json!({"a": null}), true),
+        ("args.a", "eq", json!(null), json!({}), false),
+        ("args.a", "eq", json!({"x": [1, 2]}), json!({"a": {"x": [1.0, 2]}}), true),
+        ("args.a", "eq", json!([1, 2]), json!({"a": [2, 1]}), false),
+        ("args.a", "eq", json!(big), json!({"a": big - 1}), false),
+        ("args.a", "eq", json!(big), json!({"a": big}), true),
+        ("args.a", "neq", json!(1), json!({"a": 2}), true),
+        ("args.a", "neq", json!(1), json!({"a": "1"}), true),
+        ("args.a", "neq", json!(1), json!({"a": 1.0}), false),
+        ("args.a", "neq", json!(1), json!({}), false),
+        ("args.a", "neq", json!(null), json!({"a": null}), false),
+        ("args.a", "gt", json!(10), json!({"a": 11}), true),
+        ("args.a", "gt", json!(10), json!({"a": 10}), false),
+        ("args.a", "gt", json!(10), json!({"a": 10.000001}), true),
+        ("args.a", "gt", json!(10), json!({"a": "11"}), false),
+        ("args.a", "gt", json!(10), json!({"a": null}), false),
+        ("args.a", "gt", json!(10), json!({"a": [11]}), false),
+        ("args.a", "gt", json!(10), json!({}), false),
+        ("args.a", "gte", json!(10), json!({"a": 10.0}), true),
+        ("args.a", "lt", json!(10), json!({"a": 9.999}), true),
+        ("args.a", "lt", json!(10), json!({"a": -1e300}), true),
+        ("args.a", "lte", json!(-5), json!({"a": -5}), true),
+        ("args.a", "lte", json!(-5), json!({"a": -4}), false),
+        // Exact integers above 2^53: 2^53+1 > 2^53 although both round to the same f64.
+        ("args.a", "gt", json!(9_007_199_254_740_992u64), json!({"a": big}), true),
+        ("args.a", "gt", json!(9_007_199_254_740_992.0), json!({"a": big}), true),
+        ("args.a", "lte", json!(9_007_199_254_740_992.0), json!({"a": big}), false),
+        ("args.a", "gt", json!(big), json!({"a": 9_007_199_254_740_992.0}), false),
+        ("args.a", "lt", json!(u64::MAX), json!({"a": -1}), true),
+        ("args.a", "gt", json!(i64::MIN), json!({"a": u64::MAX}), true),
+        ("args.a", "in", json!(["usd", "eur"]), json!({"a": "usd"}), true),
+        ("args.a", "in", json!(["usd", "eur"]), json!({"a": "USD"}), false),
+        ("args.a", "in", json!([1, "1", true, null]), json!({"a": 1.0}), true),
+        ("args.a", "in", json!([1, "1", true, null]), json!({"a": "true"}), false),
+        ("args.a", "in", json!([1, "1", true, null]), json!({"a": null}), true),
+        ("args.a", "in", json!([1, "1"]), json!({"a": false}), false),
+        ("args.a", "in", json!([]), json!({"a": 1}), false),
+        ("args.a", "in", json!([1]), json!({}), false),
+        ("args.a", "not_in", json!(["usd"]), json!({"a": "gbp"}), true),
+        ("args.a", "not_in", json!(["usd"]), json!({"a": "usd"}), false),
+        ("args.a", "not_in", json!([1, "x"]), json!({"a": "1"}), true),
+        ("args.a", "not_in", json!(["usd"]), json!({}), false),
+        ("args.a", "contains", json!("DROP"), json!({"a": "x; DROP TABLE"}), true),
+        ("args.a", "contains", json!("drop"), json!({"a": "x; DROP TABLE"}), false),
+        ("args.a", "contains", json!("x"), json!({"a": ["x", "y"]}), true),
+        ("args.a", "contains", json!(2), json!({"a": [1, 2.0]}), true),
+        ("args.a", "contains", json!("x"), json!({"a": ["xy"]}), false),
+        ("args.a", "contains", json!(1), json!({"a": "1"}), false),
+        ("args.a", "contains", json!("a"), json!({"a": {"a": 1}}), false),
+        ("args.a", "contains", json!("x"), json!({}), false),
+        // Regex is unanchored unless the pattern anchors itself.
+        ("args.a", "regex", json!("b+"), json!({"a": "abbbc"}), true),
+        ("args.a", "regex", json!("^b+$"), json!({"a": "abbbc"}), false),
+        ("args.a", "regex", json!("^\\s*(SELECT|WITH)\\b"), json!({"a": "  select 1"}), false),
+        ("args.a", "regex", json!("(?i)^\\s*(SELECT|WITH)\\b"), json!({"a": "  select 1"}), true),
+        ("args.a", "regex", json!("^\\s*(SELECT|WITH)\\b"), json!({"a": "DELETE; SELECT"}), false),
+        ("args.a", "regex", json!("1"), json!({"a": 1}), false),
+        ("args.a", "regex", json!(".*"), json!({}), false),
+        ("args.a", "regex", json!(".*"), json!({"a": null}), false),
+        ("args.a", "exists", json!(true), json!({"a": 0}), true),
+        ("args.a", "exists", json!(true), json!({"a": null}), false),
+        ("args.a", "exists", json!(true), json!({}), false),
+        ("args.a", "exists", json!(false), json!({}), true),
+        ("args.a", "exists", json!(false), json!({"a": null}), true),
+        ("args.a", "exists", json!(false), json!({"a": ""}), false),
+        // Nested and array paths.
+        ("args.c.country", "eq", json!("BG"), json!({"c": {"country": "BG"}}), true),
+        ("args.c.country", "eq", json!("BG"), json!({"c": "BG"}), false),
+        ("args.lines[0].qty", "lte", json!(5), json!({"lines": [{"qty": 5}]}), true),
+        ("args.lines[1].qty", "lte", json!(5), json!({"lines": [{"qty": 5}]}), false),
+        ("args.lines[1].qty", "exists", json!(false), json!({"lines": [{"qty": 5}]}), true),
+        ("args.lines[0]", "eq", json!(1), json!({"lines": {"0": 1}}), false),
+        ("args.m[0][1]", "eq", json!("b"), json!({"m": [["a", "b"]]}), true),
+        // Identity paths.
+        ("grant.label", "eq", json!("alice-laptop"), json!({}), true),
+        ("grant.id", "regex", json!("^grt_"), json!({}), true),
+        ("session.client_name", "in", json!(["claude-code", "cursor"]), json!({}), true),
+    ];
+    for (path, op, value, args, want) in cases {
+        let got = holds(path, op, value.clone(), Some(args.clone()));
+        assert_eq!(got, want, "{path} {op} {value} on {args}");
+    }
+}
+
+#[test]
+fn absent_arguments_object() {
+    assert!(!holds("args.a", "eq", json!(1), None));
+    assert!(holds("args.a", "exists", json!(false), None));
+    assert!(!holds("args.a", "eq", json!(1), Some(json!(null))));
+    assert!(!holds("args.a", "eq", json!(1), Some(json!([1]))));
+}
+
+#[test]
+fn client_name_absent_is_absent() {
+    let e = cond_engine("session.client_name", "exists", json!(false));
+    assert!(matches!(
+        e.check(
+            &Call {
+                tool: "t",
+                args: None
+            },
+            &bob()
+        ),
+        Check::Proceed(_)
+    ));
+    assert!(matches!(
+        e.check(
+            &Call {
+                tool: "t",
+                args: None
+            },
+            &alice()
+        ),
+        Check::Deny(_)
+    ));
+}
+
+fn deny_of(c: Check) -> Denial {
+    match c {
+        Check::Deny(d) => d,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[test]
+fn default_deny_versus_empty_rules() {
+    let e = engine(json!({"version":"1","default":"deny","tools":{"list_customers":{}}}));
+    let ok = e.check(
+        &Call {
+            tool: "list_customers",
+            args: None,
+        },
+        &alice(),
+    );
+    assert!(matches!(ok, Check::Proceed(ref p) if p.reservations.is_empty()));
+    let d = deny_of(e.check(
+        &Call {
+            tool: "delete_customer",
+            args: None,
+        },
+        &alice(),
+    ));
+    assert_eq!(d.rule, "(default deny)");
+    assert!(
+        d.message.contains("\"delete_customer\" is not allowed"),
+        "{}",
+        d.message
+    );
+
+    let e = engine(json!({"version":"1","default":"allow"}));
+    assert!(matches!(
+        e.check(
+            &Call {
+                tool: "anything",
+                args: None
+            },
+            &alice()
+        ),
+        Check::Proceed(_)
+    ));
+}
+
+#[test]
+fn hide_wins_and_star_hides_all() {
+    let e = engine(
+        json!({"version":"1","default":"allow","hide":["delete_account"],"tools":{"delete_account":{}}}),
+    );
+    let d = deny_of(e.check(
+        &Call {
+            tool: "delete_account",
+            args: None,
+        },
+        &alice(),
+    ));
+    assert_eq!(d.rule, "(hidden)");
+    assert!(!e.is_listed("delete_account"));
+    assert!(e.is_listed("read"));
+    assert!(matches!(
+        e.check(
+            &Call {
+                tool: "read",
+                args: None
+            },
+            &alice()
+        ),
+        Check::Proceed(_)
+    ));
+
+    let e = engine(json!({"version":"1","default":"allow","hide":["*"],"tools":{"read":{}}}));
+    assert_eq!(
+        deny_of(e.check(
+            &Call {
+                tool: "read",
+                args: None
+            },
+            &alice()
+        ))
+        .rule,
+        "(hidden)"
+    );
+    assert!(!e.is_listed("read"));
+    assert!(!e.is_listed("anything"));
+}
+
+#[test]
+fn evaluation_order_require_then_deny_if_then_all_tools_then_limits() {
+    let e = engine(json!({
+        "version":"1","default":"deny",
+        "all_tools": {
+            "require":[{"conditions":[{"path":"args.tenant","op":"exists","value":true}],"on_deny":"all: tenant"}],
+            "deny_if":[{"conditions":[{"path":"args.tenant","op":"eq","value":"blocked"}],"on_deny":"all: blocked"}],
+            "limits":[{"counter":"all","window":"minute","max":100,"scope":"grant"}]
+        },
+        "tools": {"create_refund": {
+            "require":[{"conditions":[{"path":"args.reason","op":"exists","value":true}],"on_deny":"Refunds need a reason."}],
+            "deny_if":[
+                {"conditions":[{"path":"args.amount","op":"gt","value":10000}],"on_deny":"Refund exceeds the policy limit."},
+                {"conditions":[{"path":"args.amount","op":"gt","value":5000},{"path":"args.currency","op":"neq","value":"usd"}]}
+            ],
+            "limits":[{"counter":"refunds","window":"hour","max":30,"scope":"grant"}]
+        }}
+    }));
+    let check = |args: Value| {
+        e.check(
+            &Call {
+                tool: "create_refund",
+                args: Some(&args),
+            },
+            &alice(),
+        )
+    };
+    // require fails before deny_if is looked at, even when deny_if would match too.
+    let d = deny_of(check(json!({"amount": 20000})));
+    assert_eq!(
+        (d.rule.as_str(), d.message.as_str()),
+        ("/tools/create_refund/require/0", "Refunds need a reason.")
+    );
+    let d = deny_of(check(json!({"amount": 20000, "reason": "x"})));
+    assert_eq!(
+        (d.rule.as_str(), d.message.as_str()),
+        (
+            "/tools/create_refund/deny_if/0",
+            "Refund exceeds the policy limit."
+        )
+    );
+    // deny_if needs all its conditions; without on_deny the engine names rule and conditions.
+    let d = deny_of(check(
+        json!({"amount": 6000, "reason": "x", "currency": "eur"}),
+    ));
+    assert_eq!(d.rule, "/tools/create_refund/deny_if/1");
+    assert!(
+        d.message.contains("/tools/create_refund/deny_if/1")
+            && d.message.contains("args.amount gt 5000"),
+        "{}",
+        d.message
+    );
+    // Tool rules pass; all_tools rules come next.
+    let d = deny_of(check(
+        json!({"amount": 6000, "reason": "x", "currency": "usd"}),
+    ));
+    assert_eq!(
+        (d.rule.as_str(), d.message.as_str()),
+        ("/all_tools/require/0", "all: tenant")
+    );
+    let d = deny_of(check(
+        json!({"amount": 6000, "reason": "x", "currency": "usd", "tenant": "blocked"}),
+    ));
+    assert_eq!(d.rule, "/all_tools/deny_if/0");
+    // Everything passes: tool limits first, then all_tools limits.
+    match check(json!({"amount": 6000, "reason": "x", "currency": "usd", "tenant": "a"})) {
+        Check::Proceed(p) => {
+            assert_eq!(p.reservations.len(), 2);
+            assert_eq!(p.reservations[0].max, 30);
+            assert_eq!(p.reservations[1].max, 100);
+            assert!(p.reservations[0].key.as_str().contains("grt_alice"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn all_tools_applies_to_unlisted_tools_under_default_allow() {
+    let e = engine(json!({"version":"1","default":"allow","all_tools":{
+        "deny_if":[{"conditions":[{"path":"args.path","op":"regex","value":"^/etc/"}],"on_deny":"No /etc."}]}}));
+    let args = json!({"path": "/etc/passwd"});
+    assert_eq!(
+        deny_of(e.check(
+            &Call {
+                tool: "read_file",
+                args: Some(&args)
+            },
+            &alice()
+        ))
+        .rule,
+        "/all_tools/deny_if/0"
+    );
+    let args = json!({"path": "/tmp/x"});
+    assert!(matches!(
+        e.check(
+            &Call {
+                tool: "read_file",
+                args: Some(&args)
+            },
+            &alice()
+        ),
+        Check::Proceed(_)
+    ));
+}
+
+#[test]
+fn empty_deny_if_always_denies() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"pay":{"deny_if":[{"conditions":[],"on_deny":"Requires human approval."}]}}}),
+    );
+    let d = deny_of(e.check(
+        &Call {
+            tool: "pay",
+            args: None,
+        },
+        &alice(),
+    ));
+    assert_eq!(
+        (d.rule.as_str(), d.message.as_str()),
+        ("/tools/pay/deny_if/0", "Requires human approval.")
+    );
+}
+
+#[test]
+fn rule_pointers_escape_tool_names() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"a/b~c":{"deny_if":[{"conditions":[]}]}}}),
+    );
+    assert_eq!(
+        deny_of(e.check(
+            &Call {
+                tool: "a/b~c",
+                args: None
+            },
+            &alice()
+        ))
+        .rule,
+        "/tools/a~1b~0c/deny_if/0"
+    );
+}
+
+#[test]
+fn limits_reserve_and_deny_with_counter_window_and_retry() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"run":{"limits":[
+        {"counter":"run_rate","window":"minute","max":2,"scope":"grant"}]}}}),
+    );
+    let store = TestCounters::default();
+    let call = Call {
+        tool: "run",
+        args: None,
+    };
+    for _ in 0..2 {
+        assert!(matches!(
+            e.decide(&call, &alice(), &store, NOON + 15_000),
+            Decision::Allow(_)
+        ));
+    }
+    match e.decide(&call, &alice(), &store, NOON + 15_000) {
+        Decision::Deny(d) => {
+            assert_eq!(d.rule, "/tools/run/limits/0");
+            assert_eq!(d.retry_after_secs, Some(45));
+            assert!(
+                d.message
+                    .contains("\"run_rate\" allows 2 per minute (scope grant)"),
+                "{}",
+                d.message
+            );
+            assert!(d.message.contains("try again in 45s"), "{}", d.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Per grant: bob has his own counter.
+    assert!(matches!(
+        e.decide(&call, &bob(), &store, NOON + 15_000),
+        Decision::Allow(_)
+    ));
+    // Next minute: fresh.
+    assert!(matches!(
+        e.decide(&call, &alice(), &store, NOON + 60_000),
+        Decision::Allow(_)
+    ));
+}
+
+#[test]
+fn limits_are_all_or_nothing_across_tool_and_all_tools() {
+    let e = engine(json!({"version":"1","default":"allow",
+        "all_tools":{"limits":[{"counter":"total","window":"minute","max":1,"scope":"grant"}]},
+        "tools":{"a":{"limits":[{"counter":"a","window":"minute","max":5,"scope":"grant"}]}}}));
+    let store = TestCounters::default();
+    assert!(matches!(
+        e.decide(
+            &Call {
+                tool: "b",
+                args: None
+            },
+            &alice(),
+            &store,
+            NOON
+        ),
+        Decision::Allow(_)
+    ));
+    match e.decide(
+        &Call {
+            tool: "a",
+            args: None,
+        },
+        &alice(),
+        &store,
+        NOON,
+    ) {
+        Decision::Deny(d) => assert_eq!(d.rule, "/all_tools/limits/0"),
+        other => panic!("{other:?}"),
+    }
+    // The tool's own counter was not charged by the failed attempt.
+    let key = portcullis_policy::CounterKey::new(
+        portcullis_policy::Scope::Grant,
+        "grt_alice",
+        "a",
+        portcullis_policy::Window::Minute,
+        None,
+    );
+    assert_eq!(
+        portcullis_policy::CounterStore::usage(
+            &store,
+            &key,
+            portcullis_policy::Window::Minute,
+            NOON
+        )
+        .unwrap()
+        .used,
+        0
+    );
+}
+
+#[test]
+fn store_errors_fail_closed() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"run":{"limits":[
+        {"counter":"r","window":"minute","max":2,"scope":"grant"}]}}}),
+    );
+    let store = TestCounters {
+        fail: true,
+        ..Default::default()
+    };
+    match e.decide(
+        &Call {
+            tool: "run",
+            args: None,
+        },
+        &alice(),
+        &store,
+        NOON,
+    ) {
+        Decision::Deny(d) => {
+            assert_eq!(d.rule, "(store error)");
+            assert!(d.message.contains("not forwarded"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn scopes_key_counters() {
+    let mk = |scope: &str| {
+        engine(
+            json!({"version":"1","default":"allow","all_tools":{"limits":[{"counter":"c","window":"day","max":1,"scope":scope}]}}),
+        )
+    };
+    let key = |e: &Engine, who| match e.check(
+        &Call {
+            tool: "x",
+            args: None,
+        },
+        &who,
+    ) {
+        Check::Proceed(p) => p.reservations[0].key.clone(),
+        other => panic!("{other:?}"),
+    };
+    let g = mk("grant");
+    assert_ne!(key(&g, alice()), key(&g, bob()));
+    let s = mk("session");
+    assert_ne!(key(&s, alice()), key(&s, bob()));
+    let sv = mk("server");
+    assert_eq!(key(&sv, alice()), key(&sv, bob())); // same server
+    let gl = mk("global");
+    let mut other = bob();
+    other.server = "time";
+    assert_eq!(key(&gl, alice()), key(&gl, other));
+    assert_ne!(key(&sv, alice()), key(&sv, other));
+}
+
+#[test]
+fn per_keys_the_counter_and_absent_per_denies() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"ai_invoice_pipeline_run":{"limits":[
+        {"counter":"per_move","window":"hour","max":1,"scope":"grant","per":"args.move_id"}]}}}),
+    );
+    let store = TestCounters::default();
+    let run = |args: Value| {
+        e.decide(
+            &Call {
+                tool: "ai_invoice_pipeline_run",
+                args: Some(&args),
+            },
+            &alice(),
+            &store,
+            NOON,
+        )
+    };
+    assert!(matches!(run(json!({"move_id": 7})), Decision::Allow(_)));
+    assert!(
+        matches!(run(json!({"move_id": 7.0})), Decision::Deny(_)),
+        "7.0 is the same invoice as 7"
+    );
+    assert!(matches!(run(json!({"move_id": 8})), Decision::Allow(_)));
+    assert!(
+        matches!(run(json!({"move_id": "8"})), Decision::Allow(_)),
+        "a string is another key"
+    );
+    for bad in [json!({}), json!({"move_id": null})] {
+        match run(bad) {
+            Decision::Deny(d) => {
+                assert_eq!(d.rule, "/tools/ai_invoice_pipeline_run/limits/0");
+                assert!(d.message.contains("kept per args.move_id"), "{}", d.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn increment_and_increment_from() {
+    let e = engine(json!({"version":"1","default":"deny","tools":{
+        "charge":{"limits":[{"counter":"spend","window":"day","max":1000,"scope":"grant","increment_from":"args.amount"}]},
+        "bulk":{"limits":[{"counter":"bulk","window":"day","max":10,"scope":"grant","increment":4}]}}}));
+    let store = TestCounters::default();
+    let charge = |args: Value| {
+        e.decide(
+            &Call {
+                tool: "charge",
+                args: Some(&args),
+            },
+            &alice(),
+            &store,
+            NOON,
+        )
+    };
+    assert!(matches!(charge(json!({"amount": 600})), Decision::Allow(_)));
+    assert!(
+        matches!(charge(json!({"amount": 399.5})), Decision::Allow(_)),
+        "rounds up to 400 → 1000"
+    );
+    match charge(json!({"amount": 1})) {
+        Decision::Deny(d) => assert!(
+            d.message.contains("allows 1000 per day") && d.message.contains("needs 1"),
+            "{}",
+            d.message
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(charge(json!({"amount": 0})), Decision::Allow(_)),
+        "zero fits even in a full budget"
+    );
+    for (bad, why) in [
+        (json!({"amount": -5}), "is negative"),
+        (json!({}), "is absent"),
+        (json!({"amount": "10"}), "is not a number"),
+        (json!({"amount": -0.5}), "is negative"),
+        (json!({"amount": null}), "is not a number"),
+    ] {
+        match charge(bad.clone()) {
+            Decision::Deny(d) => {
+                assert_eq!(d.rule, "/tools/charge/limits/0");
+                assert!(d.message.contains(why), "{bad}: {}", d.message);
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let over = json!({"amount": 5000});
+    let e2 = engine(
+        json!({"version":"1","default":"deny","tools":{"charge":{"limits":[{"counter":"spend","window":"day","max":1000,"scope":"grant","increment_from":"args.amount"}]}}}),
+    );
+    match e2.decide(
+        &Call {
+            tool: "charge",
+            args: Some(&over),
+        },
+        &alice(),
+        &TestCounters::default(),
+        NOON,
+    ) {
+        Decision::Deny(d) => {
+            assert_eq!(d.retry_after_secs, None);
+            assert!(d.message.contains("can never pass"), "{}", d.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let bulk = |n| {
+        (0..n)
+            .map(|_| {
+                e.decide(
+                    &Call {
+                        tool: "bulk",
+                        args: None,
+                    },
+                    &alice(),
+                    &store,
+                    NOON,
+                )
+            })
+            .filter(|d| matches!(d, Decision::Allow(_)))
+            .count()
+    };
+    assert_eq!(bulk(5), 2, "increment 4 against max 10 fits twice");
+}
+
+#[test]
+fn rolling_windows() {
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"run":{"limits":[
+        {"counter":"r","window":"90s","max":2,"scope":"grant","on_deny":"Slow down."}]}}}),
+    );
+    let store = TestCounters::default();
+    let at = |t| {
+        e.decide(
+            &Call {
+                tool: "run",
+                args: None,
+            },
+            &alice(),
+            &store,
+            NOON + t,
+        )
+    };
+    assert!(matches!(at(0), Decision::Allow(_)));
+    assert!(matches!(at(30_000), Decision::Allow(_)));
+    match at(60_000) {
+        Decision::Deny(d) => {
+            assert_eq!(d.retry_after_secs, Some(30));
+            assert!(
+                d.message
+                    .starts_with("Slow down. (counter \"r\" allows 2 in any 90s"),
+                "{}",
+                d.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(at(90_000), Decision::Allow(_)));
+    assert!(matches!(at(100_000), Decision::Deny(_)));
+}
+
+#[test]
+fn approve_if_comes_after_deny_and_carries_the_limits() {
+    let e = engine(json!({"version":"1","default":"deny","tools":{"pay":{
+        "deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100000}],"on_deny":"Too much."}],
+        "approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1000}],"reason":"Large payment","timeout":"30m"}],
+        "limits":[{"counter":"pay","window":"day","max":5,"scope":"grant"}]}}}));
+    let check = |args: Value| {
+        e.check(
+            &Call {
+                tool: "pay",
+                args: Some(&args),
+            },
+            &alice(),
+        )
+    };
+    assert_eq!(
+        deny_of(check(json!({"amount": 200000}))).rule,
+        "/tools/pay/deny_if/0"
+    );
+    match check(json!({"amount": 5000})) {
+        Check::Approval(need, plan) => {
+            assert_eq!(need.rule, "/tools/pay/approve_if/0");
+            assert_eq!(need.reason, "Large payment");
+            assert_eq!(need.timeout_ms, 30 * 60_000);
+            assert_eq!(plan.reservations.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(check(json!({"amount": 50})), Check::Proceed(_)));
+    let store = TestCounters::default();
+    let args = json!({"amount": 5000});
+    assert!(matches!(
+        e.decide(
+            &Call {
+                tool: "pay",
+                args: Some(&args)
+            },
+            &alice(),
+            &store,
+            NOON
+        ),
+        Decision::NeedsApproval(..)
+    ));
+    assert!(
+        store.map.lock().unwrap().is_empty(),
+        "an approval request charges nothing"
+    );
+}
+
+#[test]
+fn shadow_mode_is_reported() {
+    let e = engine(json!({"version":"1","default":"deny","mode":"shadow"}));
+    assert_eq!(e.mode(), portcullis_policy::doc::Mode::Shadow);
+    let e = engine(json!({"version":"1","default":"deny"}));
+    assert_eq!(e.mode(), portcullis_policy::doc::Mode::Enforce);
+}
+
+#[test]
+fn no_policy_denial() {
+    let d = Denial::no_policy();
+    assert_eq!(d.rule, "(no policy)");
+}
