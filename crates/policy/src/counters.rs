@@ -23,23 +23,7 @@ impl CounterKey {
         window: Window,
         per: Option<&str>,
     ) -> Self {
-        // A JSON array of strings is unambiguous whatever the parts contain.
-        let mut s =
-            String::with_capacity(16 + subject.len() + counter.len() + per.map_or(0, str::len));
-        s.push('[');
-        push_json_str(&mut s, scope.as_str());
-        s.push(',');
-        push_json_str(&mut s, subject);
-        s.push(',');
-        push_json_str(&mut s, counter);
-        s.push(',');
-        push_json_str(&mut s, &window.to_string());
-        if let Some(per) = per {
-            s.push(',');
-            push_json_str(&mut s, per);
-        }
-        s.push(']');
-        CounterKey(s)
+        KeyTemplate::new(scope, counter, window).key(subject, per)
     }
 
     /// Rebuilds a key from its stored string form (as returned by [`CounterKey::as_str`]).
@@ -59,9 +43,53 @@ impl fmt::Display for CounterKey {
     }
 }
 
+/// The parts of a [`CounterKey`] that a policy fixes (scope, counter name, window),
+/// pre-encoded once at compile time so that building a key per call is one allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyTemplate {
+    head: String,
+    tail: String,
+}
+
+impl KeyTemplate {
+    /// Pre-encodes scope, counter and window.
+    pub fn new(scope: Scope, counter: &str, window: Window) -> Self {
+        let mut head = String::from("[");
+        push_json_str(&mut head, scope.as_str());
+        head.push(',');
+        let mut tail = String::from(",");
+        push_json_str(&mut tail, counter);
+        tail.push(',');
+        push_json_str(&mut tail, &window.to_string());
+        KeyTemplate { head, tail }
+    }
+
+    /// The key for one subject (grant id, session id, server name) and `per` value.
+    pub fn key(&self, subject: &str, per: Option<&str>) -> CounterKey {
+        let mut s = String::with_capacity(
+            self.head.len() + self.tail.len() + subject.len() + per.map_or(0, |p| p.len() + 3) + 3,
+        );
+        s.push_str(&self.head);
+        push_json_str(&mut s, subject);
+        s.push_str(&self.tail);
+        if let Some(per) = per {
+            s.push(',');
+            push_json_str(&mut s, per);
+        }
+        s.push(']');
+        CounterKey(s)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
 fn push_json_str(out: &mut String, s: &str) {
-    // serde_json's string escaping, without a Value allocation.
-    out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+    }
 }
 
 /// One counter to charge for a call.
@@ -195,6 +223,23 @@ mod tests {
             CounterKey::new(Scope::Grant, "g", "c", Window::Minute, None),
             CounterKey::new(Scope::Session, "g", "c", Window::Minute, None)
         );
+    }
+
+    #[test]
+    fn fast_escaping_matches_serde_json() {
+        for s in [
+            "plain",
+            "with \"quote\"",
+            "back\\slash",
+            "tab\tnew\nline",
+            "ünïcödé ✓",
+            "\u{7f}del",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
     }
 
     #[test]

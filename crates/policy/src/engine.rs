@@ -5,7 +5,7 @@
 //! store (any [`CounterStore`]) and the clock value, and follows the spec's evaluation order
 //! to a final [`Decision`].
 
-use crate::counters::{CounterKey, CounterStore, Reservation, ReserveError, Ticket};
+use crate::counters::{CounterStore, KeyTemplate, Reservation, ReserveError, Ticket};
 use crate::doc::{
     self, Approval, Condition, Entry, Limit, Mode, Op, PolicyDoc, Rules, ValidationError,
 };
@@ -163,7 +163,7 @@ impl Cond {
             return matches!(self.test, Test::Exists(false));
         };
         match &self.test {
-            Test::Exists(want) => !arg.is_null() == *want,
+            Test::Exists(want) => arg.is_null() != *want,
             Test::Eq(v) => json_eq(arg, v),
             Test::Neq(v) => !json_eq(arg, v),
             Test::Cmp(v, accept) => match arg {
@@ -226,6 +226,7 @@ enum Amount {
 #[derive(Debug)]
 struct CLimit {
     counter: String,
+    key: KeyTemplate,
     window: Window,
     max: u64,
     scope: Scope,
@@ -417,12 +418,12 @@ impl Engine {
                     }
                 },
             };
-            let amount =
-                match &l.amount {
-                    Amount::Fixed(n) => *n,
-                    Amount::From(p) => match increment_from(p, call, who) {
-                        Ok(n) => n,
-                        Err(why) => return Err(Denial {
+            let amount = match &l.amount {
+                Amount::Fixed(n) => *n,
+                Amount::From(p) => match increment_from(p, call, who) {
+                    Ok(n) => n,
+                    Err(why) => {
+                        return Err(Denial {
                             rule: l.rule.clone(),
                             message: format!(
                                 "Counter {:?} counts {}, which {why}; the call was not forwarded.",
@@ -430,11 +431,12 @@ impl Engine {
                                 p.as_str()
                             ),
                             retry_after_secs: None,
-                        }),
-                    },
-                };
+                        })
+                    }
+                },
+            };
             plan.reservations.push(Reservation {
-                key: CounterKey::new(l.scope, subject, &l.counter, l.window, per.as_deref()),
+                key: l.key.key(subject, per.as_deref()),
                 window: l.window,
                 max: l.max,
                 amount,
@@ -619,9 +621,11 @@ fn compile_rules(r: &Rules, base: &str, limits: &mut Vec<CLimit>) -> CRules {
 }
 
 fn compile_limit(l: &Limit, rule: String) -> CLimit {
+    let window = Window::parse(&l.window).expect("validated");
     CLimit {
         counter: l.counter.clone(),
-        window: Window::parse(&l.window).expect("validated"),
+        key: KeyTemplate::new(l.scope, &l.counter, window),
+        window,
         max: l.max,
         scope: l.scope,
         per: l.per.as_deref().map(|p| Path::parse(p).expect("validated")),

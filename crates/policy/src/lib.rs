@@ -10,7 +10,9 @@
 pub mod counters;
 pub mod window;
 
-pub use counters::{CounterKey, CounterStore, Held, Reservation, ReserveError, Ticket, Usage};
+pub use counters::{
+    CounterKey, CounterStore, Held, KeyTemplate, Reservation, ReserveError, Ticket, Usage,
+};
 pub use window::{Millis, Scope, Window};
 pub mod doc;
 pub mod engine;

@@ -185,7 +185,7 @@ pub fn format_duration(ms: Millis) -> String {
         (MINUTE, "m"),
         (SECOND, "s"),
     ] {
-        if ms >= unit && ms % unit == 0 {
+        if ms >= unit && ms.is_multiple_of(unit) {
             return format!("{}{}", ms / unit, name);
         }
     }

@@ -17,7 +17,11 @@ fn repo() -> PathBuf {
 fn seed_policy(page: &str) -> String {
     let lines: Vec<&str> = page.lines().collect();
     let start = lines.iter().position(|l| *l == "{").expect("policy block");
-    let end = start + lines[start..].iter().position(|l| *l == "}").expect("end of block");
+    let end = start
+        + lines[start..]
+            .iter()
+            .position(|l| *l == "}")
+            .expect("end of block");
     lines[start..=end].join("\n")
 }
 
@@ -26,13 +30,22 @@ fn check_seed_meaning(text: &str, tool: &str) {
     assert_eq!(d.default, Default::Deny);
     assert_eq!(d.tools.len(), 1);
     let l = &d.tool(tool).unwrap().limits[0];
-    assert_eq!((l.counter.as_str(), l.window.as_str(), l.max, l.scope), (format!("{tool}_rate").as_str(), "minute", 10, Scope::Grant));
+    assert_eq!(
+        (l.counter.as_str(), l.window.as_str(), l.max, l.scope),
+        (format!("{tool}_rate").as_str(), "minute", 10, Scope::Grant)
+    );
     // It means what it says: 10 a minute per grant pass, the 11th is denied, other tools are denied.
     let e = Engine::compile(d);
     let store = TestCounters::default();
     let call = Call { tool, args: None };
     for i in 0..10 {
-        assert!(matches!(e.decide(&call, &alice(), &store, NOON + i * 1000), Decision::Allow(_)), "call {i}");
+        assert!(
+            matches!(
+                e.decide(&call, &alice(), &store, NOON + i * 1000),
+                Decision::Allow(_)
+            ),
+            "call {i}"
+        );
     }
     match e.decide(&call, &alice(), &store, NOON + 10_000) {
         Decision::Deny(d) => {
@@ -41,9 +54,29 @@ fn check_seed_meaning(text: &str, tool: &str) {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(e.decide(&call, &bob(), &store, NOON + 10_000), Decision::Allow(_)), "per grant");
-    assert!(matches!(e.decide(&call, &alice(), &store, NOON + 60_000), Decision::Allow(_)), "next minute");
-    match e.decide(&Call { tool: "odoo_execute", args: None }, &alice(), &store, NOON) {
+    assert!(
+        matches!(
+            e.decide(&call, &bob(), &store, NOON + 10_000),
+            Decision::Allow(_)
+        ),
+        "per grant"
+    );
+    assert!(
+        matches!(
+            e.decide(&call, &alice(), &store, NOON + 60_000),
+            Decision::Allow(_)
+        ),
+        "next minute"
+    );
+    match e.decide(
+        &Call {
+            tool: "odoo_execute",
+            args: None,
+        },
+        &alice(),
+        &store,
+        NOON,
+    ) {
         Decision::Deny(d) => assert_eq!(d.rule, "(default deny)"),
         other => panic!("{other:?}"),
     }
@@ -53,7 +86,8 @@ fn check_seed_meaning(text: &str, tool: &str) {
 #[test]
 fn shipped_seed_examples_mean_what_they_say() {
     for tool in ["ai_invoice_pipeline_run", "ai_pipeline_run"] {
-        let text = std::fs::read_to_string(repo().join(format!("examples/policies/{tool}.json"))).unwrap();
+        let text =
+            std::fs::read_to_string(repo().join(format!("examples/policies/{tool}.json"))).unwrap();
         check_seed_meaning(&text, tool);
     }
 }
@@ -70,7 +104,8 @@ fn the_seed_pages_parse_unchanged() {
         let block = seed_policy(&page);
         check_seed_meaning(&block, tool);
         // The shipped example is the seed's block, byte for byte.
-        let shipped = std::fs::read_to_string(repo().join(format!("examples/policies/{tool}.json"))).unwrap();
+        let shipped =
+            std::fs::read_to_string(repo().join(format!("examples/policies/{tool}.json"))).unwrap();
         assert_eq!(shipped.trim_end(), block);
     }
 }
@@ -90,7 +125,14 @@ fn every_shipped_example_policy_validates() {
 }
 
 fn schema_keys(schema: &Value, pointer: &str) -> Vec<String> {
-    let mut k: Vec<String> = schema.pointer(pointer).unwrap_or_else(|| panic!("{pointer}")).as_object().unwrap().keys().cloned().collect();
+    let mut k: Vec<String> = schema
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("{pointer}"))
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     k.sort();
     k
 }
@@ -105,20 +147,53 @@ fn sorted(keys: &[&str]) -> Vec<String> {
 fn json_schema_matches_the_parser() {
     let schema: Value = serde_json::from_str(portcullis_policy::JSON_SCHEMA).unwrap();
     assert_eq!(schema_keys(&schema, "/properties"), sorted(doc::TOP_KEYS));
-    assert_eq!(schema_keys(&schema, "/$defs/rules/properties"), sorted(doc::RULE_KEYS));
-    assert_eq!(schema_keys(&schema, "/$defs/entry/properties"), sorted(doc::ENTRY_KEYS));
-    assert_eq!(schema_keys(&schema, "/$defs/approval/properties"), sorted(doc::APPROVAL_KEYS));
-    assert_eq!(schema_keys(&schema, "/$defs/condition/properties"), sorted(doc::CONDITION_KEYS));
-    assert_eq!(schema_keys(&schema, "/$defs/limit/properties"), sorted(doc::LIMIT_KEYS));
-    let ops: Vec<&str> = schema.pointer("/$defs/condition/properties/op/enum").unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(
+        schema_keys(&schema, "/$defs/rules/properties"),
+        sorted(doc::RULE_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, "/$defs/entry/properties"),
+        sorted(doc::ENTRY_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, "/$defs/approval/properties"),
+        sorted(doc::APPROVAL_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, "/$defs/condition/properties"),
+        sorted(doc::CONDITION_KEYS)
+    );
+    assert_eq!(
+        schema_keys(&schema, "/$defs/limit/properties"),
+        sorted(doc::LIMIT_KEYS)
+    );
+    let ops: Vec<&str> = schema
+        .pointer("/$defs/condition/properties/op/enum")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(ops, doc::OPS);
-    let scopes: Vec<&str> = schema.pointer("/$defs/limit/properties/scope/enum").unwrap().as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let scopes: Vec<&str> = schema
+        .pointer("/$defs/limit/properties/scope/enum")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(scopes, doc::SCOPES);
     // Every object in the schema is closed, as the parser is.
     fn closed(v: &Value, at: &str) {
         if let Some(m) = v.as_object() {
-            if m.contains_key("properties") && at != "" {
-                assert_eq!(m.get("additionalProperties"), Some(&Value::Bool(false)), "schema object at {at} must be closed");
+            if m.contains_key("properties") && !at.is_empty() {
+                assert_eq!(
+                    m.get("additionalProperties"),
+                    Some(&Value::Bool(false)),
+                    "schema object at {at} must be closed"
+                );
             }
             for (k, c) in m {
                 closed(c, &format!("{at}/{k}"));
@@ -126,5 +201,8 @@ fn json_schema_matches_the_parser() {
         }
     }
     closed(&schema, "");
-    assert_eq!(schema.get("additionalProperties"), Some(&Value::Bool(false)));
+    assert_eq!(
+        schema.get("additionalProperties"),
+        Some(&Value::Bool(false))
+    );
 }

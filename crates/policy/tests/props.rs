@@ -3,7 +3,9 @@
 
 mod common;
 use common::*;
-use portcullis_policy::doc::{Approval, Condition, Default, Entry, Limit, Mode, Op, PolicyDoc, Rules};
+use portcullis_policy::doc::{
+    Approval, Condition, Default, Entry, Limit, Mode, Op, PolicyDoc, Rules,
+};
 use portcullis_policy::{parse, Call, Engine, Scope};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -20,7 +22,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec(("[a-d]", inner), 0..5).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec(("[a-d]", inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -44,9 +47,19 @@ fn arb_path() -> impl Strategy<Value = String> {
 }
 
 fn arb_condition() -> impl Strategy<Value = Condition> {
-    let number = prop_oneof![any::<i64>().prop_map(|i| json!(i)), (-1e9f64..1e9).prop_map(|f| json!(f))];
-    (arb_path(), 0usize..11, arb_json(), number, prop::collection::vec(arb_json(), 0..4), any::<bool>()).prop_map(
-        |(path, op, any_v, num, list, b)| {
+    let number = prop_oneof![
+        any::<i64>().prop_map(|i| json!(i)),
+        (-1e9f64..1e9).prop_map(|f| json!(f))
+    ];
+    (
+        arb_path(),
+        0usize..11,
+        arb_json(),
+        number,
+        prop::collection::vec(arb_json(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(path, op, any_v, num, list, b)| {
             let (op, value) = match op {
                 0 => (Op::Eq, any_v),
                 1 => (Op::Neq, any_v),
@@ -61,19 +74,40 @@ fn arb_condition() -> impl Strategy<Value = Condition> {
                 _ => (Op::Exists, json!(b)),
             };
             Condition { path, op, value }
-        },
-    )
+        })
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
-    (prop::collection::vec(arb_condition(), 0..3), prop::option::of("[A-Za-z .]{0,12}")).prop_map(|(conditions, on_deny)| Entry { conditions, on_deny })
+    (
+        prop::collection::vec(arb_condition(), 0..3),
+        prop::option::of("[A-Za-z .]{0,12}"),
+    )
+        .prop_map(|(conditions, on_deny)| Entry {
+            conditions,
+            on_deny,
+        })
 }
 
 fn arb_limit() -> impl Strategy<Value = Limit> {
-    let windows = prop::sample::select(vec!["second", "minute", "hour", "day", "week", "month", "90s", "15m", "1h30m"]);
-    let scopes = prop::sample::select(vec![Scope::Grant, Scope::Session, Scope::Server, Scope::Global]);
-    (windows, 1u64..1000, scopes, prop::option::of(arb_path()), 0u8..3, prop::option::of("[a-z ]{1,10}"), "[a-z]{1,6}").prop_map(
-        |(window, max, scope, per, inc, on_deny, counter)| Limit {
+    let windows = prop::sample::select(vec![
+        "second", "minute", "hour", "day", "week", "month", "90s", "15m", "1h30m",
+    ]);
+    let scopes = prop::sample::select(vec![
+        Scope::Grant,
+        Scope::Session,
+        Scope::Server,
+        Scope::Global,
+    ]);
+    (
+        windows,
+        1u64..1000,
+        scopes,
+        prop::option::of(arb_path()),
+        0u8..3,
+        prop::option::of("[a-z ]{1,10}"),
+        "[a-z]{1,6}",
+    )
+        .prop_map(|(window, max, scope, per, inc, on_deny, counter)| Limit {
             // One window per counter name: derive the name from the window.
             counter: format!("{counter}-{window}"),
             window: window.to_string(),
@@ -83,8 +117,7 @@ fn arb_limit() -> impl Strategy<Value = Limit> {
             increment: (inc == 1).then_some(3),
             increment_from: (inc == 2).then(|| "args.amount".to_string()),
             on_deny,
-        },
-    )
+        })
 }
 
 fn arb_rules() -> impl Strategy<Value = Rules> {
@@ -92,13 +125,27 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
         prop::collection::vec(arb_entry(), 0..2),
         prop::collection::vec(arb_entry(), 0..2),
         prop::collection::vec(arb_limit(), 0..2),
-        prop::collection::vec((prop::collection::vec(arb_condition(), 0..2), prop::option::of("[a-z]{1,5}"), prop::option::of(Just("15m".to_string()))), 0..2),
+        prop::collection::vec(
+            (
+                prop::collection::vec(arb_condition(), 0..2),
+                prop::option::of("[a-z]{1,5}"),
+                prop::option::of(Just("15m".to_string())),
+            ),
+            0..2,
+        ),
     )
         .prop_map(|(require, deny_if, limits, appr)| Rules {
             require,
             deny_if,
             limits,
-            approve_if: appr.into_iter().map(|(conditions, reason, timeout)| Approval { conditions, reason, timeout }).collect(),
+            approve_if: appr
+                .into_iter()
+                .map(|(conditions, reason, timeout)| Approval {
+                    conditions,
+                    reason,
+                    timeout,
+                })
+                .collect(),
         })
 }
 
@@ -111,15 +158,17 @@ fn arb_doc() -> impl Strategy<Value = PolicyDoc> {
         prop::collection::btree_map("[a-z_./]{1,10}", arb_rules(), 0..4),
         prop::option::of("[a-z ]{0,20}"),
     )
-        .prop_map(|(deny, mode, hide, all_tools, tools, description)| PolicyDoc {
-            version: "1".into(),
-            description,
-            mode,
-            default: if deny { Default::Deny } else { Default::Allow },
-            hide,
-            all_tools,
-            tools: tools.into_iter().collect(),
-        })
+        .prop_map(
+            |(deny, mode, hide, all_tools, tools, description)| PolicyDoc {
+                version: "1".into(),
+                description,
+                mode,
+                default: if deny { Default::Deny } else { Default::Allow },
+                hide,
+                all_tools,
+                tools: tools.into_iter().collect(),
+            },
+        )
 }
 
 proptest! {

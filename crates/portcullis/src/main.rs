@@ -1,1 +1,44 @@
-fn main() {}
+//! The `portcullis` command. Thin by design: argument parsing and output formatting only;
+//! every decision lives in the library crates.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod commands;
+
+/// Portcullis: a policy gateway for MCP tool calls.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a policy document; print every error with its locator.
+    Validate(commands::ValidateArgs),
+    /// Print the JSON Schema of the policy document (for editor completion).
+    Schema,
+    /// Translate an Intercept YAML policy into a policy v1 document.
+    ImportIntercept(commands::ImportArgs),
+    /// Evaluate one tool call against a policy and explain the decision (dry run).
+    Check(commands::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(a) => commands::validate(&a),
+        Command::Schema => {
+            print!("{}", portcullis_policy::JSON_SCHEMA);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportIntercept(a) => commands::import_intercept(&a),
+        Command::Check(a) => commands::check(&a),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}

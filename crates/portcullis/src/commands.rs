@@ -1,0 +1,258 @@
+//! Implementations of the subcommands.
+
+use clap::Args;
+use portcullis_policy::doc::Mode;
+use portcullis_policy::{lint, Call, Decision, Engine, Identity, ValidationError};
+use portcullis_store::MemoryCounters;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `validate` arguments.
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Policy file (JSON, policy v1).
+    file: PathBuf,
+    /// A `tools/list` result (JSON) of the server this policy guards: also report policy keys
+    /// naming no tool and `args.*` paths the tool's inputSchema does not declare.
+    #[arg(long)]
+    tools: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `import-intercept` arguments.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Intercept policy (YAML).
+    file: PathBuf,
+    /// Write the policy here instead of standard output.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+}
+
+/// `check` arguments.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Policy file.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Tool name.
+    #[arg(long)]
+    tool: String,
+    /// Arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Grant label to evaluate as.
+    #[arg(long, default_value = "local")]
+    grant: String,
+    /// Repeat the call this many times (to see where a limit bites).
+    #[arg(long, default_value_t = 1)]
+    times: u32,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn load(path: &Path) -> Result<Result<Engine, Vec<ValidationError>>, String> {
+    Ok(Engine::from_json(&read(path)?))
+}
+
+/// `portcullis validate FILE [--tools T]`.
+pub fn validate(a: &ValidateArgs) -> Result<ExitCode, String> {
+    let file = a.file.display().to_string();
+    let engine = match load(&a.file)? {
+        Ok(e) => e,
+        Err(errors) => {
+            if a.json {
+                let list: Vec<Value> = errors
+                    .iter()
+                    .map(|e| json!({"locator": e.locator, "message": e.message}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"file": file, "valid": false, "errors": list, "warnings": []})
+                );
+            } else {
+                for e in &errors {
+                    eprintln!("{file}: {e}");
+                }
+                eprintln!(
+                    "{file}: {} error{} — the policy was not loaded",
+                    errors.len(),
+                    plural(errors.len())
+                );
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut findings = Vec::new();
+    if let Some(tools_path) = &a.tools {
+        let v: Value = serde_json::from_str(&read(tools_path)?)
+            .map_err(|e| format!("{}: not JSON: {e}", tools_path.display()))?;
+        let tools = lint::tools_of(&v).ok_or_else(|| {
+            format!(
+                "{}: expected a tools/list result ({{\"tools\": [...]}}) or an array of tools",
+                tools_path.display()
+            )
+        })?;
+        findings = lint::lint(engine.doc(), tools);
+    }
+    let doc = engine.doc();
+    let limits: usize = doc.tools.iter().map(|(_, r)| r.limits.len()).sum::<usize>()
+        + doc.all_tools.as_ref().map_or(0, |r| r.limits.len());
+    let summary = format!(
+        "default {}, {} tool{} listed, {} hidden, {} limit{}{}",
+        if matches!(doc.default, portcullis_policy::doc::Default::Deny) {
+            "deny"
+        } else {
+            "allow"
+        },
+        doc.tools.len(),
+        plural(doc.tools.len()),
+        doc.hide.len(),
+        limits,
+        plural(limits),
+        if engine.mode() == Mode::Shadow {
+            ", SHADOW mode (nothing is enforced)"
+        } else {
+            ""
+        }
+    );
+    if a.json {
+        let list: Vec<Value> = findings
+            .iter()
+            .map(|e| json!({"locator": e.locator, "message": e.message}))
+            .collect();
+        println!(
+            "{}",
+            json!({"file": file, "valid": findings.is_empty(), "errors": [], "warnings": list, "summary": summary})
+        );
+    } else {
+        for f in &findings {
+            eprintln!("{file}: {f}");
+        }
+        if findings.is_empty() {
+            println!("{file}: ok — {summary}");
+        } else {
+            eprintln!("{file}: valid policy, but {} finding{} against the tool list — fix them or the rules will not match", findings.len(), plural(findings.len()));
+        }
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `portcullis import-intercept FILE`.
+pub fn import_intercept(a: &ImportArgs) -> Result<ExitCode, String> {
+    let file = a.file.display().to_string();
+    let t = match portcullis_intercept::translate(&read(&a.file)?) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{file}: {e}");
+            }
+            eprintln!(
+                "{file}: {} error{} — nothing was translated",
+                errors.len(),
+                plural(errors.len())
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // The translation must itself be a valid policy; fail loudly rather than emit one that is not.
+    if let Err(errors) = portcullis_policy::doc::from_value(&t.policy) {
+        for e in &errors {
+            eprintln!("{file}: translated policy is invalid: {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    for n in &t.notes {
+        eprintln!("note: {n}");
+    }
+    let text = serde_json::to_string_pretty(&t.policy).expect("serializable") + "\n";
+    match &a.out {
+        Some(out) => {
+            std::fs::write(out, text)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis check`: a dry run of one call, with in-memory counters.
+pub fn check(a: &CheckArgs) -> Result<ExitCode, String> {
+    let engine = match load(&a.policy)? {
+        Ok(e) => e,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", a.policy.display());
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let args: Value =
+        serde_json::from_str(&a.args).map_err(|e| format!("--args is not JSON: {e}"))?;
+    let store = MemoryCounters::new();
+    let who = Identity {
+        grant_id: &a.grant,
+        grant_label: &a.grant,
+        session_id: "check",
+        client_name: None,
+        server: "check",
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis() as u64;
+    let mut last_allowed = true;
+    for i in 1..=a.times {
+        let d = engine.decide(
+            &Call {
+                tool: &a.tool,
+                args: Some(&args),
+            },
+            &who,
+            &store,
+            now,
+        );
+        let (verdict, rule, message) = match &d {
+            Decision::Allow(_) => ("allow", String::new(), String::new()),
+            Decision::Deny(x) => ("deny", x.rule.clone(), x.message.clone()),
+            Decision::NeedsApproval(n, _) => ("approval", n.rule.clone(), n.reason.clone()),
+        };
+        last_allowed = matches!(d, Decision::Allow(_));
+        if a.json {
+            println!(
+                "{}",
+                json!({"call": i, "decision": verdict, "rule": rule, "message": message, "listed": engine.is_listed(&a.tool)})
+            );
+        } else if rule.is_empty() {
+            println!("call {i}: ALLOW");
+        } else {
+            println!("call {i}: {} — {rule}: {message}", verdict.to_uppercase());
+        }
+    }
+    Ok(if last_allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,211 @@
+//! The `portcullis` binary end to end: exit codes, locators on standard error, `--json`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run portcullis")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    for f in [
+        "examples/policies/odoo.json",
+        "examples/policies/refunds.json",
+        "examples/policies/ai_pipeline_run.json",
+    ] {
+        let o = run(&["validate", f]);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("ok — default deny"));
+    }
+}
+
+#[test]
+fn validate_lists_every_error_with_its_locator_and_fails() {
+    let p = scratch(
+        "bad.json",
+        r#"{"version":"1","default":"deny","tools":{"create_refund":{"deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1},{"path":"args.amount","op":"gte ","value":2}]}],"limits":[{"counter":"c","window":"minutes","max":1,"scope":"grant"}]}}}"#,
+    );
+    let o = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("tools.create_refund.deny_if[0].conditions[1].op: unknown op \"gte \" (did you mean \"gte\"?)"), "{err}");
+    assert!(err.contains("tools.create_refund.limits[0].window: unknown window \"minutes\" (did you mean \"minute\"?)"), "{err}");
+    assert!(err.contains("2 errors"), "{err}");
+
+    let o = run(&["validate", "--json", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["errors"][0]["locator"],
+        "tools.create_refund.deny_if[0].conditions[1].op"
+    );
+}
+
+#[test]
+fn validate_missing_file_says_so() {
+    let o = run(&["validate", "no/such/policy.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read no/such/policy.json"));
+}
+
+#[test]
+fn validate_against_a_tool_list_finds_typos() {
+    let tools = scratch(
+        "tools.json",
+        r#"{"tools":[{"name":"create_refund","inputSchema":{"type":"object","properties":{"amount":{"type":"integer"},"lines":{"type":"array","items":{"type":"object","properties":{"qty":{"type":"integer"}}}}}}},{"name":"list_customers","inputSchema":{"type":"object"}}]}"#,
+    );
+    let policy = scratch(
+        "typos.json",
+        r#"{"version":"1","default":"deny","hide":["delete_customers"],"tools":{"list_customer":{},"list_customers":{"deny_if":[{"conditions":[{"path":"args.anything","op":"exists","value":true}]}]},"create_refund":{"deny_if":[{"conditions":[{"path":"args.amout","op":"gt","value":1},{"path":"args.lines[0].qty","op":"gt","value":1},{"path":"args.lines[0].qyt","op":"gt","value":1}]}]}}}"#,
+    );
+    let o = run(&[
+        "validate",
+        policy.to_str().unwrap(),
+        "--tools",
+        tools.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("tools.list_customer: no tool named \"list_customer\" on this server (did you mean \"list_customers\"?)"), "{err}");
+    assert!(
+        err.contains("hide[0]: no tool named \"delete_customers\""),
+        "{err}"
+    );
+    assert!(err.contains("tools.create_refund.deny_if[0].conditions[0].path: args.amout: field \"amout\" is not declared (did you mean \"amount\"?)"), "{err}");
+    assert!(
+        err.contains("conditions[2].path: args.lines[0].qyt: field \"qyt\" is not declared"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("conditions[1].path"),
+        "a declared nested path is fine: {err}"
+    );
+    assert!(
+        !err.contains("args.anything"),
+        "a schema without properties says nothing: {err}"
+    );
+    assert!(err.contains("4 findings"), "{err}");
+}
+
+#[test]
+fn validate_the_odoo_example_against_the_real_odoo_tool_list() {
+    let tools = repo().join("../shared/fixtures/odoo-claude-mcp/tools.json");
+    if !tools.exists() {
+        eprintln!("skipped: ../shared/fixtures not found");
+        return;
+    }
+    let o = run(&[
+        "validate",
+        "examples/policies/odoo.json",
+        "--tools",
+        tools.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A seed policy checked against the real list: its one tool exists.
+    let o = run(&[
+        "validate",
+        "examples/policies/ai_invoice_pipeline_run.json",
+        "--tools",
+        tools.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn schema_prints_the_json_schema() {
+    let o = run(&["schema"]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["properties"]["version"]["const"], "1");
+}
+
+#[test]
+fn check_explains_a_rate_limit() {
+    let o = run(&[
+        "check",
+        "--policy",
+        "examples/policies/ai_invoice_pipeline_run.json",
+        "--tool",
+        "ai_invoice_pipeline_run",
+        "--times",
+        "11",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the 11th call is denied");
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 11);
+    assert!(lines[..10].iter().all(|l| l["decision"] == "allow"));
+    assert_eq!(lines[10]["decision"], "deny");
+    assert_eq!(lines[10]["rule"], "/tools/ai_invoice_pipeline_run/limits/0");
+}
+
+#[test]
+fn import_intercept_translates_and_the_result_validates() {
+    let yaml = scratch(
+        "intercept.yaml",
+        "version: \"1\"\ndefault: deny\ntools:\n  read_file:\n    rules: []\n  delete_customer:\n    rules:\n      - name: block\n        action: deny\n        on_deny: \"No deletions\"\n",
+    );
+    let out = yaml.with_extension("json");
+    let o = run(&[
+        "import-intercept",
+        yaml.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["validate", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        v["tools"]["delete_customer"]["deny_if"][0]["on_deny"],
+        "No deletions"
+    );
+}
+
+#[test]
+fn import_intercept_fixtures() {
+    let dir = repo().join("../shared/fixtures/intercept-policies");
+    if !dir.exists() {
+        eprintln!("skipped: ../shared/fixtures not found");
+        return;
+    }
+    for ok in ["valid_policy.yaml", "default_deny_policy.yaml"] {
+        let o = run(&["import-intercept", dir.join(ok).to_str().unwrap()]);
+        assert!(o.status.success(), "{ok}: {}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        portcullis_policy::doc::from_value(&v).unwrap();
+    }
+    for bad in ["invalid_schema.yaml", "invalid_policy.yaml"] {
+        let o = run(&["import-intercept", dir.join(bad).to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(o.stdout.is_empty(), "{bad}: nothing on stdout");
+        assert!(stderr(&o).contains("nothing was translated"), "{bad}");
+    }
+}

@@ -1,0 +1,141 @@
+//! What only the SQLite backend promises: counters survive a restart, and processes sharing
+//! one file share its counters exactly.
+
+mod common;
+
+use common::*;
+use portcullis_policy::{CounterStore, Usage, Window};
+use portcullis_store::SqliteCounters;
+
+#[test]
+fn restart_keeps_the_day_counter() {
+    let db = TempDb::new("restart");
+    let day = req("daily", Window::Day, 3, 1);
+    let rolling = req("hourly", Window::Rolling(HOUR), 2, 1);
+    let morning = MIDNIGHT + 9 * HOUR;
+    {
+        let store = SqliteCounters::open(db.path()).unwrap();
+        for i in 0..3 {
+            ok(
+                &store,
+                &[day.clone(), rolling.clone()][..if i < 2 { 2 } else { 1 }],
+                morning + i,
+            );
+        }
+        assert_eq!(
+            denied(&store, std::slice::from_ref(&day), morning + 10),
+            (0, Some(15 * HOUR - 10))
+        );
+    } // "process" exits
+
+    let store = SqliteCounters::open(db.path()).unwrap();
+    let later = morning + 5 * HOUR;
+    assert_eq!(
+        store.usage(&day.key, day.window, later).unwrap(),
+        Usage {
+            used: 3,
+            resets_at: Some(MIDNIGHT + DAY)
+        }
+    );
+    assert_eq!(
+        denied(&store, std::slice::from_ref(&day), later),
+        (0, Some(MIDNIGHT + DAY - later))
+    );
+    assert_eq!(
+        store
+            .usage(&rolling.key, rolling.window, morning + 30 * 60_000)
+            .unwrap(),
+        Usage {
+            used: 2,
+            resets_at: Some(morning + HOUR)
+        }
+    );
+    // The next day starts fresh.
+    ok(&store, std::slice::from_ref(&day), MIDNIGHT + DAY);
+    assert_eq!(used(&store, &day, MIDNIGHT + DAY), 1);
+}
+
+#[test]
+fn two_processes_share_the_quota_exactly() {
+    let db = TempDb::new("two-processes");
+    let a = SqliteCounters::open(db.path()).unwrap();
+    let b = SqliteCounters::open(db.path()).unwrap();
+    let r = req("shared", Window::Minute, 10, 1);
+    let now = MIDNIGHT + 42;
+    let granted = contend(&[&a, &b], 1_000, &[vec![r.clone()]], now);
+    assert_eq!(granted, [10]);
+    assert_eq!(used(&a, &r, now), 10);
+    assert_eq!(used(&b, &r, now), 10);
+
+    // Multi-counter reservations stay all-or-nothing across the two connections.
+    let x = req("x", Window::Hour, 10, 1);
+    let y = req("y", Window::Rolling(MIN), 15, 1);
+    let mix = [vec![x.clone(), y.clone()], vec![y.clone()], vec![x.clone()]];
+    let g = contend(&[&a, &b], 600, &mix, now);
+    assert_eq!(g[0] + g[2], 10, "{g:?}");
+    assert_eq!(g[0] + g[1], 15, "{g:?}");
+    assert_eq!((used(&a, &x, now), used(&b, &y, now)), (10, 15));
+}
+
+#[test]
+fn a_ticket_can_be_refunded_through_another_connection() {
+    let db = TempDb::new("refund-elsewhere");
+    let a = SqliteCounters::open(db.path()).unwrap();
+    let b = SqliteCounters::open(db.path()).unwrap();
+    let cal = req("c", Window::Minute, 1, 1);
+    let roll = req("r", Window::Rolling(MIN), 1, 1);
+    let t = ok(&a, &[cal.clone(), roll.clone()], MIDNIGHT);
+    denied(&b, std::slice::from_ref(&cal), MIDNIGHT + 1);
+    b.refund(&t, MIDNIGHT + 1).unwrap();
+    ok(&a, &[cal, roll], MIDNIGHT + 2);
+}
+
+#[test]
+fn dead_rows_are_swept() {
+    let db = TempDb::new("sweep");
+    let store = SqliteCounters::open(db.path()).unwrap();
+    let t0 = MIDNIGHT + 1;
+    for i in 0..100 {
+        let name = format!("c{i}");
+        ok(
+            &store,
+            &[
+                req(&name, Window::Minute, 5, 1),
+                req(&name, Window::Rolling(30 * SEC), 5, 1),
+            ],
+            t0 + i,
+        );
+    }
+    let rows = || {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        let count = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        (count("counters"), count("rolling_events"))
+    };
+    assert_eq!(rows(), (100, 100));
+    // Two minutes later everything above is dead; the next write sweeps it.
+    ok(&store, &[req("new", Window::Day, 5, 1)], t0 + 2 * MIN);
+    assert_eq!(rows(), (1, 0));
+}
+
+#[test]
+fn open_reports_the_path_on_failure() {
+    let dir = TempDb::new("missing-dir");
+    let path = dir.path().join("nested").join("counters.db");
+    let err = SqliteCounters::open(&path).unwrap_err().to_string();
+    assert!(err.contains("counters.db"), "{err}");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let db = TempDb::new("newer-schema");
+    drop(SqliteCounters::open(db.path()).unwrap());
+    rusqlite::Connection::open(db.path())
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteCounters::open(db.path()).unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+}
