@@ -256,3 +256,103 @@ pub fn check(a: &CheckArgs) -> Result<ExitCode, String> {
         ExitCode::FAILURE
     })
 }
+
+/// `stdio` arguments.
+#[derive(Args)]
+pub struct StdioArgs {
+    /// Policy file for this server (the local user is the implicit grant).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Run without a policy file: every call is denied with rule "(no policy)".
+    #[arg(long, conflicts_with = "policy")]
+    no_policy: bool,
+    /// Name of the server (appears in counter keys and logs).
+    #[arg(long, default_value = "stdio")]
+    server: String,
+    /// Keep counters in SQLite under this directory, so that a restart does not reset quotas
+    /// (default: in memory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Grant label for the local user (default: $USER or "local").
+    #[arg(long)]
+    grant: Option<String>,
+    /// Log filter (also RUST_LOG), e.g. "info" or "portcullis_gateway=debug". Logs go to stderr.
+    #[arg(long, default_value = "warn")]
+    log: String,
+    /// The server command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `portcullis stdio --policy P -- cmd…`.
+pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
+    init_logging(&a.log);
+    let engine = match (&a.policy, a.no_policy) {
+        (Some(p), _) => match load(p)? {
+            Ok(e) => Some(std::sync::Arc::new(e)),
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{}: {e}", p.display());
+                }
+                return Err(format!("{}: the policy is invalid; refusing to start (fix it, or check it with `portcullis validate`)", p.display()));
+            }
+        },
+        (None, true) => None,
+        (None, false) => {
+            return Err("give --policy FILE (or --no-policy to deny every call)".into())
+        }
+    };
+    let store: std::sync::Arc<dyn portcullis_policy::CounterStore> = match &a.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let path = dir.join("counters.db");
+            std::sync::Arc::new(
+                portcullis_store::SqliteCounters::open(&path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            )
+        }
+        None => std::sync::Arc::new(MemoryCounters::new()),
+    };
+    let label = a
+        .grant
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "local".into());
+    let relay = portcullis_gateway::Relay::new(portcullis_gateway::RelayConfig {
+        engine,
+        store,
+        grant_id: format!("local:{label}"),
+        grant_label: label,
+        session_id: format!("stdio-{}", std::process::id()),
+        server: a.server.clone(),
+        clock: portcullis_gateway::relay::system_clock,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let spec = portcullis_gateway::upstream::stdio::ChildSpec {
+        argv: a.command.clone(),
+        env: Vec::new(),
+    };
+    rt.block_on(portcullis_gateway::stdio::run(
+        std::sync::Arc::new(relay),
+        spec,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        Default::default(),
+    ))
+    .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

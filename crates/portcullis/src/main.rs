@@ -24,6 +24,8 @@ enum Command {
     ImportIntercept(commands::ImportArgs),
     /// Evaluate one tool call against a policy and explain the decision (dry run).
     Check(commands::CheckArgs),
+    /// Wrap one stdio MCP server for a stdio client: `portcullis stdio --policy P -- cmd…`.
+    Stdio(commands::StdioArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         }
         Command::ImportIntercept(a) => commands::import_intercept(&a),
         Command::Check(a) => commands::check(&a),
+        Command::Stdio(a) => commands::stdio(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -19,8 +19,13 @@ use portcullis_policy::{
 pub(crate) trait Cells {
     /// A calendar counter as stored: (bucket start, used), whatever bucket that is.
     fn bucket(&mut self, key: &CounterKey) -> Result<Option<(Millis, u64)>, ReserveError>;
-    /// Stores a calendar counter; `bucket.end` lets the backend sweep it once it is over.
-    fn set_bucket(&mut self, key: &CounterKey, bucket: &Bucket) -> Result<(), ReserveError>;
+    /// Replaces a calendar counter by what `f` makes of the stored one (`None`: leave it
+    /// as it is). The new bucket's `end` lets the backend sweep it once it is over.
+    fn update_bucket(
+        &mut self,
+        key: &CounterKey,
+        f: impl FnOnce(Option<(Millis, u64)>) -> Option<Bucket>,
+    ) -> Result<(), ReserveError>;
     /// Timestamp of the newest charge of a rolling counter, if any is stored.
     fn newest_event(&mut self, key: &CounterKey) -> Result<Option<Millis>, ReserveError>;
     /// Sum of the charges stamped `first_live` or later. Older charges are dead for good
@@ -167,12 +172,12 @@ pub(crate) fn reserve<C: Cells>(
     for h in &held {
         match h.window {
             Window::Rolling(len) => cells.push_event(&h.key, h.at, h.amount, len)?,
-            window => {
-                let b = calendar_state(window, cells.bucket(&h.key)?, now);
+            window => cells.update_bucket(&h.key, |stored| {
+                let b = calendar_state(window, stored, now);
                 debug_assert_eq!(b.start, h.at);
                 let used = b.used.saturating_add(h.amount);
-                cells.set_bucket(&h.key, &Bucket { used, ..b })?;
-            }
+                Some(Bucket { used, ..b })
+            })?,
         }
     }
     Ok(Ticket { held })
@@ -185,15 +190,14 @@ pub(crate) fn refund<C: Cells>(cells: &mut C, ticket: &Ticket) -> Result<(), Res
     for h in &ticket.held {
         match h.window {
             Window::Rolling(_) => cells.remove_event(&h.key, h.at, h.amount)?,
-            window => {
-                if let Some((start, used)) = cells.bucket(&h.key)? {
-                    if start == h.at && used > 0 {
-                        let (start, end) = calendar_bounds(window, start);
-                        let used = used.saturating_sub(h.amount);
-                        cells.set_bucket(&h.key, &Bucket { start, end, used })?;
-                    }
+            window => cells.update_bucket(&h.key, |stored| match stored {
+                Some((start, used)) if start == h.at && used > 0 => {
+                    let (start, end) = calendar_bounds(window, start);
+                    let used = used.saturating_sub(h.amount);
+                    Some(Bucket { start, end, used })
                 }
-            }
+                _ => None,
+            })?,
         }
     }
     Ok(())

@@ -213,7 +213,14 @@ impl Cells for Sql<'_> {
             .map_err(db)
     }
 
-    fn set_bucket(&mut self, key: &CounterKey, b: &Bucket) -> Result<(), ReserveError> {
+    fn update_bucket(
+        &mut self,
+        key: &CounterKey,
+        f: impl FnOnce(Option<(Millis, u64)>) -> Option<Bucket>,
+    ) -> Result<(), ReserveError> {
+        let Some(b) = f(self.bucket(key)?) else {
+            return Ok(());
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO counters (key, bucket, used, expires) VALUES (?1, ?2, ?3, ?4)

@@ -1,0 +1,13 @@
+//! # portcullis-gateway
+//!
+//! The request path. [`relay::Relay`] is the transport-agnostic core of one downstream
+//! connection: it parses each message, decides `tools/call` with the policy engine and the
+//! counter store, filters `tools/list`, maps ids, progress tokens and cancellations between
+//! the two id spaces, and says what to send where. Transports ([`stdio`] for the client side,
+//! [`upstream::stdio`] for a child-process server) only move lines.
+
+pub mod relay;
+pub mod stdio;
+pub mod upstream;
+
+pub use relay::{Out, Relay, RelayConfig};

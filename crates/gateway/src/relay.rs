@@ -1,0 +1,593 @@
+//! The relay core for one downstream connection and one upstream connection.
+//!
+//! Synchronous and transport-agnostic: feed it lines with [`Relay::from_client`] and
+//! [`Relay::from_server`]; it returns the lines to write, as [`Out`]s. Everything a policy
+//! gateway must rewrite is rewritten here and nothing else is touched:
+//!
+//! - client request ids → Portcullis' own upstream ids (answers get the exact original id back);
+//! - server→client request ids → fresh downstream ids (answers mapped back);
+//! - `params._meta.progressToken` → an upstream token unique on the connection;
+//! - `notifications/cancelled` `requestId` in both directions;
+//! - `tools/call` decided (deny / reserve), `tools/list` pages filtered for hidden tools.
+
+use portcullis_mcp::{
+    codes, denial_result, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION,
+};
+use portcullis_policy::doc::Mode;
+use portcullis_policy::{
+    json, Call, Check, CounterStore, Decision, Denial, Engine, Identity, Millis, Ticket,
+};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A line to write, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// To the MCP client (downstream).
+    Client(String),
+    /// To the MCP server (upstream), tagged with the upstream request id when it is a request,
+    /// so that a failed write can be answered with [`Relay::undeliverable`].
+    Server(String, Option<u64>),
+}
+
+/// Who is on the other end of this connection, and the rules that apply.
+pub struct RelayConfig {
+    /// The compiled policy (`None`: the grant has no policy — every call is denied).
+    pub engine: Option<Arc<Engine>>,
+    /// Counters.
+    pub store: Arc<dyn CounterStore>,
+    /// Grant id.
+    pub grant_id: String,
+    /// Grant label.
+    pub grant_label: String,
+    /// Session or connection id.
+    pub session_id: String,
+    /// Upstream server name.
+    pub server: String,
+    /// Clock (ms since the epoch); injectable for tests.
+    pub clock: fn() -> Millis,
+}
+
+/// The wall clock.
+pub fn system_clock() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+enum Pending {
+    /// A client request in flight upstream.
+    Client {
+        client_id: Box<RawValue>,
+        what: What,
+        token: Option<String>,
+    },
+    /// Portcullis' own request (e.g. the replayed `initialize`); its answer is swallowed.
+    Internal,
+}
+
+enum What {
+    ToolsList,
+    ToolsCall(Ticket),
+    Initialize,
+    Other,
+}
+
+#[derive(Default)]
+struct State {
+    next_up: u64,
+    next_down: u64,
+    next_token: u64,
+    /// upstream id → pending.
+    pending: HashMap<u64, Pending>,
+    /// client id (raw text) → upstream id, for cancellation.
+    by_client: HashMap<String, u64>,
+    /// downstream id we assigned → the server's own request id.
+    server_reqs: HashMap<u64, Box<RawValue>>,
+    /// server request id (raw text) → downstream id, for the server's cancellations.
+    server_reqs_rev: HashMap<String, u64>,
+    /// upstream progress token (raw text) → the client's token.
+    tokens: HashMap<String, Box<RawValue>>,
+    client_name: Option<String>,
+    /// The client's `initialize` params, replayed after an upstream restart.
+    init_params: Option<Value>,
+    /// Whether the upstream declared `tools.listChanged`.
+    tools_list_changed: bool,
+}
+
+/// The relay for one downstream connection.
+pub struct Relay {
+    cfg: RelayConfig,
+    state: Mutex<State>,
+}
+
+fn raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).expect("valid JSON")
+}
+
+fn result_line(id: &RawValue, result: &Value) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{}}}",
+        id.get(),
+        result
+    )
+}
+
+impl Relay {
+    /// A relay for one connection.
+    pub fn new(cfg: RelayConfig) -> Relay {
+        Relay {
+            cfg,
+            state: Mutex::new(State {
+                next_up: 1,
+                next_down: 1,
+                next_token: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere must not wedge the connection; the state stays consistent per call.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles one line from the client.
+    pub fn from_client(&self, line: &str) -> Vec<Out> {
+        let mut msg = match Message::parse(line) {
+            Ok(m) => m,
+            Err(e) => return vec![Out::Client(parse_error_line(&e))],
+        };
+        match msg.kind() {
+            Kind::Request => self.client_request(msg),
+            Kind::Notification => self.client_notification(msg),
+            Kind::Response => {
+                // An answer to a server→client request: restore the server's id.
+                let mut st = self.lock();
+                let down: Option<u64> = msg.id().and_then(|i| i.get().parse().ok());
+                match down.and_then(|d| st.server_reqs.remove(&d)) {
+                    Some(server_id) => {
+                        st.server_reqs_rev.remove(server_id.get());
+                        msg.set_id(&server_id);
+                        vec![Out::Server(msg.to_json(), None)]
+                    }
+                    None => {
+                        tracing::warn!("dropping a client response to an unknown request id");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_request(&self, mut msg: Message) -> Vec<Out> {
+        let client_id = msg.id().expect("requests have ids").to_owned();
+        let method = msg.method().unwrap_or_default().to_owned();
+        let mut params = msg.get("params").map(|p| p.get().to_owned());
+        let mut what = What::Other;
+        match method.as_str() {
+            "tools/call" => match self.decide_call(params.as_deref()) {
+                Ok(Some(ticket)) => what = What::ToolsCall(ticket),
+                Ok(None) => what = What::ToolsCall(Ticket::default()),
+                Err(answer) => return vec![Out::Client(answer.line(&client_id))],
+            },
+            "tools/list" => what = What::ToolsList,
+            "initialize" => {
+                let p: Option<Value> = params.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                let mut st = self.lock();
+                st.client_name = p
+                    .as_ref()
+                    .and_then(|p| p.pointer("/clientInfo/name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                st.init_params = p;
+                what = What::Initialize;
+            }
+            _ => {}
+        }
+        let mut st = self.lock();
+        let up = st.next_up;
+        st.next_up += 1;
+        // Progress token: replace with one unique on the upstream connection.
+        let mut token = None;
+        if let Some(p) = params.as_deref() {
+            if let Ok(mut pv) = serde_json::from_str::<Value>(p) {
+                if let Some(t) = pv.pointer("/_meta/progressToken").cloned() {
+                    let ours = format!("\"pc-{}\"", st.next_token);
+                    st.next_token += 1;
+                    st.tokens.insert(ours.clone(), raw(t.to_string()));
+                    pv["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("string");
+                    // Re-encode params only when a token was rewritten.
+                    params = Some(pv.to_string());
+                    msg.set_raw("params", raw(pv.to_string()));
+                    token = Some(ours);
+                }
+            }
+        }
+        let _ = params;
+        st.by_client.insert(client_id.get().to_owned(), up);
+        st.pending.insert(
+            up,
+            Pending::Client {
+                client_id,
+                what,
+                token,
+            },
+        );
+        msg.set_id(&raw(up.to_string()));
+        vec![Out::Server(msg.to_json(), Some(up))]
+    }
+
+    /// Decides a `tools/call`. `Ok(Some(ticket))`: forward (charged); `Ok(None)`: forward
+    /// (nothing charged); `Err`: answer the client, forward nothing.
+    fn decide_call(&self, params: Option<&str>) -> Result<Option<Ticket>, Answer> {
+        // Strict parse: duplicate keys anywhere in the params are refused, so that the
+        // gateway and the server can never read two different tool names or arguments.
+        let pv = match params.map(json::parse_strict) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return Err(Answer::Error(
+                    codes::INVALID_PARAMS,
+                    format!(
+                        "tools/call params could not be read ({e}); the call was not forwarded"
+                    ),
+                ))
+            }
+            None => {
+                return Err(Answer::Error(
+                    codes::INVALID_PARAMS,
+                    "tools/call needs params with a tool name; the call was not forwarded".into(),
+                ))
+            }
+        };
+        let Some(tool) = pv.get("name").and_then(Value::as_str) else {
+            return Err(Answer::Error(codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into()));
+        };
+        let args = pv.get("arguments");
+        if let Some(a) = args {
+            if !a.is_object() && !a.is_null() {
+                return Err(Answer::Error(
+                    codes::INVALID_PARAMS,
+                    "tools/call params.arguments must be an object; the call was not forwarded"
+                        .into(),
+                ));
+            }
+        }
+        let modern = pv
+            .pointer("/_meta")
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .is_some();
+        let Some(engine) = &self.cfg.engine else {
+            return Err(Answer::Denied(Denial::no_policy(), modern));
+        };
+        let client_name = self.lock().client_name.clone();
+        let who = Identity {
+            grant_id: &self.cfg.grant_id,
+            grant_label: &self.cfg.grant_label,
+            session_id: &self.cfg.session_id,
+            client_name: client_name.as_deref(),
+            server: &self.cfg.server,
+        };
+        let call = Call { tool, args };
+        let shadow = engine.mode() == Mode::Shadow;
+        let decision = match engine.check(&call, &who) {
+            Check::Deny(d) => Decision::Deny(d),
+            Check::Approval(need, _) => Decision::Deny(Denial {
+                rule: need.rule,
+                message: format!("Approval required: {} This gateway cannot take approvals yet, so the call was not forwarded.", need.reason),
+                retry_after_secs: None,
+            }),
+            Check::Proceed(plan) => engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)()),
+        };
+        match decision {
+            Decision::Allow(t) => {
+                tracing::debug!(tool, "allow");
+                Ok(Some(t))
+            }
+            Decision::Deny(d) if shadow => {
+                tracing::info!(tool, rule = %d.rule, "shadow mode: would deny, forwarding");
+                Ok(None)
+            }
+            Decision::Deny(d) => {
+                tracing::info!(tool, rule = %d.rule, "deny");
+                Err(Answer::Denied(d, modern))
+            }
+            Decision::NeedsApproval(..) => unreachable!("mapped above"),
+        }
+    }
+
+    fn client_notification(&self, mut msg: Message) -> Vec<Out> {
+        if msg.method() == Some("notifications/cancelled") {
+            let Some(mut p) = msg.value("params") else {
+                return Vec::new();
+            };
+            let key = p.get("requestId").map(Value::to_string);
+            let st = self.lock();
+            match key.and_then(|k| st.by_client.get(&k).copied()) {
+                Some(up) => {
+                    p["requestId"] = Value::from(up);
+                    msg.set_value("params", &p);
+                }
+                None => return Vec::new(), // unknown or finished: drop
+            }
+        }
+        vec![Out::Server(msg.to_json(), None)]
+    }
+
+    /// Handles one line from the server.
+    pub fn from_server(&self, line: &str) -> Vec<Out> {
+        let mut msg = match Message::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(
+                    "dropping a line from the server that is not a JSON-RPC message: {e}"
+                );
+                return Vec::new();
+            }
+        };
+        match msg.kind() {
+            Kind::Response => self.server_response(msg),
+            Kind::Request => {
+                // Server→client request: give it a downstream id of ours.
+                let mut st = self.lock();
+                let down = st.next_down;
+                st.next_down += 1;
+                let server_id = msg.id().expect("requests have ids").to_owned();
+                st.server_reqs_rev.insert(server_id.get().to_owned(), down);
+                st.server_reqs.insert(down, server_id);
+                msg.set_id(&raw(down.to_string()));
+                vec![Out::Client(msg.to_json())]
+            }
+            Kind::Notification => {
+                let method = msg.method().unwrap_or_default().to_owned();
+                let st = self.lock();
+                match method.as_str() {
+                    "notifications/progress" => {
+                        let Some(mut p) = msg.value("params") else {
+                            return Vec::new();
+                        };
+                        let key = p.get("progressToken").map(Value::to_string);
+                        match key.and_then(|k| st.tokens.get(&k)) {
+                            Some(client_token) => {
+                                p["progressToken"] =
+                                    serde_json::from_str(client_token.get()).expect("json");
+                                msg.set_value("params", &p);
+                            }
+                            None => return Vec::new(), // not a token we issued (or its request ended)
+                        }
+                    }
+                    "notifications/cancelled" => {
+                        let Some(mut p) = msg.value("params") else {
+                            return Vec::new();
+                        };
+                        let key = p.get("requestId").map(Value::to_string);
+                        match key.and_then(|k| st.server_reqs_rev.get(&k).copied()) {
+                            Some(down) => {
+                                p["requestId"] = Value::from(down);
+                                msg.set_value("params", &p);
+                            }
+                            None => return Vec::new(),
+                        }
+                    }
+                    _ => {}
+                }
+                vec![Out::Client(msg.to_json())]
+            }
+        }
+    }
+
+    fn server_response(&self, mut msg: Message) -> Vec<Out> {
+        let up: Option<u64> = msg.id().and_then(|i| i.get().parse().ok());
+        let mut st = self.lock();
+        let Some(pending) = up.and_then(|u| st.pending.remove(&u)) else {
+            tracing::warn!("dropping a server response to an unknown request id");
+            return Vec::new();
+        };
+        let Pending::Client {
+            client_id,
+            what,
+            token,
+        } = pending
+        else {
+            // Portcullis' own request: note capabilities from a replayed initialize.
+            return Vec::new();
+        };
+        st.by_client.remove(client_id.get());
+        if let Some(t) = token {
+            st.tokens.remove(&t);
+        }
+        msg.set_id(&client_id);
+        match what {
+            What::ToolsCall(ticket) if msg.is_error_response() && !ticket.held.is_empty() => {
+                // A JSON-RPC error: the tool did not run; give the quota back.
+                drop(st);
+                if let Err(e) = self.cfg.store.refund(&ticket, (self.cfg.clock)()) {
+                    tracing::error!("refund failed: {e}");
+                }
+            }
+            What::ToolsList => {
+                drop(st);
+                if let Some(engine) = &self.cfg.engine {
+                    filter_tools_list(&mut msg, engine);
+                } else if let Some(r) = msg.value("result") {
+                    // No policy: nothing is callable; list nothing.
+                    let mut r = r;
+                    r["tools"] = Value::Array(Vec::new());
+                    msg.set_value("result", &r);
+                }
+            }
+            What::Initialize => {
+                st.tools_list_changed = msg
+                    .value("result")
+                    .and_then(|r| {
+                        r.pointer("/capabilities/tools/listChanged")
+                            .and_then(Value::as_bool)
+                    })
+                    .unwrap_or(false);
+            }
+            _ => {}
+        }
+        vec![Out::Client(msg.to_json())]
+    }
+
+    /// A request could not be written upstream: answer the client and refund its quota (the
+    /// call certainly had no effect).
+    pub fn undeliverable(&self, up: u64, why: &str) -> Vec<Out> {
+        let mut st = self.lock();
+        let Some(Pending::Client {
+            client_id,
+            what,
+            token,
+        }) = st.pending.remove(&up)
+        else {
+            return Vec::new();
+        };
+        st.by_client.remove(client_id.get());
+        if let Some(t) = token {
+            st.tokens.remove(&t);
+        }
+        drop(st);
+        if let What::ToolsCall(ticket) = what {
+            if !ticket.held.is_empty() {
+                let _ = self.cfg.store.refund(&ticket, (self.cfg.clock)());
+            }
+        }
+        vec![Out::Client(error_line(
+            Some(&client_id),
+            codes::INTERNAL_ERROR,
+            &format!(
+                "The upstream server is not reachable ({why}); the request was not delivered."
+            ),
+        ))]
+    }
+
+    /// The upstream connection died: every request in flight gets a clear error now. Quota
+    /// stays charged (the server may have acted before it died).
+    pub fn upstream_lost(&self, why: &str) -> Vec<Out> {
+        let mut st = self.lock();
+        let pending: Vec<(u64, Pending)> = st.pending.drain().collect();
+        st.by_client.clear();
+        st.tokens.clear();
+        st.server_reqs.clear();
+        st.server_reqs_rev.clear();
+        let mut out = Vec::new();
+        for (_, p) in pending {
+            if let Pending::Client { client_id, .. } = p {
+                out.push(Out::Client(error_line(Some(&client_id), codes::INTERNAL_ERROR, &format!("The upstream server stopped before answering ({why}); retry once it is back."))));
+            }
+        }
+        out
+    }
+
+    /// After an upstream restart: the messages that re-open the session (the client's stored
+    /// `initialize`, then `notifications/initialized`), and a `tools/list_changed` for the
+    /// client if the server declared it. Empty when the client never initialized.
+    pub fn replay_after_restart(&self) -> Vec<Out> {
+        let mut st = self.lock();
+        let Some(params) = st.init_params.clone() else {
+            return Vec::new();
+        };
+        let up = st.next_up;
+        st.next_up += 1;
+        st.pending.insert(up, Pending::Internal);
+        let mut out = vec![
+            Out::Server(
+                Message::request(&up.to_string(), "initialize", Some(&params)).to_json(),
+                None,
+            ),
+            Out::Server(
+                Message::notification("notifications/initialized", None).to_json(),
+                None,
+            ),
+        ];
+        if st.tools_list_changed {
+            out.push(Out::Client(
+                Message::notification("notifications/tools/list_changed", None).to_json(),
+            ));
+        }
+        out
+    }
+
+    /// Requests in flight upstream (for tests and shutdown).
+    pub fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+}
+
+enum Answer {
+    Error(i64, String),
+    Denied(Denial, bool),
+}
+
+impl Answer {
+    fn line(&self, id: &RawValue) -> String {
+        match self {
+            Answer::Error(code, m) => error_line(Some(id), *code, m),
+            Answer::Denied(d, modern) => result_line(id, &denial_result(d, *modern)),
+        }
+    }
+}
+
+fn parse_error_line(e: &ParseError) -> String {
+    match e {
+        ParseError::NotJson(_) => error_line(
+            None,
+            codes::PARSE_ERROR,
+            &format!("{e}; nothing was forwarded"),
+        ),
+        ParseError::Batch => error_line(
+            None,
+            codes::INVALID_REQUEST,
+            &format!("{e}; nothing was forwarded"),
+        ),
+        ParseError::Invalid { id, .. } => error_line(
+            id.as_deref(),
+            codes::INVALID_REQUEST,
+            &format!("{e}; nothing was forwarded"),
+        ),
+    }
+}
+
+/// Removes hidden tools from a `tools/list` result page, keeping everything else raw
+/// (cursor, `_meta`, each tool's exact JSON).
+fn filter_tools_list(msg: &mut Message, engine: &Engine) {
+    let Some(result) = msg.get("result") else {
+        return;
+    };
+    let Ok(mut fields) =
+        serde_json::from_str::<indexmap::IndexMap<String, Box<RawValue>>>(result.get())
+    else {
+        return;
+    };
+    let Some(tools) = fields.get("tools") else {
+        return;
+    };
+    let Ok(list) = serde_json::from_str::<Vec<Box<RawValue>>>(tools.get()) else {
+        return;
+    };
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: Option<String>,
+    }
+    let before = list.len();
+    let kept: Vec<Box<RawValue>> = list
+        .into_iter()
+        .filter(|t| {
+            // A tool whose name cannot be read cannot be policed: drop it.
+            serde_json::from_str::<Named>(t.get())
+                .ok()
+                .and_then(|n| n.name)
+                .is_some_and(|n| engine.is_listed(&n))
+        })
+        .collect();
+    if kept.len() == before {
+        return;
+    }
+    fields.insert(
+        "tools".into(),
+        raw(serde_json::to_string(&kept).expect("raw")),
+    );
+    msg.set_raw("result", raw(serde_json::to_string(&fields).expect("raw")));
+}

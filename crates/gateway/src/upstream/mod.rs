@@ -1,0 +1,3 @@
+//! Upstream transports: how Portcullis reaches an MCP server.
+
+pub mod stdio;

@@ -1,0 +1,129 @@
+//! A stdio upstream: the MCP server as a child process.
+//!
+//! The child runs in its own process group (so that its own children die with it), its
+//! stderr is logged line by line, and it is restarted with exponential back-off after a
+//! crash. Shutdown closes its stdin, waits, then sends SIGTERM and finally SIGKILL to the
+//! group — some servers (server-everything) ignore end of input.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
+
+/// How to start the server.
+#[derive(Clone, Debug)]
+pub struct ChildSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment (upstream credentials).
+    pub env: Vec<(String, String)>,
+}
+
+/// The writable end of the child, shared by whoever sends to it; `None` while the child is
+/// down.
+pub type SharedStdin = Arc<Mutex<Option<ChildStdin>>>;
+
+/// A running child.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    /// Its stdout, to read messages from.
+    pub stdout: ChildStdout,
+}
+
+/// Starts the child in its own process group with piped stdio; its stderr is forwarded to
+/// the log. The child's stdin is put into `stdin`.
+pub fn spawn(spec: &ChildSpec, stdin: &mut Option<ChildStdin>) -> std::io::Result<Running> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("no server command given"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {program:?}: {e}")))?;
+    *stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped");
+    if let Some(err) = child.stderr.take() {
+        let name = program.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::info!(target: "upstream", "[{name}] {l}");
+            }
+        });
+    }
+    Ok(Running { child, stdout })
+}
+
+/// Writes one message line to the child. Errors mean the child is gone.
+pub async fn send(stdin: &SharedStdin, line: &str) -> std::io::Result<()> {
+    let mut guard = stdin.lock().await;
+    let w = guard.as_mut().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotConnected, "the server is restarting")
+    })?;
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+/// Stops a child: close stdin, wait `grace`, SIGTERM the group, wait `grace`, SIGKILL.
+pub async fn stop(child: &mut Child, stdin: &SharedStdin, grace: Duration) {
+    stdin.lock().await.take(); // EOF
+    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        return;
+    }
+    if let Some(pid) = child.id() {
+        signal_group(pid, libc::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+        signal_group(pid, libc::SIGKILL);
+    }
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+}
+
+fn signal_group(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals the process group we created for the child.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), sig);
+    }
+}
+
+/// Back-off between restarts: 100 ms doubling to 5 s; reset after a child that lived 30 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the next start, given how long the last child lived.
+    pub fn wait(&mut self, lived: Duration) -> Duration {
+        if lived > Duration::from_secs(30) {
+            self.next = Duration::from_millis(100);
+        }
+        let w = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        w
+    }
+}

@@ -1,0 +1,333 @@
+//! JSON-RPC messages held as raw top-level members.
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `method` and `id`.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `id` and `result` or `error`, no `method`.
+    Response,
+}
+
+/// Why a line or body is not a message we can handle. Every variant is answered, never
+/// forwarded.
+#[derive(Clone, Debug)]
+pub enum ParseError {
+    /// Not JSON at all (`-32700`).
+    NotJson(String),
+    /// A JSON array: batches are never forwarded (`-32600`).
+    Batch,
+    /// JSON, but not a JSON-RPC 2.0 message (`-32600`); the id, if one could be read, is kept
+    /// so the error can answer it.
+    Invalid {
+        /// What is wrong.
+        reason: String,
+        /// The request id, when readable.
+        id: Option<Box<RawValue>>,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::NotJson(e) => write!(f, "not JSON: {e}"),
+            ParseError::Batch => f.write_str(
+                "JSON-RPC batches (arrays) are not accepted; send one message at a time",
+            ),
+            ParseError::Invalid { reason, .. } => write!(f, "invalid JSON-RPC message: {reason}"),
+        }
+    }
+}
+
+/// One JSON-RPC 2.0 message. Members are kept raw and in order.
+#[derive(Clone, Debug)]
+pub struct Message {
+    fields: IndexMap<String, Box<RawValue>>,
+    method: Option<String>,
+    kind: Kind,
+}
+
+struct Fields(IndexMap<String, Box<RawValue>>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom(format_args!("duplicate member {k:?}")));
+                    }
+                    let v: Box<RawValue> = m.next_value()?;
+                    out.insert(k, v);
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).expect("valid JSON")
+}
+
+impl Message {
+    /// Parses one message (a line or an HTTP body).
+    pub fn parse(text: &str) -> Result<Message, ParseError> {
+        let first = text.trim_start().as_bytes().first().copied();
+        match first {
+            Some(b'[') => {
+                return match serde_json::from_str::<&RawValue>(text) {
+                    Ok(_) => Err(ParseError::Batch),
+                    Err(e) => Err(ParseError::NotJson(e.to_string())),
+                }
+            }
+            Some(b'{') => {}
+            _ => {
+                return match serde_json::from_str::<&RawValue>(text) {
+                    Ok(_) => Err(ParseError::Invalid {
+                        reason: "a message must be a JSON object".into(),
+                        id: None,
+                    }),
+                    Err(e) => Err(ParseError::NotJson(e.to_string())),
+                }
+            }
+        }
+        let fields = match serde_json::from_str::<Fields>(text) {
+            Ok(f) => f.0,
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                return Err(ParseError::NotJson(e.to_string()))
+            }
+            Err(e) => {
+                return Err(ParseError::Invalid {
+                    reason: e.to_string(),
+                    id: None,
+                })
+            }
+        };
+        let id = fields.get("id").cloned();
+        let invalid = |reason: &str| ParseError::Invalid {
+            reason: reason.to_owned(),
+            id: id.clone(),
+        };
+        match fields.get("jsonrpc").map(|r| r.get()) {
+            Some("\"2.0\"") => {}
+            _ => return Err(invalid("\"jsonrpc\": \"2.0\" is required")),
+        }
+        if let Some(i) = &id {
+            let ok = match serde_json::from_str::<Value>(i.get()) {
+                Ok(Value::String(_)) => true,
+                Ok(Value::Number(n)) => n.is_i64() || n.is_u64(),
+                _ => false,
+            };
+            if !ok {
+                return Err(ParseError::Invalid {
+                    reason: "id must be a string or an integer".into(),
+                    id: None,
+                });
+            }
+        }
+        let method = match fields.get("method") {
+            None => None,
+            Some(m) => match serde_json::from_str::<String>(m.get()) {
+                Ok(s) => Some(s),
+                Err(_) => return Err(invalid("method must be a string")),
+            },
+        };
+        let has = |k: &str| fields.contains_key(k);
+        let kind = match (&method, has("id")) {
+            (Some(_), true) => Kind::Request,
+            (Some(_), false) => Kind::Notification,
+            (None, true) if has("result") != has("error") => Kind::Response,
+            (None, true) => return Err(invalid("a response needs exactly one of result or error")),
+            (None, false) => return Err(invalid("a message needs a method or an id")),
+        };
+        if let Some(p) = fields.get("params") {
+            if !matches!(
+                p.get().trim_start().as_bytes().first(),
+                Some(b'{') | Some(b'[')
+            ) {
+                return Err(invalid("params must be an object"));
+            }
+        }
+        Ok(Message {
+            fields,
+            method,
+            kind,
+        })
+    }
+
+    /// Builds a request.
+    pub fn request(id: &str, method: &str, params: Option<&Value>) -> Message {
+        let mut text = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{}",
+            Value::String(method.into())
+        );
+        if let Some(p) = params {
+            text.push_str(",\"params\":");
+            text.push_str(&p.to_string());
+        }
+        text.push('}');
+        Message::parse(&text).expect("well-formed")
+    }
+
+    /// Builds a notification.
+    pub fn notification(method: &str, params: Option<&Value>) -> Message {
+        let mut text = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":{}",
+            Value::String(method.into())
+        );
+        if let Some(p) = params {
+            text.push_str(",\"params\":");
+            text.push_str(&p.to_string());
+        }
+        text.push('}');
+        Message::parse(&text).expect("well-formed")
+    }
+
+    /// Request, notification or response.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The method, for requests and notifications.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The id exactly as sent (`7`, `"7"`).
+    pub fn id(&self) -> Option<&RawValue> {
+        self.fields.get("id").map(|b| &**b)
+    }
+
+    /// Replaces the id.
+    pub fn set_id(&mut self, id: &RawValue) {
+        if let Some(slot) = self.fields.get_mut("id") {
+            *slot = id.to_owned();
+        }
+    }
+
+    /// A raw member.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.fields.get(key).map(|b| &**b)
+    }
+
+    /// Parses a member into a value (e.g. `params` for policy).
+    pub fn value(&self, key: &str) -> Option<Value> {
+        self.get(key)
+            .and_then(|r| serde_json::from_str(r.get()).ok())
+    }
+
+    /// Replaces or adds a member from a value.
+    pub fn set_value(&mut self, key: &str, v: &Value) {
+        self.fields.insert(key.to_owned(), raw(&v.to_string()));
+    }
+
+    /// Replaces or adds a member from raw JSON text (which must be valid).
+    pub fn set_raw(&mut self, key: &str, v: Box<RawValue>) {
+        self.fields.insert(key.to_owned(), v);
+    }
+
+    /// Whether this is a response carrying `error`.
+    pub fn is_error_response(&self) -> bool {
+        self.kind == Kind::Response && self.fields.contains_key("error")
+    }
+
+    /// The message as one line of JSON (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.fields).expect("raw values serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_raw_preservation() {
+        let text = r#"{"jsonrpc":"2.0","id":"7","method":"tools/call","params":{"name":"x","arguments":{"a":1.0,"b":0.7,"c":123456789012345678901234567890,"z":1e5}},"extra":{"k":[]}}"#;
+        let m = Message::parse(text).unwrap();
+        assert_eq!(m.kind(), Kind::Request);
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.id().unwrap().get(), "\"7\"");
+        assert_eq!(m.to_json(), text, "byte for byte");
+        let n =
+            Message::parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(n.kind(), Kind::Notification);
+        let r = Message::parse(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).unwrap();
+        assert_eq!(r.kind(), Kind::Response);
+        let e = Message::parse(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"x"}}"#)
+            .unwrap();
+        assert!(e.is_error_response());
+    }
+
+    #[test]
+    fn rejects() {
+        assert!(matches!(
+            Message::parse("hello"),
+            Err(ParseError::NotJson(_))
+        ));
+        assert!(matches!(
+            Message::parse("{\"jsonrpc\":"),
+            Err(ParseError::NotJson(_))
+        ));
+        assert!(matches!(
+            Message::parse(r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#),
+            Err(ParseError::Batch)
+        ));
+        assert!(matches!(Message::parse("[1,"), Err(ParseError::NotJson(_))));
+        assert!(matches!(
+            Message::parse("42"),
+            Err(ParseError::Invalid { .. })
+        ));
+        for bad in [
+            r#"{"id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            r#"{"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}"#,
+        ] {
+            assert!(
+                matches!(Message::parse(bad), Err(ParseError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+        match Message::parse(r#"{"jsonrpc":"2.0","id":"a","method":5}"#) {
+            Err(ParseError::Invalid { id: Some(id), .. }) => assert_eq!(id.get(), "\"a\""),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rewrite_id_only() {
+        let mut m = Message::parse(
+            r#"{"jsonrpc":"2.0","id":"abc","method":"ping","params":{"_meta":{"x":1.50}}}"#,
+        )
+        .unwrap();
+        m.set_id(&RawValue::from_string("17".into()).unwrap());
+        assert_eq!(
+            m.to_json(),
+            r#"{"jsonrpc":"2.0","id":17,"method":"ping","params":{"_meta":{"x":1.50}}}"#
+        );
+    }
+}
