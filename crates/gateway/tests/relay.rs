@@ -1,0 +1,412 @@
+//! In-process tests of the relay core: what reaches the upstream, what the client gets back,
+//! and how ids, tokens and cancellations are mapped.
+
+use portcullis_gateway::{Out, Relay, RelayConfig};
+use portcullis_policy::{CounterKey, CounterStore, Engine, Scope, Window};
+use portcullis_store::MemoryCounters;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+const NOON: u64 = 1_795_262_400_000;
+
+fn fixtures() -> &'static Path {
+    Box::leak(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .into_boxed_path(),
+    )
+}
+
+fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Relay {
+    Relay::new(RelayConfig {
+        engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),
+        store,
+        grant_id: "grt_1".into(),
+        grant_label: "alice".into(),
+        session_id: "s1".into(),
+        server: "odoo".into(),
+        clock: || NOON,
+    })
+}
+
+fn relay(policy: &str) -> (Relay, Arc<MemoryCounters>) {
+    let store = Arc::new(MemoryCounters::new());
+    (relay_with(Some(policy), store.clone()), store)
+}
+
+fn client(outs: &[Out]) -> Vec<Value> {
+    outs.iter()
+        .filter_map(|o| {
+            if let Out::Client(l) = o {
+                Some(serde_json::from_str(l).unwrap())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn server(outs: &[Out]) -> Vec<Value> {
+    outs.iter()
+        .filter_map(|o| {
+            if let Out::Server(l, _) = o {
+                Some(serde_json::from_str(l).unwrap())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn policy_bad_inputs() -> String {
+    std::fs::read_to_string(fixtures().join("policy-bad-inputs.json")).unwrap()
+}
+
+#[test]
+fn the_bad_input_corpus_never_reaches_the_upstream() {
+    let (r, _) = relay(&policy_bad_inputs());
+    let corpus = std::fs::read_to_string(fixtures().join("bad-inputs.jsonl")).unwrap();
+    let lines: Vec<&str> = corpus.lines().collect();
+    assert!(lines.len() >= 200, "the corpus holds at least 200 inputs");
+    for (i, line) in lines.iter().enumerate() {
+        let outs = r.from_client(line);
+        assert!(
+            server(&outs).is_empty(),
+            "line {} reached the upstream: {line}",
+            i + 1
+        );
+        let answers = client(&outs);
+        assert_eq!(
+            answers.len(),
+            1,
+            "line {} got {} answers: {line}",
+            i + 1,
+            answers.len()
+        );
+        let a = &answers[0];
+        let is_error = a.get("error").is_some_and(|e| {
+            e["code"].is_i64() && e["message"].as_str().is_some_and(|m| !m.is_empty())
+        });
+        let is_denial = a["result"]["isError"] == true
+            && a["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("[POLICY DENIED] "));
+        assert!(
+            is_error || is_denial,
+            "line {}: unclear answer {a} to {line}",
+            i + 1
+        );
+    }
+    assert_eq!(r.in_flight(), 0);
+}
+
+#[test]
+fn ids_are_mapped_and_restored_exactly() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    for (id, raw) in [
+        (json!("7"), "\"7\""),
+        (json!(7), "7"),
+        (json!("x-1"), "\"x-1\""),
+    ] {
+        let outs = r.from_client(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}).to_string());
+        let up = server(&outs);
+        let up_id = up[0]["id"]
+            .as_u64()
+            .expect("Portcullis' own integer id upstream");
+        let back = r.from_server(&format!(
+            r#"{{"jsonrpc":"2.0","id":{up_id},"result":{{"content":[],"x":1.50}}}}"#
+        ));
+        let Out::Client(line) = &back[0] else {
+            panic!()
+        };
+        assert!(
+            line.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{raw},")),
+            "{line}"
+        );
+        assert!(line.contains("\"x\":1.50"), "number lexeme kept: {line}");
+    }
+    // A late or unknown response is dropped, not delivered.
+    assert!(r
+        .from_server(r#"{"jsonrpc":"2.0","id":999,"result":{}}"#)
+        .is_empty());
+}
+
+#[test]
+fn unknown_methods_and_fields_pass_unchanged() {
+    let (r, _) = relay(r#"{"version":"1","default":"deny"}"#);
+    let line = r#"{"jsonrpc":"2.0","id":1,"method":"vendor/custom","params":{"z":1.0,"a":[1e400]},"extra":true}"#;
+    let outs = r.from_client(line);
+    let Out::Server(up, _) = &outs[0] else {
+        panic!()
+    };
+    assert_eq!(
+        up,
+        r#"{"jsonrpc":"2.0","id":1,"method":"vendor/custom","params":{"z":1.0,"a":[1e400]},"extra":true}"#
+    );
+    let n = r#"{"jsonrpc":"2.0","method":"notifications/vendor","params":{"q":0.70}}"#;
+    assert_eq!(r.from_client(n), vec![Out::Server(n.to_string(), None)]);
+    assert_eq!(r.from_server(n), vec![Out::Client(n.to_string())]);
+}
+
+#[test]
+fn progress_tokens_are_mapped_both_ways_and_forgotten() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    let outs = r.from_client(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":42,"other":"kept"}}}"#);
+    let up = &server(&outs)[0];
+    let token = up["params"]["_meta"]["progressToken"].clone();
+    assert_ne!(token, json!(42));
+    assert_eq!(up["params"]["_meta"]["other"], "kept");
+    let p = r.from_server(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":0.5,"total":1}}).to_string());
+    assert_eq!(client(&p)[0]["params"]["progressToken"], json!(42));
+    // An unknown token is not passed on.
+    assert!(r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"forged","progress":1}}"#).is_empty());
+    r.from_server(&format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+        up["id"]
+    ));
+    // After the response the token is gone.
+    assert!(r.from_server(&json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":1}}).to_string()).is_empty());
+}
+
+#[test]
+fn cancellations_are_mapped_and_unknown_ones_dropped() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    let up = server(&r.from_client(
+        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow"}}"#,
+    ))[0]["id"]
+        .clone();
+    let outs = r.from_client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}"#);
+    let c = &server(&outs)[0];
+    assert_eq!(c["params"]["requestId"], up);
+    assert_eq!(c["params"]["reason"], "user");
+    assert!(r
+        .from_client(
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"nope"}}"#
+        )
+        .is_empty());
+}
+
+#[test]
+fn server_requests_get_fresh_ids_even_when_they_collide() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    // The client's id 1 is in flight, and the server sends its own request with id 1.
+    r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}"#);
+    let outs = r.from_server(
+        r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{"maxTokens":5}}"#,
+    );
+    let down = client(&outs)[0]["id"].clone();
+    // The server cancels its own request: mapped to our downstream id.
+    let c = r.from_server(
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+    );
+    assert_eq!(client(&c)[0]["params"]["requestId"], down);
+    // The client's answer goes back under the server's id.
+    let back = r
+        .from_client(&json!({"jsonrpc":"2.0","id":down,"result":{"role":"assistant"}}).to_string());
+    assert_eq!(server(&back)[0]["id"], json!(1));
+    assert!(
+        r.from_client(&json!({"jsonrpc":"2.0","id":down,"result":{}}).to_string())
+            .is_empty(),
+        "answered once"
+    );
+}
+
+#[test]
+fn tools_list_pages_lose_hidden_tools_only() {
+    let (r, _) =
+        relay(r#"{"version":"1","default":"deny","hide":["drop_db"],"tools":{"read":{}}}"#);
+    let up =
+        server(&r.from_client(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"c1"}}"#,
+        ))[0]
+            .clone();
+    assert_eq!(up["params"]["cursor"], "c1");
+    let page = json!({"jsonrpc":"2.0","id":up["id"],"result":{"tools":[{"name":"read","x":1.0},{"name":"drop_db"},{"name":"write"},{"noname":true}],"nextCursor":"c2","_meta":{"m":1}}});
+    let got = &client(&r.from_server(&page.to_string()))[0];
+    let names: Vec<&str> = got["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["read", "write"],
+        "hidden and unnamed tools go; denied-but-visible stay"
+    );
+    assert_eq!(got["result"]["nextCursor"], "c2");
+    assert_eq!(got["result"]["_meta"]["m"], 1);
+    // A page that becomes empty keeps its cursor.
+    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"]
+        .clone();
+    let got = &client(&r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"drop_db"}],"nextCursor":"c3"}}).to_string()))[0];
+    assert_eq!(got["result"]["tools"], json!([]));
+    assert_eq!(got["result"]["nextCursor"], "c3");
+}
+
+fn key() -> CounterKey {
+    CounterKey::new(Scope::Grant, "grt_1", "c", Window::Minute, None)
+}
+
+#[test]
+fn json_rpc_errors_refund_and_tool_errors_do_not() {
+    let (r, store) = relay(
+        r#"{"version":"1","default":"deny","tools":{"t":{"limits":[{"counter":"c","window":"minute","max":2,"scope":"grant"}]}}}"#,
+    );
+    let call = |id: u32| {
+        server(&r.from_client(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"t"}}}}"#
+        )))[0]["id"]
+            .clone()
+    };
+    let used = || store.usage(&key(), Window::Minute, NOON).unwrap().used;
+    let a = call(1);
+    assert_eq!(used(), 1);
+    r.from_server(
+        &json!({"jsonrpc":"2.0","id":a,"error":{"code":-32000,"message":"down"}}).to_string(),
+    );
+    assert_eq!(used(), 0, "a JSON-RPC error means the tool did not run");
+    let b = call(2);
+    r.from_server(
+        &json!({"jsonrpc":"2.0","id":b,"result":{"content":[],"isError":true}}).to_string(),
+    );
+    assert_eq!(used(), 1, "an isError result stays counted");
+}
+
+#[test]
+fn undeliverable_requests_are_answered_and_refunded() {
+    let (r, store) = relay(
+        r#"{"version":"1","default":"deny","tools":{"t":{"limits":[{"counter":"c","window":"minute","max":2,"scope":"grant"}]}}}"#,
+    );
+    let outs =
+        r.from_client(r#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"t"}}"#);
+    let Out::Server(_, Some(up)) = outs[0] else {
+        panic!()
+    };
+    let answer = client(&r.undeliverable(up, "restarting"));
+    assert_eq!(answer[0]["id"], "q");
+    assert_eq!(answer[0]["error"]["code"], -32603);
+    assert_eq!(store.usage(&key(), Window::Minute, NOON).unwrap().used, 0);
+}
+
+#[test]
+fn upstream_loss_answers_everything_in_flight() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#);
+    r.from_client(r#"{"jsonrpc":"2.0","id":"two","method":"tools/list"}"#);
+    let answers = client(&r.upstream_lost("exit status 3"));
+    let mut ids: Vec<String> = answers.iter().map(|a| a["id"].to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["\"two\"", "1"]);
+    assert!(answers.iter().all(|a| a["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exit status 3")));
+    assert_eq!(r.in_flight(), 0);
+}
+
+#[test]
+fn replay_after_restart_reopens_the_session() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    assert!(
+        r.replay_after_restart().is_empty(),
+        "nothing to replay before initialize"
+    );
+    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"claude-code","version":"1"}}}"#))[0]["id"].clone();
+    r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"s","version":"1"}}}).to_string());
+    let replay = r.replay_after_restart();
+    let up_msgs = server(&replay);
+    assert_eq!(up_msgs[0]["method"], "initialize");
+    assert_eq!(up_msgs[0]["params"]["capabilities"], json!({"roots":{}}));
+    assert_eq!(up_msgs[1]["method"], "notifications/initialized");
+    assert_eq!(
+        client(&replay)[0]["method"],
+        "notifications/tools/list_changed"
+    );
+    // The replayed initialize's answer is Portcullis' own: swallowed.
+    assert!(r
+        .from_server(&json!({"jsonrpc":"2.0","id":up_msgs[0]["id"],"result":{}}).to_string())
+        .is_empty());
+}
+
+#[test]
+fn client_name_from_initialize_feeds_session_paths() {
+    let (r, _) = relay(
+        r#"{"version":"1","default":"deny","tools":{"t":{"require":[{"conditions":[{"path":"session.client_name","op":"eq","value":"claude-code"}],"on_deny":"Only Claude Code."}]}}}"#,
+    );
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t"}}"#;
+    assert!(
+        client(&r.from_client(call))[0]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Only Claude Code.")
+    );
+    r.from_client(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientInfo":{"name":"claude-code","version":"1"}}}"#);
+    assert_eq!(server(&r.from_client(call)).len(), 1);
+}
+
+#[test]
+fn modern_clients_get_result_type_on_denials() {
+    let (r, _) = relay(r#"{"version":"1","default":"deny"}"#);
+    let a = &client(&r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#))[0];
+    assert_eq!(a["result"]["resultType"], "complete");
+    assert_eq!(
+        a["result"]["_meta"]["portcullis/decision"]["rule"],
+        "(default deny)"
+    );
+    let a = &client(
+        &r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#),
+    )[0];
+    assert!(a["result"].get("resultType").is_none());
+}
+
+#[test]
+fn no_policy_denies_every_call_and_lists_nothing() {
+    let r = relay_with(None, Arc::new(MemoryCounters::new()));
+    let a = &client(
+        &r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#),
+    )[0];
+    assert_eq!(
+        a["result"]["_meta"]["portcullis/decision"]["rule"],
+        "(no policy)"
+    );
+    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"]
+        .clone();
+    let got = &client(&r.from_server(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"x"}]}}).to_string(),
+    ))[0];
+    assert_eq!(got["result"]["tools"], json!([]));
+}
+
+#[test]
+fn shadow_mode_forwards_what_it_would_deny() {
+    let (r, _) = relay(r#"{"version":"1","default":"deny","mode":"shadow","hide":["drop"]}"#);
+    assert_eq!(
+        server(&r.from_client(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop"}}"#
+        ))
+        .len(),
+        1
+    );
+    // Broken input is still refused in shadow mode: it cannot be evaluated at all.
+    assert!(server(
+        &r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":5}}"#)
+    )
+    .is_empty());
+}
+
+#[test]
+fn approval_rules_fail_closed_until_approvals_exist() {
+    let (r, _) = relay(
+        r#"{"version":"1","default":"deny","tools":{"pay":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}}"#,
+    );
+    let a = &client(
+        &r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay"}}"#),
+    )[0];
+    assert_eq!(a["result"]["isError"], true);
+    assert!(a["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Money moves."));
+}
