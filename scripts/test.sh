@@ -12,6 +12,10 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+step "real MCP peers (PyPI, npm) under .peers/"
+scripts/install-peers.sh
+export PORTCULLIS_REQUIRE_PEERS=1
+
 if [ ! -d ../shared/fixtures ]; then
   echo "note: ../shared/fixtures not found; fixture-based tests will say 'skipped'"
 fi

@@ -279,8 +279,13 @@ pub struct StdioArgs {
     /// Log filter (also RUST_LOG), e.g. "info" or "portcullis_gateway=debug". Logs go to stderr.
     #[arg(long, default_value = "warn")]
     log: String,
-    /// The server command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    /// The server command and its arguments (after `--`, or simply last).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "SERVER_COMMAND"
+    )]
     command: Vec<String>,
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the real MCP peers the protocol tests drive, under .peers/ (git-ignored), pinned
+# to the versions verified in ../shared/spec/test-peers.md. Idempotent: a stamp file skips
+# work already done. Needs python3 (3.10+) and npm; reaches PyPI and the npm registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .peers
+
+if [ ! -f .peers/venv/.done ]; then
+  python3 -m venv .peers/venv
+  .peers/venv/bin/pip install -q --disable-pip-version-check "mcp==2.3.0" "mcp-server-time==2026.10.19"
+  touch .peers/venv/.done
+fi
+if [ ! -f .peers/venv1/.done ]; then
+  python3 -m venv .peers/venv1
+  .peers/venv1/bin/pip install -q --disable-pip-version-check "mcp==1.30.0"
+  touch .peers/venv1/.done
+fi
+if [ ! -f .peers/node/.done ]; then
+  mkdir -p .peers/node
+  (cd .peers/node && npm init -y >/dev/null && npm install --silent --no-audit --no-fund \
+      @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/inspector@0.15.0)
+  touch .peers/node/.done
+fi
+echo "peers ready under .peers/"
