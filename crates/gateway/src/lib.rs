@@ -10,4 +10,4 @@ pub mod relay;
 pub mod stdio;
 pub mod upstream;
 
-pub use relay::{Out, Relay, RelayConfig};
+pub use relay::{Caller, Out, Relay, RelayConfig};

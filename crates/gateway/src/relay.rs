@@ -32,22 +32,28 @@ pub enum Out {
     Server(String, Option<u64>),
 }
 
-/// Who is on the other end of this connection, and the rules that apply.
+/// What a relay needs that does not change per request.
 pub struct RelayConfig {
-    /// The compiled policy (`None`: the grant has no policy — every call is denied).
-    pub engine: Option<Arc<Engine>>,
     /// Counters.
     pub store: Arc<dyn CounterStore>,
+    /// Upstream server name.
+    pub server: String,
+    /// Clock (ms since the epoch); injectable for tests.
+    pub clock: fn() -> Millis,
+}
+
+/// Who sent a client message, and the policy that applies to them. One per stdio connection
+/// or HTTP session; per request on the stateless (2026-07-28) HTTP path.
+#[derive(Clone)]
+pub struct Caller {
+    /// The grant's compiled policy (`None`: the grant has no policy — every call is denied).
+    pub engine: Option<Arc<Engine>>,
     /// Grant id.
     pub grant_id: String,
     /// Grant label.
     pub grant_label: String,
     /// Session or connection id.
     pub session_id: String,
-    /// Upstream server name.
-    pub server: String,
-    /// Clock (ms since the epoch); injectable for tests.
-    pub clock: fn() -> Millis,
 }
 
 /// The wall clock.
@@ -69,7 +75,7 @@ enum Pending {
 }
 
 enum What {
-    ToolsList,
+    ToolsList(Option<Arc<Engine>>),
     ToolsCall(Ticket),
     Initialize,
     Other,
@@ -135,13 +141,13 @@ impl Relay {
     }
 
     /// Handles one line from the client.
-    pub fn from_client(&self, line: &str) -> Vec<Out> {
+    pub fn from_client(&self, line: &str, caller: &Caller) -> Vec<Out> {
         let mut msg = match Message::parse(line) {
             Ok(m) => m,
             Err(e) => return vec![Out::Client(parse_error_line(&e))],
         };
         match msg.kind() {
-            Kind::Request => self.client_request(msg),
+            Kind::Request => self.client_request(msg, caller),
             Kind::Notification => self.client_notification(msg),
             Kind::Response => {
                 // An answer to a server→client request: restore the server's id.
@@ -162,18 +168,18 @@ impl Relay {
         }
     }
 
-    fn client_request(&self, mut msg: Message) -> Vec<Out> {
+    fn client_request(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
         let client_id = msg.id().expect("requests have ids").to_owned();
         let method = msg.method().unwrap_or_default().to_owned();
         let mut params = msg.get("params").map(|p| p.get().to_owned());
         let mut what = What::Other;
         match method.as_str() {
-            "tools/call" => match self.decide_call(params.as_deref()) {
+            "tools/call" => match self.decide_call(params.as_deref(), caller) {
                 Ok(Some(ticket)) => what = What::ToolsCall(ticket),
                 Ok(None) => what = What::ToolsCall(Ticket::default()),
                 Err(answer) => return vec![Out::Client(answer.line(&client_id))],
             },
-            "tools/list" => what = What::ToolsList,
+            "tools/list" => what = What::ToolsList(caller.engine.clone()),
             "initialize" => {
                 let p: Option<Value> = params.as_deref().and_then(|p| serde_json::from_str(p).ok());
                 let mut st = self.lock();
@@ -222,7 +228,7 @@ impl Relay {
 
     /// Decides a `tools/call`. `Ok(Some(ticket))`: forward (charged); `Ok(None)`: forward
     /// (nothing charged); `Err`: answer the client, forward nothing.
-    fn decide_call(&self, params: Option<&str>) -> Result<Option<Ticket>, Answer> {
+    fn decide_call(&self, params: Option<&str>, caller: &Caller) -> Result<Option<Ticket>, Answer> {
         // Strict parse: duplicate keys anywhere in the params are refused, so that the
         // gateway and the server can never read two different tool names or arguments.
         let pv = match params.map(json::parse_strict) {
@@ -255,18 +261,24 @@ impl Relay {
                 ));
             }
         }
-        let modern = pv
-            .pointer("/_meta")
-            .and_then(|m| m.get(META_PROTOCOL_VERSION))
-            .is_some();
-        let Some(engine) = &self.cfg.engine else {
+        let meta = pv.get("_meta");
+        let modern = meta.and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
+        let Some(engine) = &caller.engine else {
             return Err(Answer::Denied(Denial::no_policy(), modern));
         };
-        let client_name = self.lock().client_name.clone();
+        // Modern requests carry the client's (self-reported) name per request; legacy ones
+        // gave it at initialize.
+        let client_name = match meta
+            .and_then(|m| m.pointer("/io.modelcontextprotocol~1clientInfo/name"))
+            .and_then(Value::as_str)
+        {
+            Some(n) => Some(n.to_owned()),
+            None => self.lock().client_name.clone(),
+        };
         let who = Identity {
-            grant_id: &self.cfg.grant_id,
-            grant_label: &self.cfg.grant_label,
-            session_id: &self.cfg.session_id,
+            grant_id: &caller.grant_id,
+            grant_label: &caller.grant_label,
+            session_id: &caller.session_id,
             client_name: client_name.as_deref(),
             server: &self.cfg.server,
         };
@@ -407,9 +419,9 @@ impl Relay {
                     tracing::error!("refund failed: {e}");
                 }
             }
-            What::ToolsList => {
+            What::ToolsList(engine) => {
                 drop(st);
-                if let Some(engine) = &self.cfg.engine {
+                if let Some(engine) = &engine {
                     filter_tools_list(&mut msg, engine);
                 } else if let Some(r) = msg.value("result") {
                     // No policy: nothing is callable; list nothing.

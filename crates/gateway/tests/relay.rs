@@ -1,7 +1,7 @@
 //! In-process tests of the relay core: what reaches the upstream, what the client gets back,
 //! and how ids, tokens and cancellations are mapped.
 
-use portcullis_gateway::{Out, Relay, RelayConfig};
+use portcullis_gateway::{Caller, Out, Relay, RelayConfig};
 use portcullis_policy::{CounterKey, CounterStore, Engine, Scope, Window};
 use portcullis_store::MemoryCounters;
 use serde_json::{json, Value};
@@ -18,19 +18,42 @@ fn fixtures() -> &'static Path {
     )
 }
 
-fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Relay {
-    Relay::new(RelayConfig {
-        engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),
-        store,
-        grant_id: "grt_1".into(),
-        grant_label: "alice".into(),
-        session_id: "s1".into(),
-        server: "odoo".into(),
-        clock: || NOON,
-    })
+/// A relay bound to one caller, as a stdio connection or a legacy HTTP session is.
+struct Bound {
+    relay: Relay,
+    caller: Caller,
 }
 
-fn relay(policy: &str) -> (Relay, Arc<MemoryCounters>) {
+impl Bound {
+    fn from_client(&self, line: &str) -> Vec<Out> {
+        self.relay.from_client(line, &self.caller)
+    }
+}
+
+impl std::ops::Deref for Bound {
+    type Target = Relay;
+    fn deref(&self) -> &Relay {
+        &self.relay
+    }
+}
+
+fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
+    Bound {
+        relay: Relay::new(RelayConfig {
+            store,
+            server: "odoo".into(),
+            clock: || NOON,
+        }),
+        caller: Caller {
+            engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),
+            grant_id: "grt_1".into(),
+            grant_label: "alice".into(),
+            session_id: "s1".into(),
+        },
+    }
+}
+
+fn relay(policy: &str) -> (Bound, Arc<MemoryCounters>) {
     let store = Arc::new(MemoryCounters::new());
     (relay_with(Some(policy), store.clone()), store)
 }

@@ -325,14 +325,16 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "local".into());
     let relay = portcullis_gateway::Relay::new(portcullis_gateway::RelayConfig {
-        engine,
         store,
-        grant_id: format!("local:{label}"),
-        grant_label: label,
-        session_id: format!("stdio-{}", std::process::id()),
         server: a.server.clone(),
         clock: portcullis_gateway::relay::system_clock,
     });
+    let caller = portcullis_gateway::Caller {
+        engine,
+        grant_id: format!("local:{label}"),
+        grant_label: label,
+        session_id: format!("stdio-{}", std::process::id()),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -343,6 +345,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     };
     rt.block_on(portcullis_gateway::stdio::run(
         std::sync::Arc::new(relay),
+        caller,
         spec,
         tokio::io::stdin(),
         tokio::io::stdout(),

@@ -5,11 +5,15 @@
 //! crash. Shutdown closes its stdin, waits, then sends SIGTERM and finally SIGKILL to the
 //! group — some servers (server-everything) ignore end of input.
 
+use crate::relay::{Caller, Out, Relay};
+use portcullis_mcp::{read_line_capped, LineError};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Mutex;
 
 /// How to start the server.
@@ -125,5 +129,147 @@ impl Backoff {
         let w = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(5));
         w
+    }
+}
+
+/// A supervised stdio upstream bound to one [`Relay`]: lines from the client go through the
+/// relay to the child; the child's output goes through the relay to `to_client`. A crashed
+/// child is restarted with back-off, its in-flight requests answered at once, and the
+/// client's session replayed.
+pub struct Link {
+    relay: Arc<Relay>,
+    stdin: SharedStdin,
+    to_client: UnboundedSender<String>,
+    shutting: AtomicBool,
+    child: Mutex<Option<Child>>,
+    server_line_cap: usize,
+}
+
+impl Link {
+    /// Starts the child and its supervisor.
+    pub async fn start(
+        spec: ChildSpec,
+        relay: Arc<Relay>,
+        to_client: UnboundedSender<String>,
+        server_line_cap: usize,
+    ) -> std::io::Result<Arc<Link>> {
+        let mut slot = None;
+        let first = spawn(&spec, &mut slot)?;
+        let link = Arc::new(Link {
+            relay,
+            stdin: Arc::new(Mutex::new(slot)),
+            to_client,
+            shutting: AtomicBool::new(false),
+            child: Mutex::new(None),
+            server_line_cap,
+        });
+        let l = link.clone();
+        tokio::spawn(async move { l.supervise(spec, first).await });
+        Ok(link)
+    }
+
+    /// Passes one client line through the relay and on to the child.
+    pub async fn from_client(&self, line: &str, caller: &Caller) {
+        let outs = self.relay.from_client(line, caller);
+        self.dispatch(outs).await;
+    }
+
+    /// Sends relay outputs where they belong; undeliverable requests are answered.
+    pub async fn dispatch(&self, outs: Vec<Out>) {
+        let mut queue = outs;
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for o in queue {
+                match o {
+                    Out::Client(line) => {
+                        let _ = self.to_client.send(line);
+                    }
+                    Out::Server(line, up) => {
+                        if let Err(e) = send(&self.stdin, &line).await {
+                            if let Some(up) = up {
+                                next.extend(self.relay.undeliverable(up, &e.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+            queue = next;
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, spec: ChildSpec, first: Running) {
+        let mut running = Some(first);
+        let mut backoff = Backoff::default();
+        while let Some(Running { child, stdout }) = running.take() {
+            let started = Instant::now();
+            *self.child.lock().await = Some(child);
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                match read_line_capped(&mut reader, &mut buf, self.server_line_cap).await {
+                    Ok(Some(line)) => {
+                        let outs = self.relay.from_server(&line);
+                        self.dispatch(outs).await;
+                    }
+                    Ok(None) | Err(LineError::Io(_)) => break,
+                    Err(LineError::TooLong(n)) => tracing::error!(
+                        "dropped a {n}-byte line from the server (cap {})",
+                        self.server_line_cap
+                    ),
+                    Err(LineError::NotUtf8) => {
+                        tracing::warn!("dropped a non-UTF-8 line from the server")
+                    }
+                }
+            }
+            self.stdin.lock().await.take();
+            if let Some(mut c) = self.child.lock().await.take() {
+                let status = c
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                if !self.shutting.load(Ordering::SeqCst) {
+                    tracing::warn!("the server exited ({status})");
+                }
+            }
+            let lost = self.relay.upstream_lost("the server process exited");
+            self.dispatch(lost).await;
+            let mut lived = started.elapsed();
+            while running.is_none() && !self.shutting.load(Ordering::SeqCst) {
+                let wait = backoff.wait(lived);
+                lived = Duration::ZERO;
+                tracing::warn!("restarting the server in {wait:?}");
+                tokio::time::sleep(wait).await;
+                if self.shutting.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut slot = None;
+                match spawn(&spec, &mut slot) {
+                    Ok(r) => {
+                        *self.stdin.lock().await = slot;
+                        running = Some(r);
+                        let replay = self.relay.replay_after_restart();
+                        self.dispatch(replay).await;
+                    }
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+        }
+    }
+
+    /// Stops the child (stdin EOF, then SIGTERM, then SIGKILL) and the supervisor.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutting.store(true, Ordering::SeqCst);
+        let child = self.child.lock().await.take();
+        if let Some(mut c) = child {
+            stop(&mut c, &self.stdin, grace).await;
+        } else {
+            self.stdin.lock().await.take();
+        }
+    }
+
+    /// The relay this link feeds.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 }
