@@ -6,6 +6,8 @@
 //! the two id spaces, and says what to send where. Transports ([`stdio`] for the client side,
 //! [`upstream::stdio`] for a child-process server) only move lines.
 
+pub mod config;
+pub mod http;
 pub mod relay;
 pub mod stdio;
 pub mod upstream;

@@ -25,7 +25,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn from_client(&self, line: &str) -> Vec<Out> {
+    fn send(&self, line: &str) -> Vec<Out> {
         self.relay.from_client(line, &self.caller)
     }
 }
@@ -93,7 +93,7 @@ fn the_bad_input_corpus_never_reaches_the_upstream() {
     let lines: Vec<&str> = corpus.lines().collect();
     assert!(lines.len() >= 200, "the corpus holds at least 200 inputs");
     for (i, line) in lines.iter().enumerate() {
-        let outs = r.from_client(line);
+        let outs = r.send(line);
         assert!(
             server(&outs).is_empty(),
             "line {} reached the upstream: {line}",
@@ -132,7 +132,7 @@ fn ids_are_mapped_and_restored_exactly() {
         (json!(7), "7"),
         (json!("x-1"), "\"x-1\""),
     ] {
-        let outs = r.from_client(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}).to_string());
+        let outs = r.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}).to_string());
         let up = server(&outs);
         let up_id = up[0]["id"]
             .as_u64()
@@ -159,7 +159,7 @@ fn ids_are_mapped_and_restored_exactly() {
 fn unknown_methods_and_fields_pass_unchanged() {
     let (r, _) = relay(r#"{"version":"1","default":"deny"}"#);
     let line = r#"{"jsonrpc":"2.0","id":1,"method":"vendor/custom","params":{"z":1.0,"a":[1e400]},"extra":true}"#;
-    let outs = r.from_client(line);
+    let outs = r.send(line);
     let Out::Server(up, _) = &outs[0] else {
         panic!()
     };
@@ -168,14 +168,14 @@ fn unknown_methods_and_fields_pass_unchanged() {
         r#"{"jsonrpc":"2.0","id":1,"method":"vendor/custom","params":{"z":1.0,"a":[1e400]},"extra":true}"#
     );
     let n = r#"{"jsonrpc":"2.0","method":"notifications/vendor","params":{"q":0.70}}"#;
-    assert_eq!(r.from_client(n), vec![Out::Server(n.to_string(), None)]);
+    assert_eq!(r.send(n), vec![Out::Server(n.to_string(), None)]);
     assert_eq!(r.from_server(n), vec![Out::Client(n.to_string())]);
 }
 
 #[test]
 fn progress_tokens_are_mapped_both_ways_and_forgotten() {
     let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
-    let outs = r.from_client(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":42,"other":"kept"}}}"#);
+    let outs = r.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":42,"other":"kept"}}}"#);
     let up = &server(&outs)[0];
     let token = up["params"]["_meta"]["progressToken"].clone();
     assert_ne!(token, json!(42));
@@ -195,16 +195,16 @@ fn progress_tokens_are_mapped_both_ways_and_forgotten() {
 #[test]
 fn cancellations_are_mapped_and_unknown_ones_dropped() {
     let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
-    let up = server(&r.from_client(
-        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow"}}"#,
-    ))[0]["id"]
+    let up = server(
+        &r.send(r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow"}}"#),
+    )[0]["id"]
         .clone();
-    let outs = r.from_client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}"#);
+    let outs = r.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}"#);
     let c = &server(&outs)[0];
     assert_eq!(c["params"]["requestId"], up);
     assert_eq!(c["params"]["reason"], "user");
     assert!(r
-        .from_client(
+        .send(
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"nope"}}"#
         )
         .is_empty());
@@ -214,7 +214,7 @@ fn cancellations_are_mapped_and_unknown_ones_dropped() {
 fn server_requests_get_fresh_ids_even_when_they_collide() {
     let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
     // The client's id 1 is in flight, and the server sends its own request with id 1.
-    r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}"#);
+    r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}"#);
     let outs = r.from_server(
         r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{"maxTokens":5}}"#,
     );
@@ -225,11 +225,11 @@ fn server_requests_get_fresh_ids_even_when_they_collide() {
     );
     assert_eq!(client(&c)[0]["params"]["requestId"], down);
     // The client's answer goes back under the server's id.
-    let back = r
-        .from_client(&json!({"jsonrpc":"2.0","id":down,"result":{"role":"assistant"}}).to_string());
+    let back =
+        r.send(&json!({"jsonrpc":"2.0","id":down,"result":{"role":"assistant"}}).to_string());
     assert_eq!(server(&back)[0]["id"], json!(1));
     assert!(
-        r.from_client(&json!({"jsonrpc":"2.0","id":down,"result":{}}).to_string())
+        r.send(&json!({"jsonrpc":"2.0","id":down,"result":{}}).to_string())
             .is_empty(),
         "answered once"
     );
@@ -239,11 +239,10 @@ fn server_requests_get_fresh_ids_even_when_they_collide() {
 fn tools_list_pages_lose_hidden_tools_only() {
     let (r, _) =
         relay(r#"{"version":"1","default":"deny","hide":["drop_db"],"tools":{"read":{}}}"#);
-    let up =
-        server(&r.from_client(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"c1"}}"#,
-        ))[0]
-            .clone();
+    let up = server(
+        &r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"c1"}}"#),
+    )[0]
+    .clone();
     assert_eq!(up["params"]["cursor"], "c1");
     let page = json!({"jsonrpc":"2.0","id":up["id"],"result":{"tools":[{"name":"read","x":1.0},{"name":"drop_db"},{"name":"write"},{"noname":true}],"nextCursor":"c2","_meta":{"m":1}}});
     let got = &client(&r.from_server(&page.to_string()))[0];
@@ -261,8 +260,7 @@ fn tools_list_pages_lose_hidden_tools_only() {
     assert_eq!(got["result"]["nextCursor"], "c2");
     assert_eq!(got["result"]["_meta"]["m"], 1);
     // A page that becomes empty keeps its cursor.
-    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"]
-        .clone();
+    let up = server(&r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"].clone();
     let got = &client(&r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"drop_db"}],"nextCursor":"c3"}}).to_string()))[0];
     assert_eq!(got["result"]["tools"], json!([]));
     assert_eq!(got["result"]["nextCursor"], "c3");
@@ -278,7 +276,7 @@ fn json_rpc_errors_refund_and_tool_errors_do_not() {
         r#"{"version":"1","default":"deny","tools":{"t":{"limits":[{"counter":"c","window":"minute","max":2,"scope":"grant"}]}}}"#,
     );
     let call = |id: u32| {
-        server(&r.from_client(&format!(
+        server(&r.send(&format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"t"}}}}"#
         )))[0]["id"]
             .clone()
@@ -302,8 +300,7 @@ fn undeliverable_requests_are_answered_and_refunded() {
     let (r, store) = relay(
         r#"{"version":"1","default":"deny","tools":{"t":{"limits":[{"counter":"c","window":"minute","max":2,"scope":"grant"}]}}}"#,
     );
-    let outs =
-        r.from_client(r#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"t"}}"#);
+    let outs = r.send(r#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"t"}}"#);
     let Out::Server(_, Some(up)) = outs[0] else {
         panic!()
     };
@@ -316,8 +313,8 @@ fn undeliverable_requests_are_answered_and_refunded() {
 #[test]
 fn upstream_loss_answers_everything_in_flight() {
     let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
-    r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#);
-    r.from_client(r#"{"jsonrpc":"2.0","id":"two","method":"tools/list"}"#);
+    r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#);
+    r.send(r#"{"jsonrpc":"2.0","id":"two","method":"tools/list"}"#);
     let answers = client(&r.upstream_lost("exit status 3"));
     let mut ids: Vec<String> = answers.iter().map(|a| a["id"].to_string()).collect();
     ids.sort();
@@ -336,7 +333,7 @@ fn replay_after_restart_reopens_the_session() {
         r.replay_after_restart().is_empty(),
         "nothing to replay before initialize"
     );
-    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"claude-code","version":"1"}}}"#))[0]["id"].clone();
+    let up = server(&r.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"claude-code","version":"1"}}}"#))[0]["id"].clone();
     r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"s","version":"1"}}}).to_string());
     let replay = r.replay_after_restart();
     let up_msgs = server(&replay);
@@ -359,43 +356,40 @@ fn client_name_from_initialize_feeds_session_paths() {
         r#"{"version":"1","default":"deny","tools":{"t":{"require":[{"conditions":[{"path":"session.client_name","op":"eq","value":"claude-code"}],"on_deny":"Only Claude Code."}]}}}"#,
     );
     let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t"}}"#;
-    assert!(
-        client(&r.from_client(call))[0]["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("Only Claude Code.")
-    );
-    r.from_client(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientInfo":{"name":"claude-code","version":"1"}}}"#);
-    assert_eq!(server(&r.from_client(call)).len(), 1);
+    assert!(client(&r.send(call))[0]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Only Claude Code."));
+    r.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientInfo":{"name":"claude-code","version":"1"}}}"#);
+    assert_eq!(server(&r.send(call)).len(), 1);
 }
 
 #[test]
 fn modern_clients_get_result_type_on_denials() {
     let (r, _) = relay(r#"{"version":"1","default":"deny"}"#);
-    let a = &client(&r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#))[0];
+    let a = &client(&r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#))[0];
     assert_eq!(a["result"]["resultType"], "complete");
     assert_eq!(
         a["result"]["_meta"]["portcullis/decision"]["rule"],
         "(default deny)"
     );
-    let a = &client(
-        &r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#),
-    )[0];
+    let a =
+        &client(&r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#))
+            [0];
     assert!(a["result"].get("resultType").is_none());
 }
 
 #[test]
 fn no_policy_denies_every_call_and_lists_nothing() {
     let r = relay_with(None, Arc::new(MemoryCounters::new()));
-    let a = &client(
-        &r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#),
-    )[0];
+    let a =
+        &client(&r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#))
+            [0];
     assert_eq!(
         a["result"]["_meta"]["portcullis/decision"]["rule"],
         "(no policy)"
     );
-    let up = server(&r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"]
-        .clone();
+    let up = server(&r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#))[0]["id"].clone();
     let got = &client(&r.from_server(
         &json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"x"}]}}).to_string(),
     ))[0];
@@ -406,15 +400,15 @@ fn no_policy_denies_every_call_and_lists_nothing() {
 fn shadow_mode_forwards_what_it_would_deny() {
     let (r, _) = relay(r#"{"version":"1","default":"deny","mode":"shadow","hide":["drop"]}"#);
     assert_eq!(
-        server(&r.from_client(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop"}}"#
-        ))
+        server(
+            &r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"drop"}}"#)
+        )
         .len(),
         1
     );
     // Broken input is still refused in shadow mode: it cannot be evaluated at all.
     assert!(server(
-        &r.from_client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":5}}"#)
+        &r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":5}}"#)
     )
     .is_empty());
 }
@@ -425,7 +419,7 @@ fn approval_rules_fail_closed_until_approvals_exist() {
         r#"{"version":"1","default":"deny","tools":{"pay":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}}"#,
     );
     let a = &client(
-        &r.from_client(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay"}}"#),
+        &r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay"}}"#),
     )[0];
     assert_eq!(a["result"]["isError"], true);
     assert!(a["result"]["content"][0]["text"]

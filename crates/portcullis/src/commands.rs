@@ -364,3 +364,82 @@ fn init_logging(default: &str) {
         .with_target(false)
         .try_init();
 }
+
+/// `serve` arguments.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file.
+    #[arg(long, default_value = "portcullis.toml")]
+    config: PathBuf,
+    /// Override `[gateway] listen`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Keep counters in memory instead of SQLite in the data dir (quotas reset on restart).
+    #[arg(long)]
+    memory_counters: bool,
+    /// Log filter (also RUST_LOG). Logs go to stderr.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// `portcullis serve --config portcullis.toml`.
+pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
+    init_logging(&a.log);
+    let mut cfg = portcullis_gateway::config::Config::load(&a.config)?;
+    if let Some(l) = &a.listen {
+        cfg.gateway.listen = l.clone();
+    }
+    let addr = cfg.listen_addr()?;
+    let store: std::sync::Arc<dyn portcullis_policy::CounterStore> = if a.memory_counters {
+        std::sync::Arc::new(MemoryCounters::new())
+    } else {
+        let dir = cfg.resolve(&cfg.gateway.data_dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+        let path = dir.join("counters.db");
+        std::sync::Arc::new(
+            portcullis_store::SqliteCounters::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        )
+    };
+    let gw = portcullis_gateway::http::Gateway::new(&cfg, store)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!("portcullis: listening on http://{local}");
+        for s in &cfg.servers {
+            eprintln!(
+                "  /mcp/{}  ({})",
+                s.name,
+                if s.policy.is_some() {
+                    "policy loaded"
+                } else {
+                    "no policy: every call denied"
+                }
+            );
+        }
+        let app = gw.router(cfg.gateway.max_body_bytes);
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| e.to_string())?;
+        gw.shutdown().await;
+        Ok::<_, String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -26,6 +26,8 @@ enum Command {
     Check(commands::CheckArgs),
     /// Wrap one stdio MCP server for a stdio client: `portcullis stdio --policy P -- cmd…`.
     Stdio(commands::StdioArgs),
+    /// Run the HTTP gateway: each configured server at /mcp/<name> (Streamable HTTP, both eras).
+    Serve(commands::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::ImportIntercept(a) => commands::import_intercept(&a),
         Command::Check(a) => commands::check(&a),
         Command::Stdio(a) => commands::stdio(a),
+        Command::Serve(a) => commands::serve(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -1,6 +1,7 @@
 """Drives a real Python `mcp` 2.x client through a script of actions, for Portcullis's tests.
 
 Usage: client2.py MODE -- COMMAND [ARGS...]   (MODE: auto | legacy | 2026-07-28)
+       client2.py MODE --url URL [--token TOKEN]   (Streamable HTTP)
 Actions come as a JSON list on stdin; results go to stdout as one JSON object:
   {"protocol_version": ..., "results": [...]}   each result a JSON dump of the SDK's model,
   or {"error": "..."} when the action raised.
@@ -27,9 +28,18 @@ def dump(x):
 
 async def main():
     mode = sys.argv[1]
-    cmd = sys.argv[sys.argv.index("--") + 1:]
     actions = json.loads(sys.stdin.read() or "[]")
-    params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
+    if "--url" in sys.argv:
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+        url = sys.argv[sys.argv.index("--url") + 1]
+        headers = {}
+        if "--token" in sys.argv:
+            headers["Authorization"] = "Bearer " + sys.argv[sys.argv.index("--token") + 1]
+        params = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
+    else:
+        cmd = sys.argv[sys.argv.index("--") + 1:]
+        params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
     out = {"results": []}
     async with Client(params, mode=mode, sampling_callback=sampling, read_timeout_seconds=20) as c:
         out["protocol_version"] = c.protocol_version

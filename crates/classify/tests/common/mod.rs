@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+
+/// A tool definition with string/number/… properties given as `(name, type)` pairs.
+pub fn tool(name: &str, description: &str, props: &[(&str, &str)]) -> Value {
+    let mut p = Map::new();
+    for (n, t) in props {
+        p.insert(n.to_string(), json!({ "type": t }));
+    }
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": { "type": "object", "properties": p }
+    })
+}
+
+/// The same with annotations.
+pub fn annotated(name: &str, description: &str, annotations: Value) -> Value {
+    let mut t = tool(name, description, &[]);
+    t["annotations"] = annotations;
+    t
+}
+
+/// `../../../shared/fixtures/<rel>` relative to this crate, or `None` (with the skip notice on
+/// stderr) when the shared fixtures are not there.
+pub fn fixture(rel: &str) -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures")
+        .join(rel);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            eprintln!("skipped: ../shared/fixtures not found");
+            None
+        }
+    }
+}
+
+/// The Odoo Claude MCP tool list, if present.
+pub fn odoo_tools() -> Option<Vec<Value>> {
+    let text = fixture("odoo-claude-mcp/tools.json")?;
+    let v: Value = serde_json::from_str(&text).expect("tools.json is JSON");
+    Some(v["tools"].as_array().expect("tools array").clone())
+}
+
+/// The Intercept corpus as (server, category, tool definition).
+pub fn corpus() -> Option<Vec<(String, String, Value)>> {
+    let text = fixture("tool-corpus/intercept-categories.tsv")?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.splitn(4, '\t').collect();
+                (f.len() == 4).then(|| {
+                    (
+                        f[0].to_string(),
+                        f[1].to_string(),
+                        json!({ "name": f[2], "description": f[3] }),
+                    )
+                })
+            })
+            .collect(),
+    )
+}

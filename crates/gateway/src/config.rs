@@ -1,0 +1,231 @@
+//! `portcullis.toml`: the gateway's configuration file.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and store settings.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// Upstream servers.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    /// Directory the file lives in (relative paths resolve against it).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// `[gateway]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Listen address; loopback by default.
+    pub listen: String,
+    /// Data directory (SQLite counters now; grants, approvals, audit later).
+    pub data_dir: PathBuf,
+    /// Extra `Host` values accepted besides localhost, 127.0.0.1 and [::1] (any port).
+    pub allowed_hosts: Vec<String>,
+    /// Extra `Origin` values accepted (exact `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Longest wait for an upstream answer, seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8480".into(),
+            data_dir: PathBuf::from("./portcullis-data"),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 << 20,
+            request_timeout_secs: 300,
+        }
+    }
+}
+
+/// `[[servers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name; the server is served at `/mcp/<name>`.
+    pub name: String,
+    /// Command line of a stdio server.
+    pub command: Option<Vec<String>>,
+    /// URL of an HTTP server (not yet supported by `serve`).
+    pub url: Option<String>,
+    /// Policy file (relative to the config file). Without one, every call is denied.
+    pub policy: Option<PathBuf>,
+    /// `"token"` (default): requests need a bearer token from `tokens`. `"none"`: no
+    /// authentication, allowed only on a loopback listener (local use, conformance runs).
+    #[serde(default)]
+    pub auth: Auth,
+    /// Static bearer tokens (until grants arrive), each with a label.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Environment for a stdio server (values may use `${VAR}`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Headers for an HTTP server (values may use `${VAR}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Authentication mode of a server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// Bearer tokens.
+    #[default]
+    Token,
+    /// None (loopback only).
+    None,
+}
+
+/// A static token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (`alice-laptop`).
+    pub label: String,
+    /// The token (may be `${VAR}`).
+    pub token: String,
+}
+
+/// Replaces `${VAR}` with the environment's value; a missing variable is an error.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+        let var = &after[..end];
+        let val = std::env::var(var).map_err(|_| {
+            format!("environment variable {var} is not set (referenced as ${{{var}}})")
+        })?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Resolves a path from the file against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.gateway.listen.parse().map_err(|e| {
+            format!(
+                "gateway.listen {:?} is not an address like 127.0.0.1:8480: {e}",
+                self.gateway.listen
+            )
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let addr = self.listen_addr()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let at = format!("servers[{i}] ({:?})", s.name);
+            if s.name.is_empty()
+                || s.name.len() > 64
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "{at}: name must be 1-64 characters of A-Z a-z 0-9 _ -"
+                ));
+            }
+            if !seen.insert(&s.name) {
+                return Err(format!("{at}: the name is used twice"));
+            }
+            match (&s.command, &s.url) {
+                (Some(c), None) if !c.is_empty() => {}
+                (Some(_), None) => return Err(format!("{at}: command is empty")),
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "{at}: give exactly one of command = [...] or url = \"...\""
+                    ))
+                }
+            }
+            if s.auth == Auth::None && !addr.ip().is_loopback() {
+                return Err(format!("{at}: auth = \"none\" is refused on the non-loopback listener {addr}; use tokens"));
+            }
+            if s.auth == Auth::Token && s.tokens.is_empty() {
+                return Err(format!("{at}: no tokens configured; add tokens = [{{ label = \"…\", token = \"${{VAR}}\" }}] or auth = \"none\" for local use"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(t).map_err(|e| e.to_string())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn checks() {
+        assert!(parse("[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"none\"\n").is_ok());
+        assert!(parse("[[servers]]\nname = \"a\"\ncommand = [\"x\"]\n")
+            .unwrap_err()
+            .contains("no tokens"));
+        assert!(parse("[gateway]\nlisten = \"0.0.0.0:1\"\n[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"none\"\n").unwrap_err().contains("non-loopback"));
+        assert!(
+            parse("[[servers]]\nname = \"a b\"\ncommand = [\"x\"]\nauth = \"none\"\n").is_err()
+        );
+        assert!(parse("[[servers]]\nname = \"a\"\nauth = \"none\"\n")
+            .unwrap_err()
+            .contains("exactly one"));
+        assert!(parse("[[servers]]\nname = \"a\"\ncomand = [\"x\"]\n")
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("PORTCULLIS_TEST_X", "v");
+        assert_eq!(expand_env("a${PORTCULLIS_TEST_X}b").unwrap(), "avb");
+        assert!(expand_env("${PORTCULLIS_TEST_MISSING}")
+            .unwrap_err()
+            .contains("PORTCULLIS_TEST_MISSING"));
+    }
+}

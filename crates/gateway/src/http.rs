@@ -1,0 +1,783 @@
+//! The HTTP face: `/mcp/<server>` (Streamable HTTP, both MCP eras), `/healthz`, `/readyz`.
+//!
+//! Order of checks on every request (spec §4.4): `Host`/`Origin` (403), the server (404),
+//! the bearer token (401/403), the body cap (413), then the era:
+//!
+//! - a POST whose `params._meta` carries `io.modelcontextprotocol/protocolVersion` is a
+//!   stateless (2026-07-28) request: its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`
+//!   headers must agree with the body (400 + `-32020`), and it goes to the server's one shared
+//!   upstream connection;
+//! - a POST with `Mcp-Session-Id` belongs to a handshake-era session (404 if unknown);
+//! - a POST of `initialize` opens such a session: one upstream child per session, so the
+//!   server sees this client's own capabilities;
+//! - GET opens the session's stream for messages not tied to a request; DELETE ends it.
+//!
+//! A request is answered with `application/json` when the upstream's first word is the
+//! answer, and as an SSE stream when related messages (progress, server requests) come
+//! first and the client accepts `text/event-stream`.
+
+use crate::config::{expand_env, Auth, Config};
+use crate::relay::{Caller, Relay, RelayConfig};
+use crate::upstream::stdio::{ChildSpec, Link};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use portcullis_mcp::{codes, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION};
+use portcullis_policy::{CounterStore, Engine};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The running HTTP gateway's shared state.
+pub struct Gateway {
+    servers: HashMap<String, Arc<ServerRt>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    store: Arc<dyn CounterStore>,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+    timeout: Duration,
+    next: AtomicU64,
+}
+
+struct ServerRt {
+    name: String,
+    spec: ChildSpec,
+    engine: Option<Arc<Engine>>,
+    auth: Auth,
+    tokens: Vec<(String, String)>,
+    modern: tokio::sync::OnceCell<Arc<Conn>>,
+}
+
+/// One upstream connection and the routing of what it sends to the client side.
+struct Conn {
+    link: Arc<Link>,
+    router: Arc<Routes>,
+}
+
+struct Session {
+    server: Arc<ServerRt>,
+    caller: Caller,
+    conn: Arc<Conn>,
+}
+
+/// Routes client-bound lines of one connection: answers and progress to the request's
+/// stream; anything else to the single request in flight, else the GET stream, else a
+/// bounded backlog the next GET receives.
+#[derive(Default)]
+struct Routes {
+    waiters: Mutex<HashMap<String, UnboundedSender<String>>>,
+    tokens: Mutex<HashMap<String, String>>,
+    get: Mutex<Option<UnboundedSender<String>>>,
+    backlog: Mutex<VecDeque<String>>,
+}
+
+impl Routes {
+    fn route(&self, line: String) {
+        let Ok(msg) = Message::parse(&line) else {
+            return;
+        };
+        let target = match msg.kind() {
+            Kind::Response => msg
+                .id()
+                .and_then(|id| self.waiters.lock().unwrap().remove(id.get())),
+            Kind::Notification if msg.method() == Some("notifications/progress") => {
+                let token = msg
+                    .value("params")
+                    .and_then(|p| p.get("progressToken").map(Value::to_string));
+                let id = token.and_then(|t| self.tokens.lock().unwrap().get(&t).cloned());
+                id.and_then(|id| self.waiters.lock().unwrap().get(&id).cloned())
+            }
+            _ => {
+                let w = self.waiters.lock().unwrap();
+                if w.len() == 1 {
+                    w.values().next().cloned()
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(tx) = target {
+            if tx.send(line.clone()).is_ok() || msg.kind() == Kind::Response {
+                return;
+            }
+        }
+        let mut get = self.get.lock().unwrap();
+        if let Some(tx) = get.as_ref() {
+            if tx.send(line.clone()).is_ok() {
+                return;
+            }
+            *get = None;
+        }
+        let mut b = self.backlog.lock().unwrap();
+        if b.len() >= 1000 {
+            b.pop_front();
+        }
+        b.push_back(line);
+    }
+
+    fn wait_for(&self, id: &str, token: Option<String>) -> UnboundedReceiver<String> {
+        let (tx, rx) = unbounded_channel();
+        self.waiters.lock().unwrap().insert(id.to_owned(), tx);
+        if let Some(t) = token {
+            self.tokens.lock().unwrap().insert(t, id.to_owned());
+        }
+        rx
+    }
+
+    fn forget(&self, id: &str) {
+        self.waiters.lock().unwrap().remove(id);
+        self.tokens.lock().unwrap().retain(|_, v| v != id);
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("the OS random source is readable");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Gateway {
+    /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
+    /// error, never a silent allow).
+    pub fn new(cfg: &Config, store: Arc<dyn CounterStore>) -> Result<Arc<Gateway>, String> {
+        let mut servers = HashMap::new();
+        for s in &cfg.servers {
+            let Some(command) = &s.command else {
+                return Err(format!("server {:?}: url upstreams are not supported by this build yet; use command = [...]", s.name));
+            };
+            let engine = match &s.policy {
+                None => None,
+                Some(p) => {
+                    let path = cfg.resolve(p);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        format!(
+                            "server {:?}: cannot read policy {}: {e}",
+                            s.name,
+                            path.display()
+                        )
+                    })?;
+                    let e = Engine::from_json(&text).map_err(|errs| {
+                        let list: Vec<String> = errs
+                            .iter()
+                            .map(|e| format!("  {}: {e}", path.display()))
+                            .collect();
+                        format!(
+                            "server {:?}: the policy is invalid:\n{}",
+                            s.name,
+                            list.join("\n")
+                        )
+                    })?;
+                    Some(Arc::new(e))
+                }
+            };
+            let mut env = Vec::new();
+            for (k, v) in &s.env {
+                env.push((
+                    k.clone(),
+                    expand_env(v).map_err(|e| format!("server {:?}: env.{k}: {e}", s.name))?,
+                ));
+            }
+            let mut tokens = Vec::new();
+            for t in &s.tokens {
+                tokens.push((
+                    t.label.clone(),
+                    expand_env(&t.token)
+                        .map_err(|e| format!("server {:?}: token {:?}: {e}", s.name, t.label))?,
+                ));
+            }
+            let rt = ServerRt {
+                name: s.name.clone(),
+                spec: ChildSpec {
+                    argv: command.clone(),
+                    env,
+                },
+                engine,
+                auth: s.auth,
+                tokens,
+                modern: tokio::sync::OnceCell::new(),
+            };
+            servers.insert(s.name.clone(), Arc::new(rt));
+        }
+        let mut allowed_hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "[::1]".to_string(),
+        ];
+        allowed_hosts.extend(cfg.gateway.allowed_hosts.iter().cloned());
+        Ok(Arc::new(Gateway {
+            servers,
+            sessions: Mutex::new(HashMap::new()),
+            store,
+            allowed_hosts,
+            allowed_origins: cfg.gateway.allowed_origins.clone(),
+            timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
+            next: AtomicU64::new(1),
+        }))
+    }
+
+    /// The axum router.
+    pub fn router(self: &Arc<Self>, max_body: usize) -> axum::Router<()> {
+        axum::Router::new()
+            .route("/mcp/{server}", any(mcp))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ready\n" }))
+            .layer(DefaultBodyLimit::max(max_body))
+            .with_state(self.clone())
+    }
+
+    /// Stops every upstream child.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in sessions {
+            s.conn.link.shutdown(Duration::from_secs(2)).await;
+        }
+        for s in self.servers.values() {
+            if let Some(c) = s.modern.get() {
+                c.link.shutdown(Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    async fn connect(&self, server: &ServerRt) -> std::io::Result<Arc<Conn>> {
+        let relay = Arc::new(Relay::new(RelayConfig {
+            store: self.store.clone(),
+            server: server.name.clone(),
+            clock: crate::relay::system_clock,
+        }));
+        let (tx, mut rx) = unbounded_channel();
+        let link = Link::start(server.spec.clone(), relay, tx, 64 << 20).await?;
+        let router = Arc::new(Routes::default());
+        let r = router.clone();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                r.route(line);
+            }
+        });
+        Ok(Arc::new(Conn { link, router }))
+    }
+
+    fn host_ok(&self, headers: &HeaderMap) -> bool {
+        let strip_port = |h: &str| -> String {
+            if let Some(rest) = h.strip_prefix('[') {
+                return format!("[{}]", rest.split(']').next().unwrap_or_default());
+            }
+            h.rsplit_once(':')
+                .map_or(h, |(host, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        host
+                    } else {
+                        h
+                    }
+                })
+                .to_string()
+        };
+        if let Some(host) = headers.get("host").and_then(|h| h.to_str().ok()) {
+            if !self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&strip_port(host)))
+            {
+                return false;
+            }
+        }
+        if let Some(origin) = headers.get("origin").and_then(|h| h.to_str().ok()) {
+            if self.allowed_origins.iter().any(|o| o == origin) {
+                return true;
+            }
+            let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+            if !self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&strip_port(host)))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn caller(&self, server: &ServerRt, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+        let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        if server.auth == Auth::None {
+            return Ok(Caller {
+                engine: server.engine.clone(),
+                grant_id: "local".into(),
+                grant_label: "local".into(),
+                session_id,
+            });
+        }
+        let presented = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = presented else {
+            return Err(Box::new(json_status(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing_token", "message": "Send Authorization: Bearer <token> for this server."}),
+            )));
+        };
+        // Compare against every token in constant time; no early exit reveals which matched.
+        let mut found: Option<&str> = None;
+        for (label, t) in &server.tokens {
+            let eq: bool = subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into();
+            if eq {
+                found = Some(label);
+            }
+        }
+        match found {
+            Some(label) => Ok(Caller {
+                engine: server.engine.clone(),
+                grant_id: format!("static:{label}"),
+                grant_label: label.to_owned(),
+                session_id,
+            }),
+            None => Err(Box::new(json_status(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unknown_token", "message": "The bearer token is not valid for this server."}),
+            ))),
+        }
+    }
+}
+
+fn json_status(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn rpc_status(status: StatusCode, line: String) -> Response {
+    (status, [("content-type", "application/json")], line).into_response()
+}
+
+fn parse_error_response(e: &ParseError) -> Response {
+    let (code, id) = match e {
+        ParseError::NotJson(_) => (codes::PARSE_ERROR, None),
+        ParseError::Batch => (codes::INVALID_REQUEST, None),
+        ParseError::Invalid { id, .. } => (codes::INVALID_REQUEST, id.as_deref()),
+    };
+    rpc_status(
+        StatusCode::BAD_REQUEST,
+        error_line(id, code, &format!("{e}; nothing was forwarded")),
+    )
+}
+
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("accept")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
+}
+
+async fn mcp(
+    State(gw): State<Arc<Gateway>>,
+    Path(server): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !gw.host_ok(&headers) {
+        return json_status(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
+        );
+    }
+    let Some(srv) = gw.servers.get(&server).cloned() else {
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        );
+    };
+    let caller = match gw.caller(&srv, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let session_id = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let session = |id: &str| -> Option<Arc<Session>> {
+        let s = gw.sessions.lock().unwrap().get(id).cloned()?;
+        // A session answers only its own server and grant.
+        (s.server.name == srv.name && s.caller.grant_id == caller.grant_id).then_some(s)
+    };
+    match method {
+        Method::GET => match session_id {
+            None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            Some(id) => match session(&id) {
+                None => StatusCode::NOT_FOUND.into_response(),
+                Some(s) => {
+                    let (tx, rx) = unbounded_channel();
+                    for line in s.conn.router.backlog.lock().unwrap().drain(..) {
+                        let _ = tx.send(line);
+                    }
+                    *s.conn.router.get.lock().unwrap() = Some(tx);
+                    sse(rx).into_response()
+                }
+            },
+        },
+        Method::DELETE => match session_id {
+            None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            Some(id) => match session(&id) {
+                None => StatusCode::NOT_FOUND.into_response(),
+                Some(s) => {
+                    gw.sessions.lock().unwrap().remove(&id);
+                    s.conn.link.shutdown(Duration::from_secs(2)).await;
+                    StatusCode::NO_CONTENT.into_response()
+                }
+            },
+        },
+        Method::POST => {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return rpc_status(
+                    StatusCode::BAD_REQUEST,
+                    error_line(
+                        None,
+                        codes::PARSE_ERROR,
+                        "the body is not UTF-8; nothing was forwarded",
+                    ),
+                );
+            };
+            let msg = match Message::parse(text) {
+                Ok(m) => m,
+                Err(e) => return parse_error_response(&e),
+            };
+            let params = msg.value("params");
+            let modern_version = params
+                .as_ref()
+                .and_then(|p| p.pointer("/_meta"))
+                .and_then(|m| m.get(META_PROTOCOL_VERSION))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(v) = modern_version {
+                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+            }
+            if let Some(id) = session_id {
+                return match session(&id) {
+                    None => rpc_status(
+                        StatusCode::NOT_FOUND,
+                        error_line(
+                            msg.id(),
+                            codes::INVALID_REQUEST,
+                            "Unknown or ended session; initialize again.",
+                        ),
+                    ),
+                    Some(s) => legacy_post(&gw, &s, msg, text, &headers, None).await,
+                };
+            }
+            if msg.kind() == Kind::Request && msg.method() == Some("initialize") {
+                let conn = match gw.connect(&srv).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return rpc_status(
+                            StatusCode::BAD_GATEWAY,
+                            error_line(
+                                msg.id(),
+                                codes::INTERNAL_ERROR,
+                                &format!("cannot start the upstream server: {e}"),
+                            ),
+                        );
+                    }
+                };
+                let id = random_hex(16);
+                let s = Arc::new(Session {
+                    server: srv.clone(),
+                    caller,
+                    conn,
+                });
+                gw.sessions.lock().unwrap().insert(id.clone(), s.clone());
+                return legacy_post(&gw, &s, msg, text, &headers, Some(id)).await;
+            }
+            rpc_status(StatusCode::BAD_REQUEST, error_line(msg.id(), codes::INVALID_REQUEST, "Missing Mcp-Session-Id: send initialize first (or a 2026-07-28 request with _meta)."))
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+fn sse(
+    rx: UnboundedReceiver<String>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    Sse::new(
+        UnboundedReceiverStream::new(rx)
+            .map(|line| Ok(Event::default().event("message").data(line))),
+    )
+    .keep_alive(KeepAlive::default())
+}
+
+async fn legacy_post(
+    gw: &Gateway,
+    s: &Session,
+    msg: Message,
+    text: &str,
+    headers: &HeaderMap,
+    new_session: Option<String>,
+) -> Response {
+    if msg.kind() != Kind::Request {
+        s.conn.link.from_client(text, &s.caller).await;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let id = msg.id().expect("request").get().to_owned();
+    let token = msg
+        .value("params")
+        .and_then(|p| p.pointer("/_meta/progressToken").map(Value::to_string));
+    let rx = s.conn.router.wait_for(&id, token);
+    s.conn.link.from_client(text, &s.caller).await;
+    let mut resp = answer(gw, &s.conn, rx, &id, accepts_sse(headers), None).await;
+    if let Some(sid) = new_session {
+        resp.headers_mut()
+            .insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("hex"));
+    }
+    resp
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn modern_post(
+    gw: &Gateway,
+    srv: &ServerRt,
+    caller: Caller,
+    mut msg: Message,
+    params: Option<Value>,
+    version: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let mismatch = |what: &str| {
+        rpc_status(
+            StatusCode::BAD_REQUEST,
+            error_line(msg.id(), -32020, &format!("Header mismatch: {what}")),
+        )
+    };
+    match header(headers, "mcp-protocol-version") {
+        Some(h) if h == version => {}
+        Some(h) => {
+            return mismatch(&format!(
+                "MCP-Protocol-Version {h:?} differs from _meta {version:?}"
+            ))
+        }
+        None => return mismatch("MCP-Protocol-Version header is missing"),
+    }
+    let method = msg.method().unwrap_or_default().to_owned();
+    if msg.kind() == Kind::Request {
+        match header(headers, "mcp-method") {
+            Some(h) if h == method => {}
+            Some(h) => {
+                return mismatch(&format!(
+                    "Mcp-Method {h:?} differs from the body's method {method:?}"
+                ))
+            }
+            None => return mismatch("Mcp-Method header is missing"),
+        }
+        let name_key = match method.as_str() {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(k) = name_key {
+            let body_name = params
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str);
+            match (header(headers, "mcp-name"), body_name) {
+                (Some(h), Some(b)) if h == b => {}
+                (h, b) => {
+                    return mismatch(&format!("Mcp-Name {h:?} differs from params.{k} {b:?}"))
+                }
+            }
+        }
+    }
+    let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            return rpc_status(
+                StatusCode::BAD_GATEWAY,
+                error_line(
+                    msg.id(),
+                    codes::INTERNAL_ERROR,
+                    &format!("cannot start the upstream server: {e}"),
+                ),
+            )
+        }
+    };
+    if msg.kind() != Kind::Request {
+        conn.link.from_client(&msg.to_json(), &caller).await;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    // Many clients share this upstream connection: give the request an id and progress token
+    // unique on it, and restore the client's own on the way back.
+    let original_id = msg.id().expect("request").to_owned();
+    let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
+    let ours_raw = serde_json::value::RawValue::from_string(ours.clone()).expect("json");
+    msg.set_id(&ours_raw);
+    let mut original_token = None;
+    if let Some(mut p) = params {
+        if let Some(t) = p.pointer("/_meta/progressToken").cloned() {
+            original_token = Some(t);
+            p["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("json");
+            msg.set_value("params", &p);
+        }
+    }
+    let rx = conn
+        .router
+        .wait_for(&ours, original_token.as_ref().map(|_| ours.clone()));
+    conn.link.from_client(&msg.to_json(), &caller).await;
+    let restore = Restore {
+        id: original_id,
+        token: original_token,
+    };
+    answer(gw, &conn, rx, &ours, accepts_sse(headers), Some(restore)).await
+}
+
+/// What to put back on lines for a modern request whose id and token were made unique.
+struct Restore {
+    id: Box<serde_json::value::RawValue>,
+    token: Option<Value>,
+}
+
+impl Restore {
+    fn apply(&self, line: String) -> String {
+        let Ok(mut m) = Message::parse(&line) else {
+            return line;
+        };
+        match m.kind() {
+            Kind::Response => m.set_id(&self.id),
+            Kind::Notification if m.method() == Some("notifications/progress") => {
+                if let (Some(mut p), Some(t)) = (m.value("params"), &self.token) {
+                    p["progressToken"] = t.clone();
+                    m.set_value("params", &p);
+                }
+            }
+            _ => return line,
+        }
+        m.to_json()
+    }
+}
+
+fn is_response(line: &str) -> Option<Message> {
+    Message::parse(line)
+        .ok()
+        .filter(|m| m.kind() == Kind::Response)
+}
+
+/// HTTP status for a modern JSON-RPC error answer (spec §4.3); 200 otherwise.
+fn modern_status(m: &Message) -> StatusCode {
+    let code = m
+        .value("error")
+        .and_then(|e| e.get("code").and_then(Value::as_i64));
+    match code {
+        Some(-32601) => StatusCode::NOT_FOUND,
+        Some(-32602) | Some(-32020) | Some(-32021) | Some(-32022) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+async fn answer(
+    gw: &Gateway,
+    conn: &Arc<Conn>,
+    mut rx: UnboundedReceiver<String>,
+    id: &str,
+    sse_ok: bool,
+    restore: Option<Restore>,
+) -> Response {
+    let restore = Arc::new(restore);
+    let fix = {
+        let restore = restore.clone();
+        move |l: String| match &*restore {
+            Some(r) => r.apply(l),
+            None => l,
+        }
+    };
+    let first = match tokio::time::timeout(gw.timeout, rx.recv()).await {
+        Ok(Some(l)) => l,
+        Ok(None) | Err(_) => {
+            conn.router.forget(id);
+            let raw_id = restore
+                .as_ref()
+                .as_ref()
+                .map(|r| r.id.get().to_owned())
+                .unwrap_or_else(|| id.to_owned());
+            let raw = serde_json::value::RawValue::from_string(raw_id).expect("json");
+            return rpc_status(
+                StatusCode::GATEWAY_TIMEOUT,
+                error_line(
+                    Some(&raw),
+                    codes::INTERNAL_ERROR,
+                    &format!(
+                        "The upstream server did not answer within {}s.",
+                        gw.timeout.as_secs()
+                    ),
+                ),
+            );
+        }
+    };
+    if let Some(m) = is_response(&first) {
+        let status = if restore.is_some() {
+            modern_status(&m)
+        } else {
+            StatusCode::OK
+        };
+        drop(restore);
+        return rpc_status(status, fix(first));
+    }
+    if !sse_ok {
+        // The client takes JSON only: drop the related messages, wait for the answer.
+        loop {
+            match tokio::time::timeout(gw.timeout, rx.recv()).await {
+                Ok(Some(l)) if is_response(&l).is_some() => {
+                    return rpc_status(StatusCode::OK, fix(l))
+                }
+                Ok(Some(_)) => continue,
+                _ => {
+                    conn.router.forget(id);
+                    return rpc_status(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        error_line(
+                            None,
+                            codes::INTERNAL_ERROR,
+                            "The upstream server did not answer in time.",
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let (tx, out) = unbounded_channel();
+    let _ = tx.send(fix(first));
+    let router = conn.router.clone();
+    let id = id.to_owned();
+    let timeout = gw.timeout;
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = tokio::time::timeout(timeout, rx.recv()).await {
+            let done = is_response(&l).is_some();
+            if tx.send(fix(l)).is_err() || done {
+                break;
+            }
+        }
+        router.forget(&id);
+    });
+    sse(out).into_response()
+}

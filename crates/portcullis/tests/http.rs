@@ -1,0 +1,558 @@
+//! The HTTP gateway (`portcullis serve`) driven by real peers and raw HTTP: both eras with the
+//! Python `mcp` 2.x client, progress and sampling over SSE with server-everything, and every
+//! refusal (token, Origin, Host, size, batch, session, header mismatch) answered without the
+//! upstream seeing anything.
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn peer(rel: &str) -> Option<PathBuf> {
+    let p = repo().join(".peers").join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("peer {rel} is missing: run scripts/install-peers.sh");
+    }
+    eprintln!("skipped: .peers/{rel} not installed (scripts/install-peers.sh)");
+    None
+}
+
+fn fixture_server() -> String {
+    repo()
+        .join("crates/gateway/tests/fixtures/recording_server.py")
+        .display()
+        .to_string()
+}
+
+struct Gw {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        // SIGTERM: graceful shutdown stops the upstream children too.
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Starts `portcullis serve` with `servers` (TOML `[[servers]]` blocks) on a free port.
+fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
+    let dir = std::env::temp_dir().join(format!("portcullis-http-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (f, text) in files {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}");
+    std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--config",
+            dir.join("portcullis.toml").to_str().unwrap(),
+            "--log",
+            "warn",
+        ])
+        .env("RECORD", dir.join("record.jsonl"))
+        .env("PORTCULLIS_TEST_TOKEN", "tok-alice-0123456789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let gw = Gw { child, port, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (Connection: close).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+const JSON_SSE: (&str, &str) = ("Accept", "application/json, text/event-stream");
+const CT: (&str, &str) = ("Content-Type", "application/json");
+
+fn init_body() -> &'static str {
+    r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#
+}
+
+fn recording_servers(policy_file: &str) -> String {
+    format!(
+        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"{policy_file}\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
+        fixture_server()
+    )
+}
+
+fn drive(py: &Path, mode: &str, url: &str, token: Option<&str>, actions: &Value) -> Value {
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("crates/portcullis/tests/peers/client2.py"))
+        .args([mode, "--url", url]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(actions.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "driver failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+fn text(r: &Value) -> &str {
+    r["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn python2_client_both_eras_over_http_to_mcp_server_time() {
+    let (Some(py), Some(time)) = (peer("venv/bin/python"), peer("venv/bin/mcp-server-time")) else {
+        return;
+    };
+    let policy = json!({"version":"1","default":"deny","hide":["convert_time"],"tools":{"get_current_time":{"limits":[{"counter":"t","window":"minute","max":3,"scope":"grant"}]}}});
+    let servers = format!("[[servers]]\nname = \"time\"\ncommand = [\"{}\", \"--local-timezone\", \"UTC\"]\npolicy = \"p.json\"\nauth = \"none\"\n", time.display());
+    let gw = serve("time", &servers, &[("p.json", policy.to_string())]);
+    let url = format!("http://127.0.0.1:{}/mcp/time", gw.port);
+    let actions = json!([{"op":"list_tools"},{"op":"call","name":"get_current_time","args":{"timezone":"UTC"}},{"op":"call","name":"convert_time","args":{}}]);
+    let modern = drive(&py, "auto", &url, None, &actions);
+    assert_eq!(modern["protocol_version"], "2026-07-28");
+    let legacy = drive(&py, "legacy", &url, None, &actions);
+    assert_eq!(legacy["protocol_version"], "2025-11-25");
+    for out in [&modern, &legacy] {
+        let r = out["results"].as_array().unwrap();
+        let names: Vec<&str> = r[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["get_current_time"]);
+        assert_eq!(r[1]["structuredContent"]["timezone"], "UTC");
+        assert!(text(&r[2]).starts_with("[POLICY DENIED]"));
+    }
+    assert_eq!(modern["results"][2]["resultType"], "complete");
+    // Both eras share the grant's counter ("local" grant): two calls made, a third passes,
+    // the fourth is denied.
+    let more = drive(
+        &py,
+        "auto",
+        &url,
+        None,
+        &json!([{"op":"call","name":"get_current_time","args":{"timezone":"UTC"}},{"op":"call","name":"get_current_time","args":{"timezone":"UTC"}}]),
+    );
+    assert_eq!(more["results"][0]["isError"], false);
+    assert!(
+        text(&more["results"][1]).contains("allows 3 per minute"),
+        "{}",
+        more["results"][1]
+    );
+}
+
+#[test]
+fn server_everything_over_http_relays_progress_and_sampling_on_sse() {
+    let (Some(py), Some(everything)) = (
+        peer("venv/bin/python"),
+        peer("node/node_modules/.bin/mcp-server-everything"),
+    ) else {
+        return;
+    };
+    let servers = format!(
+        "[[servers]]\nname = \"everything\"\ncommand = [\"{}\", \"stdio\"]\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
+        everything.display()
+    );
+    let gw = serve(
+        "everything",
+        &servers,
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow","hide":["get-env"]}).to_string(),
+        )],
+    );
+    let url = format!("http://127.0.0.1:{}/mcp/everything", gw.port);
+    let out = drive(
+        &py,
+        "auto",
+        &url,
+        Some("tok-alice-0123456789"),
+        &json!([
+            {"op":"list_tools"},
+            {"op":"call","name":"trigger-long-running-operation","args":{"duration":1,"steps":3},"progress":true},
+            {"op":"call","name":"trigger-sampling-request","args":{"prompt":"hi","maxTokens":5}},
+            {"op":"call","name":"get-env","args":{}}
+        ]),
+    );
+    assert_eq!(out["protocol_version"], "2025-11-25");
+    let r = out["results"].as_array().unwrap();
+    assert!(!r[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "get-env"));
+    assert_eq!(r[1]["_progress"], json!([1.0, 2.0, 3.0]));
+    assert!(text(&r[2]).contains("sampled-by-test"), "{}", r[2]);
+    assert!(text(&r[3]).starts_with("[POLICY DENIED]"));
+}
+
+#[test]
+fn the_seed_policy_over_http_lets_exactly_ten_runs_reach_the_upstream() {
+    let Some(py) = peer("venv/bin/python") else {
+        return;
+    };
+    let seed =
+        std::fs::read_to_string(repo().join("examples/policies/ai_invoice_pipeline_run.json"))
+            .unwrap();
+    let gw = serve(
+        "seed",
+        &recording_servers("seed.json"),
+        &[("seed.json", seed)],
+    );
+    let url = format!("http://127.0.0.1:{}/mcp/rec", gw.port);
+    let mut actions = Vec::new();
+    for i in 0..11 {
+        actions.push(json!({"op":"call","name":"ai_invoice_pipeline_run","args":{"move_id": i}}));
+    }
+    let out = drive(
+        &py,
+        "auto",
+        &url,
+        Some("tok-alice-0123456789"),
+        &Value::Array(actions),
+    );
+    let r = out["results"].as_array().unwrap();
+    assert!(r[..10].iter().all(|x| x["isError"] == false), "{r:?}");
+    assert_eq!(
+        r[10]["_meta"]["portcullis/decision"]["rule"],
+        "/tools/ai_invoice_pipeline_run/limits/0"
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("\"tools/call\""))
+            .count(),
+        10
+    );
+}
+
+#[test]
+fn refusals_are_clear_and_nothing_reaches_the_upstream() {
+    let policy = json!({"version":"1","default":"deny","hide":["delete_invoice"],"tools":{"read_invoice":{}}});
+    let gw = serve(
+        "refusals",
+        &recording_servers("p.json"),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let auth = ("Authorization", "Bearer tok-alice-0123456789");
+    let post = |headers: &[(&str, &str)], body: &str| {
+        http(p, "POST", "/mcp/rec", headers, body.as_bytes())
+    };
+
+    // Authentication.
+    let r = post(&[CT, JSON_SSE], init_body());
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("missing_token"), "{}", r.body);
+    let r = post(
+        &[CT, JSON_SSE, ("Authorization", "Bearer wrong")],
+        init_body(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("unknown_token"));
+    let r = post(
+        &[CT, JSON_SSE, ("Authorization", "Basic dG9rOng=")],
+        init_body(),
+    );
+    assert_eq!(r.status, 401);
+    let long = format!("Bearer {}", "x".repeat(100_000));
+    let r = post(&[CT, JSON_SSE, ("Authorization", &long)], init_body());
+    assert!(
+        r.status == 401 || r.status == 431 || r.status == 400,
+        "oversize Authorization: {}",
+        r.status
+    );
+    // Origin and Host.
+    assert_eq!(
+        post(
+            &[CT, JSON_SSE, auth, ("Origin", "https://evil.example")],
+            init_body()
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        post(&[CT, JSON_SSE, auth, ("Host", "evil.example")], init_body()).status,
+        403
+    );
+    assert_eq!(
+        post(
+            &[
+                CT,
+                JSON_SSE,
+                auth,
+                ("Host", "localhost:9"),
+                ("Origin", "http://localhost:3000")
+            ],
+            r#"{"jsonrpc":"2.0","method":"notifications/x"}"#
+        )
+        .status,
+        400,
+        "localhost is fine (then: no session)"
+    );
+    // Unknown server, methods without a session.
+    assert_eq!(
+        http(p, "POST", "/mcp/nope", &[CT, auth], init_body().as_bytes()).status,
+        404
+    );
+    assert_eq!(http(p, "GET", "/mcp/rec", &[auth], b"").status, 405);
+    assert_eq!(http(p, "DELETE", "/mcp/rec", &[auth], b"").status, 405);
+    assert_eq!(
+        http(
+            p,
+            "GET",
+            "/mcp/rec",
+            &[auth, ("Mcp-Session-Id", "feedface")],
+            b""
+        )
+        .status,
+        404
+    );
+    // Body problems.
+    let r = post(&[CT, auth], "not json");
+    assert_eq!(
+        (r.status, r.body.contains("-32700")),
+        (400, true),
+        "{}",
+        r.body
+    );
+    let r = post(
+        &[CT, auth],
+        r#"[{"jsonrpc":"2.0","id":1,"method":"initialize"}]"#,
+    );
+    assert_eq!((r.status, r.body.contains("-32600")), (400, true));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"x":"{}"}}}}"#,
+        "y".repeat(70_000)
+    );
+    assert_eq!(post(&[CT, auth], &big).status, 413);
+    let r = post(
+        &[CT, auth],
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_invoice"}}"#,
+    );
+    assert_eq!(
+        r.status, 400,
+        "a legacy request needs a session: {}",
+        r.body
+    );
+    // A modern request whose headers disagree with its body.
+    let modern = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_invoice","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = post(
+        &[
+            CT,
+            JSON_SSE,
+            auth,
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "delete_invoice"),
+        ],
+        modern,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("-32020") && r.body.contains("Mcp-Name"),
+        "{}",
+        r.body
+    );
+    let r = post(
+        &[
+            CT,
+            JSON_SSE,
+            auth,
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/list"),
+            ("Mcp-Name", "read_invoice"),
+        ],
+        modern,
+    );
+    assert!(
+        r.status == 400 && r.body.contains("Mcp-Method"),
+        "{}",
+        r.body
+    );
+    let r = post(
+        &[
+            CT,
+            JSON_SSE,
+            auth,
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "read_invoice"),
+        ],
+        modern,
+    );
+    assert!(
+        r.status == 400 && r.body.contains("MCP-Protocol-Version"),
+        "{}",
+        r.body
+    );
+
+    // Now a real session: policy denials come back as results, and the session works.
+    let r = post(&[CT, JSON_SSE, auth], init_body());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("session id")
+        .trim()
+        .to_string();
+    assert!(sid.len() >= 32 && sid.bytes().all(|b| b.is_ascii_hexdigit()));
+    let s = ("Mcp-Session-Id", sid.as_str());
+    assert_eq!(
+        post(
+            &[CT, auth, s],
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        )
+        .status,
+        202
+    );
+    let r = post(
+        &[CT, JSON_SSE, auth, s],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_invoice","arguments":{"id":1}}}"#,
+    );
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["result"]["_meta"]["portcullis/decision"]["rule"],
+        "(hidden)"
+    );
+    let r = post(
+        &[CT, JSON_SSE, auth, s],
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_invoice","name":"delete_invoice"}}"#,
+    );
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["error"]["code"], -32602,
+        "duplicate keys in params are refused: {v}"
+    );
+    let r = post(
+        &[CT, JSON_SSE, auth, s],
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":9}}}"#,
+    );
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "called read_invoice with {\"id\":9}"
+    );
+    // Another grant cannot use this session.
+    assert_eq!(
+        http(
+            p,
+            "DELETE",
+            "/mcp/rec",
+            &[("Authorization", "Bearer wrong"), s],
+            b""
+        )
+        .status,
+        401
+    );
+    assert_eq!(http(p, "DELETE", "/mcp/rec", &[auth, s], b"").status, 204);
+    assert_eq!(
+        post(
+            &[CT, JSON_SSE, auth, s],
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#
+        )
+        .status,
+        404,
+        "ended session"
+    );
+
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        seen.len(),
+        3,
+        "only initialize, initialized and the allowed call reached the upstream: {seen:#?}"
+    );
+    assert!(seen[2].contains("read_invoice") && !seen[2].contains("delete_invoice"));
+}
