@@ -443,3 +443,56 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `demo` arguments.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Where to write the demo policy (kept, so the printed client snippet keeps working).
+    #[arg(long, default_value = "portcullis-data/demo")]
+    dir: PathBuf,
+}
+
+/// `portcullis demo`: the walkthrough.
+pub fn demo(a: DemoArgs) -> Result<ExitCode, String> {
+    std::fs::create_dir_all(&a.dir)
+        .map_err(|e| format!("cannot create {}: {e}", a.dir.display()))?;
+    let dir = a.dir.canonicalize().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let exe = exe.display().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let opts = portcullis_demo::Options {
+        policy_dir: Some(dir),
+        command: exe.clone(),
+    };
+    let mut out = std::io::stdout();
+    let w = rt
+        .block_on(portcullis_demo::walkthrough_with(
+            &opts,
+            vec![exe, "demo-upstream".into()],
+            &mut out,
+        ))
+        .map_err(|e| format!("the demo failed: {e}"))?;
+    let ok = w.runs_passed == 10
+        && w.run_denial_rule.is_some()
+        && !w.delete_tool_listed
+        && w.payment_denied;
+    if !ok {
+        eprintln!("the demo did not behave as expected: {w:?}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis demo-upstream`: the demo server on stdio.
+pub fn demo_upstream() -> Result<ExitCode, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(portcullis_demo::serve_stdio())
+        .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}

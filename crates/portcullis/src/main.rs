@@ -28,6 +28,11 @@ enum Command {
     Stdio(commands::StdioArgs),
     /// Run the HTTP gateway: each configured server at /mcp/<name> (Streamable HTTP, both eras).
     Serve(commands::ServeArgs),
+    /// Walk through Portcullis in front of a demo Odoo-like server, then print a client config.
+    Demo(commands::DemoArgs),
+    /// The demo's Odoo-like MCP server on stdio (used by `demo` and its client snippet).
+    #[command(hide = true)]
+    DemoUpstream,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,8 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check(&a),
         Command::Stdio(a) => commands::stdio(a),
         Command::Serve(a) => commands::serve(a),
+        Command::Demo(a) => commands::demo(a),
+        Command::DemoUpstream => commands::demo_upstream(),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -209,3 +209,22 @@ fn import_intercept_fixtures() {
         assert!(stderr(&o).contains("nothing was translated"), "{bad}");
     }
 }
+
+#[test]
+fn demo_walks_through_allow_limit_hide_deny_and_prints_a_snippet() {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-demo-{}", std::process::id()));
+    let o = run(&["demo", "--dir", dir.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("calls 1-10  allowed"), "{out}");
+    assert!(
+        out.contains("call 11     denied by rule /tools/ai_invoice_pipeline_run/limits/0"),
+        "{out}"
+    );
+    assert!(out.contains("odoo_unlink (delete) is hidden"), "{out}");
+    assert!(out.contains("Requires human approval."), "{out}");
+    assert!(out.contains("\"mcpServers\""), "{out}");
+    // The snippet's policy file exists and validates.
+    let o = run(&["validate", dir.join("demo-policy.json").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
