@@ -574,8 +574,10 @@ async def t_irr_request_state(ctx, args):
     if is_modern(ctx) and (state is None or state.get("tool") != "request_state"):
         # A retry must echo the state minted in round 1; ask again with a fresh one.
         raise NeedInput({"confirm": req}, {"tool": "request_state", "round": 1})
-    ok = elicited(answer, "ok", False)
-    return tool_result(text(f"state-ok: requestState verified; confirmed={json.dumps(ok)}"))
+    ok = json.dumps(elicited(answer, "ok", False))
+    if not is_modern(ctx):
+        return tool_result(text(f"Confirmed={ok} (handshake era: a real elicitation, no requestState)."))
+    return tool_result(text(f"state-ok: requestState verified; confirmed={ok}"))
 
 
 async def t_irr_multiple(ctx, args):

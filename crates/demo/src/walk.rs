@@ -5,6 +5,7 @@ use crate::{tools, DEMO_POLICY, SERVER_NAME};
 use portcullis_gateway::relay::system_clock;
 use portcullis_gateway::stdio::Caps;
 use portcullis_gateway::upstream::stdio::ChildSpec;
+use portcullis_gateway::upstream::UpstreamSpec;
 use portcullis_gateway::{Caller, Relay, RelayConfig};
 use portcullis_policy::Engine;
 use portcullis_store::MemoryCounters;
@@ -129,10 +130,10 @@ pub async fn walkthrough_with(
     let gateway = tokio::spawn(portcullis_gateway::stdio::run(
         relay,
         caller,
-        ChildSpec {
+        UpstreamSpec::Command(ChildSpec {
             argv,
             env: Vec::new(),
-        },
+        }),
         g_in,
         g_out,
         Caps::default(),

@@ -18,7 +18,9 @@
 
 use crate::config::{expand_env, Auth, Config};
 use crate::relay::{Caller, Relay, RelayConfig};
-use crate::upstream::stdio::{ChildSpec, Link};
+use crate::upstream::http::HttpSpec;
+use crate::upstream::stdio::ChildSpec;
+use crate::upstream::{Upstream, UpstreamSpec};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -52,7 +54,7 @@ pub struct Gateway {
 
 struct ServerRt {
     name: String,
-    spec: ChildSpec,
+    spec: UpstreamSpec,
     engine: Option<Arc<Engine>>,
     auth: Auth,
     tokens: Vec<(String, String)>,
@@ -61,7 +63,7 @@ struct ServerRt {
 
 /// One upstream connection and the routing of what it sends to the client side.
 struct Conn {
-    link: Arc<Link>,
+    link: Upstream,
     router: Arc<Routes>,
 }
 
@@ -156,9 +158,6 @@ impl Gateway {
     pub fn new(cfg: &Config, store: Arc<dyn CounterStore>) -> Result<Arc<Gateway>, String> {
         let mut servers = HashMap::new();
         for s in &cfg.servers {
-            let Some(command) = &s.command else {
-                return Err(format!("server {:?}: url upstreams are not supported by this build yet; use command = [...]", s.name));
-            };
             let engine = match &s.policy {
                 None => None,
                 Some(p) => {
@@ -199,12 +198,30 @@ impl Gateway {
                         .map_err(|e| format!("server {:?}: token {:?}: {e}", s.name, t.label))?,
                 ));
             }
-            let rt = ServerRt {
-                name: s.name.clone(),
-                spec: ChildSpec {
+            let spec = match (&s.command, &s.url) {
+                (Some(command), _) => UpstreamSpec::Command(ChildSpec {
                     argv: command.clone(),
                     env,
-                },
+                }),
+                (None, Some(url)) => {
+                    let mut headers = Vec::new();
+                    for (k, v) in &s.headers {
+                        headers.push((
+                            k.clone(),
+                            expand_env(v)
+                                .map_err(|e| format!("server {:?}: headers.{k}: {e}", s.name))?,
+                        ));
+                    }
+                    UpstreamSpec::Http(HttpSpec {
+                        url: url.clone(),
+                        headers,
+                    })
+                }
+                (None, None) => return Err(format!("server {:?}: give command or url", s.name)),
+            };
+            let rt = ServerRt {
+                name: s.name.clone(),
+                spec,
                 engine,
                 auth: s.auth,
                 tokens,
@@ -265,7 +282,7 @@ impl Gateway {
             clock: crate::relay::system_clock,
         }));
         let (tx, mut rx) = unbounded_channel();
-        let link = Link::start(server.spec.clone(), relay, tx, 64 << 20).await?;
+        let link = Upstream::start(&server.spec, relay, tx).await?;
         let router = Arc::new(Routes::default());
         let r = router.clone();
         tokio::spawn(async move {

@@ -1,8 +1,9 @@
 //! The stdio face: a client that launched `portcullis stdio … -- server…` talks to us on our
-//! stdin/stdout; we talk to the server as a child process through a [`Link`].
+//! stdin/stdout; we talk to the server as a child process or over HTTP through an
+//! [`Upstream`].
 
 use crate::relay::{Caller, Relay};
-use crate::upstream::stdio::{ChildSpec, Link};
+use crate::upstream::{Upstream, UpstreamSpec};
 use portcullis_mcp::{codes, error_line, read_line_capped, LineError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ impl Default for Caps {
 pub async fn run<R, W>(
     relay: Arc<Relay>,
     caller: Caller,
-    spec: ChildSpec,
+    spec: UpstreamSpec,
     client_in: R,
     mut client_out: W,
     caps: Caps,
@@ -40,7 +41,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let link = Link::start(spec, relay, tx.clone(), caps.server_line).await?;
+    let link = Upstream::start(&spec, relay, tx.clone()).await?;
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let mut buf = line.into_bytes();

@@ -281,12 +281,17 @@ pub struct StdioArgs {
     log: String,
     /// The server command and its arguments (after `--`, or simply last).
     #[arg(
-        required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "SERVER_COMMAND"
     )]
     command: Vec<String>,
+    /// A remote MCP server (Streamable HTTP) instead of a command.
+    #[arg(long)]
+    url: Option<String>,
+    /// Extra header for the remote server, `Name: value` (values may use ${VAR}); repeatable.
+    #[arg(long)]
+    header: Vec<String>,
 }
 
 /// `portcullis stdio --policy P -- cmd…`.
@@ -339,9 +344,33 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let spec = portcullis_gateway::upstream::stdio::ChildSpec {
-        argv: a.command.clone(),
-        env: Vec::new(),
+    let spec = match (&a.url, a.command.is_empty()) {
+        (Some(url), true) => {
+            let mut headers = Vec::new();
+            for h in &a.header {
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| format!("--header {h:?}: write it as 'Name: value'"))?;
+                headers.push((
+                    k.trim().to_string(),
+                    portcullis_gateway::config::expand_env(v.trim())?,
+                ));
+            }
+            portcullis_gateway::upstream::UpstreamSpec::Http(
+                portcullis_gateway::upstream::http::HttpSpec {
+                    url: url.clone(),
+                    headers,
+                },
+            )
+        }
+        (None, false) => portcullis_gateway::upstream::UpstreamSpec::Command(
+            portcullis_gateway::upstream::stdio::ChildSpec {
+                argv: a.command.clone(),
+                env: Vec::new(),
+            },
+        ),
+        (Some(_), false) => return Err("give either --url or a server command, not both".into()),
+        (None, true) => return Err("give the server command after --, or --url URL".into()),
     };
     rt.block_on(portcullis_gateway::stdio::run(
         std::sync::Arc::new(relay),

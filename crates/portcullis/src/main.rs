@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod commands;
+mod scan;
 
 /// Portcullis: a policy gateway for MCP tool calls.
 #[derive(Parser)]
@@ -28,6 +29,15 @@ enum Command {
     Stdio(commands::StdioArgs),
     /// Run the HTTP gateway: each configured server at /mcp/<name> (Streamable HTTP, both eras).
     Serve(commands::ServeArgs),
+    /// Connect to servers (or read a saved tool list), list every tool and classify its risk:
+    /// a table sorted by risk, `--json` or `--markdown`.
+    Scan(scan::ScanArgs),
+    /// Scan, then write a starter policy per server from the risk classes (default deny;
+    /// `--preset strict|recommended|permissive`).
+    Init(scan::InitArgs),
+    /// Scan, then render the tool catalogue: one page per tool and an index per server, in
+    /// Markdown and HTML.
+    Catalog(scan::CatalogArgs),
     /// Walk through Portcullis in front of a demo Odoo-like server, then print a client config.
     Demo(commands::DemoArgs),
     /// The demo's Odoo-like MCP server on stdio (used by `demo` and its client snippet).
@@ -47,6 +57,9 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check(&a),
         Command::Stdio(a) => commands::stdio(a),
         Command::Serve(a) => commands::serve(a),
+        Command::Scan(a) => scan::scan(&a),
+        Command::Init(a) => scan::init(&a),
+        Command::Catalog(a) => scan::catalog(&a),
         Command::Demo(a) => commands::demo(a),
         Command::DemoUpstream => commands::demo_upstream(),
     };

@@ -586,3 +586,133 @@ fn an_invalid_policy_refuses_to_start() {
     let _ = (&out.stdout[..]).read_to_string(&mut s);
     assert!(s.is_empty());
 }
+
+/// A background process killed on drop.
+struct Bg(std::process::Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn stdio_to_a_python2_http_upstream_in_both_eras() {
+    let Some(py) = peer("venv/bin/python") else {
+        return;
+    };
+    let dir = scratch("py2http");
+    let record = dir.join("record.jsonl");
+    let port = free_port();
+    let _server = Bg(Command::new(&py)
+        .arg(repo().join("crates/portcullis/tests/peers/server2_http.py"))
+        .arg(port.to_string())
+        .env("RECORD", &record)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let policy = write_policy(
+        &dir,
+        &json!({"version":"1","default":"allow","hide":["drop_table"]}),
+    );
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let gw = vec![
+        bin(),
+        "stdio".into(),
+        "--policy".into(),
+        policy,
+        "--url".into(),
+        url,
+    ];
+    let actions = json!([
+        {"op":"list_tools"},
+        {"op":"call","name":"add","args":{"a":2,"b":40}},
+        {"op":"call","name":"drop_table","args":{"name":"invoices"}},
+        {"op":"call","name":"slow_count","args":{"n":3},"progress":true}
+    ]);
+    for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = drive(&py, "client2.py", Some(mode), &gw, &actions, &[]);
+        assert_eq!(out["protocol_version"], version);
+        let r = out["results"].as_array().unwrap();
+        assert_eq!(names(&r[0]), ["add", "slow_count"], "{mode}");
+        assert_eq!(text(&r[1]), "42");
+        assert!(text(&r[2]).starts_with("[POLICY DENIED]"));
+        assert_eq!(text(&r[3]), "counted to 3");
+        assert_eq!(
+            r[3]["_progress"],
+            json!([1.0, 2.0, 3.0]),
+            "progress relayed from an HTTP upstream ({mode})"
+        );
+    }
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert!(!seen.contains("drop_table"), "{seen}");
+    assert_eq!(seen.lines().filter(|l| l.contains("\"add\"")).count(), 2);
+}
+
+#[test]
+fn stdio_to_server_everything_over_http_relays_sampling() {
+    let (Some(py), Some(everything)) = (
+        peer("venv/bin/python"),
+        peer("node/node_modules/.bin/mcp-server-everything"),
+    ) else {
+        return;
+    };
+    let dir = scratch("evhttp");
+    let port = free_port();
+    let _server = Bg(Command::new(&everything)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let policy = write_policy(
+        &dir,
+        &json!({"version":"1","default":"allow","hide":["get-env"]}),
+    );
+    let gw = vec![
+        bin(),
+        "stdio".into(),
+        "--policy".into(),
+        policy,
+        "--url".into(),
+        format!("http://127.0.0.1:{port}/mcp"),
+    ];
+    let out = drive(
+        &py,
+        "client2.py",
+        Some("auto"),
+        &gw,
+        &json!([
+            {"op":"call","name":"trigger-sampling-request","args":{"prompt":"hi","maxTokens":5}},
+            {"op":"call","name":"trigger-long-running-operation","args":{"duration":1,"steps":2},"progress":true},
+            {"op":"call","name":"get-env","args":{}}
+        ]),
+        &[],
+    );
+    assert_eq!(out["protocol_version"], "2025-11-25");
+    let r = out["results"].as_array().unwrap();
+    assert!(text(&r[0]).contains("sampled-by-test"), "{}", r[0]);
+    assert_eq!(r[1]["_progress"], json!([1.0, 2.0]));
+    assert!(text(&r[2]).starts_with("[POLICY DENIED]"));
+}

@@ -29,7 +29,8 @@ def dump(x):
 async def main():
     mode = sys.argv[1]
     actions = json.loads(sys.stdin.read() or "[]")
-    if "--url" in sys.argv:
+    dashdash = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)
+    if "--url" in sys.argv[:dashdash]:
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
         url = sys.argv[sys.argv.index("--url") + 1]

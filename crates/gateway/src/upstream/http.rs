@@ -1,0 +1,404 @@
+//! A Streamable HTTP upstream (both eras): each message the relay sends upstream is its own
+//! POST; answers come back as `application/json` or as an SSE stream, and every message in
+//! them goes back through the relay.
+//!
+//! Handshake era: the `Mcp-Session-Id` the server returns with the `initialize` answer is kept
+//! private to this link and sent on every later request, with the negotiated
+//! `MCP-Protocol-Version`; after `notifications/initialized` a GET stream carries the
+//! server's unsolicited messages (405 means it has none); DELETE ends the session on
+//! shutdown. Stateless era: requests already carry their `_meta`; the link adds
+//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` from the body.
+//!
+//! Upstream credentials (static headers) ride on every request that leaves, which is only
+//! ever what the policy allowed; they are never logged.
+
+use crate::relay::{Caller, Out, Relay};
+use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Where and how to reach an HTTP server.
+#[derive(Clone, Debug)]
+pub struct HttpSpec {
+    /// Endpoint URL (`http://127.0.0.1:8765/mcp`).
+    pub url: String,
+    /// Static headers (credentials), already expanded.
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    session_id: Option<String>,
+    version: Option<String>,
+    get_open: bool,
+}
+
+/// A link to an HTTP upstream bound to one [`Relay`].
+pub struct HttpLink {
+    relay: Arc<Relay>,
+    client: reqwest::Client,
+    spec: HttpSpec,
+    static_headers: HeaderMap,
+    to_client: UnboundedSender<String>,
+    state: Mutex<SessionState>,
+    closed: AtomicBool,
+    max_body: usize,
+}
+
+impl HttpLink {
+    /// Prepares the link (no request is made until the first message).
+    pub fn start(
+        spec: HttpSpec,
+        relay: Arc<Relay>,
+        to_client: UnboundedSender<String>,
+        max_body: usize,
+    ) -> Result<Arc<HttpLink>, String> {
+        let mut static_headers = HeaderMap::new();
+        for (k, v) in &spec.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("header name {k:?} is not valid"))?;
+            // Header values with CR/LF (header injection) are rejected here.
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| format!("header {k}: the value is not a valid HTTP header value"))?;
+            value.set_sensitive(true);
+            static_headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Arc::new(HttpLink {
+            relay,
+            client,
+            spec,
+            static_headers,
+            to_client,
+            state: Mutex::new(SessionState::default()),
+            closed: AtomicBool::new(false),
+            max_body,
+        }))
+    }
+
+    /// Passes one client line through the relay and on to the server.
+    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
+        let outs = self.relay.from_client(line, caller);
+        self.dispatch(outs);
+    }
+
+    fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
+        for o in outs {
+            match o {
+                Out::Client(line) => {
+                    let _ = self.to_client.send(line);
+                }
+                Out::Server(line, up) => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.post(line, up).await });
+                }
+            }
+        }
+    }
+
+    fn headers_for(&self, msg: &Message) -> HeaderMap {
+        let mut h = self.static_headers.clone();
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let modern = msg.value("params").and_then(|p| {
+            p.pointer("/_meta")
+                .and_then(|m| m.get(META_PROTOCOL_VERSION))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let st = self.state.lock().unwrap();
+        let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(k, v);
+            }
+        };
+        match modern {
+            Some(v) => {
+                set(&mut h, "mcp-protocol-version", &v);
+                if msg.kind() == Kind::Request {
+                    if let Some(m) = msg.method() {
+                        set(&mut h, "mcp-method", m);
+                        let key = match m {
+                            "tools/call" | "prompts/get" => Some("name"),
+                            "resources/read" => Some("uri"),
+                            _ => None,
+                        };
+                        if let Some(n) = key.and_then(|k| {
+                            msg.value("params")
+                                .and_then(|p| p.get(k).and_then(Value::as_str).map(str::to_owned))
+                        }) {
+                            set(&mut h, "mcp-name", &n);
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(s) = &st.session_id {
+                    set(&mut h, "mcp-session-id", s);
+                }
+                if let Some(v) = &st.version {
+                    set(&mut h, "mcp-protocol-version", v);
+                }
+            }
+        }
+        h
+    }
+
+    async fn post(self: Arc<Self>, line: String, up: Option<u64>) {
+        let Ok(msg) = Message::parse(&line) else {
+            return;
+        };
+        let is_init = msg.method() == Some("initialize");
+        let is_initialized = msg.method() == Some("notifications/initialized");
+        let headers = self.headers_for(&msg);
+        let resp = match self
+            .client
+            .post(&self.spec.url)
+            .headers(headers)
+            .body(line)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(up) = up {
+                    let outs = self.relay.undeliverable(
+                        up,
+                        &format!("cannot reach {}: {}", self.spec.url, e.without_url()),
+                    );
+                    self.dispatch(outs);
+                }
+                return;
+            }
+        };
+        let status = resp.status();
+        if is_init && status.is_success() {
+            if let Some(sid) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                self.state.lock().unwrap().session_id = Some(sid.to_owned());
+            }
+        }
+        if status == reqwest::StatusCode::ACCEPTED {
+            if is_initialized {
+                self.open_get_stream();
+            }
+            return;
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let mut answered = false;
+        if sse {
+            answered = self.read_sse(resp, is_init).await;
+        } else {
+            match read_capped(resp, self.max_body).await {
+                Ok(body) if !body.trim().is_empty() => {
+                    answered = self.from_server(&body, is_init);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("upstream answer unreadable: {e}"),
+            }
+        }
+        if !answered {
+            if let Some(up) = up {
+                let why = if status.is_success() {
+                    "the server closed the response without an answer".to_string()
+                } else {
+                    format!("the server answered HTTP {status}")
+                };
+                if status == reqwest::StatusCode::NOT_FOUND
+                    && self.state.lock().unwrap().session_id.is_some()
+                {
+                    tracing::warn!("the upstream session ended (404)");
+                }
+                let outs = self.relay.undeliverable(up, &why);
+                self.dispatch(outs);
+            }
+        }
+    }
+
+    /// One message from the server; returns whether it was a response.
+    fn from_server(self: &Arc<Self>, text: &str, is_init: bool) -> bool {
+        let Ok(msg) = Message::parse(text) else {
+            let head: String = text.chars().take(120).collect();
+            tracing::warn!("dropping a message from the upstream that is not JSON-RPC: {head:?}");
+            return false;
+        };
+        if is_init && msg.kind() == Kind::Response {
+            if let Some(v) = msg.value("result").and_then(|r| {
+                r.get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }) {
+                self.state.lock().unwrap().version = Some(v);
+            }
+        }
+        let response = msg.kind() == Kind::Response;
+        let outs = self.relay.from_server(text);
+        self.dispatch(outs);
+        response
+    }
+
+    async fn read_sse(self: &Arc<Self>, mut resp: reqwest::Response, is_init: bool) -> bool {
+        let mut parser = SseParser::default();
+        let mut answered = false;
+        let mut total = 0usize;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            total += chunk.len();
+            if total > self.max_body.saturating_mul(16) {
+                tracing::warn!("upstream SSE stream exceeded its cap; closing it");
+                break;
+            }
+            for data in parser.feed(&chunk) {
+                answered |= self.from_server(&data, is_init);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        answered
+    }
+
+    fn open_get_stream(self: &Arc<Self>) {
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.get_open || st.session_id.is_none() {
+                return;
+            }
+            st.get_open = true;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut h = me.static_headers.clone();
+            h.insert("accept", HeaderValue::from_static("text/event-stream"));
+            {
+                let st = me.state.lock().unwrap();
+                if let Some(s) = st
+                    .session_id
+                    .as_deref()
+                    .and_then(|s| HeaderValue::from_str(s).ok())
+                {
+                    h.insert("mcp-session-id", s);
+                }
+                if let Some(v) = st
+                    .version
+                    .as_deref()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                {
+                    h.insert("mcp-protocol-version", v);
+                }
+            }
+            match me.client.get(&me.spec.url).headers(h).send().await {
+                Ok(r) if r.status().is_success() => {
+                    me.read_sse(r, false).await;
+                }
+                Ok(r) => tracing::debug!("upstream GET stream: HTTP {}", r.status()),
+                Err(e) => tracing::debug!("upstream GET stream: {}", e.without_url()),
+            }
+            me.state.lock().unwrap().get_open = false;
+        });
+    }
+
+    /// Ends the upstream session (DELETE) and stops reading.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let sid = self.state.lock().unwrap().session_id.clone();
+        if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            let mut h = self.static_headers.clone();
+            h.insert("mcp-session-id", sid);
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.client.delete(&self.spec.url).headers(h).send(),
+            )
+            .await;
+        }
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > cap {
+            return Err(format!("the answer exceeds {cap} bytes"));
+        }
+    }
+    String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_string())
+}
+
+/// Incremental parser for `text/event-stream`: yields the `data` of each event (lines
+/// joined by `\n`); events without data (priming events, keep-alives) yield nothing.
+#[derive(Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the data of every event completed by them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let d = self.data.join("\n");
+                    self.data.clear();
+                    if !d.trim().is_empty() {
+                        out.push(d);
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix("data:") {
+                self.data
+                    .push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
+            }
+            // `event:`, `id:`, `retry:` and `:` comments need no action here.
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"id: 1\ndata:\n\n").is_empty(), "priming event");
+        assert!(p
+            .feed(b": keep-alive\n\nevent: message\ndata: {\"a\"")
+            .is_empty());
+        assert_eq!(p.feed(b":1}\r\n\r\n"), vec!["{\"a\":1}".to_string()]);
+        assert_eq!(
+            p.feed(b"data: x\ndata: y\n\ndata: z\n\n"),
+            vec!["x\ny".to_string(), "z".to_string()]
+        );
+    }
+}
