@@ -29,6 +29,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "MCP conformance suite: the fixture direct, then through the gateway (HTTP and stdio upstreams)"
+scripts/conformance.sh
+scripts/conformance-gateway.sh
+
 step "smoke: the README's run command"
 scripts/run.sh >/dev/null
 

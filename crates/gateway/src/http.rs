@@ -41,6 +41,15 @@ use tokio_stream::StreamExt;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// Requests of the handshake era that do not exist in the stateless one.
+const REMOVED_IN_MODERN: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
 /// The running HTTP gateway's shared state.
 pub struct Gateway {
     servers: HashMap<String, Arc<ServerRt>>,
@@ -93,6 +102,10 @@ impl Routes {
             Kind::Response => msg
                 .id()
                 .and_then(|id| self.waiters.lock().unwrap().remove(id.get())),
+            Kind::Notification if subscription_of(&msg).is_some() => {
+                let id = subscription_of(&msg).expect("checked");
+                self.waiters.lock().unwrap().get(&id).cloned()
+            }
             Kind::Notification if msg.method() == Some("notifications/progress") => {
                 let token = msg
                     .value("params")
@@ -141,6 +154,12 @@ impl Routes {
         self.waiters.lock().unwrap().remove(id);
         self.tokens.lock().unwrap().retain(|_, v| v != id);
     }
+}
+
+fn subscription_of(msg: &Message) -> Option<String> {
+    msg.value("params")?
+        .pointer("/_meta/io.modelcontextprotocol~1subscriptionId")
+        .map(Value::to_string)
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -492,6 +511,20 @@ async fn mcp(
             if let Some(v) = modern_version {
                 return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
             }
+            // A 2026-07-28 header without the matching `_meta`: a modern request missing its
+            // required keys (never a legacy one, which has no such header before initialize).
+            let header_version = header(&headers, "mcp-protocol-version")
+                .filter(|v| *v >= portcullis_mcp::MODERN)
+                .map(str::to_owned);
+            if let (Some(v), None) = (header_version, &session_id) {
+                if msg.kind() == Kind::Request {
+                    return rpc_status(
+                        StatusCode::BAD_REQUEST,
+                        error_line(msg.id(), codes::INVALID_PARAMS, "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities"),
+                    );
+                }
+                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+            }
             if let Some(id) = session_id {
                 return match session(&id) {
                     None => rpc_status(
@@ -599,6 +632,17 @@ async fn modern_post(
         None => return mismatch("MCP-Protocol-Version header is missing"),
     }
     let method = msg.method().unwrap_or_default().to_owned();
+    if msg.kind() == Kind::Request && REMOVED_IN_MODERN.contains(&method.as_str()) {
+        // Gone in 2026-07-28 whatever the upstream is: answer as a modern server must.
+        return rpc_status(
+            StatusCode::NOT_FOUND,
+            error_line(
+                msg.id(),
+                codes::METHOD_NOT_FOUND,
+                &format!("{method} does not exist in protocol version {version}"),
+            ),
+        );
+    }
     if msg.kind() == Kind::Request {
         match header(headers, "mcp-method") {
             Some(h) if h == method => {}
@@ -640,8 +684,16 @@ async fn modern_post(
             )
         }
     };
+    // Mcp-Param-* headers travel on to an HTTP upstream unchanged (policy reads the body).
+    let params_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
     if msg.kind() != Kind::Request {
-        conn.link.from_client(&msg.to_json(), &caller).await;
+        conn.link
+            .from_client_with(&msg.to_json(), &caller, params_headers)
+            .await;
         return StatusCode::ACCEPTED.into_response();
     }
     // Many clients share this upstream connection: give the request an id and progress token
@@ -661,7 +713,9 @@ async fn modern_post(
     let rx = conn
         .router
         .wait_for(&ours, original_token.as_ref().map(|_| ours.clone()));
-    conn.link.from_client(&msg.to_json(), &caller).await;
+    conn.link
+        .from_client_with(&msg.to_json(), &caller, params_headers)
+        .await;
     let restore = Restore {
         id: original_id,
         token: original_token,
@@ -685,6 +739,13 @@ impl Restore {
             Kind::Notification if m.method() == Some("notifications/progress") => {
                 if let (Some(mut p), Some(t)) = (m.value("params"), &self.token) {
                     p["progressToken"] = t.clone();
+                    m.set_value("params", &p);
+                }
+            }
+            Kind::Notification if subscription_of(&m).is_some() => {
+                if let Some(mut p) = m.value("params") {
+                    p["_meta"][crate::relay::SUBSCRIPTION_ID] =
+                        serde_json::from_str(self.id.get()).expect("json");
                     m.set_value("params", &p);
                 }
             }

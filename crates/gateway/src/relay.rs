@@ -22,6 +22,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The `_meta` key carrying a listen stream's subscription id (2026-07-28).
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
 /// A line to write, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out {
@@ -383,7 +386,25 @@ impl Relay {
                             None => return Vec::new(),
                         }
                     }
-                    _ => {}
+                    _ => {
+                        // 2026-07-28 listen streams: the subscription id is the id of the
+                        // listen request, which upstream is ours; give the client its own.
+                        if let Some(mut p) = msg.value("params") {
+                            let sub = p
+                                .pointer("/_meta/io.modelcontextprotocol~1subscriptionId")
+                                .and_then(Value::as_u64);
+                            if let Some(up) = sub {
+                                match st.pending.get(&up) {
+                                    Some(Pending::Client { client_id, .. }) => {
+                                        p["_meta"][SUBSCRIPTION_ID] =
+                                            serde_json::from_str(client_id.get()).expect("json");
+                                        msg.set_value("params", &p);
+                                    }
+                                    _ => return Vec::new(), // not a listen of this client's
+                                }
+                            }
+                        }
+                    }
                 }
                 vec![Out::Client(msg.to_json())]
             }

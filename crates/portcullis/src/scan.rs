@@ -820,11 +820,13 @@ impl Style {
     }
 }
 
-/// The terminal's width: `$COLUMNS`, else `stty size` on the controlling terminal.
+/// The terminal's width: `$COLUMNS`, else `stty size` on the controlling terminal; `None`
+/// when neither knows.
 fn terminal_width() -> Option<usize> {
     if let Some(n) = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
     {
         return Some(n);
     }
@@ -836,7 +838,12 @@ fn terminal_width() -> Option<usize> {
         .output()
         .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
+    // A pseudo-terminal nobody sized reports 0 columns: unknown.
+    text.split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
 }
 
 fn risk_color(r: Risk) -> &'static str {
@@ -1067,11 +1074,17 @@ pub fn init(a: &InitArgs) -> Result<ExitCode, String> {
         }
     }
     if written > 0 {
+        let totals = if written > 1 {
+            format!("; in all: {total}")
+        } else {
+            String::new()
+        };
         println!(
-            "{} written to {} (default deny: every tool not listed is denied): {total}. Review before use; check one against its server with `portcullis validate FILE --tools TOOLS.json`.",
+            "{} written to {} (default deny: a tool not listed is denied){totals}",
             plural(written, "policy"),
             a.out.display()
         );
+        println!("Review before use; check a policy against its server's tools with `portcullis validate FILE --tools TOOLS.json`.");
     }
     let code = report_failures(&scanned);
     Ok(if failed { ExitCode::FAILURE } else { code })
@@ -1161,12 +1174,16 @@ pub fn catalog(a: &CatalogArgs) -> Result<ExitCode, String> {
         }
     }
     if servers > 0 {
+        let open = match (servers, scanned.iter().find(|s| s.outcome.is_ok())) {
+            (1, Some(s)) => a.out.join(&s.name).join("index.html"),
+            _ => a.out.join("<server>").join("index.html"),
+        };
         println!(
-            "{} and {} server index{} written to {}; open <server>/index.html there",
+            "{} and {} server index{} written; open {}",
             plural(pages, "tool page"),
             servers,
             if servers == 1 { "" } else { "es" },
-            a.out.display()
+            open.display()
         );
     }
     let code = report_failures(&scanned);

@@ -86,11 +86,25 @@ impl HttpLink {
 
     /// Passes one client line through the relay and on to the server.
     pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
+        self.from_client_with(line, caller, Vec::new()).await;
+    }
+
+    /// Like [`HttpLink::from_client`], adding `extra` headers to the upstream request.
+    pub async fn from_client_with(
+        self: &Arc<Self>,
+        line: &str,
+        caller: &Caller,
+        extra: Vec<(String, String)>,
+    ) {
         let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs);
+        self.dispatch_with(outs, extra);
     }
 
     fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
+        self.dispatch_with(outs, Vec::new());
+    }
+
+    fn dispatch_with(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
         for o in outs {
             match o {
                 Out::Client(line) => {
@@ -98,7 +112,8 @@ impl HttpLink {
                 }
                 Out::Server(line, up) => {
                     let me = self.clone();
-                    tokio::spawn(async move { me.post(line, up).await });
+                    let extra = extra.clone();
+                    tokio::spawn(async move { me.post(line, up, extra).await });
                 }
             }
         }
@@ -155,13 +170,21 @@ impl HttpLink {
         h
     }
 
-    async fn post(self: Arc<Self>, line: String, up: Option<u64>) {
+    async fn post(self: Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
         let Ok(msg) = Message::parse(&line) else {
             return;
         };
         let is_init = msg.method() == Some("initialize");
         let is_initialized = msg.method() == Some("notifications/initialized");
-        let headers = self.headers_for(&msg);
+        let mut headers = self.headers_for(&msg);
+        for (k, v) in extra {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
         let resp = match self
             .client
             .post(&self.spec.url)

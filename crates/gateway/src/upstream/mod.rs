@@ -56,6 +56,20 @@ impl Upstream {
         }
     }
 
+    /// Like [`Upstream::from_client`], with extra HTTP headers for the upstream request
+    /// (`Mcp-Param-*` from a modern client); a stdio upstream has no headers and ignores them.
+    pub async fn from_client_with(
+        &self,
+        line: &str,
+        caller: &Caller,
+        extra: Vec<(String, String)>,
+    ) {
+        match self {
+            Upstream::Stdio(l) => l.from_client(line, caller).await,
+            Upstream::Http(l) => l.from_client_with(line, caller, extra).await,
+        }
+    }
+
     /// Stops the child or ends the HTTP session.
     pub async fn shutdown(&self, grace: Duration) {
         match self {
