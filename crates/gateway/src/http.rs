@@ -18,7 +18,6 @@
 
 use crate::config::{expand_env, Auth, Config};
 use crate::relay::{Caller, Relay, RelayConfig};
-use crate::upstream::http::HttpSpec;
 use crate::upstream::stdio::ChildSpec;
 use crate::upstream::{Upstream, UpstreamSpec};
 use axum::body::Bytes;
@@ -231,10 +230,7 @@ impl Gateway {
                                 .map_err(|e| format!("server {:?}: headers.{k}: {e}", s.name))?,
                         ));
                     }
-                    UpstreamSpec::Http(HttpSpec {
-                        url: url.clone(),
-                        headers,
-                    })
+                    UpstreamSpec::for_url(url.clone(), headers)
                 }
                 (None, None) => return Err(format!("server {:?}: give command or url", s.name)),
             };
@@ -269,6 +265,9 @@ impl Gateway {
     pub fn router(self: &Arc<Self>, max_body: usize) -> axum::Router<()> {
         axum::Router::new()
             .route("/mcp/{server}", any(mcp))
+            .route("/mcp", any(mcp_default))
+            .route("/sse/{server}", get(sse_open))
+            .route("/sse/{server}/messages", axum::routing::post(sse_message))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(|| async { "ready\n" }))
             .layer(DefaultBodyLimit::max(max_body))
@@ -426,6 +425,26 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
         .get_all("accept")
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
+}
+
+/// `/mcp` without a server name: the only configured server, when there is exactly one
+/// (some clients, such as the Inspector CLI, always post to `/mcp`).
+async fn mcp_default(
+    State(gw): State<Arc<Gateway>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if gw.servers.len() != 1 {
+        let mut names: Vec<&String> = gw.servers.keys().collect();
+        names.sort();
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("Name the server in the path, /mcp/<server>; configured: {names:?}")}),
+        );
+    }
+    let name = gw.servers.keys().next().expect("one").clone();
+    mcp(State(gw), Path(name), method, headers, body).await
 }
 
 async fn mcp(
@@ -858,4 +877,136 @@ async fn answer(
         router.forget(&id);
     });
     sse(out).into_response()
+}
+
+/// Ends a legacy SSE session when its stream is dropped (the client went away).
+struct SseSessionGuard {
+    gw: Arc<Gateway>,
+    id: String,
+}
+
+impl Drop for SseSessionGuard {
+    fn drop(&mut self) {
+        let s = self.gw.sessions.lock().unwrap().remove(&self.id);
+        if let Some(s) = s {
+            tokio::spawn(async move { s.conn.link.shutdown(Duration::from_secs(2)).await });
+        }
+    }
+}
+
+/// `GET /sse/<server>`: legacy HTTP+SSE (2024-11-05). Opens a session and its upstream; the
+/// first event names the URI to POST messages to; every message for the client follows on
+/// this stream.
+async fn sse_open(
+    State(gw): State<Arc<Gateway>>,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !gw.host_ok(&headers) {
+        return json_status(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
+        );
+    }
+    let Some(srv) = gw.servers.get(&server).cloned() else {
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        );
+    };
+    let caller = match gw.caller(&srv, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let conn = match gw.connect(&srv).await {
+        Ok(c) => c,
+        Err(e) => {
+            return json_status(
+                StatusCode::BAD_GATEWAY,
+                json!({"error": "upstream_unavailable", "message": format!("cannot start the upstream server: {e}")}),
+            )
+        }
+    };
+    let id = random_hex(16);
+    let (tx, rx) = unbounded_channel();
+    *conn.router.get.lock().unwrap() = Some(tx);
+    gw.sessions.lock().unwrap().insert(
+        id.clone(),
+        Arc::new(Session {
+            server: srv,
+            caller,
+            conn,
+        }),
+    );
+    let guard = Arc::new(SseSessionGuard {
+        gw: gw.clone(),
+        id: id.clone(),
+    });
+    let endpoint = format!("/sse/{server}/messages?session_id={id}");
+    let first = tokio_stream::once(Ok::<_, Infallible>(
+        Event::default().event("endpoint").data(endpoint),
+    ));
+    let rest = UnboundedReceiverStream::new(rx).map(move |line| {
+        let _alive = &guard;
+        Ok(Event::default().event("message").data(line))
+    });
+    Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct SessionQuery {
+    session_id: String,
+}
+
+/// `POST /sse/<server>/messages?session_id=…`: one client message of a legacy SSE session;
+/// 202, and the answer arrives on the session's stream.
+async fn sse_message(
+    State(gw): State<Arc<Gateway>>,
+    Path(server): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !gw.host_ok(&headers) {
+        return json_status(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
+        );
+    }
+    let Some(srv) = gw.servers.get(&server).cloned() else {
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        );
+    };
+    let caller = match gw.caller(&srv, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let session = gw.sessions.lock().unwrap().get(&q.session_id).cloned();
+    let Some(s) =
+        session.filter(|s| s.server.name == srv.name && s.caller.grant_id == caller.grant_id)
+    else {
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_session", "message": "Unknown or ended session; open /sse/<server> again."}),
+        );
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return rpc_status(
+            StatusCode::BAD_REQUEST,
+            error_line(
+                None,
+                codes::PARSE_ERROR,
+                "the body is not UTF-8; nothing was forwarded",
+            ),
+        );
+    };
+    if let Err(e) = Message::parse(text) {
+        return parse_error_response(&e);
+    }
+    s.conn.link.from_client(text, &s.caller).await;
+    StatusCode::ACCEPTED.into_response()
 }

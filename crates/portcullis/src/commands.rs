@@ -356,12 +356,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
                     portcullis_gateway::config::expand_env(v.trim())?,
                 ));
             }
-            portcullis_gateway::upstream::UpstreamSpec::Http(
-                portcullis_gateway::upstream::http::HttpSpec {
-                    url: url.clone(),
-                    headers,
-                },
-            )
+            portcullis_gateway::upstream::UpstreamSpec::for_url(url.clone(), headers)
         }
         (None, false) => portcullis_gateway::upstream::UpstreamSpec::Command(
             portcullis_gateway::upstream::stdio::ChildSpec {
@@ -444,7 +439,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         eprintln!("portcullis: listening on http://{local}");
         for s in &cfg.servers {
             eprintln!(
-                "  /mcp/{}  ({})",
+                "  /mcp/{0}  /sse/{0}  ({1})",
                 s.name,
                 if s.policy.is_some() {
                     "policy loaded"

@@ -556,3 +556,145 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     );
     assert!(seen[2].contains("read_invoice") && !seen[2].contains("delete_invoice"));
 }
+
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn drive1(py: &Path, args: &[&str], actions: &Value) -> Value {
+    let mut child = Command::new(py)
+        .arg(repo().join("crates/portcullis/tests/peers/client1.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(actions.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "driver failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn legacy_sse_clients_and_servers_through_the_gateway() {
+    let Some(py1) = peer("venv1/bin/python") else {
+        return;
+    };
+    let up_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _upstream = Bg(Command::new(&py1)
+        .arg(repo().join("crates/portcullis/tests/peers/server1_sse.py"))
+        .args([&up_port.to_string(), "sse"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", up_port)).is_err() {
+        assert!(Instant::now() < deadline, "the SSE server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let servers = format!(
+        "[[servers]]\nname = \"py1\"\nurl = \"http://127.0.0.1:{up_port}/sse\"\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+    );
+    let gw = serve(
+        "sse",
+        &servers,
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow","hide":["drop_table"]}).to_string(),
+        )],
+    );
+    let actions = json!([{"op":"list_tools"},{"op":"call","name":"add","args":{"a":20,"b":22}},{"op":"call","name":"drop_table","args":{"name":"x"}}]);
+    for face in ["--sse", "--http"] {
+        let path = if face == "--sse" { "sse" } else { "mcp" };
+        let url = format!("http://127.0.0.1:{}/{path}/py1", gw.port);
+        let out = drive1(
+            &py1,
+            &[face, &url, "--token", "tok-alice-0123456789"],
+            &actions,
+        );
+        let r = out["results"].as_array().unwrap();
+        let names: Vec<&str> = r[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["add"], "{face}");
+        assert_eq!(text(&r[1]), "42", "{face}");
+        assert!(text(&r[2]).starts_with("[POLICY DENIED]"), "{face}");
+    }
+    // The SSE face refuses without a token, and for an unknown session.
+    assert_eq!(http(gw.port, "GET", "/sse/py1", &[], b"").status, 401);
+    let r = http(
+        gw.port,
+        "POST",
+        "/sse/py1/messages?session_id=nope",
+        &[("Authorization", "Bearer tok-alice-0123456789")],
+        b"{}",
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn inspector_cli_over_http() {
+    let (Some(inspector), Some(time)) = (
+        peer("node/node_modules/.bin/mcp-inspector"),
+        peer("venv/bin/mcp-server-time"),
+    ) else {
+        return;
+    };
+    let servers = format!("[[servers]]\nname = \"time\"\ncommand = [\"{}\", \"--local-timezone\", \"UTC\"]\npolicy = \"p.json\"\nauth = \"none\"\n", time.display());
+    let gw = serve(
+        "inspector",
+        &servers,
+        &[(
+            "p.json",
+            json!({"version":"1","default":"deny","tools":{"get_current_time":{}}}).to_string(),
+        )],
+    );
+    let url = format!("http://127.0.0.1:{}/mcp/time", gw.port);
+    let run = |tool: &str, arg: &str| -> Value {
+        let out = Command::new(&inspector)
+            .args([
+                "--cli",
+                &url,
+                "--transport",
+                "http",
+                "--method",
+                "tools/call",
+                "--tool-name",
+                tool,
+                "--tool-arg",
+                arg,
+            ])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(s.trim())
+            .unwrap_or_else(|e| panic!("{e}: {s}\n{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    assert!(text(&run("get_current_time", "timezone=UTC")).contains("UTC"));
+    let denied = run("convert_time", "time=12:00");
+    assert!(text(&denied).starts_with("[POLICY DENIED]"), "{denied}");
+}

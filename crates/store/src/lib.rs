@@ -32,3 +32,15 @@ mod sqlite;
 
 pub use memory::MemoryCounters;
 pub use sqlite::{OpenError, SqliteCounters};
+
+pub mod audit;
+pub mod grants;
+mod secret;
+
+pub use audit::{
+    AuditDecision, AuditError, AuditFilter, AuditLog, AuditMode, AuditRecord, AuditStats,
+};
+pub use grants::{
+    bearer_token, AuthError, Grant, GrantError, GrantOpenError, GrantStatus, GrantStore,
+    SqliteGrants, Token,
+};

@@ -375,11 +375,29 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<String, 
 pub struct SseParser {
     buf: Vec<u8>,
     data: Vec<String>,
+    event: String,
+}
+
+/// One server-sent event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    /// `event:` field (`message` when absent).
+    pub event: String,
+    /// `data:` lines joined by `\n`.
+    pub data: String,
 }
 
 impl SseParser {
     /// Feeds bytes; returns the data of every event completed by them.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.feed_events(bytes)
+            .into_iter()
+            .map(|e| e.data)
+            .collect()
+    }
+
+    /// Feeds bytes; returns every event (name and data) completed by them.
+    pub fn feed_events(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -390,13 +408,23 @@ impl SseParser {
             }
             let line = String::from_utf8_lossy(&line).into_owned();
             if line.is_empty() {
+                let event = std::mem::take(&mut self.event);
                 if !self.data.is_empty() {
                     let d = self.data.join("\n");
                     self.data.clear();
                     if !d.trim().is_empty() {
-                        out.push(d);
+                        out.push(SseEvent {
+                            event: if event.is_empty() {
+                                "message".into()
+                            } else {
+                                event
+                            },
+                            data: d,
+                        });
                     }
                 }
+            } else if let Some(rest) = line.strip_prefix("event:") {
+                self.event = rest.trim().to_owned();
             } else if let Some(rest) = line.strip_prefix("data:") {
                 self.data
                     .push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
@@ -410,6 +438,20 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_event_names() {
+        let mut p = SseParser::default();
+        let ev = p.feed_events(b"event: endpoint\ndata: /messages/?session_id=ab\n\ndata: {}\n\n");
+        assert_eq!(
+            ev[0],
+            SseEvent {
+                event: "endpoint".into(),
+                data: "/messages/?session_id=ab".into()
+            }
+        );
+        assert_eq!(ev[1].event, "message");
+    }
 
     #[test]
     fn sse_events() {

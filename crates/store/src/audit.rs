@@ -1,0 +1,864 @@
+//! The audit log: one [`AuditRecord`] per decision, in a SQLite file with group commit.
+//!
+//! # Durability
+//!
+//! [`AuditLog::append`] hands the record to a single writer thread through a channel. The
+//! writer takes the first waiting record, then **everything else already queued** (up to
+//! [`MAX_BATCH`] records), writes them in one transaction and commits it with
+//! `synchronous=FULL` in WAL mode, i.e. with an fsync of the write-ahead log; only then does
+//! it complete the appenders' futures. So:
+//!
+//! - in [`AuditMode::Durable`] (the default) `append` resolves only when the record is on
+//!   disk: the gateway awaits it before answering the client, and a crash of the process or
+//!   the machine after the answer cannot lose the record;
+//! - commits are eager (the writer never waits to fill a batch): a lone request pays one
+//!   fsync; under load, every record that arrived during one fsync shares the next one, so
+//!   throughput grows with concurrency instead of collapsing to one fsync per record;
+//! - in [`AuditMode::Async`] `append` returns once the record is queued; the writer gathers
+//!   records for at most `max_delay_ms` after the first one of a batch, then commits the
+//!   same way. A crash loses at most the records appended in the last `max_delay_ms` plus
+//!   the duration of one commit (and never a committed one). [`AuditLog::flush`] commits
+//!   everything queued before it, at once.
+//!
+//! The queue is bounded ([`QUEUE_CAPACITY`] records): when the disk cannot keep up,
+//! appenders wait (asynchronously) for room rather than growing memory without bound.
+//!
+//! # What is stored
+//!
+//! Each record is kept as its JSON text next to a few indexed columns (time, grant, server,
+//! tool, decision) that queries filter on. Argument **values** are not stored unless the
+//! caller asks for it ([`AuditLog::set_args`] with `keep_values`); the sorted top-level
+//! argument names and an HMAC-SHA256 of the canonical arguments are. The HMAC key is random
+//! per database (kept in it): equal arguments give equal hashes within one log, so an
+//! operator can tell that two calls had the same arguments, but low-entropy values (an enum,
+//! a yes/no, a small number) cannot be recovered from an exported log by hashing guesses,
+//! as they could from a plain hash.
+
+use crate::secret::{hex, hmac_sha256, random_bytes};
+use portcullis_policy::json::canonical;
+use portcullis_policy::Millis;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Semaphore};
+
+/// The audit database's file name inside the data directory.
+pub const AUDIT_FILE: &str = "audit.db";
+
+/// Most records committed in one transaction.
+pub const MAX_BATCH: usize = 8192;
+
+/// Most records queued and not yet committed; appenders wait for room beyond it.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// Rows deleted per transaction by [`AuditLog::retain`], so the writer is never held up long.
+const DELETE_CHUNK: i64 = 10_000;
+
+/// How long a connection waits for another's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    -- The HMAC key of audited arguments ('args_key'), random per database.
+    CREATE TABLE IF NOT EXISTS meta (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS audit (
+        id          INTEGER PRIMARY KEY,  -- insertion order
+        time        INTEGER NOT NULL,     -- ms since the epoch, UTC
+        grant_id    TEXT,
+        grant_label TEXT,
+        server      TEXT NOT NULL,
+        tool        TEXT,
+        decision    TEXT NOT NULL,
+        record      TEXT NOT NULL         -- the whole AuditRecord, JSON
+    );
+    CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+";
+
+/// What was decided about a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDecision {
+    /// Forwarded.
+    Allow,
+    /// Refused (policy rule, limit, authentication, fail-closed error). The default.
+    #[default]
+    Deny,
+    /// Refused because the tool is hidden from this grant.
+    Hidden,
+    /// Held for a human's approval.
+    Approval,
+    /// The gateway or the upstream failed.
+    Error,
+    /// Allowed, but the policy in shadow mode would have denied it.
+    ShadowDeny,
+}
+
+impl AuditDecision {
+    /// Every decision, in declaration order.
+    pub const ALL: [AuditDecision; 6] = [
+        AuditDecision::Allow,
+        AuditDecision::Deny,
+        AuditDecision::Hidden,
+        AuditDecision::Approval,
+        AuditDecision::Error,
+        AuditDecision::ShadowDeny,
+    ];
+
+    /// The stored name: `allow`, `deny`, `hidden`, `approval`, `error`, `shadow_deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allow => "allow",
+            AuditDecision::Deny => "deny",
+            AuditDecision::Hidden => "hidden",
+            AuditDecision::Approval => "approval",
+            AuditDecision::Error => "error",
+            AuditDecision::ShadowDeny => "shadow_deny",
+        }
+    }
+}
+
+impl fmt::Display for AuditDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuditDecision {
+    type Err = String;
+
+    /// The stored names, plus the words people type: `allowed`, `denied`, `hide`,
+    /// `approval_required`, `pending`, `errors`, `shadow`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "allow" | "allowed" => AuditDecision::Allow,
+            "deny" | "denied" => AuditDecision::Deny,
+            "hidden" | "hide" => AuditDecision::Hidden,
+            "approval" | "approval_required" | "pending" => AuditDecision::Approval,
+            "error" | "errors" => AuditDecision::Error,
+            "shadow_deny" | "shadow_denied" | "shadow" => AuditDecision::ShadowDeny,
+            _ => {
+                return Err(format!(
+                    "unknown decision {s:?}; use one of allow, deny, hidden, approval, error, \
+                     shadow_deny"
+                ))
+            }
+        })
+    }
+}
+
+/// One audited decision. Every field is serialised (absent ones as `null`), so JSONL
+/// consumers see one stable shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditRecord {
+    /// When the decision was made, ms since the epoch (UTC).
+    pub time: Millis,
+    /// The gateway's id for the request.
+    pub request_id: Option<String>,
+    /// The grant (`grt_…`), when the request was authenticated (or its token was a known,
+    /// refused one).
+    pub grant_id: Option<String>,
+    /// The grant's label.
+    pub grant_label: Option<String>,
+    /// The server name.
+    pub server: String,
+    /// The MCP session id.
+    pub session: Option<String>,
+    /// The JSON-RPC method (`tools/call`, `tools/list`, `initialize`, …).
+    pub method: String,
+    /// The tool, for `tools/call`.
+    pub tool: Option<String>,
+    /// What was decided.
+    pub decision: AuditDecision,
+    /// The rule pointer (`/tools/x/deny_if/0`, `(default deny)`, `(no policy)`, …).
+    pub rule: Option<String>,
+    /// The message given to the client, if any.
+    pub message: Option<String>,
+    /// The policy's name.
+    pub policy_name: Option<String>,
+    /// The policy's version hash.
+    pub policy_hash: Option<String>,
+    /// The top-level argument names, sorted.
+    pub arg_keys: Vec<String>,
+    /// HMAC-SHA256 (hex) of the canonical arguments under the log's key.
+    pub args_hmac: Option<String>,
+    /// The arguments themselves, only when the server's config asks for them.
+    pub args: Option<Value>,
+    /// What the upstream answered (e.g. `ok`, `error -32602`, `http 502`, `timeout`).
+    pub upstream_status: Option<String>,
+    /// Upstream latency, ms.
+    pub upstream_ms: Option<u64>,
+    /// Time spent in the gateway itself, µs.
+    pub gateway_us: u64,
+    /// Keys of the counters the call consumed.
+    pub counters: Vec<String>,
+}
+
+impl AuditRecord {
+    /// A record with the four fields every record has; the rest empty.
+    pub fn new(
+        time: Millis,
+        server: impl Into<String>,
+        method: impl Into<String>,
+        decision: AuditDecision,
+    ) -> Self {
+        AuditRecord {
+            time,
+            server: server.into(),
+            method: method.into(),
+            decision,
+            ..AuditRecord::default()
+        }
+    }
+}
+
+/// The sorted top-level keys of `args` (none unless it is an object).
+pub fn arg_keys(args: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = args
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// When [`AuditLog::append`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuditMode {
+    /// After the record is committed and fsynced (group commit). The default.
+    #[default]
+    Durable,
+    /// At once; the writer commits at most `max_delay_ms` after a record arrives.
+    Async {
+        /// Upper bound of the wait before a commit, ms (the loss window on a crash, plus one
+        /// commit's duration).
+        max_delay_ms: u64,
+    },
+}
+
+/// Which records a query returns. Every given criterion must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Records at or after this time (ms).
+    pub since: Option<Millis>,
+    /// Records before this time (ms).
+    pub until: Option<Millis>,
+    /// Records of this grant (id or label).
+    pub grant: Option<String>,
+    /// Records of this tool.
+    pub tool: Option<String>,
+    /// Records with this decision.
+    pub decision: Option<AuditDecision>,
+    /// Records of this server.
+    pub server: Option<String>,
+    /// At most this many: the most recent matching ones.
+    pub limit: Option<usize>,
+}
+
+/// Why an audit operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditError {
+    /// The database failed (disk full, locked for too long, corrupt…).
+    Store(String),
+    /// The writer thread is gone (the log was closed or the thread panicked).
+    Closed,
+    /// A stored record could not be read back, or an export could not be written.
+    Io(String),
+}
+
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditError::Store(e) => write!(f, "the audit log failed: {e}"),
+            AuditError::Closed => f.write_str("the audit log is closed"),
+            AuditError::Io(e) => write!(f, "audit log: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuditError {}
+
+fn store(e: rusqlite::Error) -> AuditError {
+    AuditError::Store(format!("sqlite: {e}"))
+}
+
+/// Counters of the writer, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records committed.
+    pub committed: u64,
+    /// Records whose commit failed.
+    pub failed: u64,
+    /// Transactions committed (records per batch = committed / batches).
+    pub batches: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    committed: AtomicU64,
+    failed: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// A record ready for the writer: its JSON and its indexed columns.
+struct Row {
+    time: Millis,
+    grant_id: Option<String>,
+    grant_label: Option<String>,
+    server: String,
+    tool: Option<String>,
+    decision: &'static str,
+    json: String,
+}
+
+impl Row {
+    fn new(rec: AuditRecord) -> Result<Row, AuditError> {
+        let json = serde_json::to_string(&rec).map_err(|e| AuditError::Io(e.to_string()))?;
+        Ok(Row {
+            time: rec.time,
+            grant_id: rec.grant_id,
+            grant_label: rec.grant_label,
+            server: rec.server,
+            tool: rec.tool,
+            decision: rec.decision.as_str(),
+            json,
+        })
+    }
+}
+
+type Done = oneshot::Sender<Result<(), AuditError>>;
+
+enum Msg {
+    /// A record; `done` is completed after its commit (durable mode).
+    Append(Row, Option<Done>),
+    /// Commit everything queued before this, then complete.
+    Flush(Done),
+}
+
+/// The audit log: appends through a group-commit writer thread, queries on a second
+/// connection. See the [module documentation](self) for the durability guarantees.
+///
+/// Dropping the log commits what is queued and waits for the writer to finish.
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<Msg>>,
+    writer: Option<JoinHandle<()>>,
+    slots: Arc<Semaphore>,
+    stats: Arc<Stats>,
+    reader: Mutex<Connection>,
+    key: [u8; 32],
+    mode: AuditMode,
+    path: PathBuf,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, AuditError> {
+    let conn = Connection::open(path)
+        .map_err(|e| AuditError::Store(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(store)?;
+    Ok(conn)
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the audit database at `path` and starts its writer.
+    pub fn open(path: impl AsRef<Path>, mode: AuditMode) -> Result<AuditLog, AuditError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = connect(&path)?;
+        // Only effective on a new database; lets `retain` give space back.
+        writer
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(store)?;
+        let _mode: String = writer
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(store)?;
+        // WAL + FULL: every commit fsyncs the log before it returns.
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(store)?;
+        let key = {
+            let tx = writer
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(store)?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(store)?;
+            if version > SCHEMA_VERSION {
+                return Err(AuditError::Store(format!(
+                    "{}: schema version {version} is newer than this build's {SCHEMA_VERSION}; \
+                     use a newer portcullis",
+                    path.display()
+                )));
+            }
+            tx.execute_batch(SCHEMA).map_err(store)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(store)?;
+            let stored: Option<Vec<u8>> = tx
+                .query_row("SELECT value FROM meta WHERE name = 'args_key'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(store)?;
+            let key: [u8; 32] = match stored.map(<[u8; 32]>::try_from) {
+                Some(Ok(k)) => k,
+                Some(Err(_)) => {
+                    return Err(AuditError::Store(format!(
+                        "{}: the stored argument key is not 32 bytes",
+                        path.display()
+                    )))
+                }
+                None => {
+                    let k = random_bytes::<32>().map_err(AuditError::Store)?;
+                    tx.execute(
+                        "INSERT INTO meta (name, value) VALUES ('args_key', ?1)",
+                        params![&k[..]],
+                    )
+                    .map_err(store)?;
+                    k
+                }
+            };
+            tx.commit().map_err(store)?;
+            key
+        };
+        let reader = connect(&path)?;
+        let (tx, rx) = mpsc::channel();
+        let slots = Arc::new(Semaphore::new(QUEUE_CAPACITY));
+        let stats = Arc::new(Stats::default());
+        let w = Writer {
+            conn: writer,
+            rx,
+            mode,
+            slots: Arc::clone(&slots),
+            stats: Arc::clone(&stats),
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| AuditError::Store(format!("cannot start the audit writer: {e}")))?;
+        Ok(AuditLog {
+            tx: Some(tx),
+            writer: Some(handle),
+            slots,
+            stats,
+            reader: Mutex::new(reader),
+            key,
+            mode,
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mode the log was opened in.
+    pub fn mode(&self) -> AuditMode {
+        self.mode
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            committed: self.stats.committed.load(Ordering::Relaxed),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+            batches: self.stats.batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// HMAC-SHA256 (hex) of the canonical form of `args` under this log's key.
+    pub fn args_hmac(&self, args: &Value) -> String {
+        hex(&hmac_sha256(&self.key, canonical(args).as_bytes()))
+    }
+
+    /// Fills `rec.arg_keys` and `rec.args_hmac` from `args`, and `rec.args` only if
+    /// `keep_values` (the server's `audit_arguments = true`).
+    pub fn set_args(&self, rec: &mut AuditRecord, args: &Value, keep_values: bool) {
+        rec.arg_keys = arg_keys(args);
+        rec.args_hmac = Some(self.args_hmac(args));
+        rec.args = keep_values.then(|| args.clone());
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        self.tx
+            .as_ref()
+            .ok_or(AuditError::Closed)?
+            .send(msg)
+            .map_err(|_| AuditError::Closed)
+    }
+
+    /// Appends a record. Durable mode: resolves once it is committed and fsynced. Async
+    /// mode: resolves once it is queued. Either waits (without blocking the runtime) while
+    /// the queue is full. A store error is returned to every appender of the failed batch:
+    /// the caller should fail closed.
+    ///
+    /// Cancelling the future does not withdraw the record: once queued it is written.
+    pub async fn append(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        let row = Row::new(rec)?;
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .forget();
+        self.enqueue(row).await
+    }
+
+    async fn enqueue(&self, row: Row) -> Result<(), AuditError> {
+        match self.mode {
+            AuditMode::Durable => {
+                let (done, wait) = oneshot::channel();
+                self.send(Msg::Append(row, Some(done)))?;
+                wait.await.map_err(|_| AuditError::Closed)?
+            }
+            AuditMode::Async { .. } => self.send(Msg::Append(row, None)),
+        }
+    }
+
+    /// [`append`](Self::append) for synchronous code. Must not be called from inside an
+    /// async runtime (it blocks the thread).
+    pub fn append_blocking(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        let row = Row::new(rec)?;
+        loop {
+            match self.slots.try_acquire() {
+                Ok(p) => {
+                    p.forget();
+                    break;
+                }
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(AuditError::Closed),
+            }
+        }
+        match self.mode {
+            AuditMode::Durable => {
+                let (done, wait) = oneshot::channel();
+                self.send(Msg::Append(row, Some(done)))?;
+                wait.blocking_recv().map_err(|_| AuditError::Closed)?
+            }
+            AuditMode::Async { .. } => self.send(Msg::Append(row, None)),
+        }
+    }
+
+    /// Resolves once every record appended before the call is committed.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Msg::Flush(done))?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// [`flush`](Self::flush) for synchronous code (not from inside an async runtime).
+    pub fn flush_blocking(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Msg::Flush(done))?;
+        wait.blocking_recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Commits what is queued and stops the writer (also what dropping the log does).
+    /// Blocking: call it outside the runtime or in `spawn_blocking`.
+    pub fn close(mut self) -> Result<(), AuditError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), AuditError> {
+        drop(self.tx.take());
+        match self.writer.take() {
+            Some(h) => h.join().map_err(|_| AuditError::Closed),
+            None => Ok(()),
+        }
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Calls `each` with the JSON text of every record matching `filter`, oldest first
+    /// (with a limit: the most recent `limit` ones, still oldest first).
+    fn scan(
+        &self,
+        filter: &AuditFilter,
+        mut each: impl FnMut(&str) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let mut cond = String::from("1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        let mut arg = |cond: &mut String, sql: &str, v: SqlValue| {
+            args.push(v);
+            cond.push_str(&sql.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(t) = filter.since {
+            arg(&mut cond, " AND time >= ?", SqlValue::Integer(clamp(t)));
+        }
+        if let Some(t) = filter.until {
+            arg(&mut cond, " AND time < ?", SqlValue::Integer(clamp(t)));
+        }
+        if let Some(g) = &filter.grant {
+            // Both placeholders become the same parameter.
+            arg(
+                &mut cond,
+                " AND (grant_id = ? OR grant_label = ?)",
+                SqlValue::Text(g.clone()),
+            );
+        }
+        if let Some(t) = &filter.tool {
+            arg(&mut cond, " AND tool = ?", SqlValue::Text(t.clone()));
+        }
+        if let Some(d) = filter.decision {
+            arg(
+                &mut cond,
+                " AND decision = ?",
+                SqlValue::Text(d.as_str().into()),
+            );
+        }
+        if let Some(s) = &filter.server {
+            arg(&mut cond, " AND server = ?", SqlValue::Text(s.clone()));
+        }
+        let sql = match filter.limit {
+            Some(n) => {
+                args.push(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+                format!(
+                    "SELECT record FROM (SELECT id, time, record FROM audit WHERE {cond}
+                     ORDER BY time DESC, id DESC LIMIT ?{}) ORDER BY time, id",
+                    args.len()
+                )
+            }
+            None => format!("SELECT record FROM audit WHERE {cond} ORDER BY time, id"),
+        };
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql).map_err(store)?;
+        let mut rows = stmt.query(params_from_iter(args)).map_err(store)?;
+        while let Some(row) = rows.next().map_err(store)? {
+            let text = row
+                .get_ref(0)
+                .map_err(store)?
+                .as_str()
+                .map_err(|e| AuditError::Io(format!("a stored record is not text: {e}")))?;
+            each(text)?;
+        }
+        Ok(())
+    }
+
+    /// The records matching `filter`, oldest first (with a limit: the most recent `limit`
+    /// matching records, oldest first). Sees only committed records.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
+        let mut out = Vec::new();
+        self.scan(filter, |text| {
+            let rec = serde_json::from_str(text)
+                .map_err(|e| AuditError::Io(format!("a stored record is unreadable: {e}")))?;
+            out.push(rec);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Writes the records matching `filter` as JSON Lines (one record per line, the stored
+    /// JSON unchanged), oldest first; returns how many.
+    pub fn export_jsonl(
+        &self,
+        out: &mut dyn Write,
+        filter: &AuditFilter,
+    ) -> Result<u64, AuditError> {
+        let mut n = 0;
+        self.scan(filter, |text| {
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| AuditError::Io(format!("cannot write the export: {e}")))?;
+            n += 1;
+            Ok(())
+        })?;
+        out.flush()
+            .map_err(|e| AuditError::Io(format!("cannot write the export: {e}")))?;
+        Ok(n)
+    }
+
+    /// Retention: deletes the records older than `cutoff` (ms), a chunk per transaction, and
+    /// gives the freed pages back to the file system. Returns how many were deleted.
+    pub fn retain(&self, cutoff: Millis) -> Result<u64, AuditError> {
+        let conn = self.reader();
+        let mut total = 0u64;
+        loop {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM audit WHERE id IN
+                     (SELECT id FROM audit WHERE time < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![clamp(cutoff), DELETE_CHUNK]))
+                .map_err(store)?;
+            total += n as u64;
+            if (n as i64) < DELETE_CHUNK {
+                break;
+            }
+        }
+        if total > 0 {
+            conn.execute_batch("PRAGMA incremental_vacuum")
+                .map_err(store)?;
+        }
+        Ok(total)
+    }
+
+    /// How many records match `filter` (its limit ignored).
+    pub fn count(&self, filter: &AuditFilter) -> Result<u64, AuditError> {
+        let mut n = 0;
+        let f = AuditFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        self.scan(&f, |_| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn clamp(t: Millis) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    mode: AuditMode,
+    slots: Arc<Semaphore>,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut rows: Vec<Row> = Vec::with_capacity(256);
+        let mut waiters: Vec<Done> = Vec::with_capacity(256);
+        loop {
+            let Ok(first) = self.rx.recv() else {
+                return; // every sender is gone and the queue is empty
+            };
+            let mut flush_now = take(first, &mut rows, &mut waiters);
+            let deadline = match self.mode {
+                AuditMode::Async { max_delay_ms } => {
+                    Some(Instant::now() + Duration::from_millis(max_delay_ms))
+                }
+                AuditMode::Durable => None,
+            };
+            let mut closed = false;
+            while rows.len() < MAX_BATCH {
+                let next = match deadline {
+                    Some(d) if !flush_now => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        self.rx
+                            .recv_timeout(left)
+                            .map_err(|e| matches!(e, mpsc::RecvTimeoutError::Disconnected))
+                    }
+                    _ => self
+                        .rx
+                        .try_recv()
+                        .map_err(|e| matches!(e, mpsc::TryRecvError::Disconnected)),
+                };
+                match next {
+                    Ok(m) => flush_now |= take(m, &mut rows, &mut waiters),
+                    Err(disconnected) => {
+                        closed = disconnected;
+                        break;
+                    }
+                }
+            }
+            let n = rows.len();
+            let result = self.commit(&rows);
+            match &result {
+                Ok(()) => {
+                    self.stats.committed.fetch_add(n as u64, Ordering::Relaxed);
+                    if n > 0 {
+                        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {
+                    self.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            rows.clear();
+            self.slots.add_permits(n);
+            for w in waiters.drain(..) {
+                let _ = w.send(result.clone());
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Writes `rows` in one transaction and commits it (an fsync under `synchronous=FULL`).
+    fn commit(&mut self, rows: &[Row]) -> Result<(), AuditError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO audit (time, grant_id, grant_label, server, tool, decision, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(store)?;
+            for r in rows {
+                stmt.execute(params![
+                    clamp(r.time),
+                    r.grant_id,
+                    r.grant_label,
+                    r.server,
+                    r.tool,
+                    r.decision,
+                    r.json
+                ])
+                .map_err(store)?;
+            }
+        }
+        tx.commit().map_err(store)
+    }
+}
+
+/// Adds a message to the batch; true if it asks for an immediate commit.
+fn take(m: Msg, rows: &mut Vec<Row>, waiters: &mut Vec<Done>) -> bool {
+    match m {
+        Msg::Append(row, done) => {
+            rows.push(row);
+            waiters.extend(done);
+            false
+        }
+        Msg::Flush(done) => {
+            waiters.push(done);
+            true
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The grant store: tokens, hashing, rotation, revocation, expiry, server binding.
+
+use portcullis_store::grants::{GRANT_ID_PREFIX, TOKEN_PREFIX, TOKEN_RANDOM_BYTES};
+use portcullis_store::{
+    bearer_token, AuthError, GrantError, GrantStatus, GrantStore, SqliteGrants,
+};
+use std::path::PathBuf;
+
+/// 2026-11-22T12:00:00Z.
+const NOW: u64 = 1_795_348_800_000;
+const DAY: u64 = 86_400_000;
+
+/// A database file that is removed (with its WAL files) when dropped.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let p = std::env::temp_dir().join(format!(
+            "portcullis-grants-{name}-{}-{:?}.db",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let t = TempDb(p);
+        t.clean();
+        t
+    }
+
+    fn clean(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+fn mem() -> SqliteGrants {
+    SqliteGrants::open_in_memory().unwrap()
+}
+
+#[test]
+fn create_then_authenticate() {
+    let s = mem();
+    let (g, token) = s
+        .create("odoo", "alice-laptop", Some("odoo-default"), None, NOW)
+        .unwrap();
+    assert!(g.id.starts_with(GRANT_ID_PREFIX));
+    assert_eq!(g.id.len(), GRANT_ID_PREFIX.len() + 16);
+    assert!(g.id[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(g.label, "alice-laptop");
+    assert_eq!(g.server, "odoo");
+    assert_eq!(g.policy.as_deref(), Some("odoo-default"));
+    assert_eq!(g.created_at, NOW);
+    assert_eq!(g.status(NOW), GrantStatus::Active);
+
+    let got = s.authenticate(token.secret(), "odoo", NOW + 1).unwrap();
+    assert_eq!(got, g);
+    assert_eq!(s.get(&g.id, None).unwrap(), g);
+    assert_eq!(s.get("alice-laptop", None).unwrap(), g);
+    assert_eq!(s.list(None).unwrap(), vec![g.clone()]);
+    assert_eq!(s.list(Some("odoo")).unwrap(), vec![g]);
+    assert!(s.list(Some("time")).unwrap().is_empty());
+}
+
+#[test]
+fn tokens_have_the_prefix_and_256_random_bits() {
+    let s = mem();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..50 {
+        let (_, t) = s.create("odoo", &format!("l{i}"), None, None, NOW).unwrap();
+        let t = t.into_secret();
+        assert!(t.starts_with(TOKEN_PREFIX), "{t}");
+        let body = &t[TOKEN_PREFIX.len()..];
+        // 64 hex digits = 32 bytes = 256 bits.
+        assert_eq!(body.len(), TOKEN_RANDOM_BYTES * 2);
+        assert!(TOKEN_RANDOM_BYTES * 8 >= 256);
+        assert!(body
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(seen.insert(t));
+    }
+    // Debug never shows the secret.
+    let (_, t) = s.create("odoo", "dbg", None, None, NOW).unwrap();
+    assert!(!format!("{t:?}").contains(&t.secret()[TOKEN_PREFIX.len()..]));
+}
+
+#[test]
+fn rotate_kills_the_old_token_at_once() {
+    let s = mem();
+    let (g, old) = s.create("odoo", "ci-runner", None, None, NOW).unwrap();
+    let (rotated, new) = s.rotate(&g.id, NOW + 10).unwrap();
+    assert_eq!(rotated.id, g.id);
+    assert_eq!(rotated.rotated_at, Some(NOW + 10));
+    assert_ne!(old, new);
+    assert_eq!(
+        s.authenticate(old.secret(), "odoo", NOW + 11),
+        Err(AuthError::Unknown)
+    );
+    let ok = s.authenticate(new.secret(), "odoo", NOW + 11).unwrap();
+    assert_eq!(ok, rotated);
+}
+
+#[test]
+fn revoke_refuses_the_token_as_revoked() {
+    let s = mem();
+    let (g, token) = s.create("odoo", "bob", None, None, NOW).unwrap();
+    let r = s.revoke(&g.id, NOW + 5).unwrap();
+    assert_eq!(r.revoked_at, Some(NOW + 5));
+    match s.authenticate(token.secret(), "odoo", NOW + 6) {
+        Err(e @ AuthError::Revoked(_)) => {
+            assert_eq!(e.status(), 401);
+            assert_eq!(e.code(), "revoked_grant");
+            assert_eq!(e.grant().unwrap().id, g.id);
+            assert_eq!(e.body()["error"], "revoked_grant");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Even a request whose clock is behind the revoking process's sees it revoked.
+    assert!(matches!(
+        s.authenticate(token.secret(), "odoo", NOW),
+        Err(AuthError::Revoked(_))
+    ));
+    assert_eq!(
+        s.revoke(&g.id, NOW + 7),
+        Err(GrantError::Revoked(g.id.clone()))
+    );
+    assert_eq!(
+        s.rotate(&g.id, NOW + 7).unwrap_err(),
+        GrantError::Revoked(g.id.clone())
+    );
+    // The label is free again; the live grant wins label lookups.
+    let (g2, _) = s.create("odoo", "bob", None, None, NOW + 8).unwrap();
+    assert_eq!(s.get("bob", None).unwrap().id, g2.id);
+    assert_eq!(s.get("bob", Some("odoo")).unwrap().id, g2.id);
+}
+
+#[test]
+fn expiry_uses_the_given_clock() {
+    let s = mem();
+    let (g, token) = s
+        .create("odoo", "temp", None, Some(NOW + 30 * DAY), NOW)
+        .unwrap();
+    assert!(s
+        .authenticate(token.secret(), "odoo", NOW + 30 * DAY - 1)
+        .is_ok());
+    match s.authenticate(token.secret(), "odoo", NOW + 30 * DAY) {
+        Err(e @ AuthError::Expired(_)) => {
+            assert_eq!(e.status(), 401);
+            assert_eq!(e.code(), "expired_grant");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.get(&g.id, None).unwrap().status(NOW + 31 * DAY),
+        GrantStatus::Expired
+    );
+}
+
+#[test]
+fn a_grant_of_another_server_is_forbidden() {
+    let s = mem();
+    let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
+    match s.authenticate(token.secret(), "time", NOW) {
+        Err(e @ AuthError::WrongServer { .. }) => {
+            assert_eq!(e.status(), 403);
+            assert_eq!(e.code(), "wrong_server");
+            let AuthError::WrongServer { grant_server, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(grant_server, "odoo");
+            assert!(e.to_string().contains("\"odoo\""), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_and_unknown_tokens() {
+    let s = mem();
+    let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
+    assert_eq!(s.authenticate("", "odoo", NOW), Err(AuthError::Missing));
+    assert_eq!(AuthError::Missing.status(), 401);
+    assert_eq!(AuthError::Missing.code(), "missing_token");
+    assert_eq!(
+        s.authenticate("pcx_nonsense", "odoo", NOW),
+        Err(AuthError::Unknown)
+    );
+    assert_eq!(AuthError::Unknown.status(), 401);
+    // A token differing only in its last character is unknown.
+    let t = token.secret();
+    let last = t.chars().last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        &t[..t.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    assert_eq!(
+        s.authenticate(&flipped, "odoo", NOW),
+        Err(AuthError::Unknown)
+    );
+    // … and one with a character more or less.
+    assert_eq!(
+        s.authenticate(&t[..t.len() - 1], "odoo", NOW),
+        Err(AuthError::Unknown)
+    );
+    assert_eq!(
+        s.authenticate(&format!("{t}0"), "odoo", NOW),
+        Err(AuthError::Unknown)
+    );
+}
+
+#[test]
+fn bearer_header_parsing() {
+    assert_eq!(bearer_token(None), Err(AuthError::Missing));
+    assert_eq!(bearer_token(Some("")), Err(AuthError::Missing));
+    assert_eq!(bearer_token(Some("Bearer")), Err(AuthError::Missing));
+    assert_eq!(bearer_token(Some("Bearer   ")), Err(AuthError::Missing));
+    assert_eq!(bearer_token(Some("Basic abc")), Err(AuthError::Missing));
+    assert_eq!(bearer_token(Some("Bearer pcx_1")), Ok("pcx_1"));
+    assert_eq!(bearer_token(Some("bearer  pcx_1 ")), Ok("pcx_1"));
+}
+
+#[test]
+fn labels_and_names_are_checked() {
+    let s = mem();
+    s.create("odoo", "alice", None, None, NOW).unwrap();
+    assert_eq!(
+        s.create("odoo", "alice", None, None, NOW).unwrap_err(),
+        GrantError::Duplicate {
+            label: "alice".into(),
+            server: "odoo".into()
+        }
+    );
+    // Same label on another server is another grant; the bare label is then ambiguous.
+    let (t, _) = s.create("time", "alice", None, None, NOW).unwrap();
+    assert!(matches!(
+        s.get("alice", None),
+        Err(GrantError::Ambiguous { .. })
+    ));
+    assert_eq!(s.get("alice", Some("time")).unwrap().id, t.id);
+    assert!(matches!(
+        s.get("nobody", None),
+        Err(GrantError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get(&t.id, Some("odoo")),
+        Err(GrantError::NotFound(_))
+    ));
+    for bad in ["", "has space", "grt_x", "pcx_abc", &"x".repeat(65), "é"] {
+        assert!(
+            matches!(
+                s.create("odoo", bad, None, None, NOW),
+                Err(GrantError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        s.create("bad server", "ok", None, None, NOW),
+        Err(GrantError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create("odoo", "ok", Some(""), None, NOW),
+        Err(GrantError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.rotate("grt_0000000000000000", NOW),
+        Err(GrantError::NotFound(_))
+    ));
+}
+
+#[test]
+fn the_file_holds_no_token_and_survives_reopening() {
+    let db = TempDb::new("file");
+    let (g, token) = {
+        let s = SqliteGrants::open(&db.0).unwrap();
+        let (g, token) = s.create("odoo", "alice", Some("p"), None, NOW).unwrap();
+        // Rotate once, so both an old and a current token have existed.
+        let (_, token2) = s.rotate(&g.id, NOW + 1).unwrap();
+        let files: Vec<u8> = ["", "-wal"]
+            .iter()
+            .flat_map(|suf| {
+                let mut p = db.0.clone().into_os_string();
+                p.push(suf);
+                std::fs::read(p).unwrap_or_default()
+            })
+            .collect();
+        for t in [&token, &token2] {
+            let secret = t.secret().as_bytes();
+            let body = &secret[TOKEN_PREFIX.len()..];
+            assert!(
+                !files.windows(body.len()).any(|w| w == body),
+                "the database contains a token"
+            );
+        }
+        assert!(!files.windows(4).any(|w| w == TOKEN_PREFIX.as_bytes()));
+        (g, token2)
+    };
+    // A second process (a new connection) sees the grant; a revocation made through one
+    // connection is seen by another on its next call.
+    let a = SqliteGrants::open(&db.0).unwrap();
+    let b = SqliteGrants::open(&db.0).unwrap();
+    assert_eq!(
+        a.authenticate(token.secret(), "odoo", NOW + 2).unwrap().id,
+        g.id
+    );
+    b.revoke(&g.id, NOW + 3).unwrap();
+    assert!(matches!(
+        a.authenticate(token.secret(), "odoo", NOW + 4),
+        Err(AuthError::Revoked(_))
+    ));
+}
+
+#[test]
+fn store_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SqliteGrants>();
+    let s: std::sync::Arc<dyn GrantStore> = std::sync::Arc::new(mem());
+    let (_, token) = s.create("odoo", "shared", None, None, NOW).unwrap();
+    let token = token.into_secret();
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            let s = &s;
+            let token = &token;
+            sc.spawn(move || {
+                for _ in 0..100 {
+                    s.authenticate(token, "odoo", NOW).unwrap();
+                }
+            });
+        }
+    });
+}
