@@ -86,3 +86,68 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
     Ok(())
 }
+
+/// Our own stdin and stdout as non-blocking async streams when they are pipes or sockets (what
+/// an MCP client gives a server), so that no read or write goes through tokio's blocking
+/// thread pool (a thread hand-off per line); a terminal or file falls back to tokio's
+/// `stdin()`/`stdout()`.
+pub fn std_streams() -> (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncWrite + Unpin + Send>,
+) {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::FileTypeExt;
+    let kind = |fd: std::os::fd::BorrowedFd<'_>| {
+        let owned: Option<OwnedFd> = fd.try_clone_to_owned().ok();
+        owned
+            .and_then(|o| std::fs::File::from(o).metadata().ok())
+            .map(|m| m.file_type())
+    };
+    let input: Box<dyn AsyncRead + Unpin + Send> = match kind(std::io::stdin().as_fd()) {
+        Some(t) if t.is_fifo() => match std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(tokio::net::unix::pipe::Receiver::from_file)
+        {
+            Ok(r) => Box::new(r),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        Some(t) if t.is_socket() => match std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::os::unix::net::UnixStream::from)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(s)
+            }) {
+            Ok(s) => Box::new(s),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        _ => Box::new(tokio::io::stdin()),
+    };
+    let output: Box<dyn AsyncWrite + Unpin + Send> = match kind(std::io::stdout().as_fd()) {
+        Some(t) if t.is_fifo() => match std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(tokio::net::unix::pipe::Sender::from_file)
+        {
+            Ok(w) => Box::new(w),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        Some(t) if t.is_socket() => match std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::os::unix::net::UnixStream::from)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(s)
+            }) {
+            Ok(s) => Box::new(s),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        _ => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
+}

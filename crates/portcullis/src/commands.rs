@@ -344,6 +344,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let (stdin, stdout) = rt.block_on(async { portcullis_gateway::stdio::std_streams() });
     let spec = match (&a.url, a.command.is_empty()) {
         (Some(url), true) => {
             let mut headers = Vec::new();
@@ -371,8 +372,8 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         std::sync::Arc::new(relay),
         caller,
         spec,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        stdin,
+        stdout,
         Default::default(),
     ))
     .map_err(|e| e.to_string())?;
