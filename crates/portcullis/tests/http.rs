@@ -698,3 +698,57 @@ fn inspector_cli_over_http() {
     let denied = run("convert_time", "time=12:00");
     assert!(text(&denied).starts_with("[POLICY DENIED]"), "{denied}");
 }
+
+#[test]
+fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
+    let Some(py) = peer("venv/bin/python") else { return };
+    let up_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let record = std::env::temp_dir().join(format!("portcullis-http-py2-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&record);
+    let _upstream = Bg(Command::new(&py)
+        .arg(repo().join("crates/portcullis/tests/peers/server2_http.py"))
+        .arg(up_port.to_string())
+        .env("RECORD", &record)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", up_port)).is_err() {
+        assert!(Instant::now() < deadline, "the upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let servers = format!(
+        "[[servers]]\nname = \"py2\"\nurl = \"http://127.0.0.1:{up_port}/mcp\"\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+    );
+    let policy = json!({"version":"1","default":"deny","hide":["drop_table"],"tools":{
+        "add":{"deny_if":[{"conditions":[{"path":"args.a","op":"gt","value":1000}],"on_deny":"Too big."}]},
+        "slow_count":{}}});
+    let gw = serve("py2", &servers, &[("p.json", policy.to_string())]);
+    let url = format!("http://127.0.0.1:{}/mcp/py2", gw.port);
+    let actions = json!([
+        {"op":"list_tools"},
+        {"op":"call","name":"add","args":{"a":2,"b":40}},
+        {"op":"call","name":"add","args":{"a":2000,"b":1}},
+        {"op":"call","name":"drop_table","args":{"name":"invoices"}},
+        {"op":"call","name":"slow_count","args":{"n":3},"progress":true}
+    ]);
+    for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        let out = drive(&py, mode, &url, Some("tok-alice-0123456789"), &actions);
+        assert_eq!(out["protocol_version"], version);
+        let r = out["results"].as_array().unwrap();
+        let names: Vec<&str> = r[0]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["add", "slow_count"], "{mode}");
+        assert_eq!(text(&r[1]), "42");
+        assert_eq!(text(&r[2]), "[POLICY DENIED] Too big.");
+        assert!(text(&r[3]).starts_with("[POLICY DENIED]"));
+        assert_eq!(text(&r[4]), "counted to 3");
+        assert_eq!(r[4]["_progress"], json!([1.0, 2.0, 3.0]), "{mode}");
+        if mode == "auto" {
+            assert_eq!(r[2]["resultType"], "complete");
+        }
+    }
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(seen.lines().count(), 4, "two adds and two counts reached the server: {seen}");
+    assert!(!seen.contains("drop_table") && !seen.contains("2000"));
+}
