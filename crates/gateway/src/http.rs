@@ -90,6 +90,7 @@ struct Routes {
     tokens: Mutex<HashMap<String, String>>,
     get: Mutex<Option<UnboundedSender<String>>>,
     backlog: Mutex<VecDeque<String>>,
+    stream_all: std::sync::atomic::AtomicBool,
 }
 
 impl Routes {
@@ -122,9 +123,14 @@ impl Routes {
             }
         };
         if let Some(tx) = target {
-            if tx.send(line.clone()).is_ok() || msg.kind() == Kind::Response {
+            if tx.send(line.clone()).is_ok() {
                 return;
             }
+        }
+        if msg.kind() == Kind::Response && !self.stream_all.load(Ordering::Relaxed) {
+            // An answer nobody waits for (cancelled, timed out): drop it. (A legacy SSE
+            // session has no waiters: everything, answers included, goes on its stream.)
+            return;
         }
         let mut get = self.get.lock().unwrap();
         if let Some(tx) = get.as_ref() {
@@ -614,7 +620,7 @@ async fn legacy_post(
         .and_then(|p| p.pointer("/_meta/progressToken").map(Value::to_string));
     let rx = s.conn.router.wait_for(&id, token);
     s.conn.link.from_client(text, &s.caller).await;
-    let mut resp = answer(gw, &s.conn, rx, &id, accepts_sse(headers), None).await;
+    let mut resp = answer(gw, &s.conn, rx, &id, accepts_sse(headers), None, None).await;
     if let Some(sid) = new_session {
         resp.headers_mut()
             .insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("hex"));
@@ -739,7 +745,22 @@ async fn modern_post(
         id: original_id,
         token: original_token,
     };
-    answer(gw, &conn, rx, &ours, accepts_sse(headers), Some(restore)).await
+    let cancel = CancelGuard {
+        conn: conn.clone(),
+        caller: caller.clone(),
+        id: ours.clone(),
+        armed: true,
+    };
+    answer(
+        gw,
+        &conn,
+        rx,
+        &ours,
+        accepts_sse(headers),
+        Some(restore),
+        Some(cancel),
+    )
+    .await
 }
 
 /// What to put back on lines for a modern request whose id and token were made unique.
@@ -792,6 +813,30 @@ fn modern_status(m: &Message) -> StatusCode {
     }
 }
 
+/// For a stateless (2026-07-28) request, closing the response is the cancellation: if the
+/// client goes away (or the gateway times out) before the answer, the upstream is told.
+struct CancelGuard {
+    conn: Arc<Conn>,
+    caller: Caller,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.conn.router.forget(&self.id);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the response"}}}}"#,
+            self.id
+        );
+        let (conn, caller) = (self.conn.clone(), self.caller.clone());
+        tokio::spawn(async move { conn.link.from_client(&line, &caller).await });
+    }
+}
+
 async fn answer(
     gw: &Gateway,
     conn: &Arc<Conn>,
@@ -799,6 +844,7 @@ async fn answer(
     id: &str,
     sse_ok: bool,
     restore: Option<Restore>,
+    mut cancel: Option<CancelGuard>,
 ) -> Response {
     let restore = Arc::new(restore);
     let fix = {
@@ -838,6 +884,9 @@ async fn answer(
             StatusCode::OK
         };
         drop(restore);
+        if let Some(g) = cancel.as_mut() {
+            g.armed = false;
+        }
         return rpc_status(status, fix(first));
     }
     if !sse_ok {
@@ -845,7 +894,10 @@ async fn answer(
         loop {
             match tokio::time::timeout(gw.timeout, rx.recv()).await {
                 Ok(Some(l)) if is_response(&l).is_some() => {
-                    return rpc_status(StatusCode::OK, fix(l))
+                    if let Some(g) = cancel.as_mut() {
+                        g.armed = false;
+                    }
+                    return rpc_status(StatusCode::OK, fix(l));
                 }
                 Ok(Some(_)) => continue,
                 _ => {
@@ -870,10 +922,17 @@ async fn answer(
     tokio::spawn(async move {
         while let Ok(Some(l)) = tokio::time::timeout(timeout, rx.recv()).await {
             let done = is_response(&l).is_some();
-            if tx.send(fix(l)).is_err() || done {
+            let delivered = tx.send(fix(l)).is_ok();
+            if done && delivered {
+                if let Some(g) = cancel.as_mut() {
+                    g.armed = false;
+                }
+            }
+            if !delivered || done {
                 break;
             }
         }
+        drop(cancel);
         router.forget(&id);
     });
     sse(out).into_response()
@@ -930,6 +989,7 @@ async fn sse_open(
     let id = random_hex(16);
     let (tx, rx) = unbounded_channel();
     *conn.router.get.lock().unwrap() = Some(tx);
+    conn.router.stream_all.store(true, Ordering::Relaxed);
     gw.sessions.lock().unwrap().insert(
         id.clone(),
         Arc::new(Session {

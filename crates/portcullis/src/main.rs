@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod admin;
 mod commands;
 mod scan;
 
@@ -38,6 +39,11 @@ enum Command {
     /// Scan, then render the tool catalogue: one page per tool and an index per server, in
     /// Markdown and HTML.
     Catalog(scan::CatalogArgs),
+    /// Manage grants: `create` (prints the token once), `list`, `rotate`, `revoke`.
+    Grant(admin::GrantArgs),
+    /// Query the audit log (`--since 1h --decision denied --json`), export it as JSON Lines
+    /// (`--export FILE`), or apply retention (`audit retain --older-than 30d`).
+    Audit(admin::AuditArgs),
     /// Walk through Portcullis in front of a demo Odoo-like server, then print a client config.
     Demo(commands::DemoArgs),
     /// The demo's Odoo-like MCP server on stdio (used by `demo` and its client snippet).
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Scan(a) => scan::scan(&a),
         Command::Init(a) => scan::init(&a),
         Command::Catalog(a) => scan::catalog(&a),
+        Command::Grant(a) => admin::grant(a),
+        Command::Audit(a) => admin::audit(a),
         Command::Demo(a) => commands::demo(a),
         Command::DemoUpstream => commands::demo_upstream(),
     };

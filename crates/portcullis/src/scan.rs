@@ -3,9 +3,16 @@
 //!
 //! Tools come from one kind of source per run: a saved `tools/list` result (`--from-file`),
 //! a stdio MCP server started for the occasion (`-- CMD ARGS…`), every `[[servers]]` entry of
-//! a configuration file (`--config`, the default when `./portcullis.toml` exists), or a URL
-//! (`--url`, not supported yet). A source that fails is reported on standard error and the
-//! others are still processed; the exit code is then 1. Usage errors exit with 2.
+//! a configuration file (`--config`, the default when `./portcullis.toml` exists), or an HTTP
+//! server (`--url`). A source that fails is reported on standard error and the others are
+//! still processed; the exit code is then 1. Usage errors exit with 2.
+//!
+//! Every live server gets the same conversation: `initialize` (the 2025-11-25 handshake, which
+//! dual-era servers accept too), `notifications/initialized`, then `tools/list` until the last
+//! page. A stdio server is spoken to directly, so that its stray output, exit status and
+//! stderr can be quoted when it fails; an HTTP server is reached through the gateway's own
+//! upstream transports (Streamable HTTP, or legacy HTTP+SSE when the URL's path ends in
+//! `/sse`) behind a relay whose policy allows everything, so the list is exactly the server's.
 
 use clap::{Args, ValueEnum};
 use portcullis_classify::{
@@ -13,8 +20,12 @@ use portcullis_classify::{
     classify_all, page_slug, starter_policy, Category, Classification, Preset, Risk,
 };
 use portcullis_gateway::config::{expand_env, Config};
+use portcullis_gateway::relay::system_clock;
 use portcullis_gateway::upstream::stdio::{send, stop, SharedStdin};
+use portcullis_gateway::upstream::{Upstream, UpstreamSpec};
+use portcullis_gateway::{Caller, Relay, RelayConfig};
 use portcullis_policy::{lint, Engine};
+use portcullis_store::MemoryCounters;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -22,9 +33,10 @@ use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::ChildStdout;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The MCP protocol version offered in `initialize`.
 const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -35,6 +47,20 @@ const GRACE: Duration = Duration::from_millis(500);
 const MAX_PAGES: usize = 1000;
 /// Width of the WHY column when the terminal's width is unknown or output is not a terminal.
 const DEFAULT_WHY: usize = 100;
+/// The policy of the relay an HTTP server is scanned through: everything listed, nothing hidden.
+const ALLOW_ALL: &str = r#"{"version":"1","default":"allow"}"#;
+/// The error the relay answers with when a request could not be delivered: the text before
+/// and after its reason.
+const UNDELIVERABLE: (&str, &str) = (
+    "The upstream server is not reachable (",
+    "); the request was not delivered.",
+);
+/// The error the relay answers with when the connection died mid-request: the text before and
+/// after its reason.
+const LOST: (&str, &str) = (
+    "The upstream server stopped before answering (",
+    "); retry once it is back.",
+);
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -47,15 +73,27 @@ pub struct SourceArgs {
     /// source is given and ./portcullis.toml exists.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "from_file", "command"])]
     config: Option<PathBuf>,
-    /// Scan a server over HTTP (not supported yet: HTTP upstreams arrive with the HTTP client).
+    /// Scan an MCP server over HTTP: Streamable HTTP (`http://host:port/mcp`), or legacy
+    /// HTTP+SSE when the path ends in `/sse`.
     #[arg(long, value_name = "URL", conflicts_with_all = ["from_file", "command"])]
     url: Option<String>,
+    /// A header to send to the --url server, as `Name: value` (for example
+    /// `Authorization: Bearer ${TOKEN}`: `${VAR}` is read from the environment, which keeps
+    /// secrets out of the process list); repeatable.
+    // `requires` alone is waived when a source that conflicts with --url is given.
+    #[arg(
+        long = "header",
+        value_name = "NAME: VALUE",
+        requires = "url",
+        conflicts_with_all = ["config", "from_file", "command"]
+    )]
+    headers: Vec<String>,
     /// Classify a saved tool list instead of connecting: a `tools/list` result
     /// (`{"tools": [...]}`), a JSON-RPC response wrapping one, or a bare array of tools.
     #[arg(long, value_name = "FILE", conflicts_with = "command")]
     from_file: Option<PathBuf>,
-    /// Server name. With --from-file or a command: the name to report and to name files after
-    /// (default: the file's name — its directory's for `tools.json` — or the server's own
+    /// Server name. With --from-file, --url or a command: the name to report and to name files
+    /// after (default: the file's name — its directory's for `tools.json` — or the server's own
     /// `serverInfo.name`). With --config: scan only this entry.
     #[arg(long, value_name = "NAME")]
     server: Option<String>,
@@ -143,8 +181,11 @@ enum Origin {
         argv: Vec<String>,
         env: BTreeMap<String, String>,
     },
-    /// An HTTP server (not supported yet).
-    Url(String),
+    /// An HTTP server: its URL and the headers to send (values may use `${VAR}`).
+    Url {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl Origin {
@@ -153,9 +194,48 @@ impl Origin {
         match self {
             Origin::File(p) => p.display().to_string(),
             Origin::Command { argv, .. } => argv.join(" "),
-            Origin::Url(u) => u.clone(),
+            Origin::Url { url, .. } => without_userinfo(url),
         }
     }
+}
+
+/// A URL without the `user:password@` part, which must not be printed.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Whether a URL can be scanned: `http://` or `https://` followed by a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    if rest.starts_with(['/', '?', '#']) || rest.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok(())
+}
+
+/// Splits a `--header` argument, `Name: value`, into its name and value (both trimmed).
+fn parse_header(h: &str) -> Result<(String, String), String> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| format!("--header {h:?}: write it as 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!(
+            "--header {h:?}: the header name must be one word before the ':'"
+        ));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
 }
 
 /// One server to scan.
@@ -238,6 +318,14 @@ fn name_of_command(argv: &[String]) -> String {
     )
 }
 
+/// The default name for a URL before its server has said its own: its host (and port).
+fn name_of_url(url: &str) -> String {
+    let plain = without_userinfo(url);
+    let rest = plain.split_once("://").map_or(plain.as_str(), |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    sanitize_name(&rest[..end])
+}
+
 /// Resolves the source arguments into servers to scan. An `Err` is a usage error (exit 2).
 fn targets(s: &SourceArgs) -> Result<Vec<Target>, String> {
     if s.config.is_none() {
@@ -249,8 +337,21 @@ fn targets(s: &SourceArgs) -> Result<Vec<Target>, String> {
             }
         }
     }
-    if s.url.is_some() {
-        return Err("--url is not supported yet: HTTP upstreams arrive with the HTTP client. Scan a stdio server with `-- CMD ARGS…`, or a saved tools/list result with --from-file".into());
+    if let Some(url) = &s.url {
+        check_url(url).map_err(|e| format!("--url {e}"))?;
+        let headers = s
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(vec![Target {
+            name: s.server.clone().unwrap_or_else(|| name_of_url(url)),
+            named: s.server.is_some(),
+            origin: Origin::Url {
+                url: url.clone(),
+                headers,
+            },
+        }]);
     }
     if let Some(f) = &s.from_file {
         return Ok(vec![Target {
@@ -293,7 +394,14 @@ fn targets(s: &SourceArgs) -> Result<Vec<Target>, String> {
                 argv: argv.clone(),
                 env: srv.env.clone(),
             },
-            (None, Some(u)) => Origin::Url(u.clone()),
+            (None, Some(u)) => Origin::Url {
+                url: u.clone(),
+                headers: srv
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
             (None, None) => continue, // refused by Config::load
         };
         out.push(Target {
@@ -422,61 +530,73 @@ fn list_tools(t: &Target, timeout: Duration) -> Result<(Vec<Value>, Option<Strin
             })?;
             Ok((tools.clone(), None))
         }
-        Origin::Url(u) => Err(format!(
-            "{u}: HTTP scanning not supported yet (HTTP upstreams arrive with the HTTP client); only command = [...] servers can be scanned"
-        )),
+        Origin::Url { url, headers } => {
+            check_url(url)?;
+            let mut expanded = Vec::with_capacity(headers.len());
+            for (k, v) in headers {
+                expanded.push((
+                    k.clone(),
+                    expand_env(v).map_err(|e| format!("header {k}: {e}"))?,
+                ));
+            }
+            runtime()?.block_on(list_http(&t.name, url, expanded, timeout))
+        }
         Origin::Command { argv, env } => {
             let mut vars = Vec::with_capacity(env.len());
             for (k, v) in env {
-                vars.push((k.clone(), expand_env(v).map_err(|e| format!("env.{k}: {e}"))?));
+                vars.push((
+                    k.clone(),
+                    expand_env(v).map_err(|e| format!("env.{k}: {e}"))?,
+                ));
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            rt.block_on(list_stdio(argv, &vars, timeout))
+            runtime()?.block_on(list_stdio(argv, &vars, timeout))
         }
     }
 }
 
-/// One conversation with a stdio server: requests out, answers in.
-struct Session<'a> {
+/// A single-threaded runtime for one server's conversation; dropping it ends every task the
+/// conversation left behind.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// What carries messages between `portcullis scan` and a server.
+trait Wire {
+    /// Sends one message; `step` says what is being waited for, for error messages.
+    async fn send(&mut self, msg: &Value, step: &str) -> Result<(), String>;
+    /// The next message from the server (a JSON object); an `Err` means none will come.
+    async fn recv(&mut self, step: &str) -> Result<Value, String>;
+}
+
+/// A stdio server's pipes.
+struct StdioWire<'a> {
     stdin: &'a SharedStdin,
     lines: Lines<BufReader<ChildStdout>>,
-    next_id: u64,
-    /// What the server is being asked, for timeout messages.
-    step: String,
     /// The first line of stdout that was not JSON, if any (a server logging to stdout).
     junk: Option<String>,
     /// Whether the server closed its stdout.
     closed: bool,
 }
 
-impl Session<'_> {
-    async fn write(&self, msg: &Value) -> Result<(), String> {
+impl Wire for StdioWire<'_> {
+    async fn send(&mut self, msg: &Value, step: &str) -> Result<(), String> {
         send(self.stdin, &msg.to_string()).await.map_err(|e| {
-            format!(
-                "cannot write to the server while waiting for {} (did it exit?): {e}",
-                self.step
-            )
+            format!("cannot write to the server while waiting for {step} (did it exit?): {e}")
         })
     }
 
-    /// Sends a request and waits for its answer, skipping notifications, declining the
-    /// server's own requests (answering `ping`), and remembering non-JSON output.
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await?;
+    /// Skips blank lines and remembers the first one that is not a JSON object.
+    async fn recv(&mut self, step: &str) -> Result<Value, String> {
         loop {
             let line = match self.lines.next_line().await {
                 Ok(Some(l)) => l,
                 Ok(None) => {
                     self.closed = true;
                     return Err(format!(
-                        "the server closed its output before answering {}",
-                        self.step
+                        "the server closed its output before answering {step}"
                     ));
                 }
                 Err(e) => return Err(format!("cannot read the server's output: {e}")),
@@ -485,15 +605,209 @@ impl Session<'_> {
             if trimmed.is_empty() {
                 continue;
             }
-            let msg: Value = match serde_json::from_str(trimmed) {
-                Ok(v @ Value::Object(_)) => v,
+            match serde_json::from_str(trimmed) {
+                Ok(v @ Value::Object(_)) => return Ok(v),
                 _ => {
                     if self.junk.is_none() {
                         self.junk = Some(truncate(trimmed, 160));
                     }
-                    continue;
                 }
-            };
+            }
+        }
+    }
+}
+
+/// An HTTP server behind the gateway's relay and upstream transport: lines go in through
+/// [`Upstream::from_client`], answers come out of the channel the transport writes to.
+struct HttpWire {
+    /// The server's URL, to explain a failed connection.
+    url: String,
+    upstream: Upstream,
+    caller: Caller,
+    answers: UnboundedReceiver<String>,
+}
+
+impl Wire for HttpWire {
+    async fn send(&mut self, msg: &Value, _step: &str) -> Result<(), String> {
+        // Delivery failures come back as answers (see `transport_failure`).
+        self.upstream
+            .from_client(&msg.to_string(), &self.caller)
+            .await;
+        Ok(())
+    }
+
+    /// Turns the relay's own "not reachable" and "stopped" answers into errors.
+    async fn recv(&mut self, step: &str) -> Result<Value, String> {
+        let line =
+            self.answers.recv().await.ok_or_else(|| {
+                format!("the connection closed before the server answered {step}")
+            })?;
+        let msg: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("unreadable message from the relay ({e})"))?;
+        match transport_failure(&msg) {
+            Some(why) if why.starts_with("cannot reach ") => Err(unreachable(why, &self.url).await),
+            Some(why) => Err(explain_transport(why, step)),
+            None => Ok(msg),
+        }
+    }
+}
+
+/// The reason inside an error the relay made up itself (the request never reached the server,
+/// or the connection died), as opposed to an error from the server.
+fn transport_failure(msg: &Value) -> Option<&str> {
+    let text = msg.pointer("/error/message")?.as_str()?;
+    [UNDELIVERABLE, LOST]
+        .iter()
+        .find_map(|(head, tail)| text.strip_prefix(head)?.strip_suffix(tail))
+}
+
+/// A "cannot reach URL: …" from the transport, with the reason a plain TCP connection to the
+/// server fails (refused, unknown host, …) when there is one: the transport's own message
+/// stops at "error sending request".
+async fn unreachable(why: &str, url: &str) -> String {
+    match connect_failure(url).await {
+        Some(detail) => format!("cannot reach {}: {detail}", without_userinfo(url)),
+        None => why.to_string(),
+    }
+}
+
+/// Why a TCP connection to the URL's host and port fails (within 5 s), or `None` if it works.
+async fn connect_failure(url: &str) -> Option<String> {
+    let plain = without_userinfo(url);
+    let (scheme, rest) = plain.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, p.parse().ok()?),
+                None => (host, default),
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, p)) => (host, p.parse().ok()?),
+            None => (authority, default),
+        },
+    };
+    let connect = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer to a TCP connection within 5 s".into()),
+    }
+}
+
+/// A transport failure other than "cannot reach", said for people: HTTP statuses name the step
+/// they broke, and an authentication refusal says how to send credentials.
+fn explain_transport(why: &str, step: &str) -> String {
+    let text = match why.strip_prefix("the server answered HTTP ") {
+        Some(status) => format!("the server answered {step} with HTTP {status}"),
+        None => format!("{why} (while waiting for the answer to {step})"),
+    };
+    with_auth_hint(text)
+}
+
+/// Adds how to send credentials to an error that reports HTTP 401 or 403.
+fn with_auth_hint(text: String) -> String {
+    if text.contains("HTTP 401") || text.contains("HTTP 403") {
+        format!("{text}; if the server needs credentials, send them with --header 'Authorization: Bearer ${{TOKEN}}' (headers = {{ ... }} in a configuration file)")
+    } else {
+        text
+    }
+}
+
+/// Lists an HTTP server's tools through the gateway's upstream transport (the legacy
+/// handshake, so that handshake-era and dual-era servers both answer), then ends the session.
+async fn list_http(
+    name: &str,
+    url: &str,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+) -> Result<(Vec<Value>, Option<String>), String> {
+    let started = Instant::now();
+    let engine = Engine::from_json(ALLOW_ALL).expect("the allow-all policy is valid");
+    let relay = Arc::new(Relay::new(RelayConfig {
+        store: Arc::new(MemoryCounters::new()),
+        server: name.to_string(),
+        clock: system_clock,
+    }));
+    let caller = Caller {
+        engine: Some(Arc::new(engine)),
+        grant_id: "local:scan".into(),
+        grant_label: "portcullis-scan".into(),
+        session_id: format!("scan-{}", std::process::id()),
+    };
+    let (tx, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let spec = UpstreamSpec::for_url(url.to_string(), headers);
+    let upstream = match tokio::time::timeout(timeout, Upstream::start(&spec, relay, tx)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            let why = e.to_string();
+            return Err(if why.starts_with("cannot reach ") {
+                unreachable(&why, url).await
+            } else {
+                with_auth_hint(why)
+            });
+        }
+        Err(_) => {
+            return Err(format!(
+                "timed out after {} s connecting to {}",
+                timeout.as_secs_f32(),
+                without_userinfo(url)
+            ))
+        }
+    };
+    let mut session = Session {
+        wire: HttpWire {
+            url: url.to_string(),
+            upstream: upstream.clone(),
+            caller,
+            answers,
+        },
+        next_id: 1,
+        step: String::new(),
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(left, session.run()).await;
+    upstream.shutdown(GRACE).await;
+    match result {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "timed out after {} s waiting for the answer to {}",
+            timeout.as_secs_f32(),
+            session.step
+        )),
+    }
+}
+
+/// One conversation with a server, over any [`Wire`]: requests out, answers in.
+struct Session<W> {
+    wire: W,
+    next_id: u64,
+    /// What the server is being asked, for error and timeout messages.
+    step: String,
+}
+
+impl<W: Wire> Session<W> {
+    async fn write(&mut self, msg: &Value) -> Result<(), String> {
+        self.wire.send(msg, &self.step).await
+    }
+
+    /// Sends a request and waits for its answer, skipping notifications and declining the
+    /// server's own requests (answering `ping`).
+    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
+        loop {
+            let msg = self.wire.recv(&self.step).await?;
             if let Some(m) = msg.get("method").and_then(Value::as_str) {
                 if let Some(rid) = msg.get("id") {
                     let reply = if m == "ping" {
@@ -624,12 +938,14 @@ async fn list_stdio(
         })
     });
     let mut session = Session {
-        stdin: &stdin,
-        lines: BufReader::new(stdout).lines(),
+        wire: StdioWire {
+            stdin: &stdin,
+            lines: BufReader::new(stdout).lines(),
+            junk: None,
+            closed: false,
+        },
         next_id: 1,
         step: String::new(),
-        junk: None,
-        closed: false,
     };
     let result = tokio::time::timeout(timeout, session.run()).await;
     stop(&mut child, &stdin, GRACE).await;
@@ -645,12 +961,12 @@ async fn list_stdio(
             session.step
         ),
     };
-    if session.closed {
+    if session.wire.closed {
         if let Ok(Some(status)) = child.try_wait() {
             let _ = write!(err, " ({status})");
         }
     }
-    if let Some(j) = &session.junk {
+    if let Some(j) = &session.wire.junk {
         let _ = write!(err, "; it wrote non-JSON to stdout: {j:?}");
     }
     let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
@@ -1253,6 +1569,53 @@ mod tests {
             name_of_command(&["/usr/bin/python3".into(), "x.py".into()]),
             "python3"
         );
+    }
+
+    #[test]
+    fn urls_and_headers() {
+        assert_eq!(
+            without_userinfo("https://u:p@example.com:8443/mcp?x=a@b"),
+            "https://example.com:8443/mcp?x=a@b"
+        );
+        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(
+            name_of_url("https://u:p@mcp.example.com/mcp"),
+            "mcp-example-com"
+        );
+        assert_eq!(name_of_url("http://127.0.0.1:8765/sse"), "127-0-0-1-8765");
+        assert!(check_url("HTTP://h/mcp").is_ok());
+        assert!(check_url("ftp://h/mcp").is_err());
+        assert!(check_url("http:///mcp").is_err());
+        assert_eq!(
+            parse_header(" Authorization :  Bearer a:b ").unwrap(),
+            ("Authorization".into(), "Bearer a:b".into())
+        );
+        assert!(parse_header("novalue").is_err());
+        assert!(parse_header("two words: x").is_err());
+    }
+
+    #[test]
+    fn relay_failures_are_told_from_server_errors() {
+        let relay = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message":
+            "The upstream server is not reachable (the server answered HTTP 401 Unauthorized); the request was not delivered."}});
+        let why = transport_failure(&relay).unwrap();
+        let text = explain_transport(why, "initialize");
+        assert!(
+            text.starts_with("the server answered initialize with HTTP 401 Unauthorized; "),
+            "{text}"
+        );
+        assert!(
+            text.contains("--header 'Authorization: Bearer ${TOKEN}'"),
+            "{text}"
+        );
+        let lost = json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32603, "message":
+            "The upstream server stopped before answering (the server's event stream ended); retry once it is back."}});
+        assert_eq!(
+            explain_transport(transport_failure(&lost).unwrap(), "tools/list (page 1)"),
+            "the server's event stream ended (while waiting for the answer to tools/list (page 1))"
+        );
+        let server = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}});
+        assert_eq!(transport_failure(&server), None);
     }
 
     #[test]

@@ -156,8 +156,11 @@ fn recording_servers(policy_file: &str) -> String {
 }
 
 fn drive(py: &Path, mode: &str, url: &str, token: Option<&str>, actions: &Value) -> Value {
-    let mut cmd = Command::new(py);
-    cmd.arg(repo().join("crates/portcullis/tests/peers/client2.py"))
+    // `timeout`: a hung peer fails the test instead of stalling CI.
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120")
+        .arg(py)
+        .arg(repo().join("crates/portcullis/tests/peers/client2.py"))
         .args([mode, "--url", url]);
     if let Some(t) = token {
         cmd.args(["--token", t]);
@@ -567,7 +570,9 @@ impl Drop for Bg {
 }
 
 fn drive1(py: &Path, args: &[&str], actions: &Value) -> Value {
-    let mut child = Command::new(py)
+    let mut child = Command::new("timeout")
+        .arg("120")
+        .arg(py)
         .arg(repo().join("crates/portcullis/tests/peers/client1.py"))
         .args(args)
         .stdin(Stdio::piped())
@@ -701,9 +706,16 @@ fn inspector_cli_over_http() {
 
 #[test]
 fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
-    let Some(py) = peer("venv/bin/python") else { return };
-    let up_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let record = std::env::temp_dir().join(format!("portcullis-http-py2-{}.jsonl", std::process::id()));
+    let Some(py) = peer("venv/bin/python") else {
+        return;
+    };
+    let up_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let record =
+        std::env::temp_dir().join(format!("portcullis-http-py2-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&record);
     let _upstream = Bg(Command::new(&py)
         .arg(repo().join("crates/portcullis/tests/peers/server2_http.py"))
@@ -737,7 +749,12 @@ fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
         let out = drive(&py, mode, &url, Some("tok-alice-0123456789"), &actions);
         assert_eq!(out["protocol_version"], version);
         let r = out["results"].as_array().unwrap();
-        let names: Vec<&str> = r[0]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = r[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["add", "slow_count"], "{mode}");
         assert_eq!(text(&r[1]), "42");
         assert_eq!(text(&r[2]), "[POLICY DENIED] Too big.");
@@ -749,6 +766,62 @@ fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
         }
     }
     let seen = std::fs::read_to_string(&record).unwrap();
-    assert_eq!(seen.lines().count(), 4, "two adds and two counts reached the server: {seen}");
+    assert_eq!(
+        seen.lines().count(),
+        4,
+        "two adds and two counts reached the server: {seen}"
+    );
     assert!(!seen.contains("drop_table") && !seen.contains("2000"));
+}
+
+#[test]
+fn a_modern_client_closing_its_response_cancels_upstream() {
+    let gw = serve(
+        "cancel",
+        &recording_servers("p.json"),
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let body = r#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"slow","arguments":{"seconds":30},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let req = format!(
+        "POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer tok-alice-0123456789\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: slow\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    // Wait until the call reached the server, then walk away.
+    let record = gw.dir.join("record.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .contains("\"slow\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = std::fs::read_to_string(&record).unwrap();
+        let call: Value =
+            serde_json::from_str(seen.lines().find(|l| l.contains("\"slow\"")).unwrap()).unwrap();
+        if let Some(c) = seen.lines().find(|l| l.contains("notifications/cancelled")) {
+            let c: Value = serde_json::from_str(c).unwrap();
+            assert_eq!(
+                c["params"]["requestId"], call["id"],
+                "the cancellation names the upstream request"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cancellation reached the server:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -65,8 +65,10 @@ fn drive(
     actions: &Value,
     env: &[(&str, String)],
 ) -> Value {
-    let mut cmd = Command::new(python);
-    cmd.arg(repo().join("crates/portcullis/tests/peers").join(script));
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120"])
+        .arg(python)
+        .arg(repo().join("crates/portcullis/tests/peers").join(script));
     if let Some(m) = mode {
         cmd.arg(m);
     }

@@ -390,7 +390,7 @@ auth = "none"
         "{err}"
     );
     assert!(
-        err.contains("error: remote: http://127.0.0.1:9/mcp: HTTP scanning not supported yet"),
+        err.contains("error: remote: cannot reach http://127.0.0.1:9/mcp"),
         "{err}"
     );
     assert!(
@@ -516,13 +516,31 @@ fn scan_reports_bad_output_and_timeouts_clearly() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = run(&["scan", "--url", "http://127.0.0.1:9/mcp"]);
+    let o = run(&["scan", "--url", "ftp://127.0.0.1:9/mcp"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("not supported yet: HTTP upstreams arrive with the HTTP client"),
+        stderr(&o).contains("--url \"ftp://127.0.0.1:9/mcp\" is not an http:// or https:// URL"),
         "{}",
         stderr(&o)
     );
+    let o = run(&[
+        "scan",
+        "--url",
+        "http://127.0.0.1:9/mcp",
+        "--header",
+        "nocolon",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("write it as 'Name: value'"),
+        "{}",
+        stderr(&o)
+    );
+    // --header goes with --url only.
+    let o = run(&["scan", "--header", "A: b", "--from-file", "x.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["scan", "--header", "A: b", "--", "python3"]);
+    assert_eq!(o.status.code(), Some(2));
     let o = run(&["scan", "--json", "--markdown", "--from-file", "x.json"]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["scan", "--from-file", "x.json", "--server", "a b"]);

@@ -14,11 +14,14 @@
 //! A token is `pcx_` followed by 64 hex digits: 256 bits from the OS CSPRNG. Nobody can
 //! search that space, so a slow or keyed hash would add nothing: the digest of a stolen
 //! database reveals no token, and a per-store HMAC key kept next to the digests would be
-//! stolen with them. The lookup uses an index on the digest. The time an index lookup takes
-//! depends on the digest the attacker's candidate token hashes to, which tells them nothing
-//! about any stored token's digest bits they could steer towards (they cannot choose a
-//! digest's preimage); and the stored digest found is then compared with the computed one
-//! by [`subtle::ConstantTimeEq`].
+//! stolen with them.
+//!
+//! The lookup uses an index on the digest. How long it takes can depend on how many leading
+//! bytes of the candidate's digest match stored digests; but an attacker cannot steer a
+//! digest byte by byte (SHA-256 has no usable preimages), so learning "the digest of my
+//! guess shares a prefix with a stored one" never brings a guess closer to a token. The row
+//! found is then checked by comparing the whole stored digest with the computed one through
+//! [`subtle::ConstantTimeEq`], so acceptance never rests on a short-circuiting compare.
 
 use crate::secret::{hex, random_bytes, sha256};
 use portcullis_policy::Millis;

@@ -1,1 +1,489 @@
-//! placeholder
+//! The audit log: durability (group commit), concurrency, queries, retention, export.
+
+use portcullis_store::audit::arg_keys;
+use portcullis_store::{AuditDecision, AuditFilter, AuditLog, AuditMode, AuditRecord};
+use rusqlite::Connection;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// 2026-11-22T12:00:00Z.
+const NOW: u64 = 1_795_348_800_000;
+const MIN: u64 = 60_000;
+
+/// A database file that is removed (with its WAL files) when dropped.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> TempDb {
+        let p =
+            std::env::temp_dir().join(format!("portcullis-audit-{name}-{}.db", std::process::id()));
+        let t = TempDb(p);
+        t.clean();
+        t
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn clean(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+fn record(i: u64) -> AuditRecord {
+    let mut r = AuditRecord::new(NOW + i, "odoo", "tools/call", AuditDecision::Allow);
+    r.request_id = Some(format!("req-{i}"));
+    r.grant_id = Some("grt_0123456789abcdef".into());
+    r.grant_label = Some("alice-laptop".into());
+    r.tool = Some("ai_pipeline_run".into());
+    r.rule = Some("/tools/ai_pipeline_run".into());
+    r.policy_name = Some("odoo".into());
+    r.policy_hash = Some("sha256:abc".into());
+    r.gateway_us = 42;
+    r.upstream_ms = Some(7);
+    r.upstream_status = Some("ok".into());
+    r.counters = vec!["grant:grt_0123456789abcdef:calls:minute".into()];
+    r
+}
+
+/// Counts rows through a separate, fresh connection (what another process would see).
+fn rows_on_disk(path: &Path) -> i64 {
+    let c = Connection::open(path).unwrap();
+    c.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn durable_append_is_on_disk_when_it_returns() {
+    let db = TempDb::new("durable");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    rt().block_on(async {
+        for i in 0..5 {
+            log.append(record(i)).await.unwrap();
+            // Visible to another connection at once: committed, not merely queued.
+            assert_eq!(rows_on_disk(db.path()), i as i64 + 1);
+        }
+    });
+    // No clean close: the writer thread and its connection are leaked, never shut down.
+    std::mem::forget(log);
+    let reopened = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let got = reopened.query(&AuditFilter::default()).unwrap();
+    assert_eq!(got, (0..5).map(record).collect::<Vec<_>>());
+}
+
+/// Run only as the child of [`durable_records_survive_a_process_abort`].
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var("PORTCULLIS_AUDIT_CRASH_CHILD") else {
+        return;
+    };
+    let log = AuditLog::open(&path, AuditMode::Durable).unwrap();
+    rt().block_on(async {
+        let log = &log;
+        let tasks: Vec<_> = (0..100u64)
+            .map(|i| async move { log.append(record(i)).await.unwrap() })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+    // Every append has returned: die without closing anything.
+    std::process::abort();
+}
+
+#[test]
+fn durable_records_survive_a_process_abort() {
+    let db = TempDb::new("abort");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("PORTCULLIS_AUDIT_CRASH_CHILD", db.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child should have aborted");
+    assert_eq!(rows_on_disk(db.path()), 100);
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let got = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(got.len(), 100);
+}
+
+#[test]
+fn ten_thousand_concurrent_appends_each_stored_once() {
+    let db = TempDb::new("concurrent");
+    let log = Arc::new(AuditLog::open(db.path(), AuditMode::Durable).unwrap());
+    rt().block_on(async {
+        let mut handles = Vec::new();
+        for t in 0..64u64 {
+            let log = Arc::clone(&log);
+            handles.push(tokio::spawn(async move {
+                let mut i = t;
+                while i < 10_000 {
+                    log.append(record(i)).await.unwrap();
+                    i += 64;
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(rows_on_disk(db.path()), 10_000);
+    let got = log.query(&AuditFilter::default()).unwrap();
+    let mut ids: Vec<String> = got.into_iter().map(|r| r.request_id.unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10_000);
+    let stats = log.stats();
+    assert_eq!(stats.committed, 10_000);
+    assert_eq!(stats.failed, 0);
+    // Group commit: fewer transactions than records (how many fewer depends on the disk's
+    // fsync latency: on a RAM disk commits are so quick that batches stay small).
+    assert!(stats.batches < 10_000, "{stats:?}");
+}
+
+#[test]
+fn async_mode_commits_within_the_delay_and_on_flush() {
+    let db = TempDb::new("async");
+    let log = AuditLog::open(db.path(), AuditMode::Async { max_delay_ms: 50 }).unwrap();
+    rt().block_on(async {
+        for i in 0..100 {
+            log.append(record(i)).await.unwrap();
+        }
+        // Within the loss window the records may not be on disk yet; after it they are.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while rows_on_disk(db.path()) < 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not committed in time"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        log.append(record(100)).await.unwrap();
+        log.flush().await.unwrap();
+        assert_eq!(rows_on_disk(db.path()), 101);
+    });
+    // Closing commits whatever is queued.
+    for i in 101..200 {
+        log.append_blocking(record(i)).unwrap();
+    }
+    log.close().unwrap();
+    assert_eq!(rows_on_disk(db.path()), 200);
+}
+
+#[test]
+fn blocking_api_works_outside_a_runtime() {
+    let db = TempDb::new("blocking");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    log.append_blocking(record(1)).unwrap();
+    assert_eq!(rows_on_disk(db.path()), 1);
+    log.flush_blocking().unwrap();
+}
+
+fn seeded(db: &TempDb) -> AuditLog {
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let mut recs = Vec::new();
+    for i in 0..30u64 {
+        let mut r = record(i * MIN);
+        r.request_id = Some(format!("r{i}"));
+        if i % 3 == 1 {
+            r.decision = AuditDecision::Deny;
+            r.rule = Some("/tools/ai_pipeline_run/limits/0".into());
+        }
+        if i % 5 == 0 {
+            r.tool = Some("search_read".into());
+        }
+        if i % 2 == 0 {
+            r.grant_id = Some("grt_ffffffffffffffff".into());
+            r.grant_label = Some("ci-runner".into());
+        }
+        if i == 29 {
+            r.server = "time".into();
+        }
+        recs.push(r);
+    }
+    for r in recs {
+        log.append_blocking(r).unwrap();
+    }
+    log
+}
+
+fn ids(recs: &[AuditRecord]) -> Vec<u64> {
+    recs.iter()
+        .map(|r| r.request_id.as_ref().unwrap()[1..].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn query_filters() {
+    let db = TempDb::new("query");
+    let log = seeded(&db);
+    let q = |f: AuditFilter| ids(&log.query(&f).unwrap());
+    assert_eq!(q(AuditFilter::default()), (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        q(AuditFilter {
+            since: Some(NOW + 25 * MIN),
+            ..Default::default()
+        }),
+        vec![25, 26, 27, 28, 29]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            since: Some(NOW + 2 * MIN),
+            until: Some(NOW + 5 * MIN),
+            ..Default::default()
+        }),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            decision: Some(AuditDecision::Deny),
+            ..Default::default()
+        }),
+        (0..30).filter(|i| i % 3 == 1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        q(AuditFilter {
+            tool: Some("search_read".into()),
+            ..Default::default()
+        }),
+        vec![0, 5, 10, 15, 20, 25]
+    );
+    // A grant by label or by id.
+    let odd: Vec<u64> = (0..30).filter(|i| i % 2 == 1).collect();
+    assert_eq!(
+        q(AuditFilter {
+            grant: Some("alice-laptop".into()),
+            ..Default::default()
+        }),
+        odd
+    );
+    assert_eq!(
+        q(AuditFilter {
+            grant: Some("grt_0123456789abcdef".into()),
+            ..Default::default()
+        }),
+        odd
+    );
+    assert_eq!(
+        q(AuditFilter {
+            server: Some("time".into()),
+            ..Default::default()
+        }),
+        vec![29]
+    );
+    // Several criteria at once; a limit keeps the most recent, oldest first.
+    assert_eq!(
+        q(AuditFilter {
+            grant: Some("ci-runner".into()),
+            decision: Some(AuditDecision::Deny),
+            tool: Some("ai_pipeline_run".into()),
+            ..Default::default()
+        }),
+        vec![4, 16, 22, 28]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            limit: Some(3),
+            ..Default::default()
+        }),
+        vec![27, 28, 29]
+    );
+    assert_eq!(
+        log.count(&AuditFilter {
+            decision: Some(AuditDecision::Deny),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap(),
+        10
+    );
+}
+
+#[test]
+fn retention_deletes_only_older_records() {
+    let db = TempDb::new("retain");
+    let log = seeded(&db);
+    assert_eq!(log.retain(NOW + 10 * MIN).unwrap(), 10);
+    assert_eq!(
+        ids(&log.query(&AuditFilter::default()).unwrap()),
+        (10..30).collect::<Vec<_>>()
+    );
+    assert_eq!(log.retain(NOW + 10 * MIN).unwrap(), 0);
+    // New appends still work after retention.
+    log.append_blocking(record(99 * MIN)).unwrap();
+    assert_eq!(log.count(&AuditFilter::default()).unwrap(), 21);
+}
+
+#[test]
+fn retention_in_chunks() {
+    let db = TempDb::new("retain-big");
+    let log = Arc::new(AuditLog::open(db.path(), AuditMode::Async { max_delay_ms: 5 }).unwrap());
+    rt().block_on(async {
+        for i in 0..25_000 {
+            log.append(record(i)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+    });
+    assert_eq!(log.retain(NOW + 24_000).unwrap(), 24_000);
+    assert_eq!(rows_on_disk(db.path()), 1_000);
+}
+
+#[test]
+fn jsonl_export_round_trips() {
+    let db = TempDb::new("export");
+    let log = seeded(&db);
+    let mut buf = Vec::new();
+    let filter = AuditFilter {
+        decision: Some(AuditDecision::Deny),
+        ..Default::default()
+    };
+    let n = log.export_jsonl(&mut buf, &filter).unwrap();
+    assert_eq!(n, 10);
+    let text = String::from_utf8(buf).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    assert!(text.ends_with('\n'));
+    let parsed: Vec<AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, log.query(&filter).unwrap());
+    // Every field is present in every line (stable shape for log pipelines).
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for field in [
+        "time",
+        "request_id",
+        "grant_id",
+        "grant_label",
+        "server",
+        "session",
+        "method",
+        "tool",
+        "decision",
+        "rule",
+        "message",
+        "policy_name",
+        "policy_hash",
+        "arg_keys",
+        "args_hmac",
+        "args",
+        "upstream_status",
+        "upstream_ms",
+        "gateway_us",
+        "counters",
+    ] {
+        assert!(first.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(first["decision"], "deny");
+}
+
+#[test]
+fn argument_values_are_kept_only_when_asked() {
+    let db = TempDb::new("args");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let args = json!({"zeta": 1, "amount": 12345.5, "method": "unlink_secret_value"});
+    let mut hidden = record(1);
+    log.set_args(&mut hidden, &args, false);
+    assert_eq!(hidden.arg_keys, vec!["amount", "method", "zeta"]);
+    assert_eq!(hidden.args, None);
+    let hmac = hidden.args_hmac.clone().unwrap();
+    assert_eq!(hmac.len(), 64);
+    // Keyed and canonical: the same arguments in another key order hash the same…
+    assert_eq!(
+        log.args_hmac(&json!({"method": "unlink_secret_value", "zeta": 1, "amount": 12345.5})),
+        hmac
+    );
+    assert_ne!(log.args_hmac(&json!({"zeta": 2})), hmac);
+    let mut shown = record(2);
+    log.set_args(&mut shown, &args, true);
+    assert_eq!(shown.args, Some(args.clone()));
+    log.append_blocking(hidden).unwrap();
+    log.append_blocking(shown).unwrap();
+    log.close().unwrap();
+
+    // The value appears once in the file (the record that asked for it), never in the other.
+    let c = Connection::open(db.path()).unwrap();
+    // Every column of each row, as text.
+    let mut stmt = c.prepare("SELECT * FROM audit ORDER BY id").unwrap();
+    let n = stmt.column_count();
+    let texts: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(texts[0].contains("zeta"), "{}", texts[0]);
+    assert!(!texts[0].contains("unlink_secret_value"));
+    assert!(!texts[0].contains("12345.5"));
+    assert!(texts[1].contains("unlink_secret_value"));
+
+    // …and another log (another key) hashes them differently; a reopened one the same.
+    let other = TempDb::new("args-other");
+    let log2 = AuditLog::open(other.path(), AuditMode::Durable).unwrap();
+    assert_ne!(log2.args_hmac(&args), hmac);
+    let log3 = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    assert_eq!(log3.args_hmac(&args), hmac);
+}
+
+#[test]
+fn arg_keys_of_non_objects_are_empty() {
+    assert!(arg_keys(&json!([1, 2])).is_empty());
+    assert!(arg_keys(&json!(null)).is_empty());
+    assert_eq!(arg_keys(&json!({"b": 1, "a": {"z": 1}})), vec!["a", "b"]);
+}
+
+#[test]
+fn decision_names() {
+    for d in AuditDecision::ALL {
+        assert_eq!(d.as_str().parse::<AuditDecision>().unwrap(), d);
+        assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+    }
+    assert_eq!("denied".parse::<AuditDecision>(), Ok(AuditDecision::Deny));
+    assert_eq!("Allowed".parse::<AuditDecision>(), Ok(AuditDecision::Allow));
+    assert!("maybe"
+        .parse::<AuditDecision>()
+        .unwrap_err()
+        .contains("allow, deny"));
+}
+
+#[test]
+fn mode_names() {
+    assert_eq!("durable".parse(), Ok(AuditMode::Durable));
+    assert_eq!(
+        "async".parse(),
+        Ok(AuditMode::Async {
+            max_delay_ms: portcullis_store::audit::DEFAULT_ASYNC_DELAY_MS
+        })
+    );
+    assert_eq!(
+        "async:250ms".parse(),
+        Ok(AuditMode::Async { max_delay_ms: 250 })
+    );
+    assert!("async:soon".parse::<AuditMode>().is_err());
+    assert!("fast".parse::<AuditMode>().unwrap_err().contains("durable"));
+}

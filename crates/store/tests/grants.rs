@@ -79,7 +79,7 @@ fn tokens_have_the_prefix_and_256_random_bits() {
         let body = &t[TOKEN_PREFIX.len()..];
         // 64 hex digits = 32 bytes = 256 bits.
         assert_eq!(body.len(), TOKEN_RANDOM_BYTES * 2);
-        assert!(TOKEN_RANDOM_BYTES * 8 >= 256);
+        const { assert!(TOKEN_RANDOM_BYTES * 8 >= 256) };
         assert!(body
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));

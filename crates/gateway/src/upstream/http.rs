@@ -97,7 +97,7 @@ impl HttpLink {
         extra: Vec<(String, String)>,
     ) {
         let outs = self.relay.from_client(line, caller);
-        self.dispatch_with(outs, extra);
+        self.dispatch_ordered(outs, extra).await;
     }
 
     fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
@@ -115,6 +115,18 @@ impl HttpLink {
                     let extra = extra.clone();
                     tokio::spawn(async move { me.post(line, up, extra).await });
                 }
+            }
+        }
+    }
+
+    /// Like `dispatch_with`, but notifications and responses (no upstream id) are POSTed before
+    /// returning, so the server sees them in the order the client sent them (e.g.
+    /// `notifications/initialized` before the first request). Requests still run concurrently.
+    async fn dispatch_ordered(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
+        for o in outs {
+            match o {
+                Out::Server(line, None) => self.clone().post(line, None, extra.clone()).await,
+                other => self.dispatch_with(vec![other], extra.clone()),
             }
         }
     }
