@@ -680,7 +680,9 @@ fn inspector_cli_over_http() {
     );
     let url = format!("http://127.0.0.1:{}/mcp/time", gw.port);
     let run = |tool: &str, arg: &str| -> Value {
-        let out = Command::new(&inspector)
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(&inspector)
             .args([
                 "--cli",
                 &url,

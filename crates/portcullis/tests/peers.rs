@@ -380,7 +380,9 @@ fn inspector_cli_through_stdio() {
         &json!({"version":"1","default":"deny","tools":{"echo":{}}}),
     );
     let run = |tool: &str, arg: &str| -> Value {
-        let out = Command::new(&inspector)
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(&inspector)
             // The Inspector swallows `--`; `portcullis stdio` takes the server command last without it.
             .args([
                 "--cli",
