@@ -118,12 +118,14 @@ pub async fn walkthrough_with(
         store: Arc::new(MemoryCounters::new()),
         server: SERVER_NAME.into(),
         clock: system_clock,
+        audit: false,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),
         grant_id: "local:demo".into(),
         grant_label: "demo".into(),
         session_id: format!("demo-{}", std::process::id()),
+        policy: Some(("demo".into(), "demo".into())),
     };
     let (client_end, gateway_end) = tokio::io::duplex(1 << 16);
     let (g_in, g_out) = tokio::io::split(gateway_end);
@@ -134,6 +136,7 @@ pub async fn walkthrough_with(
             argv,
             env: Vec::new(),
         }),
+        None,
         g_in,
         g_out,
         Caps::default(),

@@ -15,6 +15,10 @@ pub struct Config {
     /// Upstream servers.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
+    /// Named policies grants can carry (`name = "policies/file.json"`). Each server's own
+    /// `policy` is also available under the server's name.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PathBuf>,
     /// Directory the file lives in (relative paths resolve against it).
     #[serde(skip)]
     pub base: PathBuf,
@@ -36,6 +40,11 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Longest wait for an upstream answer, seconds.
     pub request_timeout_secs: u64,
+    /// `"durable"` (default: on disk before the client sees the answer), `"async"` or
+    /// `"async:250ms"` (bounded loss window), or `"off"`.
+    pub audit: String,
+    /// Delete audit records older than this (`"30d"`); unset keeps everything.
+    pub audit_retention: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +56,8 @@ impl Default for GatewayConfig {
             allowed_origins: Vec::new(),
             max_body_bytes: 4 << 20,
             request_timeout_secs: 300,
+            audit: "durable".into(),
+            audit_retention: None,
         }
     }
 }
@@ -63,8 +74,9 @@ pub struct ServerConfig {
     pub url: Option<String>,
     /// Policy file (relative to the config file). Without one, every call is denied.
     pub policy: Option<PathBuf>,
-    /// `"token"` (default): requests need a bearer token from `tokens`. `"none"`: no
-    /// authentication, allowed only on a loopback listener (local use, conformance runs).
+    /// `"grant"` (default): requests need the bearer token of a live grant of this server.
+    /// `"token"`: a bearer token from `tokens`. `"none"`: no authentication, allowed only on a
+    /// loopback listener (local use, conformance runs).
     #[serde(default)]
     pub auth: Auth,
     /// Static bearer tokens (until grants arrive), each with a label.
@@ -76,14 +88,20 @@ pub struct ServerConfig {
     /// Headers for an HTTP server (values may use `${VAR}`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Store `tools/call` argument values in the audit log (default: only their keys and a
+    /// keyed hash).
+    #[serde(default)]
+    pub audit_arguments: bool,
 }
 
 /// Authentication mode of a server.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Auth {
-    /// Bearer tokens.
+    /// Grants from the store (`portcullis grant create`), the default.
     #[default]
+    Grant,
+    /// Static bearer tokens listed in the file.
     Token,
     /// None (loopback only).
     None,
@@ -154,6 +172,19 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         let addr = self.listen_addr()?;
+        let audit = self.gateway.audit.as_str();
+        if audit != "off" && audit.parse::<portcullis_store::AuditMode>().is_err() {
+            return Err(format!(
+                "gateway.audit {audit:?}: write \"durable\", \"async\", \"async:250ms\" or \"off\""
+            ));
+        }
+        if let Some(r) = &self.gateway.audit_retention {
+            if portcullis_policy::window::parse_duration(r).is_none() {
+                return Err(format!(
+                    "gateway.audit_retention {r:?} is not a duration (write e.g. \"30d\")"
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {
             let at = format!("servers[{i}] ({:?})", s.name);
@@ -185,7 +216,12 @@ impl Config {
                 return Err(format!("{at}: auth = \"none\" is refused on the non-loopback listener {addr}; use tokens"));
             }
             if s.auth == Auth::Token && s.tokens.is_empty() {
-                return Err(format!("{at}: no tokens configured; add tokens = [{{ label = \"…\", token = \"${{VAR}}\" }}] or auth = \"none\" for local use"));
+                return Err(format!("{at}: auth = \"token\" but no tokens configured; add tokens = [{{ label = \"…\", token = \"${{VAR}}\" }}], or use grants (the default)"));
+            }
+            if s.auth != Auth::Token && !s.tokens.is_empty() {
+                return Err(format!(
+                    "{at}: tokens are listed but auth is not \"token\"; add auth = \"token\""
+                ));
             }
         }
         Ok(())
@@ -205,9 +241,21 @@ mod tests {
     #[test]
     fn checks() {
         assert!(parse("[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"none\"\n").is_ok());
-        assert!(parse("[[servers]]\nname = \"a\"\ncommand = [\"x\"]\n")
+        assert!(
+            parse("[[servers]]\nname = \"a\"\ncommand = [\"x\"]\n").is_ok(),
+            "grants by default"
+        );
+        let token_without_tokens =
+            "[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"token\"\n";
+        assert!(parse(token_without_tokens)
             .unwrap_err()
             .contains("no tokens"));
+        let tokens_without_mode = "[[servers]]\nname = \"a\"\ncommand = [\"x\"]\ntokens = [{ label = \"l\", token = \"t\" }]\n";
+        assert!(parse(tokens_without_mode).unwrap_err().contains("add auth"));
+        assert!(parse("[gateway]\naudit = \"sometimes\"\n")
+            .unwrap_err()
+            .contains("gateway.audit"));
+        assert!(parse("[gateway]\naudit = \"async:250ms\"\naudit_retention = \"30d\"\n").is_ok());
         assert!(parse("[gateway]\nlisten = \"0.0.0.0:1\"\n[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"none\"\n").unwrap_err().contains("non-loopback"));
         assert!(
             parse("[[servers]]\nname = \"a b\"\ncommand = [\"x\"]\nauth = \"none\"\n").is_err()

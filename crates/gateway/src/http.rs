@@ -19,7 +19,7 @@
 use crate::config::{expand_env, Auth, Config};
 use crate::relay::{Caller, Relay, RelayConfig};
 use crate::upstream::stdio::ChildSpec;
-use crate::upstream::{Upstream, UpstreamSpec};
+use crate::upstream::{AuditSink, Upstream, UpstreamSpec};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use portcullis_mcp::{codes, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION};
 use portcullis_policy::{CounterStore, Engine};
+use portcullis_store::{bearer_token, AuditDecision, AuditLog, AuditRecord, AuthError, GrantStore};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -54,6 +55,10 @@ pub struct Gateway {
     servers: HashMap<String, Arc<ServerRt>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     store: Arc<dyn CounterStore>,
+    /// Named policies: compiled engine and version hash.
+    policies: HashMap<String, (Arc<Engine>, String)>,
+    grants: Option<Arc<dyn GrantStore>>,
+    audit: Option<Arc<AuditLog>>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     timeout: Duration,
@@ -63,7 +68,9 @@ pub struct Gateway {
 struct ServerRt {
     name: String,
     spec: UpstreamSpec,
+    /// The server's own policy, registered under the server's name.
     engine: Option<Arc<Engine>>,
+    audit_arguments: bool,
     auth: Auth,
     tokens: Vec<(String, String)>,
     modern: tokio::sync::OnceCell<Arc<Conn>>,
@@ -177,36 +184,51 @@ fn random_hex(bytes: usize) -> String {
 }
 
 impl Gateway {
+    /// Reads and compiles one policy file; its version hash is the SHA-256 of its bytes.
+    fn load_policy_file(
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<(Arc<Engine>, String), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("policy {name:?}: cannot read {}: {e}", path.display()))?;
+        let engine = Engine::from_json(&text).map_err(|errs| {
+            let list: Vec<String> = errs
+                .iter()
+                .map(|e| format!("  {}: {e}", path.display()))
+                .collect();
+            format!("policy {name:?} is invalid:\n{}", list.join("\n"))
+        })?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Ok((Arc::new(engine), hash))
+    }
+
     /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
     /// error, never a silent allow).
-    pub fn new(cfg: &Config, store: Arc<dyn CounterStore>) -> Result<Arc<Gateway>, String> {
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn CounterStore>,
+        grants: Option<Arc<dyn GrantStore>>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Result<Arc<Gateway>, String> {
+        let mut policies = HashMap::new();
+        let named = cfg
+            .servers
+            .iter()
+            .filter_map(|s| s.policy.as_ref().map(|p| (s.name.clone(), p.clone())))
+            .chain(cfg.policies.iter().map(|(n, p)| (n.clone(), p.clone())));
+        for (name, p) in named {
+            let path = cfg.resolve(&p);
+            policies.insert(name.clone(), Self::load_policy_file(&name, &path)?);
+        }
         let mut servers = HashMap::new();
         for s in &cfg.servers {
-            let engine = match &s.policy {
-                None => None,
-                Some(p) => {
-                    let path = cfg.resolve(p);
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        format!(
-                            "server {:?}: cannot read policy {}: {e}",
-                            s.name,
-                            path.display()
-                        )
-                    })?;
-                    let e = Engine::from_json(&text).map_err(|errs| {
-                        let list: Vec<String> = errs
-                            .iter()
-                            .map(|e| format!("  {}: {e}", path.display()))
-                            .collect();
-                        format!(
-                            "server {:?}: the policy is invalid:\n{}",
-                            s.name,
-                            list.join("\n")
-                        )
-                    })?;
-                    Some(Arc::new(e))
-                }
-            };
+            let engine = s
+                .policy
+                .as_ref()
+                .and_then(|_| policies.get(&s.name))
+                .map(|(e, _)| e.clone());
             let mut env = Vec::new();
             for (k, v) in &s.env {
                 env.push((
@@ -244,6 +266,7 @@ impl Gateway {
                 name: s.name.clone(),
                 spec,
                 engine,
+                audit_arguments: s.audit_arguments,
                 auth: s.auth,
                 tokens,
                 modern: tokio::sync::OnceCell::new(),
@@ -260,6 +283,9 @@ impl Gateway {
             servers,
             sessions: Mutex::new(HashMap::new()),
             store,
+            policies,
+            grants,
+            audit,
             allowed_hosts,
             allowed_origins: cfg.gateway.allowed_origins.clone(),
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
@@ -304,9 +330,10 @@ impl Gateway {
             store: self.store.clone(),
             server: server.name.clone(),
             clock: crate::relay::system_clock,
+            audit: self.audit.is_some(),
         }));
         let (tx, mut rx) = unbounded_channel();
-        let link = Upstream::start(&server.spec, relay, tx).await?;
+        let link = Upstream::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
         let router = Arc::new(Routes::default());
         let r = router.clone();
         tokio::spawn(async move {
@@ -357,47 +384,125 @@ impl Gateway {
         true
     }
 
-    fn caller(&self, server: &ServerRt, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    /// Who is calling: the grant behind the bearer token (or a static token, or the local
+    /// user for `auth = "none"`), with the policy that grant carries. Refusals are audited.
+    async fn caller(
+        &self,
+        server: &ServerRt,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Box<Response>> {
         let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        if server.auth == Auth::None {
-            return Ok(Caller {
+        let server_policy = || {
+            self.policies
+                .get(&server.name)
+                .map(|(_, h)| (server.name.clone(), h.clone()))
+        };
+        match server.auth {
+            Auth::None => Ok(Caller {
                 engine: server.engine.clone(),
                 grant_id: "local".into(),
                 grant_label: "local".into(),
                 session_id,
-            });
-        }
-        let presented = headers
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = presented else {
-            return Err(Box::new(json_status(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "missing_token", "message": "Send Authorization: Bearer <token> for this server."}),
-            )));
-        };
-        // Compare against every token in constant time; no early exit reveals which matched.
-        let mut found: Option<&str> = None;
-        for (label, t) in &server.tokens {
-            let eq: bool = subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into();
-            if eq {
-                found = Some(label);
+                policy: server_policy(),
+            }),
+            Auth::Token => {
+                let header = headers.get("authorization").and_then(|h| h.to_str().ok());
+                let token = match bearer_token(header) {
+                    Ok(t) => t,
+                    Err(e) => return Err(self.refuse(server, e, None).await),
+                };
+                // Compare against every token in constant time; no early exit reveals which matched.
+                let mut found: Option<&str> = None;
+                for (label, t) in &server.tokens {
+                    let eq: bool =
+                        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into();
+                    if eq {
+                        found = Some(label);
+                    }
+                }
+                match found {
+                    Some(label) => Ok(Caller {
+                        engine: server.engine.clone(),
+                        grant_id: format!("static:{label}"),
+                        grant_label: label.to_owned(),
+                        session_id,
+                        policy: server_policy(),
+                    }),
+                    None => Err(self.refuse(server, AuthError::Unknown, None).await),
+                }
+            }
+            Auth::Grant => {
+                let Some(grants) = &self.grants else {
+                    return Err(self
+                        .refuse(
+                            server,
+                            AuthError::Store("no grant store is configured".into()),
+                            None,
+                        )
+                        .await);
+                };
+                let header = headers.get("authorization").and_then(|h| h.to_str().ok());
+                let token = match bearer_token(header) {
+                    Ok(t) => t,
+                    Err(e) => return Err(self.refuse(server, e, None).await),
+                };
+                match grants.authenticate(token, &server.name, crate::relay::system_clock()) {
+                    Ok(g) => {
+                        let policy = g.policy.as_ref().and_then(|name| {
+                            self.policies
+                                .get(name)
+                                .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
+                        });
+                        if g.policy.is_some() && policy.is_none() {
+                            tracing::warn!(grant = %g.id, "grant names policy {:?}, which is not configured: every call is denied", g.policy);
+                        }
+                        let (engine, policy) = match policy {
+                            Some((e, p)) => (Some(e), Some(p)),
+                            None => (None, None),
+                        };
+                        Ok(Caller {
+                            engine,
+                            grant_id: g.id,
+                            grant_label: g.label,
+                            session_id,
+                            policy,
+                        })
+                    }
+                    Err(e) => Err(self.refuse(server, e, None).await),
+                }
             }
         }
-        match found {
-            Some(label) => Ok(Caller {
-                engine: server.engine.clone(),
-                grant_id: format!("static:{label}"),
-                grant_label: label.to_owned(),
-                session_id,
-            }),
-            None => Err(Box::new(json_status(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "unknown_token", "message": "The bearer token is not valid for this server."}),
-            ))),
+    }
+
+    /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
+    /// writing its audit record.
+    async fn refuse(&self, server: &ServerRt, e: AuthError, _why: Option<&str>) -> Box<Response> {
+        if let Some(log) = &self.audit {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                server.name.clone(),
+                "(authentication)",
+                AuditDecision::Deny,
+            );
+            rec.rule = Some(format!("(auth: {})", e.code()));
+            rec.message = Some(e.to_string());
+            if let Some(g) = e.grant() {
+                rec.grant_id = Some(g.id.clone());
+                rec.grant_label = Some(g.label.clone());
+            }
+            if let Err(err) = log.append(rec).await {
+                tracing::error!("audit write failed: {err}");
+            }
         }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Box::new(json_status(status, e.body()))
+    }
+
+    fn audit_sink(&self, server: &ServerRt) -> Option<AuditSink> {
+        self.audit.as_ref().map(|log| AuditSink {
+            log: log.clone(),
+            keep_args: server.audit_arguments,
+        })
     }
 }
 
@@ -472,7 +577,7 @@ async fn mcp(
             json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
         );
     };
-    let caller = match gw.caller(&srv, &headers) {
+    let caller = match gw.caller(&srv, &headers).await {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -973,7 +1078,7 @@ async fn sse_open(
             json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
         );
     };
-    let caller = match gw.caller(&srv, &headers) {
+    let caller = match gw.caller(&srv, &headers).await {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -1041,7 +1146,7 @@ async fn sse_message(
             json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
         );
     };
-    let caller = match gw.caller(&srv, &headers) {
+    let caller = match gw.caller(&srv, &headers).await {
         Ok(c) => c,
         Err(r) => return *r,
     };

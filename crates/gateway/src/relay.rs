@@ -17,22 +17,27 @@ use portcullis_policy::doc::Mode;
 use portcullis_policy::{
     json, Call, Check, CounterStore, Decision, Denial, Engine, Identity, Millis, Ticket,
 };
+use portcullis_store::{AuditDecision, AuditRecord};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The `_meta` key carrying a listen stream's subscription id (2026-07-28).
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// A line to write, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Out {
     /// To the MCP client (downstream).
     Client(String),
     /// To the MCP server (upstream), tagged with the upstream request id when it is a request,
     /// so that a failed write can be answered with [`Relay::undeliverable`].
     Server(String, Option<u64>),
+    /// An audit record, with the call's arguments (for the keyed hash, and the values when the
+    /// server keeps them). It must be written before any `Client` line after it is delivered.
+    Audit(Box<AuditRecord>, Option<Value>),
 }
 
 /// What a relay needs that does not change per request.
@@ -43,6 +48,8 @@ pub struct RelayConfig {
     pub server: String,
     /// Clock (ms since the epoch); injectable for tests.
     pub clock: fn() -> Millis,
+    /// Emit an [`Out::Audit`] record for every client request.
+    pub audit: bool,
 }
 
 /// Who sent a client message, and the policy that applies to them. One per stdio connection
@@ -57,6 +64,8 @@ pub struct Caller {
     pub grant_label: String,
     /// Session or connection id.
     pub session_id: String,
+    /// The policy's name and version hash, for the audit trail.
+    pub policy: Option<(String, String)>,
 }
 
 /// The wall clock.
@@ -72,9 +81,17 @@ enum Pending {
         client_id: Box<RawValue>,
         what: What,
         token: Option<String>,
+        trail: Option<Box<Trail>>,
     },
     /// Portcullis' own request (e.g. the replayed `initialize`); its answer is swallowed.
     Internal,
+}
+
+/// The audit record of a request in flight, completed when its answer comes back.
+struct Trail {
+    rec: AuditRecord,
+    args: Option<Value>,
+    started: Instant,
 }
 
 enum What {
@@ -147,7 +164,18 @@ impl Relay {
     pub fn from_client(&self, line: &str, caller: &Caller) -> Vec<Out> {
         let mut msg = match Message::parse(line) {
             Ok(m) => m,
-            Err(e) => return vec![Out::Client(parse_error_line(&e))],
+            Err(e) => {
+                let mut out = Vec::with_capacity(2);
+                if self.cfg.audit {
+                    let mut rec = self.record(caller, "(invalid message)", None);
+                    rec.decision = AuditDecision::Deny;
+                    rec.rule = Some("(invalid message)".into());
+                    rec.message = Some(e.to_string());
+                    out.push(Out::Audit(Box::new(rec), None));
+                }
+                out.push(Out::Client(parse_error_line(&e)));
+                return out;
+            }
         };
         match msg.kind() {
             Kind::Request => self.client_request(msg, caller),
@@ -171,17 +199,70 @@ impl Relay {
         }
     }
 
+    /// A fresh audit record for a request of this caller.
+    fn record(&self, caller: &Caller, method: &str, id: Option<&RawValue>) -> AuditRecord {
+        let mut r = AuditRecord::new(
+            (self.cfg.clock)(),
+            self.cfg.server.clone(),
+            method,
+            AuditDecision::Allow,
+        );
+        r.request_id = id.map(|i| i.get().to_owned());
+        r.grant_id = Some(caller.grant_id.clone());
+        r.grant_label = Some(caller.grant_label.clone());
+        r.session = Some(caller.session_id.clone());
+        if let Some((name, hash)) = &caller.policy {
+            r.policy_name = Some(name.clone());
+            r.policy_hash = Some(hash.clone());
+        }
+        r
+    }
+
     fn client_request(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
+        let started = Instant::now();
         let client_id = msg.id().expect("requests have ids").to_owned();
         let method = msg.method().unwrap_or_default().to_owned();
         let mut params = msg.get("params").map(|p| p.get().to_owned());
         let mut what = What::Other;
+        let mut trail = self.cfg.audit.then(|| {
+            Box::new(Trail {
+                rec: self.record(caller, &method, Some(&client_id)),
+                args: None,
+                started,
+            })
+        });
         match method.as_str() {
-            "tools/call" => match self.decide_call(params.as_deref(), caller) {
-                Ok(Some(ticket)) => what = What::ToolsCall(ticket),
-                Ok(None) => what = What::ToolsCall(Ticket::default()),
-                Err(answer) => return vec![Out::Client(answer.line(&client_id))],
-            },
+            "tools/call" => {
+                let outcome = self.decide_call(params.as_deref(), caller);
+                if let Some(t) = trail.as_mut() {
+                    t.rec.tool = outcome.tool.clone();
+                    t.args = outcome.args.clone();
+                    t.rec.decision = outcome.audit_decision;
+                    t.rec.rule = outcome.rule.clone();
+                    t.rec.message = outcome.message.clone();
+                }
+                match outcome.result {
+                    Ok(ticket) => {
+                        if let Some(t) = trail.as_mut() {
+                            t.rec.counters = ticket
+                                .held
+                                .iter()
+                                .map(|h| h.key.as_str().to_owned())
+                                .collect();
+                        }
+                        what = What::ToolsCall(ticket);
+                    }
+                    Err(answer) => {
+                        let mut out = Vec::with_capacity(2);
+                        if let Some(mut t) = trail {
+                            t.rec.gateway_us = started.elapsed().as_micros() as u64;
+                            out.push(Out::Audit(Box::new(t.rec), t.args));
+                        }
+                        out.push(Out::Client(answer.line(&client_id)));
+                        return out;
+                    }
+                }
+            }
             "tools/list" => what = What::ToolsList(caller.engine.clone()),
             "initialize" => {
                 let p: Option<Value> = params.as_deref().and_then(|p| serde_json::from_str(p).ok());
@@ -216,6 +297,9 @@ impl Relay {
             }
         }
         let _ = params;
+        if let Some(t) = trail.as_mut() {
+            t.rec.gateway_us = started.elapsed().as_micros() as u64;
+        }
         st.by_client.insert(client_id.get().to_owned(), up);
         st.pending.insert(
             up,
@@ -223,51 +307,83 @@ impl Relay {
                 client_id,
                 what,
                 token,
+                trail,
             },
         );
         msg.set_id(&raw(up.to_string()));
         vec![Out::Server(msg.to_json(), Some(up))]
     }
 
-    /// Decides a `tools/call`. `Ok(Some(ticket))`: forward (charged); `Ok(None)`: forward
-    /// (nothing charged); `Err`: answer the client, forward nothing.
-    fn decide_call(&self, params: Option<&str>, caller: &Caller) -> Result<Option<Ticket>, Answer> {
+    /// Decides a `tools/call`: the ticket to forward with (empty when nothing was charged), or
+    /// the answer to give instead; plus what the audit trail records.
+    fn decide_call(&self, params: Option<&str>, caller: &Caller) -> CallOutcome {
+        let mut out = CallOutcome {
+            result: Ok(Ticket::default()),
+            tool: None,
+            args: None,
+            audit_decision: AuditDecision::Allow,
+            rule: None,
+            message: None,
+        };
+        let refuse = |mut out: CallOutcome, code: i64, msg: String| {
+            out.audit_decision = AuditDecision::Deny;
+            out.rule = Some("(invalid params)".into());
+            out.message = Some(msg.clone());
+            out.result = Err(Answer::Error(code, msg));
+            out
+        };
         // Strict parse: duplicate keys anywhere in the params are refused, so that the
         // gateway and the server can never read two different tool names or arguments.
         let pv = match params.map(json::parse_strict) {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                return Err(Answer::Error(
+                return refuse(
+                    out,
                     codes::INVALID_PARAMS,
                     format!(
                         "tools/call params could not be read ({e}); the call was not forwarded"
                     ),
-                ))
+                )
             }
             None => {
-                return Err(Answer::Error(
+                return refuse(
+                    out,
                     codes::INVALID_PARAMS,
                     "tools/call needs params with a tool name; the call was not forwarded".into(),
-                ))
+                )
             }
         };
         let Some(tool) = pv.get("name").and_then(Value::as_str) else {
-            return Err(Answer::Error(codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into()));
+            return refuse(out, codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into());
         };
+        out.tool = Some(tool.to_owned());
         let args = pv.get("arguments");
+        out.args = args.cloned();
         if let Some(a) = args {
             if !a.is_object() && !a.is_null() {
-                return Err(Answer::Error(
+                return refuse(
+                    out,
                     codes::INVALID_PARAMS,
                     "tools/call params.arguments must be an object; the call was not forwarded"
                         .into(),
-                ));
+                );
             }
         }
         let meta = pv.get("_meta");
         let modern = meta.and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
+        let deny = |mut out: CallOutcome, d: Denial| {
+            out.audit_decision = if d.rule == "(hidden)" {
+                AuditDecision::Hidden
+            } else {
+                AuditDecision::Deny
+            };
+            out.rule = Some(d.rule.clone());
+            out.message = Some(d.message.clone());
+            out.result = Err(Answer::Denied(d, modern));
+            out
+        };
         let Some(engine) = &caller.engine else {
-            return Err(Answer::Denied(Denial::no_policy(), modern));
+            return deny(out, Denial::no_policy());
         };
         // Modern requests carry the client's (self-reported) name per request; legacy ones
         // gave it at initialize.
@@ -299,15 +415,19 @@ impl Relay {
         match decision {
             Decision::Allow(t) => {
                 tracing::debug!(tool, "allow");
-                Ok(Some(t))
+                out.result = Ok(t);
+                out
             }
             Decision::Deny(d) if shadow => {
                 tracing::info!(tool, rule = %d.rule, "shadow mode: would deny, forwarding");
-                Ok(None)
+                out.audit_decision = AuditDecision::ShadowDeny;
+                out.rule = Some(d.rule);
+                out.message = Some(d.message);
+                out
             }
             Decision::Deny(d) => {
                 tracing::info!(tool, rule = %d.rule, "deny");
-                Err(Answer::Denied(d, modern))
+                deny(out, d)
             }
             Decision::NeedsApproval(..) => unreachable!("mapped above"),
         }
@@ -422,6 +542,7 @@ impl Relay {
             client_id,
             what,
             token,
+            trail,
         } = pending
         else {
             // Portcullis' own request: note capabilities from a replayed initialize.
@@ -432,6 +553,12 @@ impl Relay {
             st.tokens.remove(&t);
         }
         msg.set_id(&client_id);
+        let audit = trail.map(|t| {
+            let mut t = *t;
+            t.rec.upstream_ms = Some(t.started.elapsed().as_millis() as u64);
+            t.rec.upstream_status = Some(upstream_status(&msg));
+            Out::Audit(Box::new(t.rec), t.args)
+        });
         match what {
             What::ToolsCall(ticket) if msg.is_error_response() && !ticket.held.is_empty() => {
                 // A JSON-RPC error: the tool did not run; give the quota back.
@@ -462,7 +589,10 @@ impl Relay {
             }
             _ => {}
         }
-        vec![Out::Client(msg.to_json())]
+        audit
+            .into_iter()
+            .chain([Out::Client(msg.to_json())])
+            .collect()
     }
 
     /// A request could not be written upstream: answer the client and refund its quota (the
@@ -473,6 +603,7 @@ impl Relay {
             client_id,
             what,
             token,
+            trail,
         }) = st.pending.remove(&up)
         else {
             return Vec::new();
@@ -487,13 +618,20 @@ impl Relay {
                 let _ = self.cfg.store.refund(&ticket, (self.cfg.clock)());
             }
         }
-        vec![Out::Client(error_line(
+        let audit = trail.map(|t| {
+            let mut t = *t;
+            t.rec.decision = AuditDecision::Error;
+            t.rec.upstream_status = Some(format!("undeliverable: {why}"));
+            Out::Audit(Box::new(t.rec), t.args)
+        });
+        let answer = Out::Client(error_line(
             Some(&client_id),
             codes::INTERNAL_ERROR,
             &format!(
                 "The upstream server is not reachable ({why}); the request was not delivered."
             ),
-        ))]
+        ));
+        audit.into_iter().chain([answer]).collect()
     }
 
     /// The upstream connection died: every request in flight gets a clear error now. Quota
@@ -507,7 +645,17 @@ impl Relay {
         st.server_reqs_rev.clear();
         let mut out = Vec::new();
         for (_, p) in pending {
-            if let Pending::Client { client_id, .. } = p {
+            if let Pending::Client {
+                client_id, trail, ..
+            } = p
+            {
+                if let Some(t) = trail {
+                    let mut t = *t;
+                    t.rec.decision = AuditDecision::Error;
+                    t.rec.upstream_status = Some(format!("lost: {why}"));
+                    t.rec.upstream_ms = Some(t.started.elapsed().as_millis() as u64);
+                    out.push(Out::Audit(Box::new(t.rec), t.args));
+                }
                 out.push(Out::Client(error_line(Some(&client_id), codes::INTERNAL_ERROR, &format!("The upstream server stopped before answering ({why}); retry once it is back."))));
             }
         }
@@ -549,6 +697,16 @@ impl Relay {
     }
 }
 
+/// What deciding a `tools/call` produced.
+struct CallOutcome {
+    result: Result<Ticket, Answer>,
+    tool: Option<String>,
+    args: Option<Value>,
+    audit_decision: AuditDecision,
+    rule: Option<String>,
+    message: Option<String>,
+}
+
 enum Answer {
     Error(i64, String),
     Denied(Denial, bool),
@@ -560,6 +718,21 @@ impl Answer {
             Answer::Error(code, m) => error_line(Some(id), *code, m),
             Answer::Denied(d, modern) => result_line(id, &denial_result(d, *modern)),
         }
+    }
+}
+
+/// How the upstream answered, for the audit trail: `ok`, `tool_error` (an `isError` result),
+/// `error <code>`.
+fn upstream_status(msg: &Message) -> String {
+    if let Some(e) = msg.value("error") {
+        return format!(
+            "error {}",
+            e.get("code").and_then(Value::as_i64).unwrap_or_default()
+        );
+    }
+    match msg.value("result") {
+        Some(r) if r.get("isError") == Some(&Value::Bool(true)) => "tool_error".into(),
+        _ => "ok".into(),
     }
 }
 

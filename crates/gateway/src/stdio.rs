@@ -32,6 +32,7 @@ pub async fn run<R, W>(
     relay: Arc<Relay>,
     caller: Caller,
     spec: UpstreamSpec,
+    audit: Option<crate::upstream::AuditSink>,
     client_in: R,
     mut client_out: W,
     caps: Caps,
@@ -41,7 +42,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let link = Upstream::start(&spec, relay, tx.clone()).await?;
+    let link = Upstream::start(&spec, relay, tx.clone(), audit).await?;
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let mut buf = line.into_bytes();

@@ -43,12 +43,14 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             store,
             server: "odoo".into(),
             clock: || NOON,
+            audit: true,
         }),
         caller: Caller {
             engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),
             grant_id: "grt_1".into(),
             grant_label: "alice".into(),
             session_id: "s1".into(),
+            policy: Some(("odoo".into(), "abc123".into())),
         },
     }
 }
@@ -140,7 +142,7 @@ fn ids_are_mapped_and_restored_exactly() {
         let back = r.from_server(&format!(
             r#"{{"jsonrpc":"2.0","id":{up_id},"result":{{"content":[],"x":1.50}}}}"#
         ));
-        let Out::Client(line) = &back[0] else {
+        let Some(Out::Client(line)) = back.iter().find(|o| matches!(o, Out::Client(_))) else {
             panic!()
         };
         assert!(
@@ -426,4 +428,96 @@ fn approval_rules_fail_closed_until_approvals_exist() {
         .as_str()
         .unwrap()
         .contains("Money moves."));
+}
+
+fn audits(outs: &[Out]) -> Vec<portcullis_store::AuditRecord> {
+    outs.iter()
+        .filter_map(|o| {
+            if let Out::Audit(r, _) = o {
+                Some((**r).clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_request_leaves_an_audit_record_before_its_answer() {
+    use portcullis_store::AuditDecision;
+    let (r, _) = relay(
+        r#"{"version":"1","default":"deny","hide":["drop"],"tools":{"t":{"limits":[{"counter":"c","window":"minute","max":5,"scope":"grant"}]}}}"#,
+    );
+    // A denial: the record comes first, then the answer.
+    let outs = r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope","arguments":{"b":1,"a":2}}}"#);
+    assert!(matches!(outs[0], Out::Audit(..)) && matches!(outs[1], Out::Client(_)));
+    let rec = &audits(&outs)[0];
+    assert_eq!(
+        (rec.decision, rec.rule.as_deref(), rec.tool.as_deref()),
+        (AuditDecision::Deny, Some("(default deny)"), Some("nope"))
+    );
+    assert_eq!(
+        (
+            rec.grant_id.as_deref(),
+            rec.grant_label.as_deref(),
+            rec.session.as_deref()
+        ),
+        (Some("grt_1"), Some("alice"), Some("s1"))
+    );
+    assert_eq!(
+        (
+            rec.policy_name.as_deref(),
+            rec.policy_hash.as_deref(),
+            rec.request_id.as_deref()
+        ),
+        (Some("odoo"), Some("abc123"), Some("1"))
+    );
+    if let Out::Audit(_, Some(args)) = &outs[0] {
+        assert_eq!(
+            args,
+            &json!({"b":1,"a":2}),
+            "the arguments travel with the record (hashed by the log)"
+        );
+    } else {
+        panic!("no args");
+    }
+    assert_eq!(
+        audits(
+            &r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"drop"}}"#)
+        )[0]
+        .decision,
+        AuditDecision::Hidden
+    );
+    // Forwarded: no record yet; it comes with the answer, with the upstream's status.
+    let outs = r.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t"}}"#);
+    assert!(audits(&outs).is_empty());
+    let up = server(&outs)[0]["id"].clone();
+    let back = r.from_server(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"content":[],"isError":true}}).to_string(),
+    );
+    assert!(matches!(back[0], Out::Audit(..)) && matches!(back[1], Out::Client(_)));
+    let rec = &audits(&back)[0];
+    assert_eq!(
+        (rec.decision, rec.upstream_status.as_deref()),
+        (AuditDecision::Allow, Some("tool_error"))
+    );
+    assert_eq!(rec.counters.len(), 1, "the counter consumed is named");
+    // Other methods are audited too, and bad input.
+    let up = server(&r.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#))[0]["id"].clone();
+    let rec = &audits(&r.from_server(
+        &json!({"jsonrpc":"2.0","id":up,"error":{"code":-32601,"message":"x"}}).to_string(),
+    ))[0];
+    assert_eq!(
+        (rec.method.as_str(), rec.upstream_status.as_deref()),
+        ("tools/list", Some("error -32601"))
+    );
+    let outs = r.send("not json");
+    assert_eq!(audits(&outs)[0].rule.as_deref(), Some("(invalid message)"));
+    // A lost upstream: the record says so.
+    r.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t"}}"#);
+    let rec = &audits(&r.upstream_lost("exit 3"))[0];
+    assert_eq!(
+        (rec.decision, rec.upstream_status.as_deref()),
+        (AuditDecision::Error, Some("lost: exit 3"))
+    );
 }

@@ -297,6 +297,21 @@ pub struct StdioArgs {
 /// `portcullis stdio --policy P -- cmd…`.
 pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     init_logging(&a.log);
+    let policy_id = a.policy.as_ref().map(|p| {
+        let name = p.file_stem().map_or_else(
+            || "policy".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        let hash = std::fs::read(p).map(|b| {
+            use sha2::Digest;
+            sha2::Sha256::digest(&b)
+                .iter()
+                .take(8)
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        });
+        (name, hash.unwrap_or_default())
+    });
     let engine = match (&a.policy, a.no_policy) {
         (Some(p), _) => match load(p)? {
             Ok(e) => Some(std::sync::Arc::new(e)),
@@ -329,16 +344,31 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "local".into());
+    // With a data dir, every decision is also written to its durable audit log.
+    let audit = match &a.data_dir {
+        Some(dir) => {
+            let path = dir.join(portcullis_store::audit::AUDIT_FILE);
+            let log = portcullis_store::AuditLog::open(&path, portcullis_store::AuditMode::Durable)
+                .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+            Some(portcullis_gateway::upstream::AuditSink {
+                log: std::sync::Arc::new(log),
+                keep_args: false,
+            })
+        }
+        None => None,
+    };
     let relay = portcullis_gateway::Relay::new(portcullis_gateway::RelayConfig {
         store,
         server: a.server.clone(),
         clock: portcullis_gateway::relay::system_clock,
+        audit: audit.is_some(),
     });
     let caller = portcullis_gateway::Caller {
         engine,
         grant_id: format!("local:{label}"),
         grant_label: label,
         session_id: format!("stdio-{}", std::process::id()),
+        policy: policy_id,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -372,6 +402,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         std::sync::Arc::new(relay),
         caller,
         spec,
+        audit,
         stdin,
         stdout,
         Default::default(),
@@ -415,19 +446,47 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         cfg.gateway.listen = l.clone();
     }
     let addr = cfg.listen_addr()?;
+    let dir = cfg.resolve(&cfg.gateway.data_dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    }
     let store: std::sync::Arc<dyn portcullis_policy::CounterStore> = if a.memory_counters {
         std::sync::Arc::new(MemoryCounters::new())
     } else {
-        let dir = cfg.resolve(&cfg.gateway.data_dir);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
         let path = dir.join("counters.db");
         std::sync::Arc::new(
             portcullis_store::SqliteCounters::open(&path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
         )
     };
-    let gw = portcullis_gateway::http::Gateway::new(&cfg, store)?;
+    let grants_path = dir.join(portcullis_store::grants::GRANTS_FILE);
+    let grants: std::sync::Arc<dyn portcullis_store::GrantStore> = std::sync::Arc::new(
+        portcullis_store::SqliteGrants::open(&grants_path)
+            .map_err(|e| format!("cannot open {}: {e}", grants_path.display()))?,
+    );
+    let audit = match cfg.gateway.audit.as_str() {
+        "off" => None,
+        mode => {
+            let mode: portcullis_store::AuditMode =
+                mode.parse().map_err(|e| format!("gateway.audit: {e}"))?;
+            let path = dir.join(portcullis_store::audit::AUDIT_FILE);
+            Some(std::sync::Arc::new(
+                portcullis_store::AuditLog::open(&path, mode)
+                    .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?,
+            ))
+        }
+    };
+    let retention = cfg
+        .gateway
+        .audit_retention
+        .as_deref()
+        .and_then(portcullis_policy::window::parse_duration);
+    let gw = portcullis_gateway::http::Gateway::new(&cfg, store, Some(grants), audit.clone())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -450,6 +509,21 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             );
         }
         let app = gw.router(cfg.gateway.max_body_bytes);
+        if let (Some(log), Some(keep)) = (audit.clone(), retention) {
+            // Retention: once at start, then hourly.
+            tokio::spawn(async move {
+                loop {
+                    let cutoff = portcullis_gateway::relay::system_clock().saturating_sub(keep);
+                    let log = log.clone();
+                    match tokio::task::spawn_blocking(move || log.retain(cutoff)).await {
+                        Ok(Ok(n)) if n > 0 => tracing::info!("audit retention removed {n} records"),
+                        Ok(Err(e)) => tracing::error!("audit retention failed: {e}"),
+                        _ => {}
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+            });
+        }
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

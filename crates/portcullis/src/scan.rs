@@ -736,33 +736,36 @@ async fn list_http(
         store: Arc::new(MemoryCounters::new()),
         server: name.to_string(),
         clock: system_clock,
+        audit: false,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),
         grant_id: "local:scan".into(),
         grant_label: "portcullis-scan".into(),
         session_id: format!("scan-{}", std::process::id()),
+        policy: None,
     };
     let (tx, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
     let spec = UpstreamSpec::for_url(url.to_string(), headers);
-    let upstream = match tokio::time::timeout(timeout, Upstream::start(&spec, relay, tx)).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
-            let why = e.to_string();
-            return Err(if why.starts_with("cannot reach ") {
-                unreachable(&why, url).await
-            } else {
-                with_auth_hint(why)
-            });
-        }
-        Err(_) => {
-            return Err(format!(
-                "timed out after {} s connecting to {}",
-                timeout.as_secs_f32(),
-                without_userinfo(url)
-            ))
-        }
-    };
+    let upstream =
+        match tokio::time::timeout(timeout, Upstream::start(&spec, relay, tx, None)).await {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => {
+                let why = e.to_string();
+                return Err(if why.starts_with("cannot reach ") {
+                    unreachable(&why, url).await
+                } else {
+                    with_auth_hint(why)
+                });
+            }
+            Err(_) => {
+                return Err(format!(
+                    "timed out after {} s connecting to {}",
+                    timeout.as_secs_f32(),
+                    without_userinfo(url)
+                ))
+            }
+        };
     let mut session = Session {
         wire: HttpWire {
             url: url.to_string(),

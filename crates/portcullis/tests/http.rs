@@ -150,7 +150,7 @@ fn init_body() -> &'static str {
 
 fn recording_servers(policy_file: &str) -> String {
     format!(
-        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"{policy_file}\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
+        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"{policy_file}\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
         fixture_server()
     )
 }
@@ -244,7 +244,7 @@ fn server_everything_over_http_relays_progress_and_sampling_on_sse() {
         return;
     };
     let servers = format!(
-        "[[servers]]\nname = \"everything\"\ncommand = [\"{}\", \"stdio\"]\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
+        "[[servers]]\nname = \"everything\"\ncommand = [\"{}\", \"stdio\"]\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
         everything.display()
     );
     let gw = serve(
@@ -619,7 +619,7 @@ fn legacy_sse_clients_and_servers_through_the_gateway() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let servers = format!(
-        "[[servers]]\nname = \"py1\"\nurl = \"http://127.0.0.1:{up_port}/sse\"\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+        "[[servers]]\nname = \"py1\"\nurl = \"http://127.0.0.1:{up_port}/sse\"\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
     );
     let gw = serve(
         "sse",
@@ -733,7 +733,7 @@ fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let servers = format!(
-        "[[servers]]\nname = \"py2\"\nurl = \"http://127.0.0.1:{up_port}/mcp\"\npolicy = \"p.json\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+        "[[servers]]\nname = \"py2\"\nurl = \"http://127.0.0.1:{up_port}/mcp\"\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
     );
     let policy = json!({"version":"1","default":"deny","hide":["drop_table"],"tools":{
         "add":{"deny_if":[{"conditions":[{"path":"args.a","op":"gt","value":1000}],"on_deny":"Too big."}]},

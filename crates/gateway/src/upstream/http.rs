@@ -16,6 +16,8 @@ use crate::relay::{Caller, Out, Relay};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub struct HttpLink {
     state: Mutex<SessionState>,
     closed: AtomicBool,
     max_body: usize,
+    audit: Option<super::AuditSink>,
 }
 
 impl HttpLink {
@@ -56,6 +59,7 @@ impl HttpLink {
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
         max_body: usize,
+        audit: Option<super::AuditSink>,
     ) -> Result<Arc<HttpLink>, String> {
         let mut static_headers = HeaderMap::new();
         for (k, v) in &spec.headers {
@@ -81,6 +85,7 @@ impl HttpLink {
             state: Mutex::new(SessionState::default()),
             closed: AtomicBool::new(false),
             max_body,
+            audit,
         }))
     }
 
@@ -100,33 +105,34 @@ impl HttpLink {
         self.dispatch_ordered(outs, extra).await;
     }
 
-    fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
-        self.dispatch_with(outs, Vec::new());
-    }
-
-    fn dispatch_with(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
-        for o in outs {
-            match o {
-                Out::Client(line) => {
-                    let _ = self.to_client.send(line);
-                }
-                Out::Server(line, up) => {
-                    let me = self.clone();
-                    let extra = extra.clone();
-                    tokio::spawn(async move { me.post(line, up, extra).await });
-                }
+    // Boxed with an explicit `Send` so that the post → dispatch → post recursion type-checks.
+    fn dispatch<'a>(
+        self: &'a Arc<Self>,
+        outs: Vec<Out>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+                self.spawn_post(line, up, Vec::new());
             }
-        }
+        })
     }
 
-    /// Like `dispatch_with`, but notifications and responses (no upstream id) are POSTed before
+    fn spawn_post(self: &Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.post(line, up, extra).await });
+    }
+
+    /// Delivers relay outputs; notifications and responses (no upstream id) are POSTed before
     /// returning, so the server sees them in the order the client sent them (e.g.
-    /// `notifications/initialized` before the first request). Requests still run concurrently.
+    /// `notifications/initialized` before the first request). Requests run concurrently.
     async fn dispatch_ordered(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
-        for o in outs {
-            match o {
-                Out::Server(line, None) => self.clone().post(line, None, extra.clone()).await,
-                other => self.dispatch_with(vec![other], extra.clone()),
+        for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+            if up.is_none() {
+                let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    Box::pin(self.clone().post(line, None, extra.clone()));
+                fut.await;
+            } else {
+                self.spawn_post(line, up, extra.clone());
             }
         }
     }
@@ -212,7 +218,7 @@ impl HttpLink {
                         up,
                         &format!("cannot reach {}: {}", self.spec.url, e.without_url()),
                     );
-                    self.dispatch(outs);
+                    self.dispatch(outs).await;
                 }
                 return;
             }
@@ -244,7 +250,7 @@ impl HttpLink {
         } else {
             match read_capped(resp, self.max_body).await {
                 Ok(body) if !body.trim().is_empty() => {
-                    answered = self.from_server(&body, is_init);
+                    answered = self.from_server(&body, is_init).await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("upstream answer unreadable: {e}"),
@@ -263,13 +269,13 @@ impl HttpLink {
                     tracing::warn!("the upstream session ended (404)");
                 }
                 let outs = self.relay.undeliverable(up, &why);
-                self.dispatch(outs);
+                self.dispatch(outs).await;
             }
         }
     }
 
     /// One message from the server; returns whether it was a response.
-    fn from_server(self: &Arc<Self>, text: &str, is_init: bool) -> bool {
+    async fn from_server(self: &Arc<Self>, text: &str, is_init: bool) -> bool {
         let Ok(msg) = Message::parse(text) else {
             let head: String = text.chars().take(120).collect();
             tracing::warn!("dropping a message from the upstream that is not JSON-RPC: {head:?}");
@@ -286,7 +292,7 @@ impl HttpLink {
         }
         let response = msg.kind() == Kind::Response;
         let outs = self.relay.from_server(text);
-        self.dispatch(outs);
+        self.dispatch(outs).await;
         response
     }
 
@@ -301,7 +307,7 @@ impl HttpLink {
                 break;
             }
             for data in parser.feed(&chunk) {
-                answered |= self.from_server(&data, is_init);
+                answered |= self.from_server(&data, is_init).await;
             }
             if self.closed.load(Ordering::SeqCst) {
                 break;

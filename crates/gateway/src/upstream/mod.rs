@@ -7,7 +7,9 @@ pub mod http;
 pub mod sse;
 pub mod stdio;
 
-use crate::relay::{Caller, Relay};
+use crate::relay::{Caller, Out, Relay};
+use portcullis_mcp::{codes, error_line, Message};
+use portcullis_store::AuditLog;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -49,6 +51,56 @@ pub enum Upstream {
     Sse(Arc<sse::SseLink>),
 }
 
+/// Where audit records go, and whether argument values are kept.
+#[derive(Clone)]
+pub struct AuditSink {
+    /// The log.
+    pub log: Arc<AuditLog>,
+    /// `audit_arguments = true` for this server.
+    pub keep_args: bool,
+}
+
+/// Delivers relay outputs in order: each audit record is written (durably, in durable mode)
+/// before any client line after it goes out; if writing fails, the client gets an error in
+/// place of the answer (fail closed). Returns the lines for the upstream.
+pub async fn deliver(
+    sink: Option<&AuditSink>,
+    to_client: &UnboundedSender<String>,
+    outs: Vec<Out>,
+) -> Vec<(String, Option<u64>)> {
+    let mut upstream = Vec::new();
+    let mut audit_failed = false;
+    for o in outs {
+        match o {
+            Out::Audit(rec, args) => {
+                if let Some(s) = sink {
+                    let mut rec = *rec;
+                    if let Some(a) = &args {
+                        s.log.set_args(&mut rec, a, s.keep_args);
+                    }
+                    if let Err(e) = s.log.append(rec).await {
+                        tracing::error!("audit write failed: {e}");
+                        audit_failed = true;
+                    }
+                }
+            }
+            Out::Client(line) => {
+                if audit_failed {
+                    if let Ok(m) = Message::parse(&line) {
+                        if m.id().is_some() {
+                            let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly."));
+                        }
+                    }
+                    continue;
+                }
+                let _ = to_client.send(line);
+            }
+            Out::Server(line, up) => upstream.push((line, up)),
+        }
+    }
+    upstream
+}
+
 /// Largest single message accepted from an upstream.
 pub const MAX_UPSTREAM_MESSAGE: usize = 64 << 20;
 
@@ -58,17 +110,19 @@ impl Upstream {
         spec: &UpstreamSpec,
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
+        audit: Option<AuditSink>,
     ) -> std::io::Result<Upstream> {
         Ok(match spec {
             UpstreamSpec::Command(c) => Upstream::Stdio(
-                stdio::Link::start(c.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE).await?,
+                stdio::Link::start(c.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE, audit)
+                    .await?,
             ),
             UpstreamSpec::Http(h) => Upstream::Http(
-                http::HttpLink::start(h.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE)
+                http::HttpLink::start(h.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE, audit)
                     .map_err(std::io::Error::other)?,
             ),
             UpstreamSpec::Sse(h) => Upstream::Sse(
-                sse::SseLink::start(h.clone(), relay, to_client)
+                sse::SseLink::start(h.clone(), relay, to_client, audit)
                     .await
                     .map_err(std::io::Error::other)?,
             ),

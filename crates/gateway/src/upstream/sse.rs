@@ -7,6 +7,8 @@
 use crate::relay::{Caller, Out, Relay};
 use crate::upstream::http::{HttpSpec, SseParser};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ pub struct SseLink {
     to_client: UnboundedSender<String>,
     endpoint: watch::Receiver<Option<Result<String, String>>>,
     closed: AtomicBool,
+    audit: Option<super::AuditSink>,
 }
 
 fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
@@ -37,6 +40,7 @@ impl SseLink {
         spec: HttpSpec,
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
+        audit: Option<super::AuditSink>,
     ) -> Result<Arc<SseLink>, String> {
         let mut headers = HeaderMap::new();
         for (k, v) in &spec.headers {
@@ -61,6 +65,7 @@ impl SseLink {
             to_client,
             endpoint: rx,
             closed: AtomicBool::new(false),
+            audit,
         });
         let me = link.clone();
         tokio::spawn(async move { me.read_stream(base, tx).await });
@@ -113,7 +118,7 @@ impl SseLink {
                     }
                     _ => {
                         let outs = self.relay.from_server(&ev.data);
-                        self.dispatch(outs);
+                        self.dispatch(outs).await;
                     }
                 }
             }
@@ -127,27 +132,26 @@ impl SseLink {
             ))));
         }
         let lost = self.relay.upstream_lost("the server's event stream ended");
-        self.dispatch(lost);
+        self.dispatch(lost).await;
     }
 
     /// Passes one client line through the relay and on to the server.
     pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
         let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs);
+        self.dispatch(outs).await;
     }
 
-    fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
-        for o in outs {
-            match o {
-                Out::Client(l) => {
-                    let _ = self.to_client.send(l);
-                }
-                Out::Server(l, up) => {
-                    let me = self.clone();
-                    tokio::spawn(async move { me.post(l, up).await });
-                }
+    // Boxed with an explicit `Send` so that the post → dispatch → post recursion type-checks.
+    fn dispatch<'a>(
+        self: &'a Arc<Self>,
+        outs: Vec<Out>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+                let me = self.clone();
+                tokio::spawn(async move { me.post(line, up).await });
             }
-        }
+        })
     }
 
     async fn post(self: Arc<Self>, line: String, up: Option<u64>) {
@@ -165,7 +169,7 @@ impl SseLink {
         };
         if let (Some(why), Some(up)) = (failed, up) {
             let outs = self.relay.undeliverable(up, &why);
-            self.dispatch(outs);
+            self.dispatch(outs).await;
         }
     }
 

@@ -143,6 +143,7 @@ pub struct Link {
     shutting: AtomicBool,
     child: Mutex<Option<Child>>,
     server_line_cap: usize,
+    audit: Option<super::AuditSink>,
 }
 
 impl Link {
@@ -152,6 +153,7 @@ impl Link {
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
         server_line_cap: usize,
+        audit: Option<super::AuditSink>,
     ) -> std::io::Result<Arc<Link>> {
         let mut slot = None;
         let first = spawn(&spec, &mut slot)?;
@@ -162,6 +164,7 @@ impl Link {
             shutting: AtomicBool::new(false),
             child: Mutex::new(None),
             server_line_cap,
+            audit,
         });
         let l = link.clone();
         tokio::spawn(async move { l.supervise(spec, first).await });
@@ -174,22 +177,16 @@ impl Link {
         self.dispatch(outs).await;
     }
 
-    /// Sends relay outputs where they belong; undeliverable requests are answered.
+    /// Sends relay outputs where they belong (audit records first, in order); undeliverable
+    /// requests are answered.
     pub async fn dispatch(&self, outs: Vec<Out>) {
         let mut queue = outs;
         while !queue.is_empty() {
             let mut next = Vec::new();
-            for o in queue {
-                match o {
-                    Out::Client(line) => {
-                        let _ = self.to_client.send(line);
-                    }
-                    Out::Server(line, up) => {
-                        if let Err(e) = send(&self.stdin, &line).await {
-                            if let Some(up) = up {
-                                next.extend(self.relay.undeliverable(up, &e.to_string()));
-                            }
-                        }
+            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, queue).await {
+                if let Err(e) = send(&self.stdin, &line).await {
+                    if let Some(up) = up {
+                        next.extend(self.relay.undeliverable(up, &e.to_string()));
                     }
                 }
             }
