@@ -827,3 +827,185 @@ fn a_modern_client_closing_its_response_cancels_upstream() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("portcullis.toml"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn grants_decide_who_gets_in_and_every_decision_is_audited() {
+    let fixture = fixture_server();
+    let servers = format!(
+        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\n[[servers]]\nname = \"other\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let gw = serve("grants", &servers, &[("p.json", policy.to_string())]);
+    // Grants are made with the CLI against the same data dir, while the gateway runs.
+    let out = cli(
+        &gw.dir,
+        &[
+            "grant",
+            "create",
+            "--server",
+            "rec",
+            "--label",
+            "alice-laptop",
+            "--policy",
+            "rec",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = g["token"].as_str().expect("token printed once").to_string();
+    assert!(
+        token.starts_with("pcx_") && token.len() >= 4 + 64,
+        "{token}"
+    );
+    let out = cli(
+        &gw.dir,
+        &[
+            "grant",
+            "create",
+            "--server",
+            "rec",
+            "--label",
+            "no-policy",
+            "--json",
+        ],
+    );
+    let bare: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bare_token = bare["token"].as_str().unwrap().to_string();
+
+    let bearer = format!("Bearer {token}");
+    let auth = ("Authorization", bearer.as_str());
+    let call = |path: &str, auth: (&str, &str), id: u32, tool: &str| -> Reply {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"id":{id}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        );
+        http(
+            gw.port,
+            "POST",
+            path,
+            &[
+                CT,
+                JSON_SSE,
+                auth,
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", tool),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let r = call("/mcp/rec", auth, 1, "read_invoice");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("called read_invoice"), "{}", r.body);
+    let r = call("/mcp/rec", auth, 2, "pay_invoice");
+    assert!(r.body.contains("(default deny)"), "{}", r.body);
+    // A grant without a policy denies everything.
+    let bare_bearer = format!("Bearer {bare_token}");
+    let r = call(
+        "/mcp/rec",
+        ("Authorization", bare_bearer.as_str()),
+        3,
+        "read_invoice",
+    );
+    assert!(r.body.contains("(no policy)"), "{}", r.body);
+    // Wrong server: 403, saying which.
+    let r = call("/mcp/other", auth, 4, "read_invoice");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("wrong_server") || r.body.contains("another server"),
+        "{}",
+        r.body
+    );
+    // Forged and missing tokens: 401.
+    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    assert_eq!(
+        call(
+            "/mcp/rec",
+            ("Authorization", forged.as_str()),
+            5,
+            "read_invoice"
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        call("/mcp/rec", ("X-Nothing", "1"), 6, "read_invoice").status,
+        401
+    );
+    // Revoke: effective on the next request, no restart.
+    let out = cli(
+        &gw.dir,
+        &["grant", "revoke", "alice-laptop", "--server", "rec"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = call("/mcp/rec", auth, 7, "read_invoice");
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("revoked"), "{}", r.body);
+
+    // The audit log holds every decision, including the refusals at the door.
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(a)) => a,
+        _ => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    };
+    let find = |pred: &dyn Fn(&Value) -> bool| records.iter().any(|r| pred(r));
+    assert!(
+        find(&|r| r["decision"] == "allow"
+            && r["tool"] == "read_invoice"
+            && r["grant_label"] == "alice-laptop"
+            && r["upstream_status"] == "ok"),
+        "{records:#?}"
+    );
+    assert!(find(
+        &|r| r["rule"] == "(default deny)" && r["tool"] == "pay_invoice"
+    ));
+    assert!(find(&|r| r["rule"] == "(no policy)"));
+    assert!(find(&|r| r["rule"]
+        .as_str()
+        .is_some_and(|s| s.contains("wrong_server"))));
+    assert!(find(&|r| r["rule"]
+        .as_str()
+        .is_some_and(|s| s.contains("revoked"))));
+    assert!(find(&|r| r["rule"]
+        .as_str()
+        .is_some_and(|s| s.contains("missing_token"))));
+    // Argument values are not stored by default; their keys and a keyed hash are.
+    let allowed = records
+        .iter()
+        .find(|r| r["decision"] == "allow" && r["tool"] == "read_invoice")
+        .unwrap();
+    assert_eq!(allowed["arg_keys"], json!(["id"]));
+    assert!(allowed["args"].is_null());
+    assert!(allowed["args_hmac"].as_str().is_some_and(|h| h.len() >= 32));
+    assert!(
+        !text.contains(&token),
+        "the token never reaches the audit log"
+    );
+}
