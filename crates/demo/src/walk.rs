@@ -126,6 +126,7 @@ pub async fn walkthrough_with(
         grant_label: "demo".into(),
         session_id: format!("demo-{}", std::process::id()),
         policy: Some(("demo".into(), "demo".into())),
+        request_id: None,
     };
     let (client_end, gateway_end) = tokio::io::duplex(1 << 16);
     let (g_in, g_out) = tokio::io::split(gateway_end);

@@ -404,6 +404,7 @@ impl Gateway {
                 grant_label: "local".into(),
                 session_id,
                 policy: server_policy(),
+                request_id: None,
             }),
             Auth::Token => {
                 let header = headers.get("authorization").and_then(|h| h.to_str().ok());
@@ -427,6 +428,7 @@ impl Gateway {
                         grant_label: label.to_owned(),
                         session_id,
                         policy: server_policy(),
+                        request_id: None,
                     }),
                     None => Err(self.refuse(server, AuthError::Unknown, None).await),
                 }
@@ -466,6 +468,7 @@ impl Gateway {
                             grant_label: g.label,
                             session_id,
                             policy,
+                            request_id: None,
                         })
                     }
                     Err(e) => Err(self.refuse(server, e, None).await),
@@ -740,7 +743,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 async fn modern_post(
     gw: &Gateway,
     srv: &ServerRt,
-    caller: Caller,
+    mut caller: Caller,
     mut msg: Message,
     params: Option<Value>,
     version: &str,
@@ -829,6 +832,7 @@ async fn modern_post(
     // Many clients share this upstream connection: give the request an id and progress token
     // unique on it, and restore the client's own on the way back.
     let original_id = msg.id().expect("request").to_owned();
+    caller.request_id = Some(original_id.get().to_owned());
     let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
     let ours_raw = serde_json::value::RawValue::from_string(ours.clone()).expect("json");
     msg.set_id(&ours_raw);

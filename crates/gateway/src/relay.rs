@@ -66,6 +66,9 @@ pub struct Caller {
     pub session_id: String,
     /// The policy's name and version hash, for the audit trail.
     pub policy: Option<(String, String)>,
+    /// The client's own request id when the face rewrote it (stateless HTTP), for the audit
+    /// trail; `None` uses the id the relay sees.
+    pub request_id: Option<String>,
 }
 
 /// The wall clock.
@@ -207,7 +210,10 @@ impl Relay {
             method,
             AuditDecision::Allow,
         );
-        r.request_id = id.map(|i| i.get().to_owned());
+        r.request_id = caller
+            .request_id
+            .clone()
+            .or_else(|| id.map(|i| i.get().to_owned()));
         r.grant_id = Some(caller.grant_id.clone());
         r.grant_label = Some(caller.grant_label.clone());
         r.session = Some(caller.session_id.clone());

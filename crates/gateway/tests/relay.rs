@@ -51,6 +51,7 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             grant_label: "alice".into(),
             session_id: "s1".into(),
             policy: Some(("odoo".into(), "abc123".into())),
+            request_id: None,
         },
     }
 }

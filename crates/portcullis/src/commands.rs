@@ -369,6 +369,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         grant_label: label,
         session_id: format!("stdio-{}", std::process::id()),
         policy: policy_id,
+        request_id: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

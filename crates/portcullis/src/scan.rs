@@ -744,6 +744,7 @@ async fn list_http(
         grant_label: "portcullis-scan".into(),
         session_id: format!("scan-{}", std::process::id()),
         policy: None,
+        request_id: None,
     };
     let (tx, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
     let spec = UpstreamSpec::for_url(url.to_string(), headers);

@@ -1009,3 +1009,116 @@ fn grants_decide_who_gets_in_and_every_decision_is_audited() {
         "the token never reaches the audit log"
     );
 }
+
+#[test]
+fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{"limits":[{"counter":"reads","window":"day","max":100000,"scope":"grant"}]}}});
+    let mut gw = serve("kill9", &servers, &[("p.json", policy.to_string())]);
+    let port = gw.port;
+    // Eight clients hammer the gateway with modern calls; each remembers the ids it got
+    // answers for.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answered = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let id = format!("w{w}-{n}");
+                    let body = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#);
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { break };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let req = format!("POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_invoice\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    if s.write_all(req.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut raw = Vec::new();
+                    let _ = s.read_to_end(&mut raw);
+                    if String::from_utf8_lossy(&raw).contains("called read_invoice") {
+                        answered.push(id);
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    // kill -9 the gateway mid-flight.
+    unsafe {
+        libc_kill(gw.child.id() as i32, 9);
+    }
+    let _ = gw.child.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        answered.len() > 20,
+        "the load did not get going ({} answers)",
+        answered.len()
+    );
+    // Every answered call is in the audit log...
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "audit",
+            "--json",
+            "--limit",
+            "0",
+            "--decision",
+            "allow",
+            "--config",
+        ])
+        .arg(gw.dir.join("portcullis.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(a)) => a,
+        _ => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    };
+    let ids: std::collections::HashSet<String> = records
+        .iter()
+        .filter_map(|r| {
+            r["request_id"]
+                .as_str()
+                .map(|s| s.trim_matches('"').to_string())
+        })
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered calls have no audit record: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // ...and the day counter survived: a restarted gateway still counts them.
+    let db = gw.dir.join("data/counters.db");
+    let out = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(sum(r[0] for r in c.execute('select used from counters')))", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let used: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        used >= answered.len() as u64,
+        "the day counter holds {used}, but {} calls were answered",
+        answered.len()
+    );
+}
