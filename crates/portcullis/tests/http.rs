@@ -975,7 +975,7 @@ fn grants_decide_who_gets_in_and_every_decision_is_audited() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect(),
     };
-    let find = |pred: &dyn Fn(&Value) -> bool| records.iter().any(|r| pred(r));
+    let find = |pred: &dyn Fn(&Value) -> bool| records.iter().any(pred);
     assert!(
         find(&|r| r["decision"] == "allow"
             && r["tool"] == "read_invoice"
