@@ -160,6 +160,19 @@ impl Config {
         }
     }
 
+    /// The files whose change triggers a reload: this config and every policy it names.
+    pub fn watched_files(&self, config_path: &Path) -> Vec<PathBuf> {
+        let mut v = vec![config_path.to_path_buf()];
+        v.extend(
+            self.servers
+                .iter()
+                .filter_map(|s| s.policy.as_ref())
+                .map(|p| self.resolve(p)),
+        );
+        v.extend(self.policies.values().map(|p| self.resolve(p)));
+        v
+    }
+
     /// The listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
         self.gateway.listen.parse().map_err(|e| {

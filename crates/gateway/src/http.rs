@@ -50,13 +50,16 @@ const REMOVED_IN_MODERN: &[&str] = &[
     "resources/unsubscribe",
 ];
 
+/// Named policies: compiled engine and version hash.
+pub type Policies = HashMap<String, (Arc<Engine>, String)>;
+
 /// The running HTTP gateway's shared state.
 pub struct Gateway {
     servers: HashMap<String, Arc<ServerRt>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     store: Arc<dyn CounterStore>,
-    /// Named policies: compiled engine and version hash.
-    policies: HashMap<String, (Arc<Engine>, String)>,
+    /// Named policies: compiled engine and version hash. Swapped whole on reload.
+    policies: std::sync::RwLock<Arc<Policies>>,
     grants: Option<Arc<dyn GrantStore>>,
     audit: Option<Arc<AuditLog>>,
     allowed_hosts: Vec<String>,
@@ -68,8 +71,6 @@ pub struct Gateway {
 struct ServerRt {
     name: String,
     spec: UpstreamSpec,
-    /// The server's own policy, registered under the server's name.
-    engine: Option<Arc<Engine>>,
     audit_arguments: bool,
     auth: Auth,
     tokens: Vec<(String, String)>,
@@ -212,23 +213,9 @@ impl Gateway {
         grants: Option<Arc<dyn GrantStore>>,
         audit: Option<Arc<AuditLog>>,
     ) -> Result<Arc<Gateway>, String> {
-        let mut policies = HashMap::new();
-        let named = cfg
-            .servers
-            .iter()
-            .filter_map(|s| s.policy.as_ref().map(|p| (s.name.clone(), p.clone())))
-            .chain(cfg.policies.iter().map(|(n, p)| (n.clone(), p.clone())));
-        for (name, p) in named {
-            let path = cfg.resolve(&p);
-            policies.insert(name.clone(), Self::load_policy_file(&name, &path)?);
-        }
+        let policies = Self::load_policies(cfg)?;
         let mut servers = HashMap::new();
         for s in &cfg.servers {
-            let engine = s
-                .policy
-                .as_ref()
-                .and_then(|_| policies.get(&s.name))
-                .map(|(e, _)| e.clone());
             let mut env = Vec::new();
             for (k, v) in &s.env {
                 env.push((
@@ -265,7 +252,6 @@ impl Gateway {
             let rt = ServerRt {
                 name: s.name.clone(),
                 spec,
-                engine,
                 audit_arguments: s.audit_arguments,
                 auth: s.auth,
                 tokens,
@@ -283,7 +269,7 @@ impl Gateway {
             servers,
             sessions: Mutex::new(HashMap::new()),
             store,
-            policies,
+            policies: std::sync::RwLock::new(Arc::new(policies)),
             grants,
             audit,
             allowed_hosts,
@@ -392,14 +378,16 @@ impl Gateway {
         headers: &HeaderMap,
     ) -> Result<Caller, Box<Response>> {
         let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let policies = self.policies();
+        let server_engine = policies.get(&server.name).map(|(e, _)| e.clone());
         let server_policy = || {
-            self.policies
+            policies
                 .get(&server.name)
                 .map(|(_, h)| (server.name.clone(), h.clone()))
         };
         match server.auth {
             Auth::None => Ok(Caller {
-                engine: server.engine.clone(),
+                engine: server_engine.clone(),
                 grant_id: "local".into(),
                 grant_label: "local".into(),
                 session_id,
@@ -423,7 +411,7 @@ impl Gateway {
                 }
                 match found {
                     Some(label) => Ok(Caller {
-                        engine: server.engine.clone(),
+                        engine: server_engine.clone(),
                         grant_id: format!("static:{label}"),
                         grant_label: label.to_owned(),
                         session_id,
@@ -451,7 +439,7 @@ impl Gateway {
                 match grants.authenticate(token, &server.name, crate::relay::system_clock()) {
                     Ok(g) => {
                         let policy = g.policy.as_ref().and_then(|name| {
-                            self.policies
+                            policies
                                 .get(name)
                                 .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
                         });
@@ -475,6 +463,81 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// The policies in force now.
+    fn policies(&self) -> Arc<Policies> {
+        self.policies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A session's caller with the policy as it stands now (hot reload applies to the next
+    /// request of an open session too).
+    fn current(&self, c: &Caller) -> Caller {
+        let mut c = c.clone();
+        if let Some((name, _)) = &c.policy {
+            match self.policies().get(name) {
+                Some((e, h)) => {
+                    c.engine = Some(e.clone());
+                    c.policy = Some((name.clone(), h.clone()));
+                }
+                None => c.engine = None,
+            }
+        }
+        c
+    }
+
+    /// Every named policy of a config (each server's own under its name, then `[policies]`),
+    /// compiled; the first invalid one is an error with the validator's messages.
+    pub fn load_policies(cfg: &Config) -> Result<Policies, String> {
+        let mut policies = HashMap::new();
+        let named = cfg
+            .servers
+            .iter()
+            .filter_map(|s| s.policy.as_ref().map(|p| (s.name.clone(), p.clone())))
+            .chain(cfg.policies.iter().map(|(n, p)| (n.clone(), p.clone())));
+        for (name, p) in named {
+            let path = cfg.resolve(&p);
+            policies.insert(name.clone(), Self::load_policy_file(&name, &path)?);
+        }
+        Ok(policies)
+    }
+
+    /// Hot reload: re-reads the config file and every policy it names, and swaps the policies
+    /// in for the next request; or, when anything is invalid, keeps the running ones and
+    /// returns the messages. Either way an audit record says what happened. Open connections
+    /// and counters are kept. (Server definitions — commands, URLs, tokens — take effect on
+    /// restart.)
+    pub async fn reload_from(&self, config: &std::path::Path) -> Result<usize, String> {
+        let outcome = Config::load(config).and_then(|cfg| Self::load_policies(&cfg));
+        let (decision, message) = match &outcome {
+            Ok(p) => (
+                AuditDecision::Allow,
+                format!("reloaded {} policies from {}", p.len(), config.display()),
+            ),
+            Err(e) => (
+                AuditDecision::Error,
+                format!("reload rejected, previous configuration kept: {e}"),
+            ),
+        };
+        if let Some(log) = &self.audit {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                "(gateway)",
+                "(reload)",
+                decision,
+            );
+            rec.message = Some(message);
+            if let Err(e) = log.append(rec).await {
+                tracing::error!("audit write failed: {e}");
+            }
+        }
+        let policies = outcome?;
+        let n = policies.len();
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policies);
+        Ok(n)
     }
 
     /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
@@ -718,8 +781,9 @@ async fn legacy_post(
     headers: &HeaderMap,
     new_session: Option<String>,
 ) -> Response {
+    let caller = gw.current(&s.caller);
     if msg.kind() != Kind::Request {
-        s.conn.link.from_client(text, &s.caller).await;
+        s.conn.link.from_client(text, &caller).await;
         return StatusCode::ACCEPTED.into_response();
     }
     let id = msg.id().expect("request").get().to_owned();
@@ -727,7 +791,7 @@ async fn legacy_post(
         .value("params")
         .and_then(|p| p.pointer("/_meta/progressToken").map(Value::to_string));
     let rx = s.conn.router.wait_for(&id, token);
-    s.conn.link.from_client(text, &s.caller).await;
+    s.conn.link.from_client(text, &caller).await;
     let mut resp = answer(gw, &s.conn, rx, &id, accepts_sse(headers), None, None).await;
     if let Some(sid) = new_session {
         resp.headers_mut()
@@ -1176,6 +1240,6 @@ async fn sse_message(
     if let Err(e) = Message::parse(text) {
         return parse_error_response(&e);
     }
-    s.conn.link.from_client(text, &s.caller).await;
+    s.conn.link.from_client(text, &gw.current(&s.caller)).await;
     StatusCode::ACCEPTED.into_response()
 }

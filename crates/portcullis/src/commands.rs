@@ -510,6 +510,39 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             );
         }
         let app = gw.router(cfg.gateway.max_body_bytes);
+        // Hot reload: poll the config and policy files once a second.
+        {
+            let gw = gw.clone();
+            let config_path = a.config.clone();
+            let mut watched = cfg.watched_files(&config_path);
+            tokio::spawn(async move {
+                let stamp = |files: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+                    files
+                        .iter()
+                        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                        .collect()
+                };
+                let mut last = stamp(&watched);
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let now = stamp(&watched);
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    match gw.reload_from(&config_path).await {
+                        Ok(n) => {
+                            tracing::info!("configuration reloaded ({n} policies)");
+                            if let Ok(c) = portcullis_gateway::config::Config::load(&config_path) {
+                                watched = c.watched_files(&config_path);
+                                last = stamp(&watched);
+                            }
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+            });
+        }
         if let (Some(log), Some(keep)) = (audit.clone(), retention) {
             // Retention: once at start, then hourly.
             tokio::spawn(async move {

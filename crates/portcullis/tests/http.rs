@@ -1122,3 +1122,123 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
         answered.len()
     );
 }
+
+#[test]
+fn policies_reload_under_load_without_a_failed_request() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let allow = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let gw = serve("reload", &servers, &[("p.json", allow.to_string())]);
+    let port = gw.port;
+    // One legacy session kept open across the reload, and continuous stateless load.
+    let r = http(
+        port,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    let sid = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut denied, mut failed) = (0, 0, Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let body = format!(
+                    r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+                );
+                let r = http(
+                    port,
+                    "POST",
+                    "/mcp/rec",
+                    &[
+                        CT,
+                        JSON_SSE,
+                        ("MCP-Protocol-Version", "2026-07-28"),
+                        ("Mcp-Method", "tools/call"),
+                        ("Mcp-Name", "read_invoice"),
+                    ],
+                    body.as_bytes(),
+                );
+                if r.status == 200 && r.body.contains("called read_invoice") {
+                    ok += 1;
+                } else if r.status == 200 && r.body.contains("[POLICY DENIED]") {
+                    denied += 1;
+                } else {
+                    failed.push(format!("{} {}", r.status, r.body));
+                }
+            }
+            (ok, denied, failed)
+        })
+    };
+    let session_call = |id: u32| -> String {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":1}}}}}}"#
+        );
+        http(
+            port,
+            "POST",
+            "/mcp/rec",
+            &[CT, JSON_SSE, ("Mcp-Session-Id", sid.as_str())],
+            body.as_bytes(),
+        )
+        .body
+    };
+    assert!(session_call(100).contains("called read_invoice"));
+    std::thread::sleep(Duration::from_millis(700));
+    // A valid change: deny the tool. It applies to the next request, the open session included.
+    let deny = json!({"version":"1","default":"deny","tools":{"read_invoice":{"deny_if":[{"conditions":[],"on_deny":"Reads are paused."}]}}});
+    std::fs::write(gw.dir.join("p.json"), deny.to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !session_call(101).contains("Reads are paused.") {
+        assert!(
+            Instant::now() < deadline,
+            "the valid change was never applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An invalid change is rejected; the last good policy keeps running.
+    std::fs::write(
+        gw.dir.join("p.json"),
+        r#"{"version":"1","default":"deny","tools":{"read_invoice":{"deny_iff":[]}}}"#,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        session_call(102).contains("Reads are paused."),
+        "the rejected change must not apply"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, denied, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during reload, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        ok > 0 && denied > 0,
+        "load saw both policies: {ok} allowed, {denied} denied"
+    );
+    // Both reloads are in the audit log; the rejected one with the validator's message.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "--json", "--limit", "0", "--config"])
+        .arg(gw.dir.join("portcullis.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reloaded 1 policies"), "{text}");
+    assert!(
+        text.contains("reload rejected") && text.contains("deny_iff"),
+        "the rejection names the problem"
+    );
+}
