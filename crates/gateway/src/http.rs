@@ -465,8 +465,35 @@ impl Gateway {
         }
     }
 
+    /// Names of the configured servers, sorted.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.servers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// How a server is reached (for listing its tools).
+    pub fn server_spec(&self, name: &str) -> Option<UpstreamSpec> {
+        self.servers.get(name).map(|s| s.spec.clone())
+    }
+
+    /// The grant store, when grants are in use.
+    pub fn grants(&self) -> Option<&Arc<dyn GrantStore>> {
+        self.grants.as_ref()
+    }
+
+    /// The audit log, unless auditing is off.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The counter store.
+    pub fn counters(&self) -> &Arc<dyn CounterStore> {
+        &self.store
+    }
+
     /// The policies in force now.
-    fn policies(&self) -> Arc<Policies> {
+    pub fn policies(&self) -> Arc<Policies> {
         self.policies
             .read()
             .unwrap_or_else(|p| p.into_inner())
