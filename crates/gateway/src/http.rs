@@ -245,6 +245,14 @@ impl Gateway {
                                 .map_err(|e| format!("server {:?}: headers.{k}: {e}", s.name))?,
                         ));
                     }
+                    // Refuse header injection (CR/LF, control characters) at load, not at first use.
+                    for (k, v) in &headers {
+                        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                            || reqwest::header::HeaderValue::from_str(v).is_err()
+                        {
+                            return Err(format!("server {:?}: headers.{k} is not a valid HTTP header (control characters or line breaks are refused)", s.name));
+                        }
+                    }
                     UpstreamSpec::for_url(url.clone(), headers)
                 }
                 (None, None) => return Err(format!("server {:?}: give command or url", s.name)),

@@ -1242,3 +1242,42 @@ fn policies_reload_under_load_without_a_failed_request() {
         "the rejection names the problem"
     );
 }
+
+#[test]
+fn upstream_credentials_with_header_injection_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("portcullis-http-{}-inject", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("portcullis.toml"),
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[servers]]\nname = \"up\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = { Authorization = \"Bearer ${PORTCULLIS_TEST_INJECT}\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config", dir.join("portcullis.toml").to_str().unwrap()])
+        .env("PORTCULLIS_TEST_INJECT", "abc\r\nX-Injected: 1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("headers.Authorization is not a valid HTTP header"), "{err}");
+    assert!(!err.contains("X-Injected: 1\n") && !err.contains("abc\r\n"), "the secret is not echoed: {err}");
+}
+
+#[test]
+fn an_expired_grant_is_refused_and_audited() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n");
+    let gw = serve("expired", &servers, &[("p.json", json!({"version":"1","default":"allow"}).to_string())]);
+    let out = cli(&gw.dir, &["grant", "create", "--server", "rec", "--label", "short", "--policy", "rec", "--expires", "1s", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1600));
+    let bearer = format!("Bearer {token}");
+    let r = http(gw.port, "POST", "/mcp/rec", &[CT, JSON_SSE, ("Authorization", bearer.as_str())], init_body().as_bytes());
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("expired"), "{}", r.body);
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("expired"));
+    assert!(!std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap_or_default().contains("initialize"), "nothing reached the upstream");
+}
