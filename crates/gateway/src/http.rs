@@ -639,6 +639,29 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
 }
 
+/// The checks every request passes first, in the spec's order: `Host`/`Origin` (403), the
+/// server (404), the bearer token (401/403, audited).
+async fn admit(
+    gw: &Arc<Gateway>,
+    server: &str,
+    headers: &HeaderMap,
+) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
+    if !gw.host_ok(headers) {
+        return Err(Box::new(json_status(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
+        )));
+    }
+    let Some(srv) = gw.servers.get(server).cloned() else {
+        return Err(Box::new(json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        )));
+    };
+    let caller = gw.caller(&srv, headers).await?;
+    Ok((srv, caller))
+}
+
 /// `/mcp` without a server name: the only configured server, when there is exactly one
 /// (some clients, such as the Inspector CLI, always post to `/mcp`).
 async fn mcp_default(
@@ -666,20 +689,8 @@ async fn mcp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !gw.host_ok(&headers) {
-        return json_status(
-            StatusCode::FORBIDDEN,
-            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
-        );
-    }
-    let Some(srv) = gw.servers.get(&server).cloned() else {
-        return json_status(
-            StatusCode::NOT_FOUND,
-            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
-        );
-    };
-    let caller = match gw.caller(&srv, &headers).await {
-        Ok(c) => c,
+    let (srv, caller) = match admit(&gw, &server, &headers).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let session_id = headers
@@ -1169,20 +1180,8 @@ async fn sse_open(
     Path(server): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !gw.host_ok(&headers) {
-        return json_status(
-            StatusCode::FORBIDDEN,
-            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
-        );
-    }
-    let Some(srv) = gw.servers.get(&server).cloned() else {
-        return json_status(
-            StatusCode::NOT_FOUND,
-            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
-        );
-    };
-    let caller = match gw.caller(&srv, &headers).await {
-        Ok(c) => c,
+    let (srv, caller) = match admit(&gw, &server, &headers).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let conn = match gw.connect(&srv).await {
@@ -1237,20 +1236,8 @@ async fn sse_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !gw.host_ok(&headers) {
-        return json_status(
-            StatusCode::FORBIDDEN,
-            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
-        );
-    }
-    let Some(srv) = gw.servers.get(&server).cloned() else {
-        return json_status(
-            StatusCode::NOT_FOUND,
-            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
-        );
-    };
-    let caller = match gw.caller(&srv, &headers).await {
-        Ok(c) => c,
+    let (srv, caller) = match admit(&gw, &server, &headers).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let session = gw.sessions.lock().unwrap().get(&q.session_id).cloned();

@@ -96,59 +96,41 @@ pub fn std_streams() -> (
     Box<dyn AsyncRead + Unpin + Send>,
     Box<dyn AsyncWrite + Unpin + Send>,
 ) {
-    use std::os::fd::{AsFd, OwnedFd};
-    use std::os::unix::fs::FileTypeExt;
-    let kind = |fd: std::os::fd::BorrowedFd<'_>| {
-        let owned: Option<OwnedFd> = fd.try_clone_to_owned().ok();
-        owned
-            .and_then(|o| std::fs::File::from(o).metadata().ok())
-            .map(|m| m.file_type())
+    use tokio::net::unix::pipe;
+    let input: Box<dyn AsyncRead + Unpin + Send> = match dup_std(std::io::stdin().as_fd()) {
+        Some(Std::Fifo(f)) => pipe::Receiver::from_file(f)
+            .map_or_else(|_| Box::new(tokio::io::stdin()) as _, |r| Box::new(r) as _),
+        Some(Std::Socket(s)) => Box::new(s),
+        None => Box::new(tokio::io::stdin()),
     };
-    let input: Box<dyn AsyncRead + Unpin + Send> = match kind(std::io::stdin().as_fd()) {
-        Some(t) if t.is_fifo() => match std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(tokio::net::unix::pipe::Receiver::from_file)
-        {
-            Ok(r) => Box::new(r),
-            Err(_) => Box::new(tokio::io::stdin()),
-        },
-        Some(t) if t.is_socket() => match std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::os::unix::net::UnixStream::from)
-            .and_then(|s| {
-                s.set_nonblocking(true)?;
-                tokio::net::UnixStream::from_std(s)
-            }) {
-            Ok(s) => Box::new(s),
-            Err(_) => Box::new(tokio::io::stdin()),
-        },
-        _ => Box::new(tokio::io::stdin()),
-    };
-    let output: Box<dyn AsyncWrite + Unpin + Send> = match kind(std::io::stdout().as_fd()) {
-        Some(t) if t.is_fifo() => match std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(tokio::net::unix::pipe::Sender::from_file)
-        {
-            Ok(w) => Box::new(w),
-            Err(_) => Box::new(tokio::io::stdout()),
-        },
-        Some(t) if t.is_socket() => match std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(std::os::unix::net::UnixStream::from)
-            .and_then(|s| {
-                s.set_nonblocking(true)?;
-                tokio::net::UnixStream::from_std(s)
-            }) {
-            Ok(s) => Box::new(s),
-            Err(_) => Box::new(tokio::io::stdout()),
-        },
-        _ => Box::new(tokio::io::stdout()),
+    let output: Box<dyn AsyncWrite + Unpin + Send> = match dup_std(std::io::stdout().as_fd()) {
+        Some(Std::Fifo(f)) => pipe::Sender::from_file(f)
+            .map_or_else(|_| Box::new(tokio::io::stdout()) as _, |w| Box::new(w) as _),
+        Some(Std::Socket(s)) => Box::new(s),
+        None => Box::new(tokio::io::stdout()),
     };
     (input, output)
+}
+
+use std::os::fd::AsFd;
+
+enum Std {
+    Fifo(std::fs::File),
+    Socket(tokio::net::UnixStream),
+}
+
+/// A duplicate of a standard descriptor, when it is a pipe or a Unix socket.
+fn dup_std(fd: std::os::fd::BorrowedFd<'_>) -> Option<Std> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    let kind = file.metadata().ok()?.file_type();
+    if kind.is_fifo() {
+        Some(Std::Fifo(file))
+    } else if kind.is_socket() {
+        let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+        s.set_nonblocking(true).ok()?;
+        tokio::net::UnixStream::from_std(s).ok().map(Std::Socket)
+    } else {
+        None
+    }
 }

@@ -52,6 +52,27 @@ pub struct HttpLink {
     audit: Option<super::AuditSink>,
 }
 
+/// The HTTP client every upstream link uses (no redirects: an upstream cannot send traffic
+/// and injected credentials elsewhere) and the spec's static headers, marked sensitive so
+/// they never appear in debug output. Header values with CR/LF (injection) are refused.
+pub(crate) fn client_for(spec: &HttpSpec) -> Result<(reqwest::Client, HeaderMap), String> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("header name {k:?} is not valid"))?;
+        let mut value = HeaderValue::from_str(v)
+            .map_err(|_| format!("header {k}: the value is not a valid HTTP header value"))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok((client, headers))
+}
+
 impl HttpLink {
     /// Prepares the link (no request is made until the first message).
     pub fn start(
@@ -61,21 +82,7 @@ impl HttpLink {
         max_body: usize,
         audit: Option<super::AuditSink>,
     ) -> Result<Arc<HttpLink>, String> {
-        let mut static_headers = HeaderMap::new();
-        for (k, v) in &spec.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("header name {k:?} is not valid"))?;
-            // Header values with CR/LF (header injection) are rejected here.
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|_| format!("header {k}: the value is not a valid HTTP header value"))?;
-            value.set_sensitive(true);
-            static_headers.insert(name, value);
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let (client, static_headers) = client_for(&spec)?;
         Ok(Arc::new(HttpLink {
             relay,
             client,

@@ -6,7 +6,7 @@
 
 use crate::relay::{Caller, Out, Relay};
 use crate::upstream::http::{HttpSpec, SseParser};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,20 +42,7 @@ impl SseLink {
         to_client: UnboundedSender<String>,
         audit: Option<super::AuditSink>,
     ) -> Result<Arc<SseLink>, String> {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &spec.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("header name {k:?} is not valid"))?;
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|_| format!("header {k}: the value is not a valid HTTP header value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let (client, headers) = super::http::client_for(&spec)?;
         let base = reqwest::Url::parse(&spec.url).map_err(|e| format!("{}: {e}", spec.url))?;
         let (tx, rx) = watch::channel(None);
         let link = Arc::new(SseLink {
