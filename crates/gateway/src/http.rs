@@ -338,7 +338,9 @@ impl Gateway {
         Ok(Arc::new(Conn { link, router }))
     }
 
-    fn host_ok(&self, headers: &HeaderMap) -> bool {
+    /// The `Host`/`Origin` rule of every face (DNS rebinding, cross-site requests): loopback
+    /// names and the configured `allowed_hosts`/`allowed_origins`.
+    pub fn host_ok(&self, headers: &HeaderMap) -> bool {
         let strip_port = |h: &str| -> String {
             if let Some(rest) = h.strip_prefix('[') {
                 return format!("[{}]", rest.split(']').next().unwrap_or_default());

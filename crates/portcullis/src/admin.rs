@@ -390,7 +390,7 @@ fn grant_error(e: GrantError, place: &Place) -> String {
 }
 
 /// A grant as JSON, with its status at `now`.
-fn grant_json(g: &Grant, now: Millis) -> Value {
+pub(crate) fn grant_json(g: &Grant, now: Millis) -> Value {
     let mut v = serde_json::to_value(g).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
         m.insert("status".into(), json!(g.status(now).as_str()));
@@ -541,29 +541,16 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let q = &a.query;
-    let decision = q
-        .decision
-        .as_deref()
-        .map(str::parse::<AuditDecision>)
-        .transpose()
-        .map_err(|e| format!("--decision: {e}"))?;
-    let mut filter = AuditFilter {
-        since: q
-            .since
-            .as_deref()
-            .map(|s| parse_when(s, now, false, "--since"))
-            .transpose()?,
-        until: q
-            .until
-            .as_deref()
-            .map(|s| parse_when(s, now, false, "--until"))
-            .transpose()?,
-        grant: q.grant.clone(),
-        tool: q.tool.clone(),
-        decision,
-        server: q.server.clone(),
-        limit: None,
-    };
+    let mut filter = audit_filter(
+        q.since.as_deref(),
+        q.until.as_deref(),
+        q.grant.clone(),
+        q.tool.clone(),
+        q.decision.as_deref(),
+        q.server.clone(),
+        now,
+        "--",
+    )?;
     if let Some(file) = &q.export {
         filter.limit = q.limit.filter(|&n| n > 0);
         let n = if file.as_os_str() == "-" {
@@ -649,7 +636,7 @@ fn print_records(records: &[AuditRecord]) {
 
 /// A point in time: a duration from `now` (ago, or ahead if `future`), or a UTC date
 /// (`2026-11-22`) or date-time (`2026-11-22T09:30:00Z`, seconds and `Z` optional).
-fn parse_when(s: &str, now: Millis, future: bool, flag: &str) -> Result<Millis, String> {
+pub(crate) fn parse_when(s: &str, now: Millis, future: bool, flag: &str) -> Result<Millis, String> {
     if let Some(d) = parse_duration(s) {
         return Ok(if future {
             now.saturating_add(d)
@@ -738,6 +725,39 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The audit filter the CLI and the admin API share: one parser for `since`/`until` (a
+/// duration back from `now` or a UTC date) and `decision`. No limit is set. `prefix` names
+/// the fields in errors as the caller knows them (`--` for flags, empty for query parameters).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_filter(
+    since: Option<&str>,
+    until: Option<&str>,
+    grant: Option<String>,
+    tool: Option<String>,
+    decision: Option<&str>,
+    server: Option<String>,
+    now: u64,
+    prefix: &str,
+) -> Result<AuditFilter, String> {
+    let decision = decision
+        .map(str::parse::<AuditDecision>)
+        .transpose()
+        .map_err(|e| format!("{prefix}decision: {e}"))?;
+    Ok(AuditFilter {
+        since: since
+            .map(|s| parse_when(s, now, false, &format!("{prefix}since")))
+            .transpose()?,
+        until: until
+            .map(|s| parse_when(s, now, false, &format!("{prefix}until")))
+            .transpose()?,
+        grant,
+        tool,
+        decision,
+        server,
+        limit: None,
+    })
 }
 
 #[cfg(test)]

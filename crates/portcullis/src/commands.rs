@@ -488,6 +488,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         .as_deref()
         .and_then(portcullis_policy::window::parse_duration);
     let gw = portcullis_gateway::http::Gateway::new(&cfg, store, Some(grants), audit.clone())?;
+    let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -509,7 +510,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 }
             );
         }
-        let app = gw.router(cfg.gateway.max_body_bytes);
+        eprintln!("  /admin/api/  (admin API; OpenAPI at /admin/api/openapi.json)");
+        let app = gw
+            .router(cfg.gateway.max_body_bytes)
+            .merge(crate::admin_api::router(
+                gw.clone(),
+                cfg.clone(),
+                a.config.clone(),
+                admin_token,
+                cfg.gateway.max_body_bytes,
+            ));
         // Hot reload: poll the config and policy files once a second.
         {
             let gw = gw.clone();

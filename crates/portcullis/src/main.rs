@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod admin;
+mod admin_api;
 mod commands;
 mod scan;
 

@@ -489,7 +489,7 @@ fn scan_all(targets: Vec<Target>, timeout: Duration) -> Vec<Scanned> {
 }
 
 /// Keeps the first definition of each name; drops entries without a name (with a warning).
-fn dedupe(tools: Vec<Value>, server: &str) -> Vec<Value> {
+pub(crate) fn dedupe(tools: Vec<Value>, server: &str) -> Vec<Value> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(tools.len());
     let mut unnamed = 0;
@@ -724,7 +724,7 @@ fn with_auth_hint(text: String) -> String {
 
 /// Lists an HTTP server's tools through the gateway's upstream transport (the legacy
 /// handshake, so that handshake-era and dual-era servers both answer), then ends the session.
-async fn list_http(
+pub(crate) async fn list_http(
     name: &str,
     url: &str,
     headers: Vec<(String, String)>,
@@ -902,7 +902,7 @@ impl<W: Wire> Session<W> {
 
 /// Starts a stdio server, lists its tools, and stops it (stdin closed, then SIGTERM and
 /// SIGKILL to its process group after a short grace), whatever happened.
-async fn list_stdio(
+pub(crate) async fn list_stdio(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,

@@ -3,38 +3,14 @@
 //! refusal (token, Origin, Host, size, batch, session, header mismatch) answered without the
 //! upstream seeing anything.
 
+mod common;
+use common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn peer(rel: &str) -> Option<PathBuf> {
-    let p = repo().join(".peers").join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("peer {rel} is missing: run scripts/install-peers.sh");
-    }
-    eprintln!("skipped: .peers/{rel} not installed (scripts/install-peers.sh)");
-    None
-}
-
-fn fixture_server() -> String {
-    repo()
-        .join("crates/gateway/tests/fixtures/recording_server.py")
-        .display()
-        .to_string()
-}
 
 struct Gw {
     child: Child,
@@ -141,6 +117,19 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
     }
 }
 
+fn drive(py: &Path, mode: &str, url: &str, token: Option<&str>, actions: &Value) -> Value {
+    let mut args = vec![mode.to_string(), "--url".into(), url.to_string()];
+    if let Some(t) = token {
+        args.extend(["--token".to_string(), t.to_string()]);
+    }
+    run_driver(py, "client2.py", &args, actions, &[])
+}
+
+fn drive1(py: &Path, args: &[&str], actions: &Value) -> Value {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run_driver(py, "client1.py", &args, actions, &[])
+}
+
 const JSON_SSE: (&str, &str) = ("Accept", "application/json, text/event-stream");
 const CT: (&str, &str) = ("Content-Type", "application/json");
 
@@ -153,42 +142,6 @@ fn recording_servers(policy_file: &str) -> String {
         "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"{policy_file}\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
         fixture_server()
     )
-}
-
-fn drive(py: &Path, mode: &str, url: &str, token: Option<&str>, actions: &Value) -> Value {
-    // `timeout`: a hung peer fails the test instead of stalling CI.
-    let mut cmd = Command::new("timeout");
-    cmd.arg("120")
-        .arg(py)
-        .arg(repo().join("crates/portcullis/tests/peers/client2.py"))
-        .args([mode, "--url", url]);
-    if let Some(t) = token {
-        cmd.args(["--token", t]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(actions.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "driver failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
-}
-
-fn text(r: &Value) -> &str {
-    r["content"][0]["text"].as_str().unwrap_or_default()
 }
 
 #[test]
@@ -560,42 +513,6 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     assert!(seen[2].contains("read_invoice") && !seen[2].contains("delete_invoice"));
 }
 
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn drive1(py: &Path, args: &[&str], actions: &Value) -> Value {
-    let mut child = Command::new("timeout")
-        .arg("120")
-        .arg(py)
-        .arg(repo().join("crates/portcullis/tests/peers/client1.py"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(actions.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "driver failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
-}
-
 #[test]
 fn legacy_sse_clients_and_servers_through_the_gateway() {
     let Some(py1) = peer("venv1/bin/python") else {
@@ -680,26 +597,19 @@ fn inspector_cli_over_http() {
     );
     let url = format!("http://127.0.0.1:{}/mcp/time", gw.port);
     let run = |tool: &str, arg: &str| -> Value {
-        let out = Command::new("timeout")
-            .arg("120")
-            .arg(&inspector)
-            .args([
-                "--cli",
-                &url,
-                "--transport",
-                "http",
-                "--method",
-                "tools/call",
-                "--tool-name",
-                tool,
-                "--tool-arg",
-                arg,
-            ])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(s.trim())
-            .unwrap_or_else(|e| panic!("{e}: {s}\n{}", String::from_utf8_lossy(&out.stderr)))
+        let args: Vec<String> = vec![
+            "--cli".to_string(),
+            url.to_string(),
+            "--transport".to_string(),
+            "http".to_string(),
+            "--method".to_string(),
+            "tools/call".to_string(),
+            "--tool-name".to_string(),
+            tool.to_string(),
+            "--tool-arg".to_string(),
+            arg.to_string(),
+        ];
+        run_inspector(&inspector, &args)
     };
     assert!(text(&run("get_current_time", "timezone=UTC")).contains("UTC"));
     let denied = run("convert_time", "time=12:00");
@@ -1254,30 +1164,80 @@ fn upstream_credentials_with_header_injection_are_refused_at_start() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config", dir.join("portcullis.toml").to_str().unwrap()])
+        .args([
+            "serve",
+            "--config",
+            dir.join("portcullis.toml").to_str().unwrap(),
+        ])
         .env("PORTCULLIS_TEST_INJECT", "abc\r\nX-Injected: 1")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("headers.Authorization is not a valid HTTP header"), "{err}");
-    assert!(!err.contains("X-Injected: 1\n") && !err.contains("abc\r\n"), "the secret is not echoed: {err}");
+    assert!(
+        err.contains("headers.Authorization is not a valid HTTP header"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("X-Injected: 1\n") && !err.contains("abc\r\n"),
+        "the secret is not echoed: {err}"
+    );
 }
 
 #[test]
 fn an_expired_grant_is_refused_and_audited() {
     let fixture = fixture_server();
     let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n");
-    let gw = serve("expired", &servers, &[("p.json", json!({"version":"1","default":"allow"}).to_string())]);
-    let out = cli(&gw.dir, &["grant", "create", "--server", "rec", "--label", "short", "--policy", "rec", "--expires", "1s", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
+    let gw = serve(
+        "expired",
+        &servers,
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let out = cli(
+        &gw.dir,
+        &[
+            "grant",
+            "create",
+            "--server",
+            "rec",
+            "--label",
+            "short",
+            "--policy",
+            "rec",
+            "--expires",
+            "1s",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::thread::sleep(Duration::from_millis(1600));
     let bearer = format!("Bearer {token}");
-    let r = http(gw.port, "POST", "/mcp/rec", &[CT, JSON_SSE, ("Authorization", bearer.as_str())], init_body().as_bytes());
+    let r = http(
+        gw.port,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE, ("Authorization", bearer.as_str())],
+        init_body().as_bytes(),
+    );
     assert_eq!(r.status, 401);
     assert!(r.body.contains("expired"), "{}", r.body);
     let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("expired"));
-    assert!(!std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap_or_default().contains("initialize"), "nothing reached the upstream");
+    assert!(
+        !std::fs::read_to_string(gw.dir.join("record.jsonl"))
+            .unwrap_or_default()
+            .contains("initialize"),
+        "nothing reached the upstream"
+    );
 }

@@ -7,48 +7,13 @@
 //! command runs it). Without them these tests print "skipped"; with
 //! `PORTCULLIS_REQUIRE_PEERS=1` (set by the test command) a missing peer is a failure.
 
+mod common;
+use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn bin() -> String {
-    env!("CARGO_BIN_EXE_portcullis").to_string()
-}
-
-fn peer(rel: &str) -> Option<PathBuf> {
-    let p = repo().join(".peers").join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("peer {rel} is missing: run scripts/install-peers.sh");
-    }
-    eprintln!("skipped: .peers/{rel} not installed (scripts/install-peers.sh)");
-    None
-}
-
-fn fixture_server() -> String {
-    repo()
-        .join("crates/gateway/tests/fixtures/recording_server.py")
-        .display()
-        .to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-peers-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn write_policy(dir: &Path, policy: &Value) -> String {
     let p = dir.join("policy.json");
@@ -65,36 +30,10 @@ fn drive(
     actions: &Value,
     env: &[(&str, String)],
 ) -> Value {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["120"])
-        .arg(python)
-        .arg(repo().join("crates/portcullis/tests/peers").join(script));
-    if let Some(m) = mode {
-        cmd.arg(m);
-    }
-    cmd.arg("--")
-        .args(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(actions.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "driver failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let mut args: Vec<String> = mode.map(str::to_owned).into_iter().collect();
+    args.push("--".into());
+    args.extend(command.iter().cloned());
+    run_driver(python, script, &args, actions, env)
 }
 
 fn gateway(policy: &str, server: &[String]) -> Vec<String> {
@@ -107,10 +46,6 @@ fn gateway(policy: &str, server: &[String]) -> Vec<String> {
     ];
     v.extend(server.iter().cloned());
     v
-}
-
-fn text(r: &Value) -> &str {
-    r["content"][0]["text"].as_str().unwrap_or_default()
 }
 
 fn names(r: &Value) -> Vec<String> {
@@ -380,32 +315,22 @@ fn inspector_cli_through_stdio() {
         &json!({"version":"1","default":"deny","tools":{"echo":{}}}),
     );
     let run = |tool: &str, arg: &str| -> Value {
-        let out = Command::new("timeout")
-            .arg("120")
-            .arg(&inspector)
-            // The Inspector swallows `--`; `portcullis stdio` takes the server command last without it.
-            .args([
-                "--cli",
-                &bin(),
-                "stdio",
-                "--policy",
-                &policy,
-                &everything.display().to_string(),
-                "stdio",
-            ])
-            .args([
-                "--method",
-                "tools/call",
-                "--tool-name",
-                tool,
-                "--tool-arg",
-                arg,
-            ])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(s.trim())
-            .unwrap_or_else(|e| panic!("{e}: {s}\n{}", String::from_utf8_lossy(&out.stderr)))
+        let args: Vec<String> = vec![
+            "--cli".to_string(),
+            bin().to_string(),
+            "stdio".to_string(),
+            "--policy".to_string(),
+            policy.to_string(),
+            everything.display().to_string(),
+            "stdio".to_string(),
+            "--method".to_string(),
+            "tools/call".to_string(),
+            "--tool-name".to_string(),
+            tool.to_string(),
+            "--tool-arg".to_string(),
+            arg.to_string(),
+        ];
+        run_inspector(&inspector, &args)
     };
     let ok = run("echo", "message=hello");
     assert_eq!(text(&ok), "Echo: hello");
@@ -589,32 +514,6 @@ fn an_invalid_policy_refuses_to_start() {
     let mut s = String::new();
     let _ = (&out.stdout[..]).read_to_string(&mut s);
     assert!(s.is_empty());
-}
-
-/// A background process killed on drop.
-struct Bg(std::process::Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

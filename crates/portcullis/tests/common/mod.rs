@@ -1,0 +1,144 @@
+//! Helpers shared by the binary's integration tests: where things are, real peers under
+//! `.peers/`, background processes, and the Python peer drivers.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The `portcullis` binary under test.
+pub fn bin() -> String {
+    env!("CARGO_BIN_EXE_portcullis").to_string()
+}
+
+/// A peer installed by `scripts/install-peers.sh`. Missing: `None` with a "skipped" line, or a
+/// failure when `PORTCULLIS_REQUIRE_PEERS=1` (the test command sets it).
+pub fn peer(rel: &str) -> Option<PathBuf> {
+    let p = repo().join(".peers").join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("peer {rel} is missing: run scripts/install-peers.sh");
+    }
+    eprintln!("skipped: .peers/{rel} not installed (scripts/install-peers.sh)");
+    None
+}
+
+/// Our recording fixture server (logs every line it receives to `$RECORD`).
+pub fn fixture_server() -> String {
+    repo()
+        .join("crates/gateway/tests/fixtures/recording_server.py")
+        .display()
+        .to_string()
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A background process, killed and reaped on drop.
+pub struct Bg(pub std::process::Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on (right now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port` (20 s at most).
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a Python peer driver (`tests/peers/<script>`) with `args`, feeding `actions` on stdin,
+/// under `timeout 120` so a hung peer fails the test instead of stalling CI; returns its JSON.
+pub fn run_driver(
+    python: &Path,
+    script: &str,
+    args: &[String],
+    actions: &Value,
+    env: &[(&str, String)],
+) -> Value {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120")
+        .arg(python)
+        .arg(repo().join("crates/portcullis/tests/peers").join(script))
+        .args(args);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(actions.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "driver {script} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The first text content of a tool result.
+pub fn text(r: &Value) -> &str {
+    r["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+/// Runs the Inspector CLI with `args` and parses its stdout. Its connection set-up (spawning a
+/// Node process, which spawns ours, which spawns a server) can miss its own deadline on a
+/// loaded 2-core machine, so a run without JSON output is retried twice before failing.
+pub fn run_inspector(inspector: &Path, args: &[String]) -> Value {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(inspector)
+            .args(args)
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Ok(v) = serde_json::from_str(s.trim()) {
+            return v;
+        }
+        last = format!("{s}\n{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the Inspector gave no JSON in 3 attempts: {last}");
+}
