@@ -649,6 +649,28 @@ async fn admit(
     headers: &HeaderMap,
 ) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
     if !gw.host_ok(headers) {
+        if let Some(log) = &gw.audit {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                server,
+                "(authentication)",
+                AuditDecision::Deny,
+            );
+            rec.rule = Some("(forbidden origin)".into());
+            let h = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            };
+            rec.message = Some(format!("Host {:?}, Origin {:?}", h("host"), h("origin")));
+            if let Err(e) = log.append(rec).await {
+                tracing::error!("audit write failed: {e}");
+            }
+        }
         return Err(Box::new(json_status(
             StatusCode::FORBIDDEN,
             json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),

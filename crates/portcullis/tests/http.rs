@@ -510,6 +510,22 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
         3,
         "only initialize, initialized and the allowed call reached the upstream: {seen:#?}"
     );
+    // Each refusal at the door left an audit record saying why.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "--json", "--limit", "0", "--config"])
+        .arg(gw.dir.join("portcullis.toml"))
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&out.stdout);
+    for why in [
+        "(forbidden origin)",
+        "(auth: missing_token)",
+        "(auth: unknown_token)",
+        "(hidden)",
+        "(invalid params)",
+    ] {
+        assert!(audit.contains(why), "no audit record for {why}: {audit}");
+    }
     assert!(seen[2].contains("read_invoice") && !seen[2].contains("delete_invoice"));
 }
 
