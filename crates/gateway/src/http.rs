@@ -75,6 +75,18 @@ struct ServerRt {
     auth: Auth,
     tokens: Vec<(String, String)>,
     modern: tokio::sync::OnceCell<Arc<Conn>>,
+    /// Whether the upstream speaks 2026-07-28 (probed once with `server/discover`).
+    era_modern: tokio::sync::OnceCell<bool>,
+    /// Handshake-era sessions opened for stateless clients (bridge), per grant and declared
+    /// client capabilities.
+    bridges: tokio::sync::Mutex<HashMap<String, Arc<Bridge>>>,
+}
+
+/// A handshake-era upstream session serving stateless (2026-07-28) clients.
+struct Bridge {
+    conn: Arc<Conn>,
+    /// The upstream's `initialize` result (capabilities, serverInfo, instructions).
+    init: Value,
 }
 
 /// One upstream connection and the routing of what it sends to the client side.
@@ -264,6 +276,8 @@ impl Gateway {
                 auth: s.auth,
                 tokens,
                 modern: tokio::sync::OnceCell::new(),
+                era_modern: tokio::sync::OnceCell::new(),
+                bridges: tokio::sync::Mutex::new(HashMap::new()),
             };
             servers.insert(s.name.clone(), Arc::new(rt));
         }
@@ -877,8 +891,8 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 async fn modern_post(
     gw: &Gateway,
     srv: &ServerRt,
-    mut caller: Caller,
-    mut msg: Message,
+    caller: Caller,
+    msg: Message,
     params: Option<Value>,
     version: &str,
     headers: &HeaderMap,
@@ -938,6 +952,15 @@ async fn modern_post(
             }
         }
     }
+    // Mcp-Param-* headers travel on to an HTTP upstream unchanged (policy reads the body).
+    let params_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    if !*srv.era_modern.get_or_init(|| probe_era(gw, srv)).await {
+        return bridge_post(gw, srv, caller, msg, params, headers).await;
+    }
     let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
         Ok(c) => c.clone(),
         Err(e) => {
@@ -951,20 +974,40 @@ async fn modern_post(
             )
         }
     };
-    // Mcp-Param-* headers travel on to an HTTP upstream unchanged (policy reads the body).
-    let params_headers: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
     if msg.kind() != Kind::Request {
         conn.link
             .from_client_with(&msg.to_json(), &caller, params_headers)
             .await;
         return StatusCode::ACCEPTED.into_response();
     }
-    // Many clients share this upstream connection: give the request an id and progress token
-    // unique on it, and restore the client's own on the way back.
+    forward_stateless(
+        gw,
+        &conn,
+        caller,
+        msg,
+        params,
+        headers,
+        params_headers,
+        None,
+    )
+    .await
+}
+
+/// Sends one stateless request on a connection many clients share: the request gets an id and
+/// progress token unique on it, and the client's own come back on the answer. `bridged`
+/// (the method) marks an answer from a handshake-era upstream, which gets the stateless era's
+/// result fields.
+#[allow(clippy::too_many_arguments)]
+async fn forward_stateless(
+    gw: &Gateway,
+    conn: &Arc<Conn>,
+    mut caller: Caller,
+    mut msg: Message,
+    params: Option<Value>,
+    headers: &HeaderMap,
+    params_headers: Vec<(String, String)>,
+    bridged: Option<String>,
+) -> Response {
     let original_id = msg.id().expect("request").to_owned();
     caller.request_id = Some(original_id.get().to_owned());
     let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
@@ -987,6 +1030,7 @@ async fn modern_post(
     let restore = Restore {
         id: original_id,
         token: original_token,
+        bridged,
     };
     let cancel = CancelGuard {
         conn: conn.clone(),
@@ -996,7 +1040,7 @@ async fn modern_post(
     };
     answer(
         gw,
-        &conn,
+        conn,
         rx,
         &ours,
         accepts_sse(headers),
@@ -1006,10 +1050,186 @@ async fn modern_post(
     .await
 }
 
+/// Asks the upstream once whether it speaks 2026-07-28: a `server/discover` answer, or one of
+/// that era's errors, means yes; anything else (-32601, silence for 10 s) means a
+/// handshake-era server, which stateless clients then reach through a bridge.
+async fn probe_era(gw: &Gateway, srv: &ServerRt) -> bool {
+    let Ok(conn) = srv.modern.get_or_try_init(|| gw.connect(srv)).await else {
+        return true; // let the request itself report the failure
+    };
+    let id = "\"portcullis-probe\"";
+    let rx = conn.router.wait_for(id, None);
+    let probe = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"server/discover","params":{{"_meta":{{"{META_PROTOCOL_VERSION}":"{}","io.modelcontextprotocol/clientCapabilities":{{}},"io.modelcontextprotocol/clientInfo":{{"name":"portcullis","version":"{}"}}}}}}}}"#,
+        portcullis_mcp::MODERN,
+        env!("CARGO_PKG_VERSION")
+    );
+    let caller = Caller {
+        engine: None,
+        grant_id: "(gateway)".into(),
+        grant_label: "(gateway)".into(),
+        session_id: "probe".into(),
+        policy: None,
+        request_id: None,
+    };
+    conn.link
+        .from_client_with(&probe, &caller, Vec::new())
+        .await;
+    let mut rx = rx;
+    let answer = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .ok()
+        .flatten();
+    conn.router.forget(id);
+    let modern = match answer.as_deref().and_then(|l| Message::parse(l).ok()) {
+        Some(m) if m.get("result").is_some() => true,
+        Some(m) => m
+            .value("error")
+            .and_then(|e| e.get("code").and_then(Value::as_i64))
+            .is_some_and(|c| (-32022..=-32020).contains(&c)),
+        None => false,
+    };
+    tracing::info!(server = %srv.name, "upstream era: {}", if modern { "2026-07-28" } else { "handshake (stateless clients are bridged)" });
+    modern
+}
+
+/// A stateless request to a handshake-era upstream: one upstream session per grant and
+/// declared client capabilities, opened with the client's own capabilities; the per-request
+/// `io.modelcontextprotocol/*` `_meta` keys stripped; answers given `resultType` (and
+/// `ttlMs: 0`, `cacheScope: "private"` on lists). `server/discover` is answered `-32601`, as the
+/// upstream would, so dual-era clients use the handshake.
+async fn bridge_post(
+    gw: &Gateway,
+    srv: &ServerRt,
+    caller: Caller,
+    mut msg: Message,
+    params: Option<Value>,
+    headers: &HeaderMap,
+) -> Response {
+    let meta = params
+        .as_ref()
+        .and_then(|p| p.get("_meta"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let caps = meta
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let info = meta
+        .get("io.modelcontextprotocol/clientInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"}));
+    let key = format!(
+        "{}|{}",
+        caller.grant_id,
+        portcullis_policy::json::canonical(&caps)
+    );
+    let bridge = {
+        let mut bridges = srv.bridges.lock().await;
+        match bridges.get(&key) {
+            Some(b) => b.clone(),
+            None => match open_bridge(gw, srv, &caller, &caps, &info).await {
+                Ok(b) => {
+                    bridges.insert(key, b.clone());
+                    b
+                }
+                Err(e) => {
+                    return rpc_status(
+                        StatusCode::BAD_GATEWAY,
+                        error_line(msg.id(), codes::INTERNAL_ERROR, &e),
+                    )
+                }
+            },
+        }
+    };
+    let method = msg.method().unwrap_or_default().to_owned();
+    if msg.kind() == Kind::Request && method == "server/discover" {
+        // Answered as the upstream itself does: a dual-era client then falls back to the
+        // handshake and keeps every feature (server→client requests included, which this
+        // bridge cannot yet turn into input-required results). Clients pinned to 2026-07-28
+        // that skip discovery are bridged for everything else.
+        let name = bridge
+            .init
+            .pointer("/serverInfo/name")
+            .and_then(Value::as_str)
+            .unwrap_or("the upstream");
+        return rpc_status(
+            StatusCode::NOT_FOUND,
+            error_line(
+                msg.id(),
+                codes::METHOD_NOT_FOUND,
+                &format!("server/discover: {name} is a handshake-era server; initialize instead"),
+            ),
+        );
+    }
+    // Strip the stateless era's per-request keys; a handshake-era server has the session.
+    let mut params = params;
+    if let Some(p) = params.as_mut() {
+        if let Some(m) = p.get_mut("_meta").and_then(Value::as_object_mut) {
+            m.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            if m.is_empty() {
+                p.as_object_mut().expect("object").remove("_meta");
+            }
+        }
+        msg.set_value("params", p);
+    }
+    if msg.kind() != Kind::Request {
+        bridge.conn.link.from_client(&msg.to_json(), &caller).await;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    forward_stateless(
+        gw,
+        &bridge.conn,
+        caller,
+        msg,
+        params,
+        headers,
+        Vec::new(),
+        Some(method),
+    )
+    .await
+}
+
+async fn open_bridge(
+    gw: &Gateway,
+    srv: &ServerRt,
+    caller: &Caller,
+    caps: &Value,
+    info: &Value,
+) -> Result<Arc<Bridge>, String> {
+    let conn = gw
+        .connect(srv)
+        .await
+        .map_err(|e| format!("cannot start the upstream server: {e}"))?;
+    let id = "\"portcullis-bridge-init\"";
+    let mut rx = conn.router.wait_for(id, None);
+    let init = json!({"jsonrpc": "2.0", "id": "portcullis-bridge-init", "method": "initialize",
+        "params": {"protocolVersion": portcullis_mcp::LEGACY_LATEST, "capabilities": caps, "clientInfo": info}});
+    conn.link.from_client(&init.to_string(), caller).await;
+    let answer = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .ok()
+        .flatten();
+    conn.router.forget(id);
+    let result = answer
+        .and_then(|l| Message::parse(&l).ok())
+        .and_then(|m| m.value("result"))
+        .ok_or_else(|| "the handshake-era upstream did not accept initialize".to_string())?;
+    conn.link
+        .from_client(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            caller,
+        )
+        .await;
+    Ok(Arc::new(Bridge { conn, init: result }))
+}
+
 /// What to put back on lines for a modern request whose id and token were made unique.
 struct Restore {
     id: Box<serde_json::value::RawValue>,
     token: Option<Value>,
+    /// For an answer from a handshake-era upstream to a stateless client: the method.
+    bridged: Option<String>,
 }
 
 impl Restore {
@@ -1018,7 +1238,19 @@ impl Restore {
             return line;
         };
         match m.kind() {
-            Kind::Response => m.set_id(&self.id),
+            Kind::Response => {
+                m.set_id(&self.id);
+                if let (Some(method), Some(mut r)) = (&self.bridged, m.value("result")) {
+                    if let Some(o) = r.as_object_mut() {
+                        o.entry("resultType").or_insert_with(|| json!("complete"));
+                        if method.ends_with("/list") {
+                            o.insert("ttlMs".into(), json!(0));
+                            o.insert("cacheScope".into(), json!("private"));
+                        }
+                    }
+                    m.set_value("result", &r);
+                }
+            }
             Kind::Notification if m.method() == Some("notifications/progress") => {
                 if let (Some(mut p), Some(t)) = (m.value("params"), &self.token) {
                     p["progressToken"] = t.clone();

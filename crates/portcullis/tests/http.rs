@@ -1257,3 +1257,58 @@ fn an_expired_grant_is_refused_and_audited() {
         "nothing reached the upstream"
     );
 }
+
+#[test]
+fn a_client_pinned_to_2026_is_bridged_to_a_handshake_era_server() {
+    let (Some(py), Some(everything)) = (
+        peer("venv/bin/python"),
+        peer("node/node_modules/.bin/mcp-server-everything"),
+    ) else {
+        return;
+    };
+    let servers = format!("[[servers]]\nname = \"everything\"\ncommand = [\"{}\", \"stdio\"]\npolicy = \"p.json\"\nauth = \"none\"\n", everything.display());
+    let gw = serve(
+        "bridge",
+        &servers,
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow","hide":["get-env"]}).to_string(),
+        )],
+    );
+    let url = format!("http://127.0.0.1:{}/mcp/everything", gw.port);
+    let out = drive(
+        &py,
+        "2026-07-28",
+        &url,
+        None,
+        &json!([
+            {"op":"list_tools"},
+            {"op":"call","name":"echo","args":{"message":"bridged"}},
+            {"op":"call","name":"trigger-long-running-operation","args":{"duration":1,"steps":2},"progress":true},
+            {"op":"call","name":"get-env","args":{}}
+        ]),
+    );
+    assert_eq!(out["protocol_version"], "2026-07-28");
+    let r = out["results"].as_array().unwrap();
+    assert!(!r[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "get-env"));
+    assert_eq!(text(&r[1]), "Echo: bridged");
+    assert_eq!(
+        r[1]["resultType"], "complete",
+        "a handshake-era answer gets the stateless era's resultType"
+    );
+    assert_eq!(r[2]["_progress"], json!([1.0, 2.0]));
+    assert!(text(&r[3]).starts_with("[POLICY DENIED]"));
+    // A dual-era client still negotiates the handshake with the same server (full features).
+    let auto = drive(
+        &py,
+        "auto",
+        &url,
+        None,
+        &json!([{"op":"call","name":"echo","args":{"message":"x"}}]),
+    );
+    assert_eq!(auto["protocol_version"], "2025-11-25");
+}
