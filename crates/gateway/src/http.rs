@@ -75,11 +75,21 @@ struct ServerRt {
     auth: Auth,
     tokens: Vec<(String, String)>,
     modern: tokio::sync::OnceCell<Arc<Conn>>,
-    /// Whether the upstream speaks 2026-07-28 (probed once with `server/discover`).
-    era_modern: tokio::sync::OnceCell<bool>,
+    /// Which eras the upstream speaks (probed once with `server/discover`).
+    era: tokio::sync::OnceCell<Era>,
     /// Handshake-era sessions opened for stateless clients (bridge), per grant and declared
     /// client capabilities.
     bridges: tokio::sync::Mutex<HashMap<String, Arc<Bridge>>>,
+}
+
+/// What an upstream speaks.
+#[derive(Clone, Debug)]
+enum Era {
+    /// Handshake era only (answers `server/discover` with an error, or not at all).
+    Legacy,
+    /// 2026-07-28 (perhaps the handshake era too: `supportedVersions` lists only stateless
+    /// versions, so a handshake is tried first); its `server/discover` result.
+    Modern(Value),
 }
 
 /// A handshake-era upstream session serving stateless (2026-07-28) clients.
@@ -99,6 +109,9 @@ struct Session {
     server: Arc<ServerRt>,
     caller: Caller,
     conn: Arc<Conn>,
+    /// A handshake-era session bridged to a 2026-07-28-only upstream: the `_meta` each request
+    /// is sent with (protocol version, the client's capabilities and info from `initialize`).
+    bridged: Option<Value>,
 }
 
 /// Routes client-bound lines of one connection: answers and progress to the request's
@@ -276,7 +289,7 @@ impl Gateway {
                 auth: s.auth,
                 tokens,
                 modern: tokio::sync::OnceCell::new(),
-                era_modern: tokio::sync::OnceCell::new(),
+                era: tokio::sync::OnceCell::new(),
                 bridges: tokio::sync::Mutex::new(HashMap::new()),
             };
             servers.insert(s.name.clone(), Arc::new(rt));
@@ -329,6 +342,11 @@ impl Gateway {
         for s in self.servers.values() {
             if let Some(c) = s.modern.get() {
                 c.link.shutdown(Duration::from_secs(2)).await;
+            }
+            let bridges: Vec<Arc<Bridge>> =
+                s.bridges.lock().await.drain().map(|(_, b)| b).collect();
+            for b in bridges {
+                b.conn.link.shutdown(Duration::from_secs(2)).await;
             }
         }
     }
@@ -761,7 +779,10 @@ async fn mcp(
                 None => StatusCode::NOT_FOUND.into_response(),
                 Some(s) => {
                     gw.sessions.lock().unwrap().remove(&id);
-                    s.conn.link.shutdown(Duration::from_secs(2)).await;
+                    // A bridged session rides the server's shared stateless connection.
+                    if s.bridged.is_none() {
+                        s.conn.link.shutdown(Duration::from_secs(2)).await;
+                    }
                     StatusCode::NO_CONTENT.into_response()
                 }
             },
@@ -815,36 +836,188 @@ async fn mcp(
                             "Unknown or ended session; initialize again.",
                         ),
                     ),
+                    Some(s) if s.bridged.is_some() => {
+                        bridged_legacy_post(&gw, &s, msg, params, &headers).await
+                    }
                     Some(s) => legacy_post(&gw, &s, msg, text, &headers, None).await,
                 };
             }
             if msg.kind() == Kind::Request && msg.method() == Some("initialize") {
-                let conn = match gw.connect(&srv).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return rpc_status(
-                            StatusCode::BAD_GATEWAY,
-                            error_line(
-                                msg.id(),
-                                codes::INTERNAL_ERROR,
-                                &format!("cannot start the upstream server: {e}"),
-                            ),
-                        );
-                    }
-                };
-                let id = random_hex(16);
-                let s = Arc::new(Session {
-                    server: srv.clone(),
-                    caller,
-                    conn,
-                });
-                gw.sessions.lock().unwrap().insert(id.clone(), s.clone());
-                return legacy_post(&gw, &s, msg, text, &headers, Some(id)).await;
+                return open_session(&gw, srv, caller, msg, text, &headers).await;
             }
             rpc_status(StatusCode::BAD_REQUEST, error_line(msg.id(), codes::INVALID_REQUEST, "Missing Mcp-Session-Id: send initialize first (or a 2026-07-28 request with _meta)."))
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
     }
+}
+
+/// `initialize` without a session: a new handshake-era session with its own upstream
+/// connection, so the server sees this client's capabilities. When the upstream speaks
+/// 2026-07-28 and refuses the handshake, the session is bridged instead: `initialize` is
+/// answered from the upstream's `server/discover`, and every later request goes out stateless,
+/// with the `_meta` this handshake declared.
+async fn open_session(
+    gw: &Arc<Gateway>,
+    srv: Arc<ServerRt>,
+    caller: Caller,
+    msg: Message,
+    text: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let conn = match gw.connect(&srv).await {
+        Ok(c) => c,
+        Err(e) => {
+            return rpc_status(
+                StatusCode::BAD_GATEWAY,
+                error_line(
+                    msg.id(),
+                    codes::INTERNAL_ERROR,
+                    &format!("cannot start the upstream server: {e}"),
+                ),
+            )
+        }
+    };
+    let id = random_hex(16);
+    let era = era_of(gw, &srv).await;
+    let Era::Modern(discover) = era else {
+        let s = Arc::new(Session {
+            server: srv.clone(),
+            caller,
+            conn,
+            bridged: None,
+        });
+        gw.sessions.lock().unwrap().insert(id.clone(), s.clone());
+        return legacy_post(gw, &s, msg, text, headers, Some(id)).await;
+    };
+    // Try the handshake; keep the answer unless the server refuses it.
+    let client_id = msg.id().expect("request").get().to_owned();
+    let mut rx = conn.router.wait_for(&client_id, None);
+    conn.link.from_client(text, &caller).await;
+    let mut answer = None;
+    while let Ok(Some(l)) = tokio::time::timeout(gw.timeout, rx.recv()).await {
+        if let Some(m) = is_response(&l) {
+            answer = Some((m, l));
+            break;
+        }
+    }
+    conn.router.forget(&client_id);
+    let with_session = |resp: Response| {
+        let mut resp = resp;
+        resp.headers_mut()
+            .insert(SESSION_HEADER, HeaderValue::from_str(&id).expect("hex"));
+        resp
+    };
+    match answer {
+        Some((m, line)) if m.get("result").is_some() => {
+            let s = Arc::new(Session {
+                server: srv.clone(),
+                caller,
+                conn,
+                bridged: None,
+            });
+            gw.sessions.lock().unwrap().insert(id.clone(), s);
+            with_session(rpc_status(StatusCode::OK, line))
+        }
+        Some(_) => {
+            // Refused: bridge this session over the shared stateless connection.
+            conn.link.shutdown(Duration::from_secs(2)).await;
+            let Ok(shared) = srv.modern.get_or_try_init(|| gw.connect(&srv)).await else {
+                return rpc_status(
+                    StatusCode::BAD_GATEWAY,
+                    error_line(
+                        msg.id(),
+                        codes::INTERNAL_ERROR,
+                        "cannot reach the upstream server",
+                    ),
+                );
+            };
+            let p = msg.value("params").unwrap_or_else(|| json!({}));
+            let requested = p
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(portcullis_mcp::LEGACY_LATEST)
+                .to_owned();
+            let version = if requested.as_str() <= portcullis_mcp::LEGACY_LATEST {
+                requested
+            } else {
+                portcullis_mcp::LEGACY_LATEST.to_owned()
+            };
+            let meta = json!({
+                META_PROTOCOL_VERSION: portcullis_mcp::MODERN,
+                "io.modelcontextprotocol/clientCapabilities": p.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+                "io.modelcontextprotocol/clientInfo": p.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"})),
+            });
+            let mut result = json!({
+                "protocolVersion": version,
+                "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+                "serverInfo": discover.pointer("/_meta/io.modelcontextprotocol~1serverInfo").cloned().unwrap_or_else(|| json!({"name": srv.name, "version": "0"})),
+            });
+            if let Some(i) = discover.get("instructions") {
+                result["instructions"] = i.clone();
+            }
+            let s = Arc::new(Session {
+                server: srv.clone(),
+                caller,
+                conn: shared.clone(),
+                bridged: Some(meta),
+            });
+            gw.sessions.lock().unwrap().insert(id.clone(), s);
+            tracing::info!(server = %srv.name, "handshake refused upstream: session bridged to 2026-07-28");
+            with_session(rpc_status(
+                StatusCode::OK,
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":{client_id},\"result\":{result}}}"),
+            ))
+        }
+        None => rpc_status(
+            StatusCode::GATEWAY_TIMEOUT,
+            error_line(
+                msg.id(),
+                codes::INTERNAL_ERROR,
+                "The upstream server did not answer initialize in time.",
+            ),
+        ),
+    }
+}
+
+/// A request of a handshake-era session bridged to a 2026-07-28-only upstream: `ping` and
+/// `logging/setLevel` are answered here, `notifications/initialized` has no stateless
+/// counterpart; everything else goes out with the session's `_meta`.
+async fn bridged_legacy_post(
+    gw: &Gateway,
+    s: &Session,
+    mut msg: Message,
+    params: Option<Value>,
+    headers: &HeaderMap,
+) -> Response {
+    let caller = gw.current(&s.caller);
+    let method = msg.method().unwrap_or_default().to_owned();
+    if msg.kind() != Kind::Request {
+        if method != "notifications/initialized" && msg.kind() == Kind::Notification {
+            s.conn.link.from_client(&msg.to_json(), &caller).await;
+        }
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if method == "ping" || method == "logging/setLevel" {
+        let line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}",
+            msg.id().expect("request").get()
+        );
+        return rpc_status(StatusCode::OK, line);
+    }
+    let mut p = params.unwrap_or_else(|| json!({}));
+    if let (Some(obj), Some(meta)) = (
+        p.as_object_mut(),
+        s.bridged.as_ref().and_then(Value::as_object),
+    ) {
+        let m = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(m) = m.as_object_mut() {
+            for (k, v) in meta {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    msg.set_value("params", &p);
+    forward_stateless(gw, &s.conn, caller, msg, Some(p), headers, Vec::new(), None).await
 }
 
 fn sse(
@@ -958,7 +1131,7 @@ async fn modern_post(
         .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    if !*srv.era_modern.get_or_init(|| probe_era(gw, srv)).await {
+    if matches!(era_of(gw, srv).await, Era::Legacy) {
         return bridge_post(gw, srv, caller, msg, params, headers).await;
     }
     let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
@@ -1053,9 +1226,9 @@ async fn forward_stateless(
 /// Asks the upstream once whether it speaks 2026-07-28: a `server/discover` answer, or one of
 /// that era's errors, means yes; anything else (-32601, silence for 10 s) means a
 /// handshake-era server, which stateless clients then reach through a bridge.
-async fn probe_era(gw: &Gateway, srv: &ServerRt) -> bool {
+async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
     let Ok(conn) = srv.modern.get_or_try_init(|| gw.connect(srv)).await else {
-        return true; // let the request itself report the failure
+        return Err(()); // not cached: the request itself reports the failure
     };
     let id = "\"portcullis-probe\"";
     let rx = conn.router.wait_for(id, None);
@@ -1081,16 +1254,30 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> bool {
         .ok()
         .flatten();
     conn.router.forget(id);
-    let modern = match answer.as_deref().and_then(|l| Message::parse(l).ok()) {
-        Some(m) if m.get("result").is_some() => true,
-        Some(m) => m
-            .value("error")
-            .and_then(|e| e.get("code").and_then(Value::as_i64))
-            .is_some_and(|c| (-32022..=-32020).contains(&c)),
-        None => false,
+    let era = match answer.as_deref().and_then(|l| Message::parse(l).ok()) {
+        Some(m) => match m.value("result") {
+            Some(r) => Era::Modern(r),
+            None if m
+                .value("error")
+                .and_then(|e| e.get("code").and_then(Value::as_i64))
+                .is_some_and(|c| (-32022..=-32020).contains(&c)) =>
+            {
+                Era::Modern(json!({}))
+            }
+            None => Era::Legacy,
+        },
+        None => Era::Legacy,
     };
-    tracing::info!(server = %srv.name, "upstream era: {}", if modern { "2026-07-28" } else { "handshake (stateless clients are bridged)" });
-    modern
+    tracing::info!(server = %srv.name, "upstream era: {}", if matches!(era, Era::Legacy) { "handshake only (stateless clients are bridged)" } else { "2026-07-28" });
+    Ok(era)
+}
+
+/// The upstream's era, probed once (a failure to connect is not cached).
+async fn era_of(gw: &Gateway, srv: &ServerRt) -> Era {
+    match srv.era.get_or_try_init(|| probe_era(gw, srv)).await {
+        Ok(e) => e.clone(),
+        Err(()) => Era::Modern(json!({})),
+    }
 }
 
 /// A stateless request to a handshake-era upstream: one upstream session per grant and
@@ -1459,6 +1646,7 @@ async fn sse_open(
             server: srv,
             caller,
             conn,
+            bridged: None,
         }),
     );
     let guard = Arc::new(SseSessionGuard {

@@ -504,7 +504,11 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     );
 
     let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
-    let seen: Vec<&str> = seen.lines().collect();
+    // The gateway's own era probe (server/discover) aside.
+    let seen: Vec<&str> = seen
+        .lines()
+        .filter(|l| !l.contains("\"server/discover\""))
+        .collect();
     assert_eq!(
         seen.len(),
         3,
@@ -1311,4 +1315,55 @@ fn a_client_pinned_to_2026_is_bridged_to_a_handshake_era_server() {
         &json!([{"op":"call","name":"echo","args":{"message":"x"}}]),
     );
     assert_eq!(auto["protocol_version"], "2025-11-25");
+}
+
+#[test]
+fn handshake_clients_are_bridged_to_a_server_that_only_speaks_2026() {
+    let Some(py) = peer("venv/bin/python") else {
+        return;
+    };
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"modern\"\ncommand = [\"env\", \"MODERN_ONLY=1\", \"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let policy = json!({"version":"1","default":"deny","hide":["delete_invoice"],"tools":{"read_invoice":{}}});
+    let gw = serve("modern-only", &servers, &[("p.json", policy.to_string())]);
+    let url = format!("http://127.0.0.1:{}/mcp/modern", gw.port);
+    let actions = json!([
+        {"op":"list_tools"},
+        {"op":"call","name":"read_invoice","args":{"id":3}},
+        {"op":"call","name":"pay_invoice","args":{"id":3}},
+        {"op":"call","name":"read_invoice","args":{"id":4},"progress":true}
+    ]);
+    for mode in ["legacy", "auto"] {
+        let out = drive(&py, mode, &url, None, &actions);
+        let r = out["results"].as_array().unwrap();
+        let names: Vec<&str> = r[0]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: {out}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"read_invoice") && !names.contains(&"delete_invoice"),
+            "{mode}: {names:?}"
+        );
+        assert_eq!(text(&r[1]), "called read_invoice with {\"id\":3}", "{mode}");
+        assert_eq!(
+            r[2]["_meta"]["portcullis/decision"]["rule"], "(default deny)",
+            "{mode}"
+        );
+        assert_eq!(
+            r[3]["_progress"],
+            json!([1.0, 2.0]),
+            "{mode}: progress through the bridge"
+        );
+    }
+    // Every request reached the server stateless, with the handshake's capabilities in _meta.
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    for line in seen.lines().filter(|l| l.contains("\"tools/call\"")) {
+        assert!(
+            line.contains("io.modelcontextprotocol/protocolVersion"),
+            "{line}"
+        );
+    }
+    assert!(!seen.contains("pay_invoice") && !seen.contains("delete_invoice"));
 }
