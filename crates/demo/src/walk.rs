@@ -119,6 +119,8 @@ pub async fn walkthrough_with(
         server: SERVER_NAME.into(),
         clock: system_clock,
         audit: false,
+        approvals: None,
+        on_new_approval: None,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),

@@ -45,6 +45,10 @@ pub struct GatewayConfig {
     pub audit: String,
     /// Delete audit records older than this (`"30d"`); unset keeps everything.
     pub audit_retention: Option<String>,
+    /// POSTed a JSON notification for every new approval request.
+    pub approval_webhook: Option<String>,
+    /// HMAC-SHA256 key for the webhook's `X-Portcullis-Signature` (may be `${VAR}`).
+    pub approval_webhook_secret: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +62,8 @@ impl Default for GatewayConfig {
             request_timeout_secs: 300,
             audit: "durable".into(),
             audit_retention: None,
+            approval_webhook: None,
+            approval_webhook_secret: None,
         }
     }
 }

@@ -28,7 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use portcullis_mcp::{codes, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION};
 use portcullis_policy::{CounterStore, Engine};
-use portcullis_store::{bearer_token, AuditDecision, AuditLog, AuditRecord, AuthError, GrantStore};
+use portcullis_store::{
+    bearer_token, ApprovalStore, AuditDecision, AuditLog, AuditRecord, AuthError, GrantStore,
+};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -62,6 +64,8 @@ pub struct Gateway {
     policies: std::sync::RwLock<Arc<Policies>>,
     grants: Option<Arc<dyn GrantStore>>,
     audit: Option<Arc<AuditLog>>,
+    approvals: Option<Arc<dyn ApprovalStore>>,
+    on_new_approval: Option<crate::relay::ApprovalHook>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
     timeout: Duration,
@@ -237,6 +241,7 @@ impl Gateway {
         store: Arc<dyn CounterStore>,
         grants: Option<Arc<dyn GrantStore>>,
         audit: Option<Arc<AuditLog>>,
+        approvals: Option<Arc<dyn ApprovalStore>>,
     ) -> Result<Arc<Gateway>, String> {
         let policies = Self::load_policies(cfg)?;
         let mut servers = HashMap::new();
@@ -307,6 +312,23 @@ impl Gateway {
             policies: std::sync::RwLock::new(Arc::new(policies)),
             grants,
             audit,
+            approvals,
+            on_new_approval: match &cfg.gateway.approval_webhook {
+                None => None,
+                Some(url) => {
+                    let secret =
+                        expand_env(cfg.gateway.approval_webhook_secret.as_deref().unwrap_or(""))?;
+                    let hook = Arc::new(crate::webhook::Webhook::new(url, &secret)?);
+                    let f: Arc<dyn Fn(&portcullis_store::Approval) + Send + Sync> =
+                        Arc::new(move |a: &portcullis_store::Approval| {
+                            hook.notify(
+                                "approval.requested",
+                                serde_json::to_value(a).unwrap_or(Value::Null),
+                            );
+                        });
+                    Some(f)
+                }
+            },
             allowed_hosts,
             allowed_origins: cfg.gateway.allowed_origins.clone(),
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
@@ -357,6 +379,8 @@ impl Gateway {
             server: server.name.clone(),
             clock: crate::relay::system_clock,
             audit: self.audit.is_some(),
+            approvals: self.approvals.clone(),
+            on_new_approval: self.on_new_approval.clone(),
         }));
         let (tx, mut rx) = unbounded_channel();
         let link = Upstream::start(&server.spec, relay, tx, self.audit_sink(server)).await?;

@@ -11,5 +11,6 @@ pub mod http;
 pub mod relay;
 pub mod stdio;
 pub mod upstream;
+pub mod webhook;
 
 pub use relay::{Caller, Out, Relay, RelayConfig};

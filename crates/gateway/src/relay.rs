@@ -17,7 +17,9 @@ use portcullis_policy::doc::Mode;
 use portcullis_policy::{
     json, Call, Check, CounterStore, Decision, Denial, Engine, Identity, Millis, Ticket,
 };
-use portcullis_store::{AuditDecision, AuditRecord};
+use portcullis_store::{
+    Approval, ApprovalCheck, ApprovalRequest, ApprovalStore, AuditDecision, AuditRecord,
+};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -40,6 +42,9 @@ pub enum Out {
     Audit(Box<AuditRecord>, Option<Value>),
 }
 
+/// A callback for new approval requests.
+pub type ApprovalHook = Arc<dyn Fn(&Approval) + Send + Sync>;
+
 /// What a relay needs that does not change per request.
 pub struct RelayConfig {
     /// Counters.
@@ -50,6 +55,10 @@ pub struct RelayConfig {
     pub clock: fn() -> Millis,
     /// Emit an [`Out::Audit`] record for every client request.
     pub audit: bool,
+    /// Where `approve_if` requests are kept; `None`: such calls are denied (fail closed).
+    pub approvals: Option<Arc<dyn ApprovalStore>>,
+    /// Called once for every new approval request (the webhook notification).
+    pub on_new_approval: Option<ApprovalHook>,
 }
 
 /// Who sent a client message, and the policy that applies to them. One per stdio connection
@@ -411,11 +420,68 @@ impl Relay {
         let shadow = engine.mode() == Mode::Shadow;
         let decision = match engine.check(&call, &who) {
             Check::Deny(d) => Decision::Deny(d),
-            Check::Approval(need, _) => Decision::Deny(Denial {
-                rule: need.rule,
-                message: format!("Approval required: {} This gateway cannot take approvals yet, so the call was not forwarded.", need.reason),
-                retry_after_secs: None,
-            }),
+            Check::Approval(need, plan) => {
+                let Some(store) = &self.cfg.approvals else {
+                    return deny(
+                        out,
+                        Denial {
+                            rule: need.rule,
+                            message: format!("Approval required: {} This gateway has no approval store (give it a data dir), so the call was not forwarded.", need.reason),
+                            retry_after_secs: None,
+                        },
+                    );
+                };
+                let now = (self.cfg.clock)();
+                let req = ApprovalRequest {
+                    fingerprint: fingerprint(&caller.grant_id, &self.cfg.server, tool, args),
+                    grant_id: caller.grant_id.clone(),
+                    grant_label: caller.grant_label.clone(),
+                    server: self.cfg.server.clone(),
+                    tool: tool.to_owned(),
+                    args: args
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                    rule: need.rule.clone(),
+                    reason: need.reason.clone(),
+                    timeout_ms: need.timeout_ms,
+                };
+                match store.check(&req, now) {
+                    Ok(ApprovalCheck::Approved(a)) => {
+                        // Approved and consumed: this identical call passes once; limits still apply.
+                        out.message = Some(format!(
+                            "approval {} consumed (approved by {})",
+                            a.id,
+                            a.decided_by.as_deref().unwrap_or("?")
+                        ));
+                        engine.reserve(&plan, &*self.cfg.store, now)
+                    }
+                    Ok(ApprovalCheck::Denied(a)) => Decision::Deny(Denial {
+                        rule: need.rule,
+                        message: format!(
+                            "Approval denied: {}",
+                            a.decision_reason.as_deref().unwrap_or("no reason given")
+                        ),
+                        retry_after_secs: None,
+                    }),
+                    Ok(ApprovalCheck::Pending { approval, new }) => {
+                        if new {
+                            if let Some(notify) = &self.cfg.on_new_approval {
+                                notify(&approval);
+                            }
+                        }
+                        out.audit_decision = AuditDecision::Approval;
+                        out.rule = Some(need.rule);
+                        out.message = Some(format!(
+                            "{} approval {}",
+                            if new { "requested" } else { "still pending:" },
+                            approval.id
+                        ));
+                        out.result = Err(Answer::Approval(Box::new(approval), modern));
+                        return out;
+                    }
+                    Err(e) => Decision::Deny(Denial::store_error(&format!("approvals: {e}"))),
+                }
+            }
             Check::Proceed(plan) => engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)()),
         };
         match decision {
@@ -716,6 +782,7 @@ struct CallOutcome {
 enum Answer {
     Error(i64, String),
     Denied(Denial, bool),
+    Approval(Box<Approval>, bool),
 }
 
 impl Answer {
@@ -723,8 +790,41 @@ impl Answer {
         match self {
             Answer::Error(code, m) => error_line(Some(id), *code, m),
             Answer::Denied(d, modern) => result_line(id, &denial_result(d, *modern)),
+            Answer::Approval(a, modern) => result_line(id, &approval_result(a, *modern)),
         }
     }
+}
+
+/// The identity of a call for approvals: grant, server, tool and the canonical JSON of the
+/// arguments (keys sorted at every depth), hashed.
+fn fingerprint(grant: &str, server: &str, tool: &str, args: Option<&Value>) -> String {
+    use sha2::Digest;
+    let canonical = args.map_or_else(|| "{}".to_string(), json::canonical);
+    let mut h = sha2::Sha256::new();
+    for part in [grant, server, tool, canonical.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `tools/call` result for a call waiting for a human: `[APPROVAL REQUIRED]`, the id, what
+/// to do, and the expiry, in words and in `_meta`.
+fn approval_result(a: &Approval, modern: bool) -> Value {
+    let expires = portcullis_policy::window::rfc3339(a.expires_at);
+    let text = format!(
+        "[APPROVAL REQUIRED] {} This call needs a human's approval first (approval {}, rule {}). Once an operator approves it (`portcullis approvals approve {}`), retry the identical call: it will pass once. The request expires at {expires}.",
+        a.reason, a.id, a.rule, a.id
+    );
+    let mut r = serde_json::json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "_meta": {"portcullis/approval": {"id": a.id, "expiresAt": expires, "expiresAtMs": a.expires_at, "rule": a.rule}}
+    });
+    if modern {
+        r["resultType"] = serde_json::json!("complete");
+    }
+    r
 }
 
 /// How the upstream answered, for the audit trail: `ok`, `tool_error` (an `isError` result),

@@ -44,6 +44,8 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             server: "odoo".into(),
             clock: || NOON,
             audit: true,
+            approvals: None,
+            on_new_approval: None,
         }),
         caller: Caller {
             engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),

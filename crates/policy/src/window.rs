@@ -203,6 +203,20 @@ pub fn human_wait(ms: Millis) -> String {
     }
 }
 
+/// An instant as RFC 3339 UTC text with milliseconds (`2026-11-21T23:59:59.999Z`).
+pub fn rfc3339(ms: Millis) -> String {
+    let days = (ms / DAY) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let rem = ms % DAY;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / HOUR,
+        (rem % HOUR) / MINUTE,
+        (rem % MINUTE) / SECOND,
+        rem % SECOND
+    )
+}
+
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian.
 /// Hand-written (a dozen lines of well-known arithmetic) rather than pulling in a date crate
 /// for one month boundary.
@@ -304,6 +318,12 @@ mod tests {
         let (s, e) = Window::Month.bucket(T_2026_12_01_000000 + 5 * DAY).unwrap();
         assert_eq!(s, T_2026_12_01_000000);
         assert_eq!(e, T_2026_12_01_000000 + 31 * DAY);
+    }
+
+    #[test]
+    fn rfc3339_text() {
+        assert_eq!(rfc3339(T_2026_11_21_235959_999), "2026-11-21T23:59:59.999Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -153,7 +153,7 @@ struct AuditQuery {
 /// Default number of records printed by `portcullis audit`.
 const DEFAULT_LIMIT: usize = 100;
 
-fn now_ms() -> Millis {
+pub(crate) fn now_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
@@ -161,13 +161,13 @@ fn now_ms() -> Millis {
 }
 
 /// The data directory and, when there is one, the configuration.
-struct Place {
-    data_dir: PathBuf,
+pub(crate) struct Place {
+    pub(crate) data_dir: PathBuf,
     config: Option<(PathBuf, Config)>,
 }
 
 impl Place {
-    fn find(a: &StoreArgs) -> Result<Place, String> {
+    pub(crate) fn find(a: &StoreArgs) -> Result<Place, String> {
         let (path, explicit) = match &a.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from("portcullis.toml"), false),
@@ -364,7 +364,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
 
 /// Creates a directory (and its parents) readable by its owner only, where that exists: the
 /// stores hold the audit log's HMAC key and possibly argument values.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -474,7 +474,7 @@ fn print_grants(grants: &[Grant], now: Millis) {
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut width = header.map(|h| h.chars().count());
     for r in rows {
         for (w, c) in width.iter_mut().zip(r) {
@@ -690,7 +690,7 @@ fn parse_utc(s: &str) -> Option<Millis> {
 }
 
 /// `2026-11-22T09:30:00.123Z`.
-fn fmt_time(t: Millis) -> String {
+pub(crate) fn fmt_time(t: Millis) -> String {
     let days = (t / 86_400_000) as i64;
     let rem = t % 86_400_000;
     let (y, m, d) = civil_from_days(days);

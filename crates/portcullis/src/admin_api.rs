@@ -14,6 +14,10 @@
 //! | `DELETE /admin/api/grants/{id}` | revoke a grant |
 //! | `GET /admin/api/audit?since=&until=&grant=&tool=&decision=&server=&limit=` | audit query |
 //! | `GET /admin/api/counters/{server}?grant=` | usage of each limit of the server's policy |
+//! | `GET /admin/api/approvals[?status=]` | approval requests, newest first (pending by default) |
+//! | `GET /admin/api/approvals/{id}` | one approval request |
+//! | `POST /admin/api/approvals/{id}/approve` | approve `{by?, valid_for?}`; audited |
+//! | `POST /admin/api/approvals/{id}/deny` | deny `{reason, by?}`; audited |
 //!
 //! Every route but the OpenAPI document needs `Authorization: Bearer <admin token>`; grant
 //! tokens never work here. The admin token is made at the first start of `serve` (see
@@ -25,6 +29,7 @@
 //! `portcullis audit` (one code path per operation).
 
 use crate::admin::{grant_json, parse_when};
+use crate::approvals_cli::{DecideError, Decision};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -36,7 +41,7 @@ use portcullis_gateway::http::Gateway;
 use portcullis_gateway::relay::system_clock;
 use portcullis_gateway::upstream::UpstreamSpec;
 use portcullis_policy::{CounterKey, Scope, Window};
-use portcullis_store::{AuditFilter, GrantError};
+use portcullis_store::{ApprovalError, ApprovalStatus, ApprovalStore, AuditFilter, GrantError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -230,6 +235,10 @@ pub fn router(
         .route("/grants/{id}", axum::routing::delete(grant_revoke))
         .route("/audit", get(audit))
         .route("/counters/{server}", get(counters))
+        .route("/approvals", get(approvals_list))
+        .route("/approvals/{id}", get(approval_get))
+        .route("/approvals/{id}/approve", post(approval_approve))
+        .route("/approvals/{id}/deny", post(approval_deny))
         // Unknown routes under the prefix only: the rest of the gateway is untouched.
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
@@ -1001,6 +1010,207 @@ async fn counters(
         "grant": subject,
         "limits": out,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approvals: the same store calls and audit record as `portcullis approvals`
+// ---------------------------------------------------------------------------------------------
+
+/// Who decided, when an API request does not say.
+const API_APPROVER: &str = "admin-api";
+
+impl AdminState {
+    /// The approval store of the data directory (created on first use).
+    fn approvals(&self) -> Result<portcullis_store::SqliteApprovals, Refusal> {
+        let dir = self.cfg.resolve(&self.cfg.gateway.data_dir);
+        let fail = |m: String| refuse(StatusCode::INTERNAL_SERVER_ERROR, "store_error", m);
+        crate::admin::create_private_dir(&dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        portcullis_store::SqliteApprovals::open(dir.join(portcullis_store::APPROVALS_FILE))
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+fn approval_error(e: ApprovalError) -> Response {
+    let (status, code) = match &e {
+        ApprovalError::NotFound(_) => (StatusCode::NOT_FOUND, "approval_not_found"),
+        ApprovalError::NotPending(_) => (StatusCode::CONFLICT, "approval_not_pending"),
+        ApprovalError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+    };
+    error(status, code, e.to_string())
+}
+
+fn approval_json(a: &portcullis_store::Approval) -> Value {
+    serde_json::to_value(a).unwrap_or(Value::Null)
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    /// pending (default), approved, denied, expired, consumed or all.
+    status: Option<String>,
+}
+
+/// `GET /admin/api/approvals[?status=]`: approval requests, newest first; pending ones by
+/// default, `status=all` for every one.
+async fn approvals_list(
+    State(st): State<Arc<AdminState>>,
+    query: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    admitted!(st, headers);
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()),
+    };
+    let filter = match crate::approvals_cli::status_filter(q.status.as_deref().unwrap_or("pending"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("status: {e}"),
+            )
+        }
+    };
+    blocking(move || {
+        let store = match st.approvals() {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        match store.list(filter, system_clock()) {
+            Ok(list) => ok(&Value::Array(list.iter().map(approval_json).collect())),
+            Err(e) => approval_error(e),
+        }
+    })
+    .await
+}
+
+/// `GET /admin/api/approvals/{id}`: one approval request (a lapsed one shown as expired).
+async fn approval_get(
+    State(st): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    admitted!(st, headers);
+    blocking(move || {
+        let store = match st.approvals() {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        // Listing marks lapsed requests expired first, as `portcullis approvals show` does.
+        if let Err(e) = store.list(Some(ApprovalStatus::Pending), system_clock()) {
+            return approval_error(e);
+        }
+        match store.get(&id) {
+            Ok(a) => ok(&approval_json(&a)),
+            Err(e) => approval_error(e),
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// Who approves [default: `admin-api`].
+    #[serde(default)]
+    by: Option<String>,
+    /// How long the approval stays usable (`10m` by default).
+    #[serde(default)]
+    valid_for: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyBody {
+    reason: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// [`crate::approvals_cli::decide`] with the gateway's audit log, off the async threads.
+async fn decide_api(st: Arc<AdminState>, id: String, by: String, d: Decision) -> Response {
+    blocking(move || {
+        let store = match st.approvals() {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        let log = st.gw.audit_log().cloned();
+        match crate::approvals_cli::decide(&store, log.as_deref(), &id, &by, &d, system_clock()) {
+            Ok(a) => ok(&approval_json(&a)),
+            Err(DecideError::Store(e)) => approval_error(*e),
+            Err(e @ DecideError::Invalid(_)) => error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_decision",
+                e.to_string(),
+            ),
+            Err(e @ DecideError::Audit { .. }) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "audit_error",
+                e.to_string(),
+            ),
+        }
+    })
+    .await
+}
+
+/// `POST /admin/api/approvals/{id}/approve {by?, valid_for?}`: approves a pending request;
+/// the agent's identical retry passes once within `valid_for` (default 10m). Audited.
+async fn approval_approve(
+    State(st): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admitted!(st, headers);
+    let b: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        match body_json(&body) {
+            Ok(b) => b,
+            Err(r) => return *r,
+        }
+    };
+    let valid_for = b
+        .valid_for
+        .as_deref()
+        .unwrap_or(crate::approvals_cli::DEFAULT_VALID_FOR);
+    let valid_for_ms = match crate::approvals_cli::parse_valid_for(valid_for, "valid_for") {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_decision", e),
+    };
+    let by = b.by.unwrap_or_else(|| API_APPROVER.into());
+    decide_api(st, id, by, Decision::Approve { valid_for_ms }).await
+}
+
+/// `POST /admin/api/approvals/{id}/deny {reason, by?}`: denies a pending request; the
+/// agent's retry is told the reason. Audited.
+async fn approval_deny(
+    State(st): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admitted!(st, headers);
+    let b: DenyBody = match body_json(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let by = b.by.unwrap_or_else(|| API_APPROVER.into());
+    decide_api(st, id, by, Decision::Deny { reason: b.reason }).await
 }
 
 #[cfg(test)]

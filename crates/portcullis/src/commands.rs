@@ -357,11 +357,24 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         }
         None => None,
     };
+    // With a data dir, approve_if calls wait for a human (`portcullis approvals …`).
+    let approvals: Option<std::sync::Arc<dyn portcullis_store::ApprovalStore>> = match &a.data_dir {
+        Some(dir) => {
+            let path = dir.join(portcullis_store::approvals::APPROVALS_FILE);
+            Some(std::sync::Arc::new(
+                portcullis_store::SqliteApprovals::open(&path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
     let relay = portcullis_gateway::Relay::new(portcullis_gateway::RelayConfig {
         store,
         server: a.server.clone(),
         clock: portcullis_gateway::relay::system_clock,
         audit: audit.is_some(),
+        approvals,
+        on_new_approval: None,
     });
     let caller = portcullis_gateway::Caller {
         engine,
@@ -487,7 +500,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         .audit_retention
         .as_deref()
         .and_then(portcullis_policy::window::parse_duration);
-    let gw = portcullis_gateway::http::Gateway::new(&cfg, store, Some(grants), audit.clone())?;
+    let approvals_path = dir.join(portcullis_store::approvals::APPROVALS_FILE);
+    let approvals: std::sync::Arc<dyn portcullis_store::ApprovalStore> = std::sync::Arc::new(
+        portcullis_store::SqliteApprovals::open(&approvals_path)
+            .map_err(|e| format!("cannot open {}: {e}", approvals_path.display()))?,
+    );
+    let gw = portcullis_gateway::http::Gateway::new(
+        &cfg,
+        store,
+        Some(grants),
+        audit.clone(),
+        Some(approvals),
+    )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

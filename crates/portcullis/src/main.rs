@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod admin;
 mod admin_api;
+mod approvals_cli;
 mod commands;
 mod scan;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Query the audit log (`--since 1h --decision denied --json`), export it as JSON Lines
     /// (`--export FILE`), or apply retention (`audit retain --older-than 30d`).
     Audit(admin::AuditArgs),
+    /// The approval queue: `list` (pending by default), `show ID`, `approve ID`,
+    /// `deny ID --reason TEXT`; each decision is audited.
+    Approvals(approvals_cli::ApprovalsArgs),
     /// Walk through Portcullis in front of a demo Odoo-like server, then print a client config.
     Demo(commands::DemoArgs),
     /// The demo's Odoo-like MCP server on stdio (used by `demo` and its client snippet).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Catalog(a) => scan::catalog(&a),
         Command::Grant(a) => admin::grant(a),
         Command::Audit(a) => admin::audit(a),
+        Command::Approvals(a) => approvals_cli::approvals(a),
         Command::Demo(a) => commands::demo(a),
         Command::DemoUpstream => commands::demo_upstream(),
     };

@@ -737,6 +737,8 @@ pub(crate) async fn list_http(
         server: name.to_string(),
         clock: system_clock,
         audit: false,
+        approvals: None,
+        on_new_approval: None,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),

@@ -29,6 +29,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/admin/api/grants/{id}"),
     ("get", "/admin/api/audit"),
     ("get", "/admin/api/counters/{server}"),
+    ("get", "/admin/api/approvals"),
+    ("get", "/admin/api/approvals/{id}"),
+    ("post", "/admin/api/approvals/{id}/approve"),
+    ("post", "/admin/api/approvals/{id}/deny"),
 ];
 
 fn repo() -> PathBuf {
@@ -737,4 +741,145 @@ fn openapi_document_lists_exactly_the_served_routes() {
             r.body
         );
     }
+}
+
+/// A pending approval request made through the store, as the gateway would.
+fn pending_approval(data_dir: &Path, fp: &str, tool: &str) -> String {
+    use portcullis_store::{ApprovalCheck, ApprovalRequest, ApprovalStore, SqliteApprovals};
+    std::fs::create_dir_all(data_dir).unwrap();
+    let store = SqliteApprovals::open(data_dir.join(portcullis_store::APPROVALS_FILE)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let req = ApprovalRequest {
+        fingerprint: fp.into(),
+        grant_id: "grt_00000000000000aa".into(),
+        grant_label: "bob".into(),
+        server: "rec".into(),
+        tool: tool.into(),
+        args: json!({"amount": 5000}),
+        rule: format!("/tools/{tool}/approve_if/0"),
+        reason: "large payment".into(),
+        timeout_ms: 15 * 60_000,
+    };
+    match store.check(&req, now).unwrap() {
+        ApprovalCheck::Pending { approval, .. } => approval.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn approvals_list_show_approve_deny_and_audit() {
+    let gw = start("approvals");
+    let data = gw.dir.join("data");
+    let a = pending_approval(&data, "fp-a", "pay_invoice");
+    let b = pending_approval(&data, "fp-b", "refund");
+
+    let r = admin(&gw, "GET", "/admin/api/approvals", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [b.clone(), a.clone()], "newest first");
+
+    let r = admin(&gw, "GET", &format!("/admin/api/approvals/{a}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["args"], json!({"amount": 5000}));
+    assert_eq!(r.json()["status"], "pending");
+
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/admin/api/approvals/{a}/approve"),
+        Some(&json!({"by": "alice", "valid_for": "5m"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "approved");
+    assert_eq!(v["decided_by"], "alice");
+    assert_eq!(
+        v["valid_until"].as_u64().unwrap() - v["decided_at"].as_u64().unwrap(),
+        300_000
+    );
+
+    // Deciding again: 409 with the current status.
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/admin/api/approvals/{a}/deny"),
+        Some(&json!({"reason": "too late"})),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["error"], "approval_not_pending");
+    assert!(r.json()["message"].as_str().unwrap().contains("approved"));
+
+    // A denial needs a reason.
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/admin/api/approvals/{b}/deny"),
+        Some(&json!({"reason": " "})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = admin(&gw, "POST", &format!("/admin/api/approvals/{b}/deny"), None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/admin/api/approvals/{b}/deny"),
+        Some(&json!({"reason": "not this supplier", "by": "carol"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["decision_reason"], "not this supplier");
+
+    let r = admin(&gw, "GET", "/admin/api/approvals", None);
+    assert_eq!(r.json(), json!([]), "nothing pending any more");
+    let r = admin(&gw, "GET", "/admin/api/approvals?status=all", None);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let r = admin(&gw, "GET", "/admin/api/approvals?status=denied", None);
+    assert_eq!(r.json()[0]["id"], b.as_str());
+    let r = admin(&gw, "GET", "/admin/api/approvals?status=maybe", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = admin(
+        &gw,
+        "GET",
+        "/admin/api/approvals/apr_ffffffffffffffff",
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["error"], "approval_not_found");
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/admin/api/approvals/{a}/approve"),
+        Some(&json!({"valid_for": "soon"})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // Both decisions are in the audit log.
+    let r = admin(&gw, "GET", "/admin/api/audit?decision=approval", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let records = r.json()["records"].as_array().unwrap().clone();
+    let messages: Vec<&str> = records
+        .iter()
+        .filter(|x| x["method"] == "(approval)")
+        .map(|x| x["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&format!("approved {a} by alice").as_str()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&format!("denied {b} by carol: not this supplier").as_str()),
+        "{messages:?}"
+    );
+    let rec = records.iter().find(|x| x["tool"] == "refund").unwrap();
+    assert_eq!(rec["rule"], "/tools/refund/approve_if/0");
+    assert_eq!(rec["grant_label"], "bob");
+    assert_eq!(rec["server"], "rec");
 }

@@ -1367,3 +1367,213 @@ fn handshake_clients_are_bridged_to_a_server_that_only_speaks_2026() {
     }
     assert!(!seen.contains("pay_invoice") && !seen.contains("delete_invoice"));
 }
+
+/// Starts `portcullis serve` again on an existing test directory (a restart), on a new port.
+fn restart(old: Gw) -> Gw {
+    let dir = old.dir.clone();
+    drop(old);
+    let port = free_port();
+    let cfg = std::fs::read_to_string(dir.join("portcullis.toml")).unwrap();
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen = ") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "serve",
+            "--config",
+            dir.join("portcullis.toml").to_str().unwrap(),
+            "--log",
+            "warn",
+        ])
+        .env("RECORD", dir.join("record.jsonl"))
+        .env("PORTCULLIS_TEST_TOKEN", "tok-alice-0123456789")
+        .env("PORTCULLIS_TEST_HOOK_SECRET", "hook-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Gw { child, port, dir }
+}
+
+#[test]
+fn approvals_hold_risky_calls_until_a_human_decides() {
+    // A webhook receiver that checks the HMAC signature of what it gets.
+    let hook_port = free_port();
+    let hook_log = scratch("hook").join("hook.log");
+    let receiver = format!(
+        r#"
+import hashlib, hmac, http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        want = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(want, self.headers.get("X-Portcullis-Signature", ""))
+        open(sys.argv[1], "a").write(("valid " if ok else "INVALID ") + body.decode() + "\n")
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
+"#
+    );
+    let _hook = Bg(Command::new("python3")
+        .args(["-c", &receiver, hook_log.to_str().unwrap()])
+        .spawn()
+        .unwrap());
+    wait_port(hook_port);
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{
+        "read_invoice":{},
+        "pay_invoice":{"approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100}],"reason":"Money moves.","timeout":"10m"}],
+                        "limits":[{"counter":"pay","window":"minute","max":5,"scope":"server"}]}}});
+    let gw = serve("approvals", &servers, &[("p.json", policy.to_string())]);
+    // Point the gateway at the receiver (hot reload does not cover [gateway]; restart).
+    let cfg = std::fs::read_to_string(gw.dir.join("portcullis.toml")).unwrap();
+    let cfg = cfg.replacen("[gateway]\n", &format!("[gateway]\napproval_webhook = \"http://127.0.0.1:{hook_port}/hook\"\napproval_webhook_secret = \"${{PORTCULLIS_TEST_HOOK_SECRET}}\"\n"), 1);
+    std::fs::write(gw.dir.join("portcullis.toml"), cfg).unwrap();
+    let gw = restart(gw);
+    let call = |gw: &Gw, id: &str, amount: u32| -> Value {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"pay_invoice","arguments":{{"id":7,"amount":{amount},"meta":{{"b":1,"a":2}}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        );
+        let r = http(
+            gw.port,
+            "POST",
+            "/mcp/rec",
+            &[
+                CT,
+                JSON_SSE,
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "pay_invoice"),
+            ],
+            body.as_bytes(),
+        );
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+    };
+    let approval_id = |v: &Value| {
+        v["result"]["_meta"]["portcullis/approval"]["id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let approvals = |gw: &Gw, args: &[&str]| cli(&gw.dir, args);
+    let upstream_calls = |gw: &Gw| {
+        std::fs::read_to_string(gw.dir.join("record.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"pay_invoice\""))
+            .count()
+    };
+
+    // Below the threshold: no approval needed.
+    assert!(call(&gw, "small", 50)["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("called pay_invoice"));
+    // Above it: held, with an id, what to do and the expiry.
+    let first = call(&gw, "a1", 500);
+    let text = first["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("[APPROVAL REQUIRED] Money moves.")
+            && text.contains("retry the identical call"),
+        "{text}"
+    );
+    assert_eq!(first["result"]["isError"], true);
+    assert!(first["result"]["_meta"]["portcullis/approval"]["expiresAt"]
+        .as_str()
+        .is_some_and(|e| e.ends_with('Z')));
+    let id = approval_id(&first).expect("approval id");
+    assert!(id.starts_with("apr_"));
+    // A duplicate while pending reuses the id (argument key order does not matter).
+    assert_eq!(approval_id(&call(&gw, "a2", 500)), Some(id.clone()));
+    assert_eq!(
+        upstream_calls(&gw),
+        1,
+        "only the small payment reached the server"
+    );
+    // The approval request survives a restart; a human approves it with the CLI.
+    let gw = restart(gw);
+    let out = approvals(&gw, &["approvals", "approve", &id, "--by", "carol"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two identical retries race: exactly one is forwarded, the other gets a clear answer.
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| call(&gw, "r1", 500));
+        let b = s.spawn(|| call(&gw, "r2", 500));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let passed = [&r1, &r2]
+        .iter()
+        .filter(|r| {
+            r["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("called pay_invoice"))
+        })
+        .count();
+    assert_eq!(passed, 1, "exactly one retry passes: {r1} {r2}");
+    let other = if approval_id(&r1).is_some() { &r1 } else { &r2 };
+    let new_id = approval_id(other).expect("the loser is told a new approval is needed");
+    assert_ne!(new_id, id);
+    assert_eq!(upstream_calls(&gw), 2);
+    // Deny path.
+    let out = approvals(
+        &gw,
+        &[
+            "approvals",
+            "deny",
+            &new_id,
+            "--reason",
+            "Not this month.",
+            "--by",
+            "carol",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let denied = call(&gw, "d1", 500);
+    assert!(
+        denied["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("[POLICY DENIED] Approval denied: Not this month."),
+        "{denied}"
+    );
+    assert_eq!(upstream_calls(&gw), 2);
+    // The webhook got a signed notification for each new request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&hook_log).unwrap_or_default();
+        if log.contains(&id) && log.contains(&new_id) {
+            assert!(!log.contains("INVALID"), "{log}");
+            assert_eq!(
+                log.lines().filter(|l| l.starts_with("valid ")).count(),
+                2,
+                "one notification per new request: {log}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhook not received: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every state change is audited.
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    for what in ["requested approval", "consumed", "approved", "denied"] {
+        assert!(audit.contains(what), "no audit record mentions {what:?}");
+    }
+}

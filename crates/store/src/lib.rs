@@ -33,10 +33,15 @@ mod sqlite;
 pub use memory::MemoryCounters;
 pub use sqlite::{OpenError, SqliteCounters};
 
+pub mod approvals;
 pub mod audit;
 pub mod grants;
 mod secret;
 
+pub use approvals::{
+    Approval, ApprovalCheck, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore,
+    SqliteApprovals, APPROVALS_FILE,
+};
 pub use audit::{
     AuditDecision, AuditError, AuditFilter, AuditLog, AuditMode, AuditRecord, AuditStats,
 };
