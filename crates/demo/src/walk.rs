@@ -121,6 +121,7 @@ pub async fn walkthrough_with(
         audit: false,
         approvals: None,
         on_new_approval: None,
+        hold_ms: 0,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// keyed hash).
     #[serde(default)]
     pub audit_arguments: bool,
+    /// Hold-open for calls needing approval (`"30s"`): keep the request open and forward it the
+    /// moment a human approves; unset answers `[APPROVAL REQUIRED]` at once.
+    pub hold: Option<String>,
 }
 
 /// Authentication mode of a server.
@@ -229,6 +232,13 @@ impl Config {
                     return Err(format!(
                         "{at}: give exactly one of command = [...] or url = \"...\""
                     ))
+                }
+            }
+            if let Some(h) = &s.hold {
+                if portcullis_policy::window::parse_duration(h).is_none() {
+                    return Err(format!(
+                        "{at}: hold {h:?} is not a duration (write e.g. \"30s\")"
+                    ));
                 }
             }
             if s.auth == Auth::None && !addr.ip().is_loopback() {

@@ -76,6 +76,8 @@ struct ServerRt {
     name: String,
     spec: UpstreamSpec,
     audit_arguments: bool,
+    /// Hold-open for calls needing approval, ms (0: off).
+    hold_ms: u64,
     auth: Auth,
     tokens: Vec<(String, String)>,
     modern: tokio::sync::OnceCell<Arc<Conn>>,
@@ -291,6 +293,11 @@ impl Gateway {
                 name: s.name.clone(),
                 spec,
                 audit_arguments: s.audit_arguments,
+                hold_ms: s
+                    .hold
+                    .as_deref()
+                    .and_then(portcullis_policy::window::parse_duration)
+                    .unwrap_or(0),
                 auth: s.auth,
                 tokens,
                 modern: tokio::sync::OnceCell::new(),
@@ -381,6 +388,7 @@ impl Gateway {
             audit: self.audit.is_some(),
             approvals: self.approvals.clone(),
             on_new_approval: self.on_new_approval.clone(),
+            hold_ms: server.hold_ms,
         }));
         let (tx, mut rx) = unbounded_channel();
         let link = Upstream::start(&server.spec, relay, tx, self.audit_sink(server)).await?;

@@ -40,7 +40,45 @@ pub enum Out {
     /// An audit record, with the call's arguments (for the keyed hash, and the values when the
     /// server keeps them). It must be written before any `Client` line after it is delivered.
     Audit(Box<AuditRecord>, Option<Value>),
+    /// Hold-open: a call waiting for a human's approval, kept open by the link (see
+    /// [`Hold`]).
+    Hold(Box<Hold>),
 }
+
+/// A call held open while a human decides its approval: the link polls the approval, replays
+/// `request` through the relay the moment it is approved (it is then evaluated in full, limits
+/// included) or denied, sends progress notifications meanwhile if the client gave a token, and
+/// answers with `answer` (the `[APPROVAL REQUIRED]` result) when `wait_ms` runs out.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    /// The approval (`apr_…`).
+    pub approval_id: String,
+    /// The client's request line, as received.
+    pub request: String,
+    /// The answer to give if the hold times out.
+    pub answer: String,
+    /// The client's progress token, if any.
+    pub progress_token: Option<Value>,
+    /// Who sent it.
+    pub caller: Caller,
+    /// How long to hold, ms.
+    pub wait_ms: Millis,
+}
+
+impl PartialEq for Hold {
+    fn eq(&self, o: &Hold) -> bool {
+        self.approval_id == o.approval_id && self.request == o.request
+    }
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Caller({}, {})", self.grant_id, self.session_id)
+    }
+}
+
+/// Marks a replayed held call (it is not held a second time).
+const HELD: &str = "(held) ";
 
 /// A callback for new approval requests.
 pub type ApprovalHook = Arc<dyn Fn(&Approval) + Send + Sync>;
@@ -59,6 +97,8 @@ pub struct RelayConfig {
     pub approvals: Option<Arc<dyn ApprovalStore>>,
     /// Called once for every new approval request (the webhook notification).
     pub on_new_approval: Option<ApprovalHook>,
+    /// Hold-open: keep calls that need approval open this long (ms; 0: answer at once).
+    pub hold_ms: Millis,
 }
 
 /// Who sent a client message, and the policy that applies to them. One per stdio connection
@@ -235,6 +275,7 @@ impl Relay {
 
     fn client_request(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
         let started = Instant::now();
+        let original = msg.to_json();
         let client_id = msg.id().expect("requests have ids").to_owned();
         let method = msg.method().unwrap_or_default().to_owned();
         let mut params = msg.get("params").map(|p| p.get().to_owned());
@@ -273,7 +314,36 @@ impl Relay {
                             t.rec.gateway_us = started.elapsed().as_micros() as u64;
                             out.push(Out::Audit(Box::new(t.rec), t.args));
                         }
-                        out.push(Out::Client(answer.line(&client_id)));
+                        match answer {
+                            Answer::Approval(a, _)
+                                if self.cfg.hold_ms > 0
+                                    && !caller
+                                        .request_id
+                                        .as_deref()
+                                        .is_some_and(|r| r.starts_with(HELD)) =>
+                            {
+                                let progress_token = params
+                                    .as_deref()
+                                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                                    .and_then(|p| p.pointer("/_meta/progressToken").cloned());
+                                let answer_line =
+                                    Answer::Approval(a.clone(), false).line(&client_id);
+                                let mut held = caller.clone();
+                                held.request_id = Some(format!(
+                                    "{HELD}{}",
+                                    caller.request_id.as_deref().unwrap_or(client_id.get())
+                                ));
+                                out.push(Out::Hold(Box::new(Hold {
+                                    approval_id: a.id.clone(),
+                                    request: original,
+                                    answer: answer_line,
+                                    progress_token,
+                                    caller: held,
+                                    wait_ms: self.cfg.hold_ms,
+                                })));
+                            }
+                            answer => out.push(Out::Client(answer.line(&client_id))),
+                        }
                         return out;
                     }
                 }
@@ -761,6 +831,11 @@ impl Relay {
             ));
         }
         out
+    }
+
+    /// The approval store, for links that hold calls open.
+    pub fn approvals(&self) -> Option<Arc<dyn ApprovalStore>> {
+        self.cfg.approvals.clone()
     }
 
     /// Requests in flight upstream (for tests and shutdown).

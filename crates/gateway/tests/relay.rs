@@ -46,6 +46,7 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             audit: true,
             approvals: None,
             on_new_approval: None,
+            hold_ms: 0,
         }),
         caller: Caller {
             engine: policy.map(|p| Arc::new(Engine::from_json(p).unwrap())),

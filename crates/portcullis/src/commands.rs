@@ -289,6 +289,10 @@ pub struct StdioArgs {
     /// A remote MCP server (Streamable HTTP) instead of a command.
     #[arg(long)]
     url: Option<String>,
+    /// Hold calls that need approval open this long (e.g. 30s) and forward them the moment a
+    /// human approves (needs --data-dir).
+    #[arg(long)]
+    hold: Option<String>,
     /// Extra header for the remote server, `Name: value` (values may use ${VAR}); repeatable.
     #[arg(long)]
     header: Vec<String>,
@@ -375,6 +379,15 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         audit: audit.is_some(),
         approvals,
         on_new_approval: None,
+        hold_ms: a
+            .hold
+            .as_deref()
+            .map(|h| {
+                portcullis_policy::window::parse_duration(h)
+                    .ok_or_else(|| format!("--hold {h:?} is not a duration (e.g. 30s)"))
+            })
+            .transpose()?
+            .unwrap_or(0),
     });
     let caller = portcullis_gateway::Caller {
         engine,

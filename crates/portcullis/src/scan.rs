@@ -739,6 +739,7 @@ pub(crate) async fn list_http(
         audit: false,
         approvals: None,
         on_new_approval: None,
+        hold_ms: 0,
     }));
     let caller = Caller {
         engine: Some(Arc::new(engine)),

@@ -1577,3 +1577,114 @@ http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
         assert!(audit.contains(what), "no audit record mentions {what:?}");
     }
 }
+
+#[test]
+fn hold_open_forwards_the_moment_a_human_approves() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"20s\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
+    let gw = serve("hold", &servers, &[("p.json", policy.to_string())]);
+    let port = gw.port;
+    let waiting = std::thread::spawn(move || {
+        let body = r#"{"jsonrpc":"2.0","id":"h1","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":1},"_meta":{"progressToken":"pt-1","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let t0 = Instant::now();
+        let r = http(
+            port,
+            "POST",
+            "/mcp/rec",
+            &[
+                CT,
+                JSON_SSE,
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "pay_invoice"),
+            ],
+            body.as_bytes(),
+        );
+        (r, t0.elapsed())
+    });
+    // An operator finds the pending request and approves it while the client waits.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        let out = cli(&gw.dir, &["approvals", "list", "--json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if let Some(id) = list
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a["id"].as_str())
+        {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no pending approval appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(1200)); // long enough for a progress notification
+    let out = cli(&gw.dir, &["approvals", "approve", &id, "--by", "dave"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (r, took) = waiting.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("called pay_invoice"),
+        "forwarded once approved: {}",
+        r.body
+    );
+    assert!(
+        r.body.contains("waiting for approval") && r.body.contains("\"pt-1\""),
+        "progress with the client's own token while held: {}",
+        r.body
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "answered when approved, not at the hold's end ({took:?})"
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("\"pay_invoice\""))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_hold_that_runs_out_answers_approval_required() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"1s\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
+    let gw = serve("hold-timeout", &servers, &[("p.json", policy.to_string())]);
+    let body = r#"{"jsonrpc":"2.0","id":"h2","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":2},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let t0 = Instant::now();
+    let r = http(
+        gw.port,
+        "POST",
+        "/mcp/rec",
+        &[
+            CT,
+            ("Accept", "application/json"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "pay_invoice"),
+        ],
+        body.as_bytes(),
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "held for the configured second"
+    );
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["id"], "h2");
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[APPROVAL REQUIRED] Money moves."),
+        "{v}"
+    );
+    assert!(!std::fs::read_to_string(gw.dir.join("record.jsonl"))
+        .unwrap_or_default()
+        .contains("pay_invoice"));
+}

@@ -96,6 +96,11 @@ impl HttpLink {
         }))
     }
 
+    /// The relay this link feeds.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
     /// Passes one client line through the relay and on to the server.
     pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
         self.from_client_with(line, caller, Vec::new()).await;
@@ -118,7 +123,14 @@ impl HttpLink {
         outs: Vec<Out>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+            for (line, up) in super::deliver(
+                self.audit.as_ref(),
+                &self.to_client,
+                outs,
+                Some(super::Upstream::Http(self.clone())),
+            )
+            .await
+            {
                 self.spawn_post(line, up, Vec::new());
             }
         })
@@ -133,7 +145,14 @@ impl HttpLink {
     /// returning, so the server sees them in the order the client sent them (e.g.
     /// `notifications/initialized` before the first request). Requests run concurrently.
     async fn dispatch_ordered(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
-        for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+        for (line, up) in super::deliver(
+            self.audit.as_ref(),
+            &self.to_client,
+            outs,
+            Some(super::Upstream::Http(self.clone())),
+        )
+        .await
+        {
             if up.is_none() {
                 let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
                     Box::pin(self.clone().post(line, None, extra.clone()));

@@ -62,11 +62,13 @@ pub struct AuditSink {
 
 /// Delivers relay outputs in order: each audit record is written (durably, in durable mode)
 /// before any client line after it goes out; if writing fails, the client gets an error in
-/// place of the answer (fail closed). Returns the lines for the upstream.
+/// place of the answer (fail closed). Returns the lines for the upstream; held calls are
+/// handed to [`hold`] with `link`.
 pub async fn deliver(
     sink: Option<&AuditSink>,
     to_client: &UnboundedSender<String>,
     outs: Vec<Out>,
+    link: Option<Upstream>,
 ) -> Vec<(String, Option<u64>)> {
     let mut upstream = Vec::new();
     let mut audit_failed = false;
@@ -96,9 +98,60 @@ pub async fn deliver(
                 let _ = to_client.send(line);
             }
             Out::Server(line, up) => upstream.push((line, up)),
+            Out::Hold(h) => match &link {
+                Some(l) if !audit_failed => hold(l.clone(), *h, to_client.clone()),
+                _ => {
+                    let _ = to_client.send(h.answer);
+                }
+            },
         }
     }
     upstream
+}
+
+/// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays
+/// the call through the relay — approved, it is forwarded (once); denied, the client gets the
+/// denial — or, when the wait runs out, gives the `[APPROVAL REQUIRED]` answer. Progress
+/// notifications keep a client that sent a progress token informed. Never blocks the caller.
+pub fn hold(link: Upstream, h: crate::relay::Hold, to_client: UnboundedSender<String>) {
+    tokio::spawn(async move {
+        let Some(store) = link.relay().approvals() else {
+            let _ = to_client.send(h.answer);
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_millis(h.wait_ms);
+        let mut ticks = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            ticks += 1;
+            let id = h.approval_id.clone();
+            let store = store.clone();
+            let status = tokio::task::spawn_blocking(move || {
+                store.get(&id).map(|a| a.status).map_err(|e| e.to_string())
+            })
+            .await
+            .ok()
+            .and_then(Result::ok);
+            match status {
+                Some(portcullis_store::ApprovalStatus::Approved)
+                | Some(portcullis_store::ApprovalStatus::Denied) => {
+                    link.from_client(&h.request, &h.caller).await;
+                    return;
+                }
+                Some(portcullis_store::ApprovalStatus::Pending) | None => {}
+                Some(_) => break, // expired or already consumed elsewhere
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            if let (Some(token), true) = (&h.progress_token, ticks.is_multiple_of(4)) {
+                let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": ticks / 4, "message": format!("waiting for approval {}", h.approval_id)}});
+                let _ = to_client.send(note.to_string());
+            }
+        }
+        let _ = to_client.send(h.answer);
+    });
 }
 
 /// Largest single message accepted from an upstream.
@@ -146,6 +199,15 @@ impl Upstream {
             Upstream::Stdio(l) => l.from_client(line, caller).await,
             Upstream::Http(l) => l.from_client_with(line, caller, extra).await,
             Upstream::Sse(l) => l.from_client(line, caller).await,
+        }
+    }
+
+    /// The relay this link feeds.
+    pub fn relay(&self) -> &Arc<Relay> {
+        match self {
+            Upstream::Stdio(l) => l.relay(),
+            Upstream::Http(l) => l.relay(),
+            Upstream::Sse(l) => l.relay(),
         }
     }
 

@@ -122,6 +122,11 @@ impl SseLink {
         self.dispatch(lost).await;
     }
 
+    /// The relay this link feeds.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
     /// Passes one client line through the relay and on to the server.
     pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
         let outs = self.relay.from_client(line, caller);
@@ -134,7 +139,14 @@ impl SseLink {
         outs: Vec<Out>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, outs).await {
+            for (line, up) in super::deliver(
+                self.audit.as_ref(),
+                &self.to_client,
+                outs,
+                Some(super::Upstream::Sse(self.clone())),
+            )
+            .await
+            {
                 let me = self.clone();
                 tokio::spawn(async move { me.post(line, up).await });
             }

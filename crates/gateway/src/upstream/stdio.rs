@@ -172,18 +172,25 @@ impl Link {
     }
 
     /// Passes one client line through the relay and on to the child.
-    pub async fn from_client(&self, line: &str, caller: &Caller) {
+    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
         let outs = self.relay.from_client(line, caller);
         self.dispatch(outs).await;
     }
 
     /// Sends relay outputs where they belong (audit records first, in order); undeliverable
     /// requests are answered.
-    pub async fn dispatch(&self, outs: Vec<Out>) {
+    pub async fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
         let mut queue = outs;
         while !queue.is_empty() {
             let mut next = Vec::new();
-            for (line, up) in super::deliver(self.audit.as_ref(), &self.to_client, queue).await {
+            for (line, up) in super::deliver(
+                self.audit.as_ref(),
+                &self.to_client,
+                queue,
+                Some(super::Upstream::Stdio(self.clone())),
+            )
+            .await
+            {
                 if let Err(e) = send(&self.stdin, &line).await {
                     if let Some(up) = up {
                         next.extend(self.relay.undeliverable(up, &e.to_string()));
