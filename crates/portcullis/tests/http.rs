@@ -1688,3 +1688,77 @@ fn a_hold_that_runs_out_answers_approval_required() {
         .unwrap_or_default()
         .contains("pay_invoice"));
 }
+
+#[test]
+fn a_real_mcp_client_waits_for_an_approval_then_passes_once() {
+    let Some(py) = peer("venv/bin/python") else {
+        return;
+    };
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
+    let gw = serve(
+        "approval-client",
+        &servers,
+        &[("p.json", policy.to_string())],
+    );
+    let url = format!("http://127.0.0.1:{}/mcp/rec", gw.port);
+    // The client asks, waits 3 s (meanwhile a human approves), retries, then retries again.
+    let dir = gw.dir.clone();
+    let approver = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = cli(&dir, &["approvals", "list", "--json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(id) = list
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|a| a["id"].as_str())
+            {
+                let out = cli(&dir, &["approvals", "approve", id, "--by", "erin"]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no pending approval appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let pay = json!({"op":"call","name":"pay_invoice","args":{"id":9,"amount":1200}});
+    let out = drive(
+        &py,
+        "auto",
+        &url,
+        None,
+        &json!([pay, {"op":"sleep","seconds":3}, pay, pay]),
+    );
+    let approved = approver.join().unwrap();
+    let r = out["results"].as_array().unwrap();
+    assert!(
+        text(&r[0]).starts_with("[APPROVAL REQUIRED] Money moves."),
+        "{}",
+        r[0]
+    );
+    assert_eq!(
+        r[0]["_meta"]["portcullis/approval"]["id"],
+        approved.as_str()
+    );
+    assert_eq!(
+        text(&r[2]),
+        "called pay_invoice with {\"amount\":1200,\"id\":9}",
+        "the approved retry passes"
+    );
+    assert!(
+        text(&r[3]).starts_with("[APPROVAL REQUIRED]"),
+        "passes once: {}",
+        r[3]
+    );
+    assert_ne!(
+        r[3]["_meta"]["portcullis/approval"]["id"],
+        approved.as_str(),
+        "a new approval is needed"
+    );
+}
