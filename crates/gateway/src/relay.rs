@@ -276,6 +276,8 @@ impl Relay {
     fn client_request(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
         let started = Instant::now();
         let original = msg.to_json();
+        // Audit records that go out before this request's own outputs (expired approvals).
+        let mut pre: Vec<Out> = Vec::new();
         let client_id = msg.id().expect("requests have ids").to_owned();
         let method = msg.method().unwrap_or_default().to_owned();
         let mut params = msg.get("params").map(|p| p.get().to_owned());
@@ -289,7 +291,28 @@ impl Relay {
         });
         match method.as_str() {
             "tools/call" => {
-                let outcome = self.decide_call(params.as_deref(), caller);
+                let mut outcome = self.decide_call(params.as_deref(), caller);
+                let expired_audits: Vec<Out> = if self.cfg.audit {
+                    std::mem::take(&mut outcome.expired)
+                        .into_iter()
+                        .map(|a| {
+                            let mut r = AuditRecord::new(
+                                (self.cfg.clock)(),
+                                a.server.clone(),
+                                "(approval)",
+                                AuditDecision::Approval,
+                            );
+                            r.grant_id = Some(a.grant_id.clone());
+                            r.grant_label = Some(a.grant_label.clone());
+                            r.tool = Some(a.tool.clone());
+                            r.rule = Some(a.rule.clone());
+                            r.message = Some(format!("expired {}", a.id));
+                            Out::Audit(Box::new(r), None)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 if let Some(t) = trail.as_mut() {
                     t.rec.tool = outcome.tool.clone();
                     t.args = outcome.args.clone();
@@ -297,6 +320,7 @@ impl Relay {
                     t.rec.rule = outcome.rule.clone();
                     t.rec.message = outcome.message.clone();
                 }
+                pre = expired_audits;
                 match outcome.result {
                     Ok(ticket) => {
                         if let Some(t) = trail.as_mut() {
@@ -309,7 +333,7 @@ impl Relay {
                         what = What::ToolsCall(ticket);
                     }
                     Err(answer) => {
-                        let mut out = Vec::with_capacity(2);
+                        let mut out = std::mem::take(&mut pre);
                         if let Some(mut t) = trail {
                             t.rec.gateway_us = started.elapsed().as_micros() as u64;
                             out.push(Out::Audit(Box::new(t.rec), t.args));
@@ -396,7 +420,8 @@ impl Relay {
             },
         );
         msg.set_id(&raw(up.to_string()));
-        vec![Out::Server(msg.to_json(), Some(up))]
+        pre.push(Out::Server(msg.to_json(), Some(up)));
+        pre
     }
 
     /// Decides a `tools/call`: the ticket to forward with (empty when nothing was charged), or
@@ -404,6 +429,7 @@ impl Relay {
     fn decide_call(&self, params: Option<&str>, caller: &Caller) -> CallOutcome {
         let mut out = CallOutcome {
             result: Ok(Ticket::default()),
+            expired: Vec::new(),
             tool: None,
             args: None,
             audit_decision: AuditDecision::Allow,
@@ -502,6 +528,8 @@ impl Relay {
                     );
                 };
                 let now = (self.cfg.clock)();
+                // Lapsed requests are expired (and audited) before this call is looked up.
+                out.expired = store.expire_lapsed(now).unwrap_or_default();
                 let req = ApprovalRequest {
                     fingerprint: fingerprint(&caller.grant_id, &self.cfg.server, tool, args),
                     grant_id: caller.grant_id.clone(),
@@ -847,6 +875,8 @@ impl Relay {
 /// What deciding a `tools/call` produced.
 struct CallOutcome {
     result: Result<Ticket, Answer>,
+    /// Approvals that lapsed just before this call (audited as expired).
+    expired: Vec<Approval>,
     tool: Option<String>,
     args: Option<Value>,
     audit_decision: AuditDecision,

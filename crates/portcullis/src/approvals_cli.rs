@@ -265,7 +265,10 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
         ApprovalsCmd::List { status, json } => {
             let filter = status_filter(&status).map_err(|e| format!("--status: {e}"))?;
             let list = match open_existing(&place)? {
-                Some(s) => s.list(filter, now).map_err(|e| e.to_string())?,
+                Some(s) => {
+                    expire_and_audit(&s, &place.data_dir, now)?;
+                    s.list(filter, now).map_err(|e| e.to_string())?
+                }
                 None => Vec::new(),
             };
             if json {
@@ -288,8 +291,8 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
         }
         ApprovalsCmd::Show { id, json } => {
             let store = require_store(&place)?;
-            // Listing first marks a lapsed request expired, so `show` tells the truth.
-            store.list(None, now).map_err(|e| e.to_string())?;
+            // Expiring first makes `show` tell the truth (and audits each expiry).
+            expire_and_audit(&store, &place.data_dir, now)?;
             let ap = store.get(&id).map_err(|e| store_error(e, &place))?;
             if json {
                 print_json(&ap);
@@ -374,6 +377,30 @@ fn decide_here(
         )
     })?;
     Ok(ap)
+}
+
+/// Marks lapsed approvals expired and writes an audit record for each ("expired apr_…").
+fn expire_and_audit(store: &dyn ApprovalStore, data_dir: &Path, now: Millis) -> Result<(), String> {
+    let expired = store.expire_lapsed(now).map_err(|e| e.to_string())?;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let log = open_audit(data_dir)?;
+    for a in expired {
+        let mut rec = AuditRecord::new(
+            now,
+            a.server.clone(),
+            APPROVAL_METHOD,
+            AuditDecision::Approval,
+        );
+        rec.grant_id = Some(a.grant_id.clone());
+        rec.grant_label = Some(a.grant_label.clone());
+        rec.tool = Some(a.tool.clone());
+        rec.rule = Some(a.rule.clone());
+        rec.message = Some(format!("expired {}", a.id));
+        log.append_blocking(rec).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn open_audit(data_dir: &Path) -> Result<AuditLog, String> {

@@ -1762,3 +1762,56 @@ fn a_real_mcp_client_waits_for_an_approval_then_passes_once() {
         "a new approval is needed"
     );
 }
+
+#[test]
+fn an_expired_approval_request_is_audited_and_replaced() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves.","timeout":"1s"}]}}});
+    let gw = serve(
+        "approval-expiry",
+        &servers,
+        &[("p.json", policy.to_string())],
+    );
+    let call = || -> Value {
+        let body = r#"{"jsonrpc":"2.0","id":"e","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":5},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let r = http(
+            gw.port,
+            "POST",
+            "/mcp/rec",
+            &[
+                CT,
+                JSON_SSE,
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "pay_invoice"),
+            ],
+            body.as_bytes(),
+        );
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let first = call()["result"]["_meta"]["portcullis/approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1300));
+    let second = call()["result"]["_meta"]["portcullis/approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, second, "an expired request is replaced by a new one");
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains(&format!("expired {first}")),
+        "the expiry is audited: {audit}"
+    );
+    // The CLI refuses to approve the expired one, saying why.
+    let out = cli(&gw.dir, &["approvals", "approve", &first, "--by", "frank"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

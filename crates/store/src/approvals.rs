@@ -281,6 +281,10 @@ pub trait ApprovalStore: Send + Sync {
     /// several concurrent checks of one approved fingerprint, exactly one gets `Approved`.
     fn check(&self, req: &ApprovalRequest, now: Millis) -> Result<ApprovalCheck, ApprovalError>;
 
+    /// Marks lapsed requests and unused approvals [`ApprovalStatus::Expired`] and returns
+    /// them, so that each expiry can be audited.
+    fn expire_lapsed(&self, now: Millis) -> Result<Vec<Approval>, ApprovalError>;
+
     /// Approvals with `status` (all when `None`), newest first; lapsed ones are marked
     /// [`ApprovalStatus::Expired`] first.
     fn list(
@@ -489,6 +493,27 @@ fn pending(conn: &Connection, id: &str, now: Millis) -> Result<Approval, Approva
 }
 
 impl ApprovalStore for SqliteApprovals {
+    fn expire_lapsed(&self, now: Millis) -> Result<Vec<Approval>, ApprovalError> {
+        self.write(|conn| {
+            let lapsed: Vec<Approval> = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM approvals
+                     WHERE (status = 'pending' AND expires_at <= ?1)
+                        OR (status = 'approved' AND consumed_at IS NULL AND valid_until <= ?1)"
+                ))
+                .and_then(|mut s| s.query_map(params![now], approval_row)?.collect())
+                .map_err(store)?;
+            expire(conn, now)?;
+            Ok(lapsed
+                .into_iter()
+                .map(|mut a| {
+                    a.status = ApprovalStatus::Expired;
+                    a
+                })
+                .collect())
+        })
+    }
+
     fn check(&self, req: &ApprovalRequest, now: Millis) -> Result<ApprovalCheck, ApprovalError> {
         // Drawn before the transaction, so the write lock is never held across a syscall
         // that could fail for reasons unrelated to the database.
