@@ -34,12 +34,12 @@
 
 use crate::secret::{hex, random_bytes};
 use portcullis_policy::Millis;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 /// The approval database's file name inside the data directory.
@@ -323,7 +323,7 @@ pub trait ApprovalStore: Send + Sync {
 /// consumption lost to a power cut could let a call through twice), one connection behind a
 /// mutex, one `BEGIN IMMEDIATE` transaction per change. Several processes may share the file.
 pub struct SqliteApprovals {
-    conn: Mutex<Connection>,
+    db: crate::authority::AuthorityDb,
 }
 
 impl fmt::Debug for SqliteApprovals {
@@ -355,39 +355,13 @@ impl SqliteApprovals {
         Self::init(conn).map_err(ApprovalError::Store)
     }
 
-    fn init(mut conn: Connection) -> Result<Self, String> {
-        let e = |e: rusqlite::Error| e.to_string();
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
-        let _mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(e)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(e)?;
-        if version > SCHEMA_VERSION {
-            return Err(format!(
-                "schema version {version} is newer than this build's {SCHEMA_VERSION}; use a \
-                 newer portcullis"
-            ));
-        }
-        tx.execute_batch(SCHEMA).map_err(e)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(SqliteApprovals {
-            conn: Mutex::new(conn),
-        })
+    fn init(conn: Connection) -> Result<Self, String> {
+        crate::authority::AuthorityDb::init(conn, SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT)
+            .map(|db| SqliteApprovals { db })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic inside a transaction rolls it back when it unwinds.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.db.lock()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it succeeds.
@@ -395,13 +369,7 @@ impl SqliteApprovals {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ApprovalError>,
     ) -> Result<T, ApprovalError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(store)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(store)?;
-        Ok(out)
+        self.db.write(f, store)
     }
 }
 

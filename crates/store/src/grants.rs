@@ -25,11 +25,11 @@
 
 use crate::secret::{hex, random_bytes, sha256};
 use portcullis_policy::Millis;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -403,7 +403,7 @@ impl From<rusqlite::Error> for GrantOpenError {
 /// Every call reads the database, so changes made by another process (the CLI) take effect
 /// on the next request.
 pub struct SqliteGrants {
-    conn: Mutex<Connection>,
+    db: crate::authority::AuthorityDb,
 }
 
 impl fmt::Debug for SqliteGrants {
@@ -427,32 +427,14 @@ impl SqliteGrants {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Self, GrantOpenError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let _mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(GrantOpenError(format!(
-                "schema version {version} is newer than this build's {SCHEMA_VERSION}; use a \
-                 newer portcullis"
-            )));
-        }
-        tx.execute_batch(SCHEMA)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
-        Ok(SqliteGrants {
-            conn: Mutex::new(conn),
-        })
+    fn init(conn: Connection) -> Result<Self, GrantOpenError> {
+        crate::authority::AuthorityDb::init(conn, SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT)
+            .map(|db| SqliteGrants { db })
+            .map_err(GrantOpenError)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic inside a transaction rolls it back when it unwinds.
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.db.lock()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it succeeds.
@@ -460,13 +442,7 @@ impl SqliteGrants {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, GrantError>,
     ) -> Result<T, GrantError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(store)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(store)?;
-        Ok(out)
+        self.db.write(f, store)
     }
 }
 

@@ -35,6 +35,7 @@ pub use sqlite::{OpenError, SqliteCounters};
 
 pub mod approvals;
 pub mod audit;
+mod authority;
 pub mod grants;
 mod secret;
 
