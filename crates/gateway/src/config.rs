@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub approval_webhook: Option<String>,
     /// HMAC-SHA256 key for the webhook's `X-Portcullis-Signature` (may be `${VAR}`).
     pub approval_webhook_secret: Option<String>,
+    /// Threads serving requests; 0 (the default) means one per CPU. On a small machine
+    /// shared with the clients and the upstreams, 1 saves cross-thread wake-ups.
+    pub workers: usize,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +62,7 @@ impl Default for GatewayConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             max_body_bytes: 4 << 20,
+            workers: 0,
             request_timeout_secs: 300,
             audit: "durable".into(),
             audit_retention: None,

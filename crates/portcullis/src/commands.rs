@@ -526,10 +526,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         Some(approvals),
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.gateway.workers > 0 {
+        rt.worker_threads(cfg.gateway.workers);
+    }
+    let rt = rt.enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

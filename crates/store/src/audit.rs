@@ -605,7 +605,7 @@ impl AuditLog {
                 self.send(Msg::Append(row, Some(done)))?;
                 wait.await.map_err(|_| AuditError::Closed)?
             }
-            AuditMode::Async { .. } => self.send(Msg::Append(row, None)),
+            AuditMode::Async { .. } => self.queue_async(row),
         }
     }
 
@@ -631,7 +631,7 @@ impl AuditLog {
                 self.send(Msg::Append(row, Some(done)))?;
                 wait.blocking_recv().map_err(|_| AuditError::Closed)?
             }
-            AuditMode::Async { .. } => self.send(Msg::Append(row, None)),
+            AuditMode::Async { .. } => self.queue_async(row),
         }
     }
 
@@ -639,6 +639,7 @@ impl AuditLog {
     pub async fn flush(&self) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
         self.send(Msg::Flush(done))?;
+        self.wake();
         wait.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -646,6 +647,7 @@ impl AuditLog {
     pub fn flush_blocking(&self) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
         self.send(Msg::Flush(done))?;
+        self.wake();
         wait.blocking_recv().map_err(|_| AuditError::Closed)?
     }
 
@@ -655,8 +657,25 @@ impl AuditLog {
         self.shutdown()
     }
 
+    /// Async mode: queues a row without waking the writer, unless a batch's worth waits.
+    fn queue_async(&self, row: Box<Row>) -> Result<(), AuditError> {
+        self.send(Msg::Append(row, None))?;
+        if self.slots.available_permits() + MAX_BATCH <= QUEUE_CAPACITY {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Unparks the writer if it sleeps out an async batch window.
+    fn wake(&self) {
+        if let Some(h) = &self.writer {
+            h.thread().unpark();
+        }
+    }
+
     fn shutdown(&mut self) -> Result<(), AuditError> {
         drop(self.tx.take());
+        self.wake();
         match self.writer.take() {
             Some(h) => h.join().map_err(|_| AuditError::Closed),
             None => Ok(()),
@@ -834,29 +853,21 @@ impl Writer {
                 AuditMode::Durable => None,
             };
             let mut closed = false;
-            while rows.len() < MAX_BATCH {
-                let next = match deadline {
-                    Some(d) if !flush_now => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        self.rx
-                            .recv_timeout(left)
-                            .map_err(|e| matches!(e, mpsc::RecvTimeoutError::Disconnected))
-                    }
-                    _ => self
-                        .rx
-                        .try_recv()
-                        .map_err(|e| matches!(e, mpsc::TryRecvError::Disconnected)),
-                };
-                match next {
-                    Ok(m) => flush_now |= take(m, &mut rows, &mut waiters),
-                    Err(disconnected) => {
-                        closed = disconnected;
+            if let Some(d) = deadline {
+                // Async: sleep until the deadline instead of waking for every record (a
+                // wake-up per record costs the request path a futex call and a context
+                // switch); a flush, a shutdown or a queue of a batch's worth unpark it early.
+                while !flush_now && !closed && rows.len() < MAX_BATCH {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
                         break;
                     }
+                    std::thread::park_timeout(left);
+                    closed = drain(&self.rx, &mut rows, &mut waiters, &mut flush_now);
                 }
+            }
+            if !closed {
+                closed = drain(&self.rx, &mut rows, &mut waiters, &mut flush_now);
             }
             let n = rows.len();
             let result = self.commit(&rows);
@@ -935,6 +946,22 @@ impl Writer {
 }
 
 /// Adds a message to the batch; true if it asks for an immediate commit.
+/// Takes what is queued, up to [`MAX_BATCH`] rows; true if every sender is gone.
+fn drain(
+    rx: &mpsc::Receiver<Msg>,
+    rows: &mut Vec<Row>,
+    waiters: &mut Vec<Done>,
+    flush_now: &mut bool,
+) -> bool {
+    while rows.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(m) => *flush_now |= take(m, rows, waiters),
+            Err(e) => return matches!(e, mpsc::TryRecvError::Disconnected),
+        }
+    }
+    false
+}
+
 fn take(m: Msg, rows: &mut Vec<Row>, waiters: &mut Vec<Done>) -> bool {
     match m {
         Msg::Append(row, done) => {

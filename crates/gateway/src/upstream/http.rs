@@ -65,12 +65,25 @@ pub(crate) fn client_for(spec: &HttpSpec) -> Result<(reqwest::Client, HeaderMap)
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok((client, headers))
+    Ok((shared_client()?, headers))
+}
+
+/// One client (connection pool, TLS configuration) for the whole process: a client costs
+/// tens of KiB, so one per handshake-era session would dominate a session's memory, and
+/// sessions to the same upstream can share keep-alive connections (an MCP session lives in
+/// the `Mcp-Session-Id` header, not in the connection). Credentials are per request.
+fn shared_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        })
+        .clone()
 }
 
 impl HttpLink {

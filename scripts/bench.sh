@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The performance report: builds release binaries and runs the load harness (crates/bench),
+# direct vs gateway side by side in one invocation. Not part of the test command.
+#
+#   scripts/bench.sh                      # full run, unpinned (about 15 minutes)
+#   scripts/bench.sh --quick              # a minute-long smoke run
+#   scripts/bench.sh --layout one-core --only "c=1"   # added latency with everything on CPU 0
+#   scripts/bench.sh --peers              # also ContextForge and mcp-proxy (installs them first)
+#
+# Other arguments go to `bench` (see `target/release/bench --help`). Results:
+# target/bench/results.json and target/bench/results.md (printed at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+args=()
+for a in "$@"; do
+  if [ "$a" = "--peers" ]; then
+    scripts/bench-peers.sh install >&2
+    args+=(--peer mcp-proxy --peer contextforge)
+  else
+    args+=("$a")
+  fi
+done
+cargo build --release -p portcullis -p portcullis-bench
+mkdir -p target/bench
+target/release/bench --json target/bench/results.json --markdown target/bench/results.md "${args[@]}"
+echo
+cat target/bench/results.md
