@@ -892,7 +892,17 @@ impl Harness {
                     format!("http c={} {tag}", self.conns),
                     format!("http open {}/s {tag}", self.rate),
                 ];
-                if !names.iter().any(|n| self.wanted(n)) {
+                let extras: &[&str] = match (policy, audit) {
+                    ("seed", "async") => &[
+                        "http c=1 seed/audit=async handshake era",
+                        "http c=1 seed/audit=async memory counters",
+                        "memory per idle session",
+                    ],
+                    ("args", "async") => &["http c=1 deny path"],
+                    _ => &[],
+                };
+                if !names.iter().any(|n| self.wanted(n)) && !extras.iter().any(|n| self.wanted(n))
+                {
                     continue;
                 }
                 let gw = self.gateway(
@@ -988,7 +998,7 @@ impl Harness {
                             &self.seq_work(),
                         )?);
                     }
-                    if self.wanted("memory per") {
+                    if self.wanted("memory per idle session") {
                         for era in [Era::Handshake, Era::Stateless] {
                             let v = self.via(&gw, era);
                             let d = Target::new(direct.url.clone(), era);
