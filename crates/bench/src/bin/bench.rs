@@ -901,8 +901,7 @@ impl Harness {
                     ("args", "async") => &["http c=1 deny path"],
                     _ => &[],
                 };
-                if !names.iter().any(|n| self.wanted(n)) && !extras.iter().any(|n| self.wanted(n))
-                {
+                if !names.iter().any(|n| self.wanted(n)) && !extras.iter().any(|n| self.wanted(n)) {
                     continue;
                 }
                 let gw = self.gateway(
