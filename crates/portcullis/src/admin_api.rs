@@ -359,12 +359,20 @@ fn unknown_server(name: &str, known: &[String]) -> Response {
     )
 }
 
+/// The value of a `Result<T, Refusal>`, or returns the refusal from the handler.
+macro_rules! refused {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    };
+}
+
 /// Runs a handler body after the admission checks.
 macro_rules! admitted {
     ($st:expr, $headers:expr) => {
-        if let Err(r) = $st.admit(&$headers) {
-            return *r;
-        }
+        refused!($st.admit(&$headers));
     };
 }
 
@@ -379,9 +387,7 @@ async fn not_found(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Res
 
 /// `GET /admin/api/openapi.json`: the API's description. No token needed (it holds no data).
 async fn openapi(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = st.admit_host(&headers) {
-        return *r;
-    }
+    refused!(st.admit_host(&headers));
     let mut r = OPENAPI.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -687,10 +693,7 @@ async fn grants_list(
     headers: HeaderMap,
 ) -> Response {
     admitted!(st, headers);
-    let store = match st.grants() {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let store = refused!(st.grants());
     let now = system_clock();
     match store.list(q.server.as_deref()) {
         Ok(list) => ok(&Value::Array(
@@ -731,17 +734,9 @@ async fn grant_create(
     body: Bytes,
 ) -> Response {
     admitted!(st, headers);
-    let store = match st.grants() {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let g: NewGrant = match body_json(&body) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
-    if let Err(r) = st.server_known(&g.server) {
-        return *r;
-    }
+    let store = refused!(st.grants());
+    let g: NewGrant = refused!(body_json(&body));
+    refused!(st.server_known(&g.server));
     let now = system_clock();
     let expires_at = match g
         .expires
@@ -790,10 +785,7 @@ async fn grant_rotate(
     headers: HeaderMap,
 ) -> Response {
     admitted!(st, headers);
-    let store = match st.grants() {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let store = refused!(st.grants());
     let now = system_clock();
     let rotated = store.get(&id, None).and_then(|g| store.rotate(&g.id, now));
     match rotated {
@@ -809,10 +801,7 @@ async fn grant_revoke(
     headers: HeaderMap,
 ) -> Response {
     admitted!(st, headers);
-    let store = match st.grants() {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    let store = refused!(st.grants());
     let now = system_clock();
     match store.get(&id, None).and_then(|g| store.revoke(&g.id, now)) {
         Ok(g) => ok(&grant_json(&g, now)),
@@ -922,9 +911,7 @@ async fn counters(
     headers: HeaderMap,
 ) -> Response {
     admitted!(st, headers);
-    if let Err(r) = st.server_known(&server) {
-        return *r;
-    }
+    refused!(st.server_known(&server));
     // The grant's id (the engine's subject for grant scope) and its policy.
     let (subject, grant_policy) = match (&q.grant, st.gw.grants()) {
         (Some(g), Some(store)) => match store.get(g, Some(&server)) {
@@ -1086,10 +1073,7 @@ async fn approvals_list(
         }
     };
     blocking(move || {
-        let store = match st.approvals() {
-            Ok(s) => s,
-            Err(r) => return *r,
-        };
+        let store = refused!(st.approvals());
         match store.list(filter, system_clock()) {
             Ok(list) => ok(&Value::Array(list.iter().map(approval_json).collect())),
             Err(e) => approval_error(e),
@@ -1106,10 +1090,7 @@ async fn approval_get(
 ) -> Response {
     admitted!(st, headers);
     blocking(move || {
-        let store = match st.approvals() {
-            Ok(s) => s,
-            Err(r) => return *r,
-        };
+        let store = refused!(st.approvals());
         // Listing marks lapsed requests expired first, as `portcullis approvals show` does.
         if let Err(e) = store.list(Some(ApprovalStatus::Pending), system_clock()) {
             return approval_error(e);
@@ -1144,10 +1125,7 @@ struct DenyBody {
 /// [`crate::approvals_cli::decide`] with the gateway's audit log, off the async threads.
 async fn decide_api(st: Arc<AdminState>, id: String, by: String, d: Decision) -> Response {
     blocking(move || {
-        let store = match st.approvals() {
-            Ok(s) => s,
-            Err(r) => return *r,
-        };
+        let store = refused!(st.approvals());
         let log = st.gw.audit_log().cloned();
         match crate::approvals_cli::decide(&store, log.as_deref(), &id, &by, &d, system_clock()) {
             Ok(a) => ok(&approval_json(&a)),
@@ -1179,10 +1157,7 @@ async fn approval_approve(
     let b: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
-        match body_json(&body) {
-            Ok(b) => b,
-            Err(r) => return *r,
-        }
+        refused!(body_json(&body))
     };
     let valid_for = b
         .valid_for
@@ -1205,10 +1180,7 @@ async fn approval_deny(
     body: Bytes,
 ) -> Response {
     admitted!(st, headers);
-    let b: DenyBody = match body_json(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+    let b: DenyBody = refused!(body_json(&body));
     let by = b.by.unwrap_or_else(|| API_APPROVER.into());
     decide_api(st, id, by, Decision::Deny { reason: b.reason }).await
 }

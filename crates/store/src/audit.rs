@@ -945,7 +945,6 @@ impl Writer {
     }
 }
 
-/// Adds a message to the batch; true if it asks for an immediate commit.
 /// Takes what is queued, up to [`MAX_BATCH`] rows; true if every sender is gone.
 fn drain(
     rx: &mpsc::Receiver<Msg>,
@@ -962,6 +961,7 @@ fn drain(
     false
 }
 
+/// Adds a message to the batch; true if it asks for an immediate commit.
 fn take(m: Msg, rows: &mut Vec<Row>, waiters: &mut Vec<Done>) -> bool {
     match m {
         Msg::Append(row, done) => {
