@@ -196,6 +196,10 @@ impl Outcome {
     fn ratio(&self) -> f64 {
         self.gateway.tput() / self.direct.tput()
     }
+    /// Median gateway CPU per call, µs.
+    fn cpu(&self) -> f64 {
+        median(self.cpu.clone())
+    }
     fn json(&self) -> Value {
         json!({
             "scenario": self.name,
@@ -206,7 +210,7 @@ impl Outcome {
             "added_p90_us": self.gateway.p90() - self.direct.p90(),
             "added_p99_us": self.gateway.p99() - self.direct.p99(),
             "throughput_ratio": self.ratio(),
-            "gateway_cpu_us_per_call": median(self.cpu.clone()),
+            "gateway_cpu_us_per_call": self.cpu(),
         })
     }
     fn print(&self) {
@@ -215,7 +219,7 @@ impl Outcome {
         println!(
             "{:<34} direct p50/p99 {:>7.1}/{:>7.1} µs {:>7.0}/s | gateway {:>7.1}/{:>7.1} µs {:>7.0}/s | added p50 {:+7.1} p99 {:+7.1} µs | ratio {:.2} | gw CPU {:.1} µs/call{}",
             self.name, d.p50(), d.p99(), d.tput(), g.p50(), g.p99(), g.tput(),
-            g.p50() - d.p50(), g.p99() - d.p99(), self.ratio(), median(self.cpu.clone()),
+            g.p50() - d.p50(), g.p99() - d.p99(), self.ratio(), self.cpu(),
             if errs > 0 { format!("  ERRORS direct {} gateway {}", d.errors(), g.errors()) } else { String::new() }
         );
     }
@@ -249,7 +253,8 @@ impl Drop for Proc {
     }
 }
 
-/// Pins the calling thread's process (and what it spawns later) to one CPU.
+/// Pins the calling process (and what it spawns later) to one CPU. Only a syscall, so it is
+/// also safe between fork and exec.
 fn pin_self(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity only reads it.
     unsafe {
@@ -266,9 +271,7 @@ fn spawn(cmd: &mut Command, cpu: Option<usize>) -> std::io::Result<Proc> {
         // SAFETY: only async-signal-safe calls (sched_setaffinity) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                pin_self(cpu);
                 Ok(())
             });
         }
@@ -325,32 +328,31 @@ fn clk_tck() -> f64 {
     }
 }
 
-/// utime + stime of a process and its reaped children, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+/// Parent pid and utime + stime (clock ticks) of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command name, field 3 (state) is index 0: utime (14) and stime (15).
+    // After the command name, field 3 (state) is index 0: ppid (4), utime (14), stime (15).
     let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
+    Some((n(1) as u32, n(11) + n(12)))
+}
+
+/// utime + stime of a process, in clock ticks (0 once it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    proc_stat(pid).map_or(0, |(_, ticks)| ticks)
 }
 
 /// CPU ticks of `pid` and all its descendants (a peer gateway runs as a launcher script
 /// with children).
 fn tree_ticks(pid: u32) -> u64 {
-    let mut procs = Vec::new(); // (pid, ppid, ticks)
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ppid = f.get(1).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
-            procs.push((p, ppid, cpu_ticks(p)));
-        }
-    }
+    let procs: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| proc_stat(p).map(|(ppid, ticks)| (p, ppid, ticks)))
+        .collect();
     let mut tree = vec![pid];
     let mut i = 0;
     while i < tree.len() {
@@ -423,6 +425,12 @@ impl Target {
 }
 
 const TOOL: &str = "echo";
+
+/// Scenarios run once, beside the policy × audit matrix (names for `--only`).
+const HANDSHAKE: &str = "http c=1 seed/audit=async handshake era";
+const MEMORY_COUNTERS: &str = "http c=1 seed/audit=async memory counters";
+const IDLE_MEMORY: &str = "memory per idle session";
+const DENY_PATH: &str = "http c=1 deny path";
 
 /// One MCP session of a target: its own HTTP client (so its own keep-alive connection, or a
 /// pool of them for the open loop) and, in the handshake era, its session id.
@@ -893,12 +901,8 @@ impl Harness {
                     format!("http open {}/s {tag}", self.rate),
                 ];
                 let extras: &[&str] = match (policy, audit) {
-                    ("seed", "async") => &[
-                        "http c=1 seed/audit=async handshake era",
-                        "http c=1 seed/audit=async memory counters",
-                        "memory per idle session",
-                    ],
-                    ("args", "async") => &["http c=1 deny path"],
+                    ("seed", "async") => &[HANDSHAKE, MEMORY_COUNTERS, IDLE_MEMORY],
+                    ("args", "async") => &[DENY_PATH],
                     _ => &[],
                 };
                 if !names.iter().any(|n| self.wanted(n)) && !extras.iter().any(|n| self.wanted(n)) {
@@ -945,32 +949,28 @@ impl Harness {
                         &self.open_work(),
                     )?);
                 }
-                if policy == "args" && audit == "async" {
+                if extras.contains(&DENY_PATH) && self.wanted(DENY_PATH) {
                     // The deny path: a call the argument rules refuse never reaches the upstream.
-                    let name = "http c=1 deny path".to_string();
-                    if self.wanted(&name) {
-                        let mut deny = via.clone();
-                        deny.arguments = json!({ "text": "rm -rf /", "mode": "draft" });
-                        deny.expect = "[POLICY DENIED]".into();
-                        out.push(self.side_by_side(
-                            name,
-                            "sequential calls the `args` policy denies (`deny_if` regex): answered by the gateway, no upstream hop; direct = an allowed call to the upstream",
-                            &direct,
-                            &deny,
-                            gw.proc.pid(),
-                            self.warmup,
-                            &self.seq_work(),
-                        )?);
-                    }
+                    let mut deny = via.clone();
+                    deny.arguments = json!({ "text": "rm -rf /", "mode": "draft" });
+                    deny.expect = "[POLICY DENIED]".into();
+                    out.push(self.side_by_side(
+                        DENY_PATH.into(),
+                        "sequential calls the `args` policy denies (`deny_if` regex): answered by the gateway, no upstream hop; direct = an allowed call to the upstream",
+                        &direct,
+                        &deny,
+                        gw.proc.pid(),
+                        self.warmup,
+                        &self.seq_work(),
+                    )?);
                 }
-                if policy == "seed" && audit == "async" {
-                    let name = "http c=1 seed/audit=async handshake era".to_string();
-                    if self.wanted(&name) {
+                if extras.contains(&HANDSHAKE) {
+                    if self.wanted(HANDSHAKE) {
                         let d = Target::new(direct.url.clone(), Era::Handshake);
                         let v = self.via(&gw, Era::Handshake);
                         out.push(self.side_by_side(
-                            name,
-                            &format!("sequential {what}, but in the 2025-06-18 era: `initialize`, then calls with the Mcp-Session-Id"),
+                            HANDSHAKE.into(),
+                            "sequential tools/call `echo` in the 2025-06-18 era (`initialize`, then calls with the Mcp-Session-Id), grant auth, seed policy (limit never reached), audit async",
                             &d,
                             &v,
                             gw.proc.pid(),
@@ -978,8 +978,7 @@ impl Harness {
                             &self.seq_work(),
                         )?);
                     }
-                    let name = "http c=1 seed/audit=async memory counters".to_string();
-                    if self.wanted(&name) {
+                    if self.wanted(MEMORY_COUNTERS) {
                         let mem = self.gateway(
                             "seed-async-memory",
                             audit,
@@ -988,7 +987,7 @@ impl Harness {
                         )?;
                         let v = self.via(&mem, Era::Stateless);
                         out.push(self.side_by_side(
-                            name,
+                            MEMORY_COUNTERS.into(),
                             &format!("sequential {what}, counters in memory (`serve --memory-counters`) instead of SQLite"),
                             &direct,
                             &v,
@@ -997,7 +996,7 @@ impl Harness {
                             &self.seq_work(),
                         )?);
                     }
-                    if self.wanted("memory per idle session") {
+                    if self.wanted(IDLE_MEMORY) {
                         for era in [Era::Handshake, Era::Stateless] {
                             let v = self.via(&gw, era);
                             let d = Target::new(direct.url.clone(), era);
@@ -1024,13 +1023,18 @@ impl Harness {
             if !self.wanted(&name) {
                 continue;
             }
-            let mut runs = (Runs::default(), Runs::default(), Vec::new());
+            let mut o = Outcome {
+                name,
+                what: format!("sequential tools/call over pipes: `portcullis stdio --policy {policy}.json -- fast-upstream stdio` vs `fast-upstream stdio` alone; memory counters, no audit"),
+                direct: Runs::default(),
+                gateway: Runs::default(),
+                cpu: Vec::new(),
+            };
             for _ in 0..self.runs {
                 let mut direct = Command::new(&self.upstream);
                 direct.arg("stdio");
-                runs.0
-                     .0
-                    .push(stdio_seq(direct, None, self.warmup, self.calls)?.0);
+                let (d, _) = stdio_seq(direct, None, self.warmup, self.calls)?;
+                o.direct.0.push(d);
                 let mut via = Command::new(&self.portcullis);
                 via.arg("stdio")
                     .arg("--policy")
@@ -1039,17 +1043,10 @@ impl Harness {
                     .arg(&self.upstream)
                     .arg("stdio");
                 let (g, ticks) = stdio_seq(via, self.gateway_cpu, self.warmup, self.calls)?;
-                runs.2
+                o.cpu
                     .push(ticks as f64 / self.tck * 1e6 / g.calls.max(1) as f64);
-                runs.1 .0.push(g);
+                o.gateway.0.push(g);
             }
-            let o = Outcome {
-                name,
-                what: format!("sequential tools/call over pipes: `portcullis stdio --policy {policy}.json -- fast-upstream stdio` vs `fast-upstream stdio` alone; memory counters, no audit"),
-                direct: runs.0,
-                gateway: runs.1,
-                cpu: runs.2,
-            };
             o.print();
             out.push(o);
         }
@@ -1065,22 +1062,26 @@ impl Harness {
         up_port: u16,
         out: &mut Outcomes,
     ) -> Result<(), String> {
+        let name_c1 = |name: &str| format!("peers c=1 {name}");
+        let name_cn = |name: &str| format!("peers c={} {name}", self.conns);
+        let any_wanted = std::iter::once("portcullis")
+            .chain(peers.iter().map(String::as_str))
+            .any(|n| self.wanted(&name_c1(n)) || self.wanted(&name_cn(n)));
+        if !any_wanted {
+            return Ok(()); // start nothing
+        }
         let direct = Target::new(format!("http://127.0.0.1:{up_port}/mcp"), Era::Handshake);
         let cmd = format!(
             "command = [{:?}, \"stdio\"]\nauth = \"grant\"\npolicy = \"seed.json\"\n",
             self.upstream.display().to_string()
         );
-        let mut targets: Vec<(String, Target, Option<Proc>, Option<Gateway>)> = Vec::new();
+        // Each target with the process (tree) that serves it, kept alive until the end.
+        let mut targets: Vec<(String, Target, Proc)> = Vec::new();
         let gw = self.gateway("peers", "durable", &cmd, &[])?;
-        targets.push((
-            "portcullis".into(),
-            self.via(&gw, Era::Handshake),
-            None,
-            Some(gw),
-        ));
+        targets.push(("portcullis".into(), self.via(&gw, Era::Handshake), gw.proc));
         for name in peers {
             match start_peer(script, name, &self.upstream, self.gateway_cpu) {
-                Ok((proc, t)) => targets.push((name.clone(), t, Some(proc), None)),
+                Ok((proc, t)) => targets.push((name.clone(), t, proc)),
                 Err(e) => {
                     let line = format!("peer {name}: could not be started: {e}");
                     println!("{line}");
@@ -1088,14 +1089,10 @@ impl Harness {
                 }
             }
         }
-        for (name, target, proc, gw) in &targets {
-            let pid = gw
-                .as_ref()
-                .map(|g| g.proc.pid())
-                .or(proc.as_ref().map(Proc::pid))
-                .unwrap_or(0);
+        for (name, target, proc) in &targets {
+            let pid = proc.pid();
             let what = format!("{name} in front of `fast-upstream stdio`, 2025-06-18 era session; direct = `fast-upstream http` (same answers, no hop)");
-            let n = format!("peers c=1 {name}");
+            let n = name_c1(name);
             if self.wanted(&n) {
                 out.push(self.side_by_side(
                     n,
@@ -1107,7 +1104,7 @@ impl Harness {
                     &self.seq_work(),
                 )?);
             }
-            let n = format!("peers c={} {name}", self.conns);
+            let n = name_cn(name);
             if self.wanted(&n) {
                 out.push(self.side_by_side(
                     n,
@@ -1287,7 +1284,7 @@ fn markdown(out: &Outcomes, machine: &str, setup: &str) -> String {
             d.tput(),
             g.tput(),
             o.ratio(),
-            median(o.cpu.clone())
+            o.cpu()
         );
         if d.errors() + g.errors() > 0 {
             s += &format!(
@@ -1446,13 +1443,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let r = h
         .http(up_port, up.pid(), &mut out)
         .and_then(|_| h.stdio(&mut out))
-        .and_then(|_| {
-            if cli.peer.is_empty() && !h.wanted("peers") {
-                Ok(())
-            } else {
-                h.peers(&cli.peer, &cli.peer_script, up_port, &mut out)
-            }
-        });
+        .and_then(|_| h.peers(&cli.peer, &cli.peer_script, up_port, &mut out));
     drop(up);
     r?;
 
