@@ -5,8 +5,9 @@
 //! their whole life with the tokens used on `/mcp/<server>`, the audit of those calls,
 //! counters, and the OpenAPI document naming exactly the routes that are served.
 
+mod common;
+use common::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,20 +36,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/api/approvals/{id}/deny"),
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn fixture_server() -> String {
-    repo()
-        .join("crates/gateway/tests/fixtures/recording_server.py")
-        .display()
-        .to_string()
-}
-
 struct Gw {
     child: Child,
     port: u16,
@@ -61,19 +48,7 @@ impl Gw {
     }
 
     fn stop(&mut self) {
-        // SIGTERM: graceful shutdown stops the upstream children too.
-        unsafe {
-            libc_kill(self.child.id() as i32, 15);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -81,11 +56,6 @@ impl Drop for Gw {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn test_dir(name: &str) -> PathBuf {
@@ -147,51 +117,11 @@ fn serve(dir: &Path, servers: &str, files: &[(&str, String)], admin_token: Optio
     gw
 }
 
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-}
-
 /// A minimal HTTP/1.1 request over a fresh connection (Connection: close).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Reply {
-        status,
-        body: body.to_string(),
-    }
+    http_request(port, method, path, headers, body, Duration::from_secs(60))
 }
 
-/// An admin API request with the admin token.
 fn admin(gw: &Gw, method: &str, path: &str, body: Option<&Value>) -> Reply {
     admin_as(gw, ADMIN, method, path, body)
 }

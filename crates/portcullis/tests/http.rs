@@ -20,24 +20,8 @@ struct Gw {
 
 impl Drop for Gw {
     fn drop(&mut self) {
-        // SIGTERM: graceful shutdown stops the upstream children too.
-        unsafe {
-            libc_kill(self.child.id() as i32, 15);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
+        terminate(&mut self.child, Duration::from_secs(5));
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Starts `portcullis serve` with `servers` (TOML `[[servers]]` blocks) on a free port.
@@ -78,43 +62,9 @@ fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
     gw
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
 /// A minimal HTTP/1.1 request over a fresh connection (Connection: close).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Reply {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_string(),
-    }
+    http_request(port, method, path, headers, body, Duration::from_secs(20))
 }
 
 fn drive(py: &Path, mode: &str, url: &str, token: Option<&str>, actions: &Value) -> Value {

@@ -379,12 +379,8 @@ impl Raw {
     }
     fn finish(mut self) {
         drop(self.stdin);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if wait_exit(&mut self.child, Duration::from_secs(10)) {
+            return;
         }
         let _ = self.child.kill();
         panic!("portcullis did not exit after its client closed stdin");

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -141,4 +142,91 @@ pub fn run_inspector(inspector: &Path, args: &[String]) -> Value {
         std::thread::sleep(Duration::from_millis(500));
     }
     panic!("the Inspector gave no JSON in 3 attempts: {last}");
+}
+
+extern "C" {
+    /// kill(2), to send SIGTERM (graceful shutdown) or SIGKILL (a crash) to a gateway.
+    #[link_name = "kill"]
+    pub fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Waits up to `within` for `child` to exit; true if it did.
+pub fn wait_exit(child: &mut Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// SIGTERM (a gateway's graceful shutdown also stops its upstream children), up to `grace`
+/// to exit, then SIGKILL; reaped either way.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    // SAFETY: kill(2) only sends a signal to our own child.
+    unsafe {
+        libc_kill(child.id() as i32, 15);
+    }
+    if !wait_exit(child, grace) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// An HTTP answer: status, the head lower-cased, the body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the status and body if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (Connection: close); the answer is read
+/// for at most `read_timeout`.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    read_timeout: Duration,
+) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(read_timeout)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
 }
