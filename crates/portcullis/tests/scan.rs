@@ -2,15 +2,13 @@
 //! a configuration with a broken entry, starter policies that behave per class, catalogue
 //! pages that escape tool text.
 
+mod common;
+use common::*;
 use portcullis_policy::{Call, Check, Engine, Identity, Window};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn portcullis(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -32,37 +30,6 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .expect("run portcullis")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A fresh scratch directory for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(test: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("portcullis-scan-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
 }
 
 fn tool(name: &str, description: &str, props: Value) -> Value {
@@ -155,7 +122,7 @@ const FIXTURE_SERVER: &str = "crates/gateway/tests/fixtures/recording_server.py"
 
 #[test]
 fn scan_from_file_prints_each_tool_with_its_category() {
-    let dir = scratch("table");
+    let dir = Scratch::new("table");
     let file = shop_file(&dir);
     let o = run(&["scan", "--from-file", &file, "--server", "shop"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -197,7 +164,7 @@ fn scan_from_file_prints_each_tool_with_its_category() {
 
 #[test]
 fn scan_json_is_complete_and_sorted_by_risk() {
-    let dir = scratch("json");
+    let dir = Scratch::new("json");
     let file = shop_file(&dir);
     let o = run(&["scan", "--json", "--from-file", &file, "--server", "shop"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -231,7 +198,7 @@ fn scan_json_is_complete_and_sorted_by_risk() {
 
 #[test]
 fn scan_markdown_has_a_header_row() {
-    let dir = scratch("markdown");
+    let dir = Scratch::new("markdown");
     let file = shop_file(&dir);
     let o = run(&[
         "scan",
@@ -280,7 +247,7 @@ fn scan_of_the_odoo_list_finds_the_pipeline_tools() {
 
 #[test]
 fn scan_of_a_stdio_server_follows_every_page() {
-    let dir = scratch("stdio");
+    let dir = Scratch::new("stdio");
     let record = dir.join("record.jsonl");
     let o = portcullis(
         &["scan", "--json", "--", "python3", FIXTURE_SERVER],
@@ -352,7 +319,7 @@ fn scan_of_a_stdio_server_follows_every_page() {
 
 #[test]
 fn scan_of_a_config_reports_the_broken_server_and_scans_the_rest() {
-    let dir = scratch("config");
+    let dir = Scratch::new("config");
     let server = repo().join(FIXTURE_SERVER);
     let config = dir.join("portcullis.toml");
     std::fs::write(
@@ -436,7 +403,7 @@ auth = "none"
 
 #[test]
 fn scan_reads_portcullis_toml_by_default() {
-    let dir = scratch("default-config");
+    let dir = Scratch::new("default-config");
     let o = run_in(&dir, &["scan"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("nothing to scan"), "{}", stderr(&o));
@@ -649,7 +616,7 @@ fn init_engine(dir: &Path, file: &str, preset: &str) -> (Engine, String) {
 
 #[test]
 fn init_recommended_behaves_as_the_classes_promise() {
-    let dir = scratch("init-recommended");
+    let dir = Scratch::new("init-recommended");
     let file = shop_file(&dir);
     let (e, out) = init_engine(&dir, &file, "recommended");
     proceeds_freely(&e, "list_widgets"); // Read
@@ -678,7 +645,7 @@ fn init_recommended_behaves_as_the_classes_promise() {
 
 #[test]
 fn init_strict_behaves_as_the_classes_promise() {
-    let dir = scratch("init-strict");
+    let dir = Scratch::new("init-strict");
     let file = shop_file(&dir);
     let (e, out) = init_engine(&dir, &file, "strict");
     limited(&e, "list_widgets", 60); // Read
@@ -693,7 +660,7 @@ fn init_strict_behaves_as_the_classes_promise() {
 
 #[test]
 fn init_permissive_behaves_as_the_classes_promise() {
-    let dir = scratch("init-permissive");
+    let dir = Scratch::new("init-permissive");
     let file = shop_file(&dir);
     let (e, _) = init_engine(&dir, &file, "permissive");
     proceeds_freely(&e, "list_widgets"); // Read
@@ -707,7 +674,7 @@ fn init_permissive_behaves_as_the_classes_promise() {
 #[test]
 fn init_writes_a_policy_for_the_odoo_list_that_keeps_the_pipelines_usable() {
     let Some(file) = odoo_tools() else { return };
-    let dir = scratch("init-odoo");
+    let dir = Scratch::new("init-odoo");
     let o = run(&[
         "init",
         "--from-file",
@@ -734,7 +701,7 @@ fn init_writes_a_policy_for_the_odoo_list_that_keeps_the_pipelines_usable() {
 
 #[test]
 fn init_refuses_to_overwrite_without_force() {
-    let dir = scratch("init-force");
+    let dir = Scratch::new("init-force");
     let file = shop_file(&dir);
     let out = dir.join("policies");
     let target = out.join("shop.json");
@@ -775,7 +742,7 @@ fn init_refuses_to_overwrite_without_force() {
 
 #[test]
 fn init_from_a_stdio_server_names_the_file_after_it() {
-    let dir = scratch("init-stdio");
+    let dir = Scratch::new("init-stdio");
     let o = portcullis(
         &[
             "init",
@@ -802,7 +769,7 @@ fn init_from_a_stdio_server_names_the_file_after_it() {
 
 #[test]
 fn catalog_writes_an_index_and_a_page_per_tool_and_escapes_tool_text() {
-    let dir = scratch("catalog");
+    let dir = Scratch::new("catalog");
     let file = shop_file(&dir);
     let out = dir.join("catalog");
     let o = run(&[

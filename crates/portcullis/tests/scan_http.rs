@@ -7,37 +7,18 @@
 //! them those tests print "skipped"; with `PORTCULLIS_REQUIRE_PEERS=1` a missing peer is a
 //! failure.
 
+mod common;
+use common::*;
 use portcullis_policy::Engine;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// A peer under `.peers/`, or `None` (skipped) when it is not installed — a failure instead
-/// with `PORTCULLIS_REQUIRE_PEERS=1`.
-fn peer(rel: &str) -> Option<PathBuf> {
-    let p = repo().join(".peers").join(rel);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("peer {rel} is missing: run scripts/install-peers.sh");
-    }
-    eprintln!("skipped: .peers/{rel} not installed (scripts/install-peers.sh)");
-    None
-}
 
 /// Runs `portcullis` from the repository with extra environment.
 fn portcullis(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -47,59 +28,6 @@ fn portcullis(args: &[&str], env: &[(&str, &str)]) -> Output {
         .current_dir(repo())
         .output()
         .expect("run portcullis")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A fresh scratch directory for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(test: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-scan-http-{}-{test}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
-/// A background server process, killed (and reaped) when dropped, so that a failing test
-/// leaves nothing running.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits (up to 30 s) until an HTTP server answers on `port`; panics if `server` exits first
@@ -231,7 +159,7 @@ fn scan_config_mixes_url_and_command_servers_and_reports_the_unreachable_one() {
     let Some((_server, port)) = py2_http() else {
         return;
     };
-    let dir = scratch("mixed");
+    let dir = Scratch::new("mixed");
     let fixture = repo().join("crates/gateway/tests/fixtures/recording_server.py");
     let config = dir.join("portcullis.toml");
     std::fs::write(
@@ -298,7 +226,7 @@ fn init_url_writes_a_policy_that_validates() {
     let Some((_server, port)) = py2_http() else {
         return;
     };
-    let dir = scratch("init");
+    let dir = Scratch::new("init");
     let out = dir.join("policies");
     let url = format!("http://127.0.0.1:{port}/mcp");
     let o = portcullis(
@@ -646,7 +574,7 @@ fn scan_url_without_credentials_says_http_401_and_how_to_send_them() {
 #[test]
 fn scan_config_sends_a_url_servers_headers_with_variables_expanded() {
     let server = PagingServer::start();
-    let dir = scratch("headers");
+    let dir = Scratch::new("headers");
     let config = dir.join("portcullis.toml");
     std::fs::write(
         &config,
