@@ -1,6 +1,7 @@
 //! Smoke test: `fast-upstream stdio` answers a `tools/call` over its stdin/stdout.
 //! (No timing assertions: timings are never pass/fail tests.)
 
+use portcullis_bench::free_port;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -70,14 +71,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -75,11 +75,7 @@ fn serve(dir: &Path, servers: &str, files: &[(&str, String)], admin_token: Optio
     for (f, text) in files {
         std::fs::write(dir.join(f), text).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = format!(
         "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}"
     );

@@ -32,11 +32,7 @@ fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
     for (f, text) in files {
         std::fs::write(dir.join(f), text).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}");
     std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -488,11 +484,7 @@ fn legacy_sse_clients_and_servers_through_the_gateway() {
     let Some(py1) = peer("venv1/bin/python") else {
         return;
     };
-    let up_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let up_port = free_port();
     let _upstream = Bg(Command::new(&py1)
         .arg(repo().join("crates/portcullis/tests/peers/server1_sse.py"))
         .args([&up_port.to_string(), "sse"])
@@ -591,11 +583,7 @@ fn python2_client_through_serve_to_a_python2_http_server_both_eras() {
     let Some(py) = peer("venv/bin/python") else {
         return;
     };
-    let up_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let up_port = free_port();
     let record =
         std::env::temp_dir().join(format!("portcullis-http-py2-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&record);

@@ -12,11 +12,11 @@
 
 use clap::{Parser, ValueEnum};
 use portcullis_bench::{
-    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, RESULT_MARKER, STATELESS_VERSION,
+    free_port, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, RESULT_MARKER, STATELESS_VERSION,
 };
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -294,13 +294,6 @@ fn raise_nofile() -> u64 {
         }
     }
     1024
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn wait_port(port: u16, p: &mut Proc, what: &str) -> Result<(), String> {
