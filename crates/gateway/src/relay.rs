@@ -321,6 +321,7 @@ impl Relay {
                     t.rec.message = outcome.message.clone();
                 }
                 pre = expired_audits;
+                let hold_ms = outcome.hold_ms.unwrap_or(self.cfg.hold_ms);
                 match outcome.result {
                     Ok(ticket) => {
                         if let Some(t) = trail.as_mut() {
@@ -340,7 +341,7 @@ impl Relay {
                         }
                         match answer {
                             Answer::Approval(a, _)
-                                if self.cfg.hold_ms > 0
+                                if hold_ms > 0
                                     && !caller
                                         .request_id
                                         .as_deref()
@@ -363,7 +364,7 @@ impl Relay {
                                     answer: answer_line,
                                     progress_token,
                                     caller: held,
-                                    wait_ms: self.cfg.hold_ms,
+                                    wait_ms: hold_ms,
                                 })));
                             }
                             answer => out.push(Out::Client(answer.line(&client_id))),
@@ -435,6 +436,7 @@ impl Relay {
             audit_decision: AuditDecision::Allow,
             rule: None,
             message: None,
+            hold_ms: None,
         };
         let refuse = |mut out: CallOutcome, code: i64, msg: String| {
             out.audit_decision = AuditDecision::Deny;
@@ -568,6 +570,7 @@ impl Relay {
                             }
                         }
                         out.audit_decision = AuditDecision::Approval;
+                        out.hold_ms = need.hold_ms;
                         out.rule = Some(need.rule);
                         out.message = Some(format!(
                             "{} approval {}",
@@ -882,6 +885,8 @@ struct CallOutcome {
     audit_decision: AuditDecision,
     rule: Option<String>,
     message: Option<String>,
+    /// The matching `approve_if` entry's own hold (overrides the server's), if it has one.
+    hold_ms: Option<u64>,
 }
 
 enum Answer {

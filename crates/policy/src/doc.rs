@@ -25,7 +25,7 @@ pub const RULE_KEYS: &[&str] = &["require", "deny_if", "limits", "approve_if"];
 /// Keys of a `require` / `deny_if` entry.
 pub const ENTRY_KEYS: &[&str] = &["conditions", "on_deny"];
 /// Keys of an `approve_if` entry.
-pub const APPROVAL_KEYS: &[&str] = &["conditions", "reason", "timeout"];
+pub const APPROVAL_KEYS: &[&str] = &["conditions", "reason", "timeout", "hold"];
 /// Keys of a condition.
 pub const CONDITION_KEYS: &[&str] = &["path", "op", "value"];
 /// Keys of a `limits` entry. `on_deny` is a Portcullis extension (a message shown before the
@@ -144,6 +144,10 @@ pub struct Approval {
     /// How long an approval request stays open (duration string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// (ext) How long the gateway keeps a matching request open waiting for the decision
+    /// (duration string; `"0s"` answers at once). Overrides the server's `hold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// A condition.
@@ -607,11 +611,25 @@ impl Parser {
                 );
             }
         }
+        let hold = m
+            .get("hold")
+            .and_then(|s| self.string(s, &loc.key("hold"), "hold"));
+        if let Some(h) = &hold {
+            if window::parse_hold(h).is_none() {
+                self.err(
+                    &loc.key("hold"),
+                    format!(
+                        "hold {h:?} is not a duration (write e.g. \"30s\", or \"0s\" not to hold)"
+                    ),
+                );
+            }
+        }
         let conditions = self.conditions(m, loc)?;
         Some(Approval {
             conditions,
             reason,
             timeout,
+            hold,
         })
     }
 

@@ -83,6 +83,9 @@ pub struct ApprovalNeed {
     pub reason: String,
     /// How long the request stays open, in ms.
     pub timeout_ms: Millis,
+    /// (ext) How long to keep the call open waiting for the decision, in ms, when the entry
+    /// says (0: answer at once); `None`: the server's setting. Never longer than the timeout.
+    pub hold_ms: Option<Millis>,
 }
 
 /// The counters a call will charge, resolved for this call and identity.
@@ -215,6 +218,7 @@ struct CApproval {
     rule: String,
     reason: String,
     timeout_ms: Millis,
+    hold_ms: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -369,6 +373,7 @@ impl Engine {
                     rule: a.rule.clone(),
                     reason: a.reason.clone(),
                     timeout_ms: a.timeout_ms,
+                    hold_ms: a.hold_ms,
                 };
                 return Check::Approval(need, plan);
             }
@@ -592,17 +597,22 @@ fn compile_rules(r: &Rules, base: &str, limits: &mut Vec<CLimit>) -> CRules {
         .enumerate()
         .map(|(i, a): (usize, &Approval)| {
             let rule = format!("{base}/approve_if/{i}");
+            let timeout_ms = window::parse_duration(
+                a.timeout
+                    .as_deref()
+                    .unwrap_or(doc::DEFAULT_APPROVAL_TIMEOUT),
+            )
+            .expect("validated");
             CApproval {
                 conds: a.conditions.iter().map(Cond::compile).collect(),
                 reason: a.reason.clone().unwrap_or_else(|| {
                     format!("Rule {rule} requires a human approval for this call.")
                 }),
-                timeout_ms: window::parse_duration(
-                    a.timeout
-                        .as_deref()
-                        .unwrap_or(doc::DEFAULT_APPROVAL_TIMEOUT),
-                )
-                .expect("validated"),
+                timeout_ms,
+                hold_ms: a
+                    .hold
+                    .as_deref()
+                    .map(|h| window::parse_hold(h).expect("validated").min(timeout_ms)),
                 rule,
             }
         })

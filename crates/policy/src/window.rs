@@ -176,6 +176,15 @@ pub fn parse_duration(s: &str) -> Option<Millis> {
     (total > 0).then_some(total)
 }
 
+/// Parses a hold duration: like [`parse_duration`], and a zero (`"0"`, `"0s"`) means "do not
+/// hold".
+pub fn parse_hold(s: &str) -> Option<Millis> {
+    match s.strip_prefix('0') {
+        Some("" | "ms" | "s" | "m" | "h" | "d" | "w") => Some(0),
+        _ => parse_duration(s),
+    }
+}
+
 /// Formats milliseconds in the largest exact unit (`"90s"`, `"15m"`, `"24h"`).
 pub fn format_duration(ms: Millis) -> String {
     for (unit, name) in [

@@ -706,6 +706,23 @@ fn rolling_windows() {
 }
 
 #[test]
+fn an_approve_if_entry_may_set_its_own_hold() {
+    let e = engine(json!({"version":"1","default":"deny","tools":{
+        "a":{"approve_if":[{"conditions":[],"hold":"45s"}]},
+        "b":{"approve_if":[{"conditions":[],"hold":"0s"}]},
+        "c":{"approve_if":[{"conditions":[],"hold":"2h","timeout":"10m"}]},
+        "d":{"approve_if":[{"conditions":[]}]}}}));
+    let hold = |tool: &str| match e.check(&Call { tool, args: None }, &alice()) {
+        Check::Approval(need, _) => need.hold_ms,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(hold("a"), Some(45_000));
+    assert_eq!(hold("b"), Some(0), "\"0s\" means answer at once");
+    assert_eq!(hold("c"), Some(10 * 60_000), "never held past the timeout");
+    assert_eq!(hold("d"), None, "no hold of its own: the server decides");
+}
+
+#[test]
 fn approve_if_comes_after_deny_and_carries_the_limits() {
     let e = engine(json!({"version":"1","default":"deny","tools":{"pay":{
         "deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100000}],"on_deny":"Too much."}],

@@ -130,6 +130,10 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
                 prop::collection::vec(arb_condition(), 0..2),
                 prop::option::of("[a-z]{1,5}"),
                 prop::option::of(Just("15m".to_string())),
+                prop::option::of(prop::sample::select(vec![
+                    "0s".to_string(),
+                    "30s".to_string(),
+                ])),
             ),
             0..2,
         ),
@@ -140,10 +144,11 @@ fn arb_rules() -> impl Strategy<Value = Rules> {
             limits,
             approve_if: appr
                 .into_iter()
-                .map(|(conditions, reason, timeout)| Approval {
+                .map(|(conditions, reason, timeout, hold)| Approval {
                     conditions,
                     reason,
                     timeout,
+                    hold,
                 })
                 .collect(),
         })

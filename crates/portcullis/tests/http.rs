@@ -1594,23 +1594,9 @@ fn a_hold_that_runs_out_answers_approval_required() {
     let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"1s\"\n");
     let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
     let gw = serve("hold-timeout", &servers, &[("p.json", policy.to_string())]);
-    let body = r#"{"jsonrpc":"2.0","id":"h2","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":2},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let t0 = Instant::now();
-    let r = http(
-        gw.port,
-        "POST",
-        "/mcp/rec",
-        &[
-            CT,
-            ("Accept", "application/json"),
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", "pay_invoice"),
-        ],
-        body.as_bytes(),
-    );
+    let (r, took) = timed_stateless_call(gw.port, "h2", "pay_invoice", json!({"id": 2}));
     assert!(
-        t0.elapsed() >= Duration::from_millis(900),
+        took >= Duration::from_millis(900),
         "held for the configured second"
     );
     let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -1625,6 +1611,70 @@ fn a_hold_that_runs_out_answers_approval_required() {
     assert!(!std::fs::read_to_string(gw.dir.join("record.jsonl"))
         .unwrap_or_default()
         .contains("pay_invoice"));
+}
+
+/// One stateless-era `tools/call` to `/mcp/rec`; the reply and how long it took.
+fn timed_stateless_call(port: u16, id: &str, tool: &str, args: Value) -> (Reply, Duration) {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let t0 = Instant::now();
+    let r = http(
+        port,
+        "POST",
+        "/mcp/rec",
+        &[
+            CT,
+            ("Accept", "application/json"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ],
+        body.to_string().as_bytes(),
+    );
+    (r, t0.elapsed())
+}
+
+#[test]
+fn an_approve_if_entry_sets_its_own_hold_over_the_servers() {
+    let fixture = fixture_server();
+    // The server holds for 20 s; one entry answers at once ("0s"), another holds 1 s.
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"20s\"\n");
+    let policy = json!({"version":"1","default":"deny","tools":{
+        "refund":{"approve_if":[{"conditions":[],"reason":"Refunds need a human.","hold":"0s"}]},
+        "pay_invoice":{"approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1000}],"reason":"Big payment.","hold":"1s"}]}}});
+    let gw = serve("hold-entry", &servers, &[("p.json", policy.to_string())]);
+    let text = |r: &Reply| {
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (r, took) = timed_stateless_call(gw.port, "e1", "refund", json!({"id": 7}));
+    assert!(
+        text(&r).starts_with("[APPROVAL REQUIRED] Refunds need a human."),
+        "{}",
+        r.body
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the entry's \"0s\" answers at once, not after the server's 20 s ({took:?})"
+    );
+    let (r, took) = timed_stateless_call(gw.port, "e2", "pay_invoice", json!({"amount": 5000}));
+    assert!(
+        text(&r).starts_with("[APPROVAL REQUIRED] Big payment."),
+        "{}",
+        r.body
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "held for the entry's 1 s, not the server's 20 s ({took:?})"
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap_or_default();
+    assert!(
+        !seen.contains("\"refund\"") && !seen.contains("\"pay_invoice\""),
+        "nothing reached the upstream: {seen}"
+    );
 }
 
 #[test]
