@@ -33,6 +33,9 @@ step "MCP conformance suite: the fixture direct, then through the gateway (HTTP 
 scripts/conformance.sh
 scripts/conformance-gateway.sh
 
+step "MCP conformance suite, client scenarios: Portcullis as the client of the suite's servers"
+scripts/conformance-client.sh
+
 step "smoke: the README's run command"
 scripts/run.sh >/dev/null
 

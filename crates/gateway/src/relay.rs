@@ -869,6 +869,11 @@ impl Relay {
         self.cfg.approvals.clone()
     }
 
+    /// Whether the request sent upstream as `up` still waits for its answer.
+    pub fn awaits(&self, up: u64) -> bool {
+        self.lock().pending.contains_key(&up)
+    }
+
     /// Requests in flight upstream (for tests and shutdown).
     pub fn in_flight(&self) -> usize {
         self.lock().pending.len()

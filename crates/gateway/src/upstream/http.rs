@@ -6,7 +6,9 @@
 //! private to this link and sent on every later request, with the negotiated
 //! `MCP-Protocol-Version`; after `notifications/initialized` a GET stream carries the
 //! server's unsolicited messages (405 means it has none); DELETE ends the session on
-//! shutdown. Stateless era: requests already carry their `_meta`; the link adds
+//! shutdown. Streams the server closes are resumed as 2025-11-25 asks: after its `retry`
+//! delay, a GET with `Last-Event-ID` (a request's stream until its answer arrives; the GET
+//! stream for as long as the session lives). Stateless era: requests already carry their `_meta`; the link adds
 //! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` from the body.
 //!
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
@@ -22,6 +24,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+
+/// How often a request's closed stream is resumed before the request is given up.
+const MAX_RESUMES: u32 = 8;
+/// Reconnection delay when the server named none (the SSE default is the client's choice).
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// Longest reconnection delay honoured (a larger `retry` is clamped).
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How an SSE stream from the server ended.
+struct StreamEnd {
+    /// A response was among its messages.
+    answered: bool,
+    /// The last event id it carried (for `Last-Event-ID`).
+    last_event_id: Option<String>,
+    /// The server's reconnection delay, if it sent one.
+    retry: Option<Duration>,
+    /// It carried at least one event with data.
+    delivered: bool,
+}
 
 /// Where and how to reach an HTTP server.
 #[derive(Clone, Debug)]
@@ -285,7 +306,38 @@ impl HttpLink {
             .is_some_and(|c| c.starts_with("text/event-stream"));
         let mut answered = false;
         if sse {
-            answered = self.read_sse(resp, is_init).await;
+            let mut end = self.read_sse(resp, is_init, true).await;
+            answered = end.answered;
+            // A 2025-11-25 server may close a request's stream before answering (after a
+            // priming event with an id): resume it by GET with Last-Event-ID after `retry`.
+            let mut resumes = 0;
+            while let (false, Some(up), Some(last)) = (answered, up, end.last_event_id.clone()) {
+                if resumes == MAX_RESUMES
+                    || self.closed.load(Ordering::SeqCst)
+                    || !self.relay.awaits(up)
+                {
+                    answered = !self.relay.awaits(up);
+                    break;
+                }
+                resumes += 1;
+                tokio::time::sleep(end.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY)).await;
+                match self.get_stream(Some(&last)).await {
+                    Ok(r) => {
+                        let next = self.read_sse(r, is_init, true).await;
+                        answered = next.answered;
+                        end = StreamEnd {
+                            last_event_id: next.last_event_id.or(Some(last)),
+                            retry: next.retry.or(end.retry),
+                            ..next
+                        };
+                    }
+                    Err(e) => {
+                        tracing::debug!("resuming the upstream stream: {e}");
+                        answered = !self.relay.awaits(up);
+                        break;
+                    }
+                }
+            }
         } else {
             match read_capped(resp, self.max_body).await {
                 Ok(body) if !body.trim().is_empty() => {
@@ -335,9 +387,18 @@ impl HttpLink {
         response
     }
 
-    async fn read_sse(self: &Arc<Self>, mut resp: reqwest::Response, is_init: bool) -> bool {
+    /// Reads an SSE stream, passing every message to the relay. A request's stream
+    /// (`until_answered`) is left as soon as a response came: a resumed stream is the
+    /// session's GET stream, which the server may keep open.
+    async fn read_sse(
+        self: &Arc<Self>,
+        mut resp: reqwest::Response,
+        is_init: bool,
+        until_answered: bool,
+    ) -> StreamEnd {
         let mut parser = SseParser::default();
         let mut answered = false;
+        let mut delivered = false;
         let mut total = 0usize;
         while let Ok(Some(chunk)) = resp.chunk().await {
             total += chunk.len();
@@ -346,15 +407,57 @@ impl HttpLink {
                 break;
             }
             for data in parser.feed(&chunk) {
+                delivered = true;
                 answered |= self.from_server(&data, is_init).await;
             }
-            if self.closed.load(Ordering::SeqCst) {
+            if self.closed.load(Ordering::SeqCst) || (until_answered && answered) {
                 break;
             }
         }
-        answered
+        StreamEnd {
+            answered,
+            last_event_id: parser.last_event_id,
+            retry: parser.retry_ms.map(Duration::from_millis),
+            delivered,
+        }
     }
 
+    /// Opens a GET stream of the session (resuming after `last_event_id` if given); a
+    /// refusal (405: the server has no GET stream; 404: the session ended) is an error.
+    async fn get_stream(&self, last_event_id: Option<&str>) -> Result<reqwest::Response, String> {
+        let mut h = self.static_headers.clone();
+        h.insert("accept", HeaderValue::from_static("text/event-stream"));
+        {
+            let st = self.state.lock().unwrap();
+            if let Some(s) = st
+                .session_id
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                h.insert("mcp-session-id", s);
+            }
+            if let Some(v) = st
+                .version
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                h.insert("mcp-protocol-version", v);
+            }
+        }
+        if let Some(id) = last_event_id.and_then(|i| HeaderValue::from_str(i).ok()) {
+            h.insert("last-event-id", id);
+        }
+        match self.client.get(&self.spec.url).headers(h).send().await {
+            Ok(r) if r.status().is_success() => Ok(r),
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(e.without_url().to_string()),
+        }
+    }
+
+    /// The session's GET stream, kept open for as long as the session lives: when the
+    /// server closes it, it is reopened after the server's `retry` delay (doubling from 1 s
+    /// up to 30 s while reconnections bring nothing), with `Last-Event-ID` when the server
+    /// gave event ids. A refusal (405, 404), a shutdown or the link's end ends it.
     fn open_get_stream(self: &Arc<Self>) {
         {
             let mut st = self.state.lock().unwrap();
@@ -363,35 +466,38 @@ impl HttpLink {
             }
             st.get_open = true;
         }
-        let me = self.clone();
+        let link = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut h = me.static_headers.clone();
-            h.insert("accept", HeaderValue::from_static("text/event-stream"));
-            {
-                let st = me.state.lock().unwrap();
-                if let Some(s) = st
-                    .session_id
-                    .as_deref()
-                    .and_then(|s| HeaderValue::from_str(s).ok())
-                {
-                    h.insert("mcp-session-id", s);
-                }
-                if let Some(v) = st
-                    .version
-                    .as_deref()
-                    .and_then(|v| HeaderValue::from_str(v).ok())
-                {
-                    h.insert("mcp-protocol-version", v);
-                }
+            let mut last: Option<String> = None;
+            let mut backoff = DEFAULT_RETRY;
+            // Between streams the task holds the link only weakly, so a session dropped
+            // while its server keeps closing the stream does not live on here.
+            while let Some(me) = link.upgrade().filter(|l| !l.closed.load(Ordering::SeqCst)) {
+                let end = match me.get_stream(last.as_deref()).await {
+                    Ok(r) => me.read_sse(r, false, false).await,
+                    Err(e) => {
+                        tracing::debug!("upstream GET stream: {e}");
+                        me.state.lock().unwrap().get_open = false;
+                        return;
+                    }
+                };
+                drop(me);
+                last = end.last_event_id.or(last);
+                let wait = match end.retry {
+                    Some(r) => r.min(MAX_RETRY),
+                    None if end.delivered => DEFAULT_RETRY,
+                    None => backoff,
+                };
+                backoff = if end.delivered {
+                    DEFAULT_RETRY
+                } else {
+                    (backoff * 2).min(MAX_RETRY)
+                };
+                tokio::time::sleep(wait).await;
             }
-            match me.client.get(&me.spec.url).headers(h).send().await {
-                Ok(r) if r.status().is_success() => {
-                    me.read_sse(r, false).await;
-                }
-                Ok(r) => tracing::debug!("upstream GET stream: HTTP {}", r.status()),
-                Err(e) => tracing::debug!("upstream GET stream: {}", e.without_url()),
+            if let Some(me) = link.upgrade() {
+                me.state.lock().unwrap().get_open = false;
             }
-            me.state.lock().unwrap().get_open = false;
         });
     }
 
@@ -433,6 +539,10 @@ pub struct SseParser {
     buf: Vec<u8>,
     data: Vec<String>,
     event: String,
+    /// The last `id:` seen (what a reconnection sends as `Last-Event-ID`).
+    pub last_event_id: Option<String>,
+    /// The last `retry:` seen, in ms (the server's reconnection delay).
+    pub retry_ms: Option<u64>,
 }
 
 /// One server-sent event.
@@ -485,8 +595,18 @@ impl SseParser {
             } else if let Some(rest) = line.strip_prefix("data:") {
                 self.data
                     .push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
+            } else if let Some(rest) = line.strip_prefix("id:") {
+                let id = rest.strip_prefix(' ').unwrap_or(rest);
+                if !id.contains('\0') {
+                    self.last_event_id = (!id.is_empty()).then(|| id.to_owned());
+                }
+            } else if let Some(rest) = line.strip_prefix("retry:") {
+                let r = rest.strip_prefix(' ').unwrap_or(rest);
+                if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) {
+                    self.retry_ms = r.parse().ok();
+                }
             }
-            // `event:`, `id:`, `retry:` and `:` comments need no action here.
+            // `:` comments and unknown fields are ignored.
         }
         out
     }
@@ -513,7 +633,12 @@ mod tests {
     #[test]
     fn sse_events() {
         let mut p = SseParser::default();
-        assert!(p.feed(b"id: 1\ndata:\n\n").is_empty(), "priming event");
+        assert!(
+            p.feed(b"id: 1\nretry: 500\ndata:\n\n").is_empty(),
+            "priming event"
+        );
+        assert_eq!(p.last_event_id.as_deref(), Some("1"));
+        assert_eq!(p.retry_ms, Some(500));
         assert!(p
             .feed(b": keep-alive\n\nevent: message\ndata: {\"a\"")
             .is_empty());
