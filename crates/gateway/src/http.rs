@@ -41,6 +41,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
+use crate::resume::{EventLog, Resumed, SseItem};
+
 const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Requests of the handshake era that do not exist in the stateless one.
@@ -127,10 +129,23 @@ struct Session {
 struct Routes {
     waiters: Mutex<HashMap<String, UnboundedSender<String>>>,
     tokens: Mutex<HashMap<String, String>>,
-    get: Mutex<Option<UnboundedSender<String>>>,
+    get: Mutex<Option<GetSink>>,
     backlog: Mutex<VecDeque<String>>,
     stream_all: std::sync::atomic::AtomicBool,
+    /// The numbered, resumable streams of a handshake-era session.
+    events: Mutex<EventLog>,
 }
+
+/// Where the connection's unsolicited messages go.
+enum GetSink {
+    /// A stream without ids (legacy HTTP+SSE).
+    Plain(UnboundedSender<SseItem>),
+    /// Resumable GET stream `n` of the event log (kept there even when the client is gone).
+    Logged(u64),
+}
+
+/// Reconnection delay announced in priming events.
+const SSE_RETRY: Duration = Duration::from_secs(1);
 
 impl Routes {
     fn route(&self, line: String) {
@@ -172,11 +187,20 @@ impl Routes {
             return;
         }
         let mut get = self.get.lock().unwrap();
-        if let Some(tx) = get.as_ref() {
-            if tx.send(line.clone()).is_ok() {
+        match get.as_ref() {
+            Some(GetSink::Plain(tx)) => {
+                if tx.send((None, line.clone())).is_ok() {
+                    return;
+                }
+                *get = None;
+            }
+            Some(GetSink::Logged(no)) => {
+                // Kept in the log either way: a resuming GET replays it, a fresh one takes
+                // what was not delivered.
+                self.events.lock().unwrap().send(*no, line);
                 return;
             }
-            *get = None;
+            None => {}
         }
         let mut b = self.backlog.lock().unwrap();
         if b.len() >= 1000 {
@@ -795,14 +819,7 @@ async fn mcp(
             None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
             Some(id) => match session(&id) {
                 None => StatusCode::NOT_FOUND.into_response(),
-                Some(s) => {
-                    let (tx, rx) = unbounded_channel();
-                    for line in s.conn.router.backlog.lock().unwrap().drain(..) {
-                        let _ = tx.send(line);
-                    }
-                    *s.conn.router.get.lock().unwrap() = Some(tx);
-                    sse(rx).into_response()
-                }
+                Some(s) => get_stream(&s, &headers).into_response(),
             },
         },
         Method::DELETE => match session_id {
@@ -1052,13 +1069,57 @@ async fn bridged_legacy_post(
     forward_stateless(gw, &s.conn, caller, msg, Some(p), headers, Vec::new(), None).await
 }
 
-fn sse(
-    rx: UnboundedReceiver<String>,
+/// `GET` on a handshake-era session: with a `Last-Event-ID` the log knows, the stream it names
+/// resumed (what followed that event, then the rest live); otherwise a new GET stream that
+/// carries the session's unsolicited messages, starting with those nobody received yet.
+fn get_stream(
+    s: &Session,
+    headers: &HeaderMap,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(
-        UnboundedReceiverStream::new(rx)
-            .map(|line| Ok(Event::default().event("message").data(line))),
-    )
+    let router = &s.conn.router;
+    let (tx, rx) = unbounded_channel();
+    let mut log = router.events.lock().unwrap();
+    match header(headers, "last-event-id").and_then(|last| log.resume(last, &tx)) {
+        Some(Resumed::Request) => {}
+        Some(Resumed::Get(no)) => {
+            *router.get.lock().unwrap() = Some(GetSink::Logged(no));
+        }
+        None => {
+            let no = log.open(tx, true);
+            if primes(headers) {
+                log.prime(no);
+            }
+            let mut get = router.get.lock().unwrap();
+            let mut pending = match get.take() {
+                Some(GetSink::Logged(old)) => log.undelivered(old),
+                _ => Vec::new(),
+            };
+            pending.extend(router.backlog.lock().unwrap().drain(..));
+            for line in pending {
+                log.send(no, line);
+            }
+            *get = Some(GetSink::Logged(no));
+        }
+    }
+    sse(rx)
+}
+
+/// Whether a handshake-era client gets priming events (2025-11-25 on; older clients may not
+/// expect an event without data).
+fn primes(headers: &HeaderMap) -> bool {
+    header(headers, "mcp-protocol-version").is_some_and(|v| v >= "2025-11-25")
+}
+
+fn sse(
+    rx: UnboundedReceiver<SseItem>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    Sse::new(UnboundedReceiverStream::new(rx).map(|(id, line)| {
+        Ok(match id {
+            Some(id) if line.is_empty() => Event::default().id(id).retry(SSE_RETRY).data(""),
+            Some(id) => Event::default().id(id).event("message").data(line),
+            None => Event::default().event("message").data(line),
+        })
+    }))
     .keep_alive(KeepAlive::default())
 }
 
@@ -1081,7 +1142,14 @@ async fn legacy_post(
         .and_then(|p| p.pointer("/_meta/progressToken").map(Value::to_string));
     let rx = s.conn.router.wait_for(&id, token);
     s.conn.link.from_client(text, &caller).await;
-    let mut resp = answer(gw, &s.conn, rx, &id, accepts_sse(headers), None, None).await;
+    let stream = if accepts_sse(headers) {
+        Streaming::Resumable {
+            priming: primes(headers),
+        }
+    } else {
+        Streaming::JsonOnly
+    };
+    let mut resp = answer(gw, &s.conn, rx, &id, stream, None, None).await;
     if let Some(sid) = new_session {
         resp.headers_mut()
             .insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("hex"));
@@ -1248,7 +1316,11 @@ async fn forward_stateless(
         conn,
         rx,
         &ours,
-        accepts_sse(headers),
+        if accepts_sse(headers) {
+            Streaming::Sse
+        } else {
+            Streaming::JsonOnly
+        },
         Some(restore),
         Some(cancel),
     )
@@ -1531,12 +1603,24 @@ impl Drop for CancelGuard {
     }
 }
 
+/// How a request may be answered when messages precede its response.
+#[derive(Clone, Copy)]
+enum Streaming {
+    /// The client accepts JSON only: related messages are dropped.
+    JsonOnly,
+    /// An SSE stream without ids (stateless era: no resumability).
+    Sse,
+    /// A resumable SSE stream of a handshake-era session (ids; a priming event first for
+    /// 2025-11-25 clients); a client that goes away can resume it, so it runs to the answer.
+    Resumable { priming: bool },
+}
+
 async fn answer(
     gw: &Gateway,
     conn: &Arc<Conn>,
     mut rx: UnboundedReceiver<String>,
     id: &str,
-    sse_ok: bool,
+    stream: Streaming,
     restore: Option<Restore>,
     mut cancel: Option<CancelGuard>,
 ) -> Response {
@@ -1583,7 +1667,7 @@ async fn answer(
         }
         return rpc_status(status, fix(first));
     }
-    if !sse_ok {
+    if matches!(stream, Streaming::JsonOnly) {
         // The client takes JSON only: drop the related messages, wait for the answer.
         loop {
             match tokio::time::timeout(gw.timeout, rx.recv()).await {
@@ -1609,22 +1693,42 @@ async fn answer(
         }
     }
     let (tx, out) = unbounded_channel();
-    let _ = tx.send(fix(first));
     let router = conn.router.clone();
+    // Resumable: the stream is numbered in the session's log, which holds its live end.
+    let logged = match stream {
+        Streaming::Resumable { priming } => {
+            let mut log = router.events.lock().unwrap();
+            let no = log.open(tx.clone(), false);
+            if priming {
+                log.prime(no);
+            }
+            Some(no)
+        }
+        _ => None,
+    };
+    let send = move |router: &Routes, l: String| match logged {
+        Some(no) => router.events.lock().unwrap().send(no, l),
+        None => tx.send((None, l)).is_ok(),
+    };
+    send(&router, fix(first));
     let id = id.to_owned();
     let timeout = gw.timeout;
     tokio::spawn(async move {
         while let Ok(Some(l)) = tokio::time::timeout(timeout, rx.recv()).await {
             let done = is_response(&l).is_some();
-            let delivered = tx.send(fix(l)).is_ok();
+            let delivered = send(&router, fix(l));
             if done && delivered {
                 if let Some(g) = cancel.as_mut() {
                     g.armed = false;
                 }
             }
-            if !delivered || done {
+            // A resumable stream keeps going without its client: a resumption gets the rest.
+            if (!delivered && logged.is_none()) || done {
                 break;
             }
+        }
+        if let Some(no) = logged {
+            router.events.lock().unwrap().finish(no);
         }
         drop(cancel);
         router.forget(&id);
@@ -1670,7 +1774,7 @@ async fn sse_open(
     };
     let id = random_hex(16);
     let (tx, rx) = unbounded_channel();
-    *conn.router.get.lock().unwrap() = Some(tx);
+    *conn.router.get.lock().unwrap() = Some(GetSink::Plain(tx));
     conn.router.stream_all.store(true, Ordering::Relaxed);
     gw.sessions.lock().unwrap().insert(
         id.clone(),
@@ -1689,7 +1793,7 @@ async fn sse_open(
     let first = tokio_stream::once(Ok::<_, Infallible>(
         Event::default().event("endpoint").data(endpoint),
     ));
-    let rest = UnboundedReceiverStream::new(rx).map(move |line| {
+    let rest = UnboundedReceiverStream::new(rx).map(move |(_, line): SseItem| {
         let _alive = &guard;
         Ok(Event::default().event("message").data(line))
     });

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod http;
 pub mod relay;
+mod resume;
 pub mod stdio;
 pub mod upstream;
 pub mod webhook;

@@ -1803,3 +1803,106 @@ fn an_expired_approval_request_is_audited_and_replaced() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// 2025-11-25 resumability on our face: a client whose request stream breaks after the first
+/// progress event GETs with `Last-Event-ID` and receives the rest — the second progress event
+/// and the answer that arrived while it was away — and nothing it already had.
+#[test]
+fn a_broken_request_stream_resumes_with_last_event_id() {
+    let fixture = fixture_server();
+    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let gw = serve(
+        "resume",
+        &servers,
+        &[("p.json", r#"{"version":"1","default":"allow"}"#.into())],
+    );
+    let post =
+        |h: &[(&str, &str)], body: &str| http(gw.port, "POST", "/mcp/rec", h, body.as_bytes());
+    let r = post(&[CT, JSON_SSE], init_body());
+    let sid = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("session id")
+        .trim()
+        .to_string();
+    let version = ("MCP-Protocol-Version", "2025-11-25");
+    let s = ("Mcp-Session-Id", sid.as_str());
+    let r = post(
+        &[CT, version, s],
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(r.status, 202);
+
+    // The call: read its stream up to the first progress event, then drop the connection.
+    let body = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"slow","arguments":{"seconds":1.5},"_meta":{"progressToken":"p1"}}}"#;
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nMcp-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{body}",
+        gw.port,
+        body.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\"progress\":1") {
+        let n = conn.read(&mut buf).expect("the stream's first events");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(conn);
+    // A priming event (id, retry, no message) opens the stream; every event has an id.
+    let ids: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        .collect();
+    assert!(seen.contains("retry:"), "priming event: {seen}");
+    assert!(ids.len() >= 2 && ids[0].ends_with("-0"), "{seen}");
+    // The client lost everything after the first progress event (a chunk may have carried
+    // more): it resumes from that event's id.
+    let last = seen
+        .split("\n\n")
+        .find(|event| event.contains("\"progress\":1"))
+        .and_then(|event| {
+            event
+                .lines()
+                .find_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+        })
+        .expect("the first progress event has an id");
+
+    std::thread::sleep(Duration::from_millis(2500)); // the answer arrives meanwhile
+    let r = http(
+        gw.port,
+        "GET",
+        "/mcp/rec",
+        &[
+            ("Accept", "text/event-stream"),
+            version,
+            s,
+            ("Last-Event-ID", last),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\"progress\":2") && r.body.contains("slow done"),
+        "the rest of the stream: {}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("\"progress\":1"),
+        "nothing before Last-Event-ID again: {}",
+        r.body
+    );
+    let answer = r
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find(|d| d.contains("slow done"))
+        .unwrap();
+    let v: Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(v["id"], "c1", "the client's own id: {v}");
+}
