@@ -615,3 +615,65 @@ fn stdio_to_server_everything_over_http_relays_sampling() {
     assert_eq!(r[1]["_progress"], json!([1.0, 2.0]));
     assert!(text(&r[2]).starts_with("[POLICY DENIED]"));
 }
+
+/// A 2025-11-25 server may close its GET stream (SSE polling): the stdio gateway's upstream
+/// link reopens it after the server's `retry`, with `Last-Event-ID`, and what the server sends
+/// on the new stream reaches the client.
+#[test]
+fn an_upstream_get_stream_the_server_closes_is_reopened_with_last_event_id() {
+    let dir = scratch("closing-get");
+    let port = free_port();
+    let _server = Bg(Command::new("python3")
+        .arg(repo().join("crates/gateway/tests/fixtures/closing_get_server.py"))
+        .arg(port.to_string())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let policy = write_policy(&dir, &json!({"version":"1","default":"allow"}));
+    let mut gw = Command::new(bin())
+        .args(["stdio", "--policy", &policy, "--url"])
+        .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = gw.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = gw.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // As a client does: initialized only once initialize is answered.
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    stdin.flush().unwrap();
+    let init = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("initialize answered");
+    assert!(init.contains("closing-get"), "{init}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let note = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("notifications/message") => break l,
+            Ok(_) => continue,
+            Err(_) => panic!("no message from the reopened GET stream"),
+        }
+    };
+    assert!(
+        note.contains("reconnected with Last-Event-ID=g-1"),
+        "the reconnection named the last event: {note}"
+    );
+    drop(stdin);
+    terminate(&mut gw, Duration::from_secs(5));
+}
