@@ -2,22 +2,22 @@
 # Runs the official MCP conformance suite's CLIENT scenarios with Portcullis as the client: the
 # suite's scenario server is the upstream of `portcullis stdio --url`, driven by a real Python
 # `mcp` 1.x ClientSession (tests/conformance/client_driver.py). What is judged is what
-# Portcullis sends upstream: its initialize, its tool calls, and its SSE resumption (sse-retry:
-# wait the server's `retry`, then GET with Last-Event-ID).
+# Portcullis sends upstream: its initialize, its tool calls, its SSE resumption (sse-retry:
+# wait the server's `retry`, then GET with Last-Event-ID), and its era bridge (request-metadata:
+# the 1.x client's handshake bridged to a 2026-07-28-only server, every request with `_meta`
+# and the version header, a -32022 answered by retrying with a supported version).
 #
 # Usage: scripts/conformance-client.sh [SCENARIO...]   (default: the list below)
 #
 # Not run, and why:
 #   elicitation-sep1034-client-defaults  the driver client declares no elicitation capability
-#   request-metadata                     needs the stdio face to bridge a handshake-era client
-#                                        to a 2026-07-28-only upstream (not built; `serve` does)
 #   auth/*                               OAuth on the upstream side is not built
 # Needs .peers (scripts/install-peers.sh, scripts/conformance.sh install what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(initialize tools_call sse-retry)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(initialize tools_call sse-retry request-metadata)
 
 [ -f .peers/venv1/.done ] || scripts/install-peers.sh
 [ -x .peers/conformance/node_modules/.bin/conformance ] || scripts/conformance.sh --set 2025-11-25 >/dev/null

@@ -981,29 +981,7 @@ async fn open_session(
                 );
             };
             let p = msg.value("params").unwrap_or_else(|| json!({}));
-            let requested = p
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(portcullis_mcp::LEGACY_LATEST)
-                .to_owned();
-            let version = if requested.as_str() <= portcullis_mcp::LEGACY_LATEST {
-                requested
-            } else {
-                portcullis_mcp::LEGACY_LATEST.to_owned()
-            };
-            let meta = json!({
-                META_PROTOCOL_VERSION: portcullis_mcp::MODERN,
-                "io.modelcontextprotocol/clientCapabilities": p.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-                "io.modelcontextprotocol/clientInfo": p.get("clientInfo").cloned().unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"})),
-            });
-            let mut result = json!({
-                "protocolVersion": version,
-                "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-                "serverInfo": discover.pointer("/_meta/io.modelcontextprotocol~1serverInfo").cloned().unwrap_or_else(|| json!({"name": srv.name, "version": "0"})),
-            });
-            if let Some(i) = discover.get("instructions") {
-                result["instructions"] = i.clone();
-            }
+            let (meta, result) = crate::bridge::session(&p, &discover, &srv.name);
             let s = Arc::new(Session {
                 server: srv.clone(),
                 caller,
@@ -1041,30 +1019,19 @@ async fn bridged_legacy_post(
     let caller = gw.current(&s.caller);
     let method = msg.method().unwrap_or_default().to_owned();
     if msg.kind() != Kind::Request {
-        if method != "notifications/initialized" && msg.kind() == Kind::Notification {
+        if !crate::bridge::dropped(&method) && msg.kind() == Kind::Notification {
             s.conn.link.from_client(&msg.to_json(), &caller).await;
         }
         return StatusCode::ACCEPTED.into_response();
     }
-    if method == "ping" || method == "logging/setLevel" {
+    if crate::bridge::answered_here(&method) {
         let line = format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{}}}}",
             msg.id().expect("request").get()
         );
         return rpc_status(StatusCode::OK, line);
     }
-    let mut p = params.unwrap_or_else(|| json!({}));
-    if let (Some(obj), Some(meta)) = (
-        p.as_object_mut(),
-        s.bridged.as_ref().and_then(Value::as_object),
-    ) {
-        let m = obj.entry("_meta").or_insert_with(|| json!({}));
-        if let Some(m) = m.as_object_mut() {
-            for (k, v) in meta {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    let p = crate::bridge::with_meta(params, s.bridged.as_ref().unwrap_or(&Value::Null));
     msg.set_value("params", &p);
     forward_stateless(gw, &s.conn, caller, msg, Some(p), headers, Vec::new(), None).await
 }

@@ -6,6 +6,7 @@
 //! the two id spaces, and says what to send where. Transports ([`stdio`] for the client side,
 //! [`upstream::stdio`] for a child-process server) only move lines.
 
+mod bridge;
 pub mod config;
 pub mod http;
 pub mod relay;

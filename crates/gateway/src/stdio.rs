@@ -4,7 +4,8 @@
 
 use crate::relay::{Caller, Relay};
 use crate::upstream::{Upstream, UpstreamSpec};
-use portcullis_mcp::{codes, error_line, read_line_capped, LineError};
+use portcullis_mcp::{codes, error_line, read_line_capped, Kind, LineError, Message};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -59,10 +60,15 @@ where
     });
     let mut reader = BufReader::new(client_in);
     let mut buf = Vec::new();
+    let mut era = Era::Undecided;
     loop {
         match read_line_capped(&mut reader, &mut buf, caps.client_line).await {
             Ok(Some(line)) if line.trim().is_empty() => {}
-            Ok(Some(line)) => link.from_client(&line, &caller).await,
+            Ok(Some(line)) => {
+                if let Some(line) = bridge(&link, &mut era, line, &tx).await {
+                    link.from_client(&line, &caller).await;
+                }
+            }
             Ok(None) | Err(LineError::Io(_)) => break,
             Err(LineError::TooLong(n)) => {
                 let msg = format!(
@@ -86,6 +92,78 @@ where
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
     Ok(())
+}
+
+/// Whether this connection is bridged (a handshake-era client, a 2026-07-28-only server).
+enum Era {
+    /// Before the client's first message.
+    Undecided,
+    /// Lines pass as they are.
+    Direct,
+    /// Bridged; the `_meta` every request carries.
+    Bridged(Value),
+}
+
+/// The client's line as it goes on, or None when it was answered (or dropped) here. The
+/// first message decides: a handshake-era `initialize` to an HTTP server whose
+/// `server/discover` lists only stateless versions starts the bridge (see [`crate::bridge`]).
+async fn bridge(
+    link: &Upstream,
+    era: &mut Era,
+    line: String,
+    to_client: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> Option<String> {
+    let answer = |id: &serde_json::value::RawValue, result: &Value| {
+        let _ = to_client.send(format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
+            id.get()
+        ));
+    };
+    match era {
+        Era::Direct => Some(line),
+        Era::Undecided => {
+            *era = Era::Direct;
+            let Upstream::Http(h) = link else {
+                return Some(line);
+            };
+            let Ok(msg) = Message::parse(&line) else {
+                return Some(line); // the relay answers bad input
+            };
+            if msg.method() != Some("initialize") || msg.kind() != Kind::Request {
+                return Some(line);
+            }
+            let Some(discover) = h.discover().await.filter(crate::bridge::modern_only) else {
+                return Some(line); // a handshake-era (or dual-era) server: no bridge
+            };
+            let init = msg.value("params").unwrap_or(Value::Null);
+            let (meta, result) = crate::bridge::session(&init, &discover, "upstream");
+            tracing::info!(
+                "the server speaks only 2026-07-28: this handshake-era client is bridged"
+            );
+            answer(msg.id().expect("request"), &result);
+            *era = Era::Bridged(meta);
+            None
+        }
+        Era::Bridged(meta) => {
+            let Ok(mut msg) = Message::parse(&line) else {
+                return Some(line); // the relay answers bad input
+            };
+            let method = msg.method().unwrap_or_default().to_owned();
+            match msg.kind() {
+                Kind::Request if crate::bridge::answered_here(&method) => {
+                    answer(msg.id().expect("request"), &serde_json::json!({}));
+                    None
+                }
+                Kind::Request => {
+                    let p = crate::bridge::with_meta(msg.value("params"), meta);
+                    msg.set_value("params", &p);
+                    Some(msg.to_json())
+                }
+                Kind::Notification if crate::bridge::dropped(&method) => None,
+                _ => Some(line),
+            }
+        }
+    }
 }
 
 /// Our own stdin and stdout as non-blocking async streams when they are pipes or sockets (what

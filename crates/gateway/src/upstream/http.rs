@@ -501,6 +501,62 @@ impl HttpLink {
         });
     }
 
+    /// Asks the server for its `server/discover` result directly (not through the relay: it is
+    /// the gateway's own question). A `-32022` naming supported versions is retried once with
+    /// the first of them. None: a handshake-era server (an error, silence for 10 s).
+    pub async fn discover(&self) -> Option<Value> {
+        let mut version = portcullis_mcp::MODERN.to_owned();
+        for _ in 0..2 {
+            let body = serde_json::json!({"jsonrpc":"2.0","id":"portcullis-discover","method":"server/discover",
+                "params":{"_meta":{META_PROTOCOL_VERSION: version,"io.modelcontextprotocol/clientCapabilities":{},
+                "io.modelcontextprotocol/clientInfo":{"name":"portcullis","version":env!("CARGO_PKG_VERSION")}}}});
+            let mut h = self.static_headers.clone();
+            h.insert(
+                "accept",
+                HeaderValue::from_static("application/json, text/event-stream"),
+            );
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            h.insert("mcp-method", HeaderValue::from_static("server/discover"));
+            if let Ok(v) = HeaderValue::from_str(&version) {
+                h.insert("mcp-protocol-version", v);
+            }
+            let send = self
+                .client
+                .post(&self.spec.url)
+                .headers(h)
+                .body(body.to_string())
+                .send();
+            let resp = tokio::time::timeout(Duration::from_secs(10), send)
+                .await
+                .ok()?
+                .ok()?;
+            let sse = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            let text = read_capped(resp, self.max_body).await.ok()?;
+            let answer = if sse {
+                SseParser::default()
+                    .feed(text.as_bytes())
+                    .into_iter()
+                    .find(|d| d.contains("portcullis-discover"))?
+            } else {
+                text
+            };
+            let v: Value = serde_json::from_str(&answer).ok()?;
+            if let Some(r) = v.get("result") {
+                return Some(r.clone());
+            }
+            let next = v
+                .pointer("/error/data/supported/0")
+                .and_then(Value::as_str)
+                .filter(|_| v.pointer("/error/code").and_then(Value::as_i64) == Some(-32022))?;
+            version = next.to_owned();
+        }
+        None
+    }
+
     /// Ends the upstream session (DELETE) and stops reading.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
