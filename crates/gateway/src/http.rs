@@ -124,7 +124,8 @@ struct Session {
 
 /// Routes client-bound lines of one connection: answers and progress to the request's
 /// stream; anything else to the single request in flight, else the GET stream, else a
-/// bounded backlog the next GET receives.
+/// bounded backlog the next GET receives. Locks nest only in the order `get`, `events`,
+/// `backlog`.
 #[derive(Default)]
 struct Routes {
     waiters: Mutex<HashMap<String, UnboundedSender<String>>>,
@@ -1045,18 +1046,17 @@ fn get_stream(
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let router = &s.conn.router;
     let (tx, rx) = unbounded_channel();
+    // Lock order everywhere: get, then events, then backlog.
+    let mut get = router.get.lock().unwrap();
     let mut log = router.events.lock().unwrap();
     match header(headers, "last-event-id").and_then(|last| log.resume(last, &tx)) {
         Some(Resumed::Request) => {}
-        Some(Resumed::Get(no)) => {
-            *router.get.lock().unwrap() = Some(GetSink::Logged(no));
-        }
+        Some(Resumed::Get(no)) => *get = Some(GetSink::Logged(no)),
         None => {
             let no = log.open(tx, true);
             if primes(headers) {
                 log.prime(no);
             }
-            let mut get = router.get.lock().unwrap();
             let mut pending = match get.take() {
                 Some(GetSink::Logged(old)) => log.undelivered(old),
                 _ => Vec::new(),

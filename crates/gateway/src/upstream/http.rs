@@ -8,8 +8,8 @@
 //! server's unsolicited messages (405 means it has none); DELETE ends the session on
 //! shutdown. Streams the server closes are resumed as 2025-11-25 asks: after its `retry`
 //! delay, a GET with `Last-Event-ID` (a request's stream until its answer arrives; the GET
-//! stream for as long as the session lives). Stateless era: requests already carry their `_meta`; the link adds
-//! `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` from the body.
+//! stream for as long as the session lives). Stateless era: requests already carry their
+//! `_meta`; the link adds `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` from the body.
 //!
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
 //! ever what the policy allowed; they are never logged.
