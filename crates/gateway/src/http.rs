@@ -820,6 +820,9 @@ async fn mcp(
             None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
             Some(id) => match session(&id) {
                 None => StatusCode::NOT_FOUND.into_response(),
+                // A bridged session rides the server's shared stateless connection: it has
+                // no stream of its own, and others' unsolicited messages must not reach it.
+                Some(s) if s.bridged.is_some() => StatusCode::METHOD_NOT_ALLOWED.into_response(),
                 Some(s) => get_stream(&s, &headers).into_response(),
             },
         },

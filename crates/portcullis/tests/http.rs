@@ -1304,6 +1304,31 @@ fn handshake_clients_are_bridged_to_a_server_that_only_speaks_2026() {
         );
     }
     assert!(!seen.contains("pay_invoice") && !seen.contains("delete_invoice"));
+    // A bridged session has no GET stream of its own (it shares the server's stateless
+    // connection, whose stray messages belong to no one session): 405, as a server without
+    // one answers.
+    let r = http(
+        gw.port,
+        "POST",
+        "/mcp/modern",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    let sid = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a bridged session id")
+        .trim()
+        .to_string();
+    let r = http(
+        gw.port,
+        "GET",
+        "/mcp/modern",
+        &[("Accept", "text/event-stream"), ("Mcp-Session-Id", &sid)],
+        b"",
+    );
+    assert_eq!(r.status, 405, "{}", r.body);
 }
 
 /// Starts `portcullis serve` again on an existing test directory (a restart), on a new port.
