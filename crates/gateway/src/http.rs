@@ -150,6 +150,13 @@ const SSE_RETRY: Duration = Duration::from_secs(1);
 
 impl Routes {
     fn route(&self, line: String) {
+        let (related, text) = crate::upstream::untag(&line);
+        let related = related.map(str::to_owned);
+        let line = if related.is_some() {
+            text.to_owned()
+        } else {
+            line
+        };
         let Ok(msg) = Message::parse(&line) else {
             return;
         };
@@ -167,6 +174,15 @@ impl Routes {
                     .and_then(|p| p.get("progressToken").map(Value::to_string));
                 let id = token.and_then(|t| self.tokens.lock().unwrap().get(&t).cloned());
                 id.and_then(|id| self.waiters.lock().unwrap().get(&id).cloned())
+            }
+            // Carried on one request's answer stream: that request's, or nobody's (its
+            // client has gone; on a connection shared by many clients, no other may see it).
+            _ if related.is_some() => {
+                let w = self.waiters.lock().unwrap();
+                match related.as_deref().and_then(|id| w.get(id)) {
+                    Some(tx) => Some(tx.clone()),
+                    None => return,
+                }
             }
             _ => {
                 let w = self.waiters.lock().unwrap();
@@ -417,6 +433,10 @@ impl Gateway {
         }));
         let (tx, mut rx) = unbounded_channel();
         let link = Upstream::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
+        if let Upstream::Http(h) = &link {
+            // What arrives on one request's answer stream goes to that request only.
+            h.tag_related();
+        }
         let router = Arc::new(Routes::default());
         let r = router.clone();
         tokio::spawn(async move {
@@ -1814,4 +1834,33 @@ async fn sse_message(
     }
     s.conn.link.from_client(text, &gw.current(&s.caller)).await;
     StatusCode::ACCEPTED.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message from one request's answer stream reaches that request and no other, also
+    /// when another is the only one in flight (the old single-request guess would have
+    /// handed it over).
+    #[test]
+    fn a_related_message_goes_to_its_own_request_only() {
+        let routes = Routes::default();
+        let mut a = routes.wait_for("\"h1\"", None);
+        let mut b = routes.wait_for("\"h2\"", None);
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"for h1"}}"#;
+        routes.route(crate::upstream::tag("\"h1\"", note));
+        assert_eq!(a.try_recv().unwrap(), note, "untagged on the way out");
+        assert!(b.try_recv().is_err());
+        routes.forget("\"h1\"");
+        routes.route(crate::upstream::tag("\"h1\"", note));
+        assert!(
+            b.try_recv().is_err(),
+            "h1 has gone: h2, alone now, still gets nothing"
+        );
+        assert!(routes.backlog.lock().unwrap().is_empty());
+        // Untagged (a stdio upstream): the single request in flight, as before.
+        routes.route(note.to_string());
+        assert_eq!(b.try_recv().unwrap(), note);
+    }
 }

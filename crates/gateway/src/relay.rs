@@ -869,6 +869,14 @@ impl Relay {
         self.cfg.approvals.clone()
     }
 
+    /// The client's id (raw JSON) of the request sent upstream as `up`, while it is in flight.
+    pub fn client_id_of(&self, up: u64) -> Option<String> {
+        match self.lock().pending.get(&up) {
+            Some(Pending::Client { client_id, .. }) => Some(client_id.get().to_owned()),
+            _ => None,
+        }
+    }
+
     /// Whether the request sent upstream as `up` still waits for its answer.
     pub fn awaits(&self, up: u64) -> bool {
         self.lock().pending.contains_key(&up)

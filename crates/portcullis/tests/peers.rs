@@ -74,7 +74,7 @@ fn python2_client_modern_and_legacy_through_stdio_to_mcp_server_time() {
     let policy = write_policy(
         &dir,
         &json!({"version":"1","default":"deny","hide":["convert_time"],
-        "tools":{"get_current_time":{"limits":[{"counter":"t","window":"minute","max":2,"scope":"grant"}]}}}),
+        "tools":{"get_current_time":{"limits":[{"counter":"t","window":"60s","max":2,"scope":"grant"}]}}}),
     );
     let actions = json!([
         {"op":"list_tools"},
@@ -113,7 +113,7 @@ fn python2_client_modern_and_legacy_through_stdio_to_mcp_server_time() {
         assert_eq!(r[2]["_meta"]["portcullis/decision"]["rule"], "(hidden)");
         assert_eq!(r[3]["isError"], false);
         assert!(
-            text(&r[4]).contains("counter \"t\" allows 2 per minute"),
+            text(&r[4]).contains("counter \"t\" allows 2 in any 1m"),
             "{}",
             r[4]
         );
@@ -213,6 +213,7 @@ fn the_seed_policy_verbatim_lets_ten_pipeline_runs_through_and_the_upstream_sees
         );
     }
     actions.push(json!({"op":"call","name":"odoo_execute","args":{"model":"account.move","method":"unlink","args":[[1]]}}));
+    clear_of_minute_boundary(Duration::from_secs(20));
     let server = vec!["python3".to_string(), fixture_server()];
     let out = drive(
         &py,

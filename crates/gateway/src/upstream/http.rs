@@ -71,6 +71,8 @@ pub struct HttpLink {
     closed: AtomicBool,
     max_body: usize,
     audit: Option<super::AuditSink>,
+    /// Mark lines from a request's answer stream with its client id ([`super::tag`]).
+    tag_related: AtomicBool,
 }
 
 /// The HTTP client every upstream link uses (no redirects: an upstream cannot send traffic
@@ -127,7 +129,15 @@ impl HttpLink {
             closed: AtomicBool::new(false),
             max_body,
             audit,
+            tag_related: AtomicBool::new(false),
         }))
+    }
+
+    /// From now on, messages that arrive on a request's answer stream reach the client side
+    /// marked with that request's client id ([`super::tag`]): for a face that serves many
+    /// clients over this one link and must route each message to its own request.
+    pub fn tag_related(&self) {
+        self.tag_related.store(true, Ordering::Relaxed);
     }
 
     /// The relay this link feeds.
@@ -306,7 +316,7 @@ impl HttpLink {
             .is_some_and(|c| c.starts_with("text/event-stream"));
         let mut answered = false;
         if sse {
-            let mut end = self.read_sse(resp, is_init, true).await;
+            let mut end = self.read_sse(resp, is_init, up).await;
             answered = end.answered;
             // A 2025-11-25 server may close a request's stream before answering (after a
             // priming event with an id): resume it by GET with Last-Event-ID after `retry`.
@@ -323,7 +333,7 @@ impl HttpLink {
                 tokio::time::sleep(end.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY)).await;
                 match self.get_stream(Some(&last)).await {
                     Ok(r) => {
-                        let next = self.read_sse(r, is_init, true).await;
+                        let next = self.read_sse(r, is_init, Some(up)).await;
                         answered = next.answered;
                         end = StreamEnd {
                             last_event_id: next.last_event_id.or(Some(last)),
@@ -341,7 +351,7 @@ impl HttpLink {
         } else {
             match read_capped(resp, self.max_body).await {
                 Ok(body) if !body.trim().is_empty() => {
-                    answered = self.from_server(&body, is_init).await;
+                    answered = self.from_server(&body, is_init, up).await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("upstream answer unreadable: {e}"),
@@ -365,8 +375,14 @@ impl HttpLink {
         }
     }
 
-    /// One message from the server; returns whether it was a response.
-    async fn from_server(self: &Arc<Self>, text: &str, is_init: bool) -> bool {
+    /// One message from the server (on the answer stream of request `related`, if any);
+    /// returns whether it was a response.
+    async fn from_server(
+        self: &Arc<Self>,
+        text: &str,
+        is_init: bool,
+        related: Option<u64>,
+    ) -> bool {
         let Ok(msg) = Message::parse(text) else {
             let head: String = text.chars().take(120).collect();
             tracing::warn!("dropping a message from the upstream that is not JSON-RPC: {head:?}");
@@ -382,19 +398,29 @@ impl HttpLink {
             }
         }
         let response = msg.kind() == Kind::Response;
-        let outs = self.relay.from_server(text);
+        let tag = related
+            .filter(|_| self.tag_related.load(Ordering::Relaxed))
+            .and_then(|up| self.relay.client_id_of(up));
+        let mut outs = self.relay.from_server(text);
+        if let Some(id) = tag {
+            for o in &mut outs {
+                if let Out::Client(line) = o {
+                    *line = super::tag(&id, line);
+                }
+            }
+        }
         self.dispatch(outs).await;
         response
     }
 
     /// Reads an SSE stream, passing every message to the relay. A request's stream
-    /// (`until_answered`) is left as soon as a response came: a resumed stream is the
-    /// session's GET stream, which the server may keep open.
+    /// (`related`: its upstream id) is left as soon as a response came: a resumed stream is
+    /// the session's GET stream, which the server may keep open.
     async fn read_sse(
         self: &Arc<Self>,
         mut resp: reqwest::Response,
         is_init: bool,
-        until_answered: bool,
+        related: Option<u64>,
     ) -> StreamEnd {
         let mut parser = SseParser::default();
         let mut answered = false;
@@ -408,9 +434,9 @@ impl HttpLink {
             }
             for data in parser.feed(&chunk) {
                 delivered = true;
-                answered |= self.from_server(&data, is_init).await;
+                answered |= self.from_server(&data, is_init, related).await;
             }
-            if self.closed.load(Ordering::SeqCst) || (until_answered && answered) {
+            if self.closed.load(Ordering::SeqCst) || (related.is_some() && answered) {
                 break;
             }
         }
@@ -474,7 +500,7 @@ impl HttpLink {
             // while its server keeps closing the stream does not live on here.
             while let Some(me) = link.upgrade().filter(|l| !l.closed.load(Ordering::SeqCst)) {
                 let end = match me.get_stream(last.as_deref()).await {
-                    Ok(r) => me.read_sse(r, false, false).await,
+                    Ok(r) => me.read_sse(r, false, None).await,
                     Err(e) => {
                         tracing::debug!("upstream GET stream: {e}");
                         me.state.lock().unwrap().get_open = false;

@@ -81,6 +81,19 @@ pub fn free_port() -> u16 {
         .expect("a bound port")
 }
 
+/// For a test whose calls must fall in one calendar minute (the seed policy's limit is "10
+/// per minute", UTC-aligned): if less than `need` is left of the current minute, waits for
+/// the next one, so that a minute boundary cannot reset the count halfway.
+pub fn clear_of_minute_boundary(need: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let left = Duration::from_secs(60) - Duration::from_millis((now.as_millis() % 60_000) as u64);
+    if left < need {
+        std::thread::sleep(left + Duration::from_millis(50));
+    }
+}
+
 /// Waits until something accepts connections on `port` (20 s at most).
 pub fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
