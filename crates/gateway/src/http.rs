@@ -177,7 +177,8 @@ impl Routes {
             }
             // Carried on one request's answer stream: that request's, or nobody's (its
             // client has gone; on a connection shared by many clients, no other may see it).
-            _ if related.is_some() => {
+            // A legacy SSE session has no waiters: all of its messages go on its one stream.
+            _ if related.is_some() && !self.stream_all.load(Ordering::Relaxed) => {
                 let w = self.waiters.lock().unwrap();
                 match related.as_deref().and_then(|id| w.get(id)) {
                     Some(tx) => Some(tx.clone()),
@@ -1862,5 +1863,17 @@ mod tests {
         // Untagged (a stdio upstream): the single request in flight, as before.
         routes.route(note.to_string());
         assert_eq!(b.try_recv().unwrap(), note);
+    }
+
+    /// A legacy HTTP+SSE session has one stream and no waiters: tagged messages go there.
+    #[test]
+    fn a_legacy_sse_session_gets_its_related_messages_on_its_stream() {
+        let routes = Routes::default();
+        let (tx, mut rx) = unbounded_channel();
+        *routes.get.lock().unwrap() = Some(GetSink::Plain(tx));
+        routes.stream_all.store(true, Ordering::Relaxed);
+        let ask = r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
+        routes.route(crate::upstream::tag("\"c1\"", ask));
+        assert_eq!(rx.try_recv().unwrap(), (None, ask.to_string()));
     }
 }
