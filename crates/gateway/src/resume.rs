@@ -4,8 +4,10 @@
 //! stream it came from only — and then the rest of that stream live.
 //!
 //! A request's stream lives until its answer; the session's GET stream until the session ends.
-//! Only the newest [`MAX_STREAMS`] streams and [`MAX_EVENTS`] events per stream are kept; a
-//! `Last-Event-ID` older than that gets a fresh stream instead of a replay.
+//! At most [`MAX_EVENTS`] events per stream are kept, and finished streams beyond
+//! [`MAX_STREAMS`] are forgotten oldest first (streams still running are never dropped: they
+//! are bounded by the requests in flight); a `Last-Event-ID` older than that gets a fresh
+//! stream instead of a replay.
 
 use std::collections::VecDeque;
 use tokio::sync::mpsc::UnboundedSender;
@@ -14,7 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 /// An empty message with an id is a priming event.
 pub(crate) type SseItem = (Option<String>, String);
 
-/// Streams kept per session.
+/// Finished streams kept per session (beyond the running ones).
 pub(crate) const MAX_STREAMS: usize = 32;
 /// Events kept per stream.
 pub(crate) const MAX_EVENTS: usize = 256;
@@ -55,7 +57,9 @@ impl EventLog {
     pub(crate) fn open(&mut self, live: UnboundedSender<SseItem>, get: bool) -> u64 {
         self.next += 1;
         if self.streams.len() >= MAX_STREAMS {
-            self.streams.pop_front();
+            if let Some(i) = self.streams.iter().position(|s| s.done) {
+                self.streams.remove(i);
+            }
         }
         self.streams.push_back(Logged {
             no: self.next,
@@ -151,6 +155,7 @@ impl EventLog {
         let from = s.delivered.saturating_sub(s.base) as usize;
         s.delivered = s.base + s.events.len() as u64;
         s.live = None;
+        s.done = true; // replaced by a new GET stream
         s.events.iter().skip(from).cloned().collect()
     }
 }
@@ -234,14 +239,26 @@ mod tests {
     }
 
     #[test]
-    fn only_the_newest_streams_are_kept() {
+    fn finished_streams_are_forgotten_oldest_first_running_ones_never() {
         let mut log = EventLog::default();
         let (tx, _rx) = unbounded_channel();
         let first = log.open(tx.clone(), false);
         log.send(first, "x".into());
+        log.finish(first);
+        let running = log.open(tx.clone(), false);
         for _ in 0..MAX_STREAMS {
+            let no = log.open(tx.clone(), false);
+            log.finish(no);
+        }
+        assert_eq!(
+            log.resume(&format!("{first}-0"), &tx),
+            None,
+            "finished, oldest: gone"
+        );
+        // Many requests at once: a running stream stays, and still delivers.
+        for _ in 0..MAX_STREAMS * 2 {
             log.open(tx.clone(), false);
         }
-        assert_eq!(log.resume(&format!("{first}-0"), &tx), None);
+        assert!(log.send(running, "still here".into()));
     }
 }
