@@ -398,8 +398,9 @@ impl HttpLink {
             }
         }
         let response = msg.kind() == Kind::Response;
+        // A response finds its request by id: only what precedes it needs the tag.
         let tag = related
-            .filter(|_| self.tag_related.load(Ordering::Relaxed))
+            .filter(|_| !response && self.tag_related.load(Ordering::Relaxed))
             .and_then(|up| self.relay.client_id_of(up));
         let mut outs = self.relay.from_server(text);
         if let Some(id) = tag {
