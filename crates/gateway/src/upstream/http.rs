@@ -214,13 +214,12 @@ impl HttpLink {
             HeaderValue::from_static("application/json, text/event-stream"),
         );
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        let modern = msg.value("params").and_then(|p| {
-            p.pointer("/_meta")
-                .and_then(|m| m.get(META_PROTOCOL_VERSION))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        let st = self.state.lock().unwrap();
+        let params = msg.value("params");
+        let modern = params
+            .as_ref()
+            .and_then(|p| p.pointer("/_meta"))
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .and_then(Value::as_str);
         let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 h.insert(k, v);
@@ -228,7 +227,7 @@ impl HttpLink {
         };
         match modern {
             Some(v) => {
-                set(&mut h, "mcp-protocol-version", &v);
+                set(&mut h, "mcp-protocol-version", v);
                 if msg.kind() == Kind::Request {
                     if let Some(m) = msg.method() {
                         set(&mut h, "mcp-method", m);
@@ -237,25 +236,31 @@ impl HttpLink {
                             "resources/read" => Some("uri"),
                             _ => None,
                         };
-                        if let Some(n) = key.and_then(|k| {
-                            msg.value("params")
-                                .and_then(|p| p.get(k).and_then(Value::as_str).map(str::to_owned))
-                        }) {
-                            set(&mut h, "mcp-name", &n);
+                        if let Some(n) = key
+                            .and_then(|k| params.as_ref()?.get(k))
+                            .and_then(Value::as_str)
+                        {
+                            set(&mut h, "mcp-name", n);
                         }
                     }
                 }
             }
-            None => {
-                if let Some(s) = &st.session_id {
-                    set(&mut h, "mcp-session-id", s);
-                }
-                if let Some(v) = &st.version {
-                    set(&mut h, "mcp-protocol-version", v);
-                }
-            }
+            None => self.session_headers(&mut h),
         }
         h
+    }
+
+    /// The handshake-era session's headers: its `Mcp-Session-Id` and negotiated version.
+    fn session_headers(&self, h: &mut HeaderMap) {
+        let st = self.state.lock().unwrap();
+        for (k, v) in [
+            ("mcp-session-id", &st.session_id),
+            ("mcp-protocol-version", &st.version),
+        ] {
+            if let Some(v) = v.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                h.insert(k, v);
+            }
+        }
     }
 
     async fn post(self: Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
@@ -454,23 +459,7 @@ impl HttpLink {
     async fn get_stream(&self, last_event_id: Option<&str>) -> Result<reqwest::Response, String> {
         let mut h = self.static_headers.clone();
         h.insert("accept", HeaderValue::from_static("text/event-stream"));
-        {
-            let st = self.state.lock().unwrap();
-            if let Some(s) = st
-                .session_id
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                h.insert("mcp-session-id", s);
-            }
-            if let Some(v) = st
-                .version
-                .as_deref()
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                h.insert("mcp-protocol-version", v);
-            }
-        }
+        self.session_headers(&mut h);
         if let Some(id) = last_event_id.and_then(|i| HeaderValue::from_str(i).ok()) {
             h.insert("last-event-id", id);
         }
@@ -536,22 +525,14 @@ impl HttpLink {
         for _ in 0..2 {
             let body = serde_json::json!({"jsonrpc":"2.0","id":"portcullis-discover","method":"server/discover",
                 "params":{"_meta":{META_PROTOCOL_VERSION: version,"io.modelcontextprotocol/clientCapabilities":{},
-                "io.modelcontextprotocol/clientInfo":{"name":"portcullis","version":env!("CARGO_PKG_VERSION")}}}});
-            let mut h = self.static_headers.clone();
-            h.insert(
-                "accept",
-                HeaderValue::from_static("application/json, text/event-stream"),
-            );
-            h.insert("content-type", HeaderValue::from_static("application/json"));
-            h.insert("mcp-method", HeaderValue::from_static("server/discover"));
-            if let Ok(v) = HeaderValue::from_str(&version) {
-                h.insert("mcp-protocol-version", v);
-            }
+                "io.modelcontextprotocol/clientInfo":{"name":"portcullis","version":env!("CARGO_PKG_VERSION")}}}})
+            .to_string();
+            let h = self.headers_for(&Message::parse(&body).ok()?);
             let send = self
                 .client
                 .post(&self.spec.url)
                 .headers(h)
-                .body(body.to_string())
+                .body(body)
                 .send();
             let resp = tokio::time::timeout(Duration::from_secs(10), send)
                 .await
