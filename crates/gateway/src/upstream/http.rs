@@ -167,17 +167,21 @@ impl HttpLink {
         outs: Vec<Out>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            for (line, up) in super::deliver(
-                self.audit.as_ref(),
-                &self.to_client,
-                outs,
-                Some(super::Upstream::Http(self.clone())),
-            )
-            .await
-            {
+            for (line, up) in self.deliver(outs).await {
                 self.spawn_post(line, up, Vec::new());
             }
         })
+    }
+
+    /// Audits and hands the relay's outputs to the client side; returns what goes upstream.
+    async fn deliver(self: &Arc<Self>, outs: Vec<Out>) -> Vec<(String, Option<u64>)> {
+        super::deliver(
+            self.audit.as_ref(),
+            &self.to_client,
+            outs,
+            Some(super::Upstream::Http(self.clone())),
+        )
+        .await
     }
 
     fn spawn_post(self: &Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
@@ -189,14 +193,7 @@ impl HttpLink {
     /// returning, so the server sees them in the order the client sent them (e.g.
     /// `notifications/initialized` before the first request). Requests run concurrently.
     async fn dispatch_ordered(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
-        for (line, up) in super::deliver(
-            self.audit.as_ref(),
-            &self.to_client,
-            outs,
-            Some(super::Upstream::Http(self.clone())),
-        )
-        .await
-        {
+        for (line, up) in self.deliver(outs).await {
             if up.is_none() {
                 let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
                     Box::pin(self.clone().post(line, None, extra.clone()));
