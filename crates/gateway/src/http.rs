@@ -719,6 +719,18 @@ impl Gateway {
     }
 }
 
+/// 502 with a JSON-RPC error for `msg`: the upstream could not be started or reached.
+fn upstream_unavailable(msg: &Message, e: &std::io::Error) -> Response {
+    rpc_status(
+        StatusCode::BAD_GATEWAY,
+        error_line(
+            msg.id(),
+            codes::INTERNAL_ERROR,
+            &format!("cannot start the upstream server: {e}"),
+        ),
+    )
+}
+
 fn json_status(status: StatusCode, body: Value) -> Response {
     (
         status,
@@ -940,16 +952,7 @@ async fn open_session(
 ) -> Response {
     let conn = match gw.connect(&srv).await {
         Ok(c) => c,
-        Err(e) => {
-            return rpc_status(
-                StatusCode::BAD_GATEWAY,
-                error_line(
-                    msg.id(),
-                    codes::INTERNAL_ERROR,
-                    &format!("cannot start the upstream server: {e}"),
-                ),
-            )
-        }
+        Err(e) => return upstream_unavailable(&msg, &e),
     };
     let id = random_hex(16);
     let era = era_of(gw, &srv).await;
@@ -1227,16 +1230,7 @@ async fn modern_post(
     }
     let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
         Ok(c) => c.clone(),
-        Err(e) => {
-            return rpc_status(
-                StatusCode::BAD_GATEWAY,
-                error_line(
-                    msg.id(),
-                    codes::INTERNAL_ERROR,
-                    &format!("cannot start the upstream server: {e}"),
-                ),
-            )
-        }
+        Err(e) => return upstream_unavailable(&msg, &e),
     };
     if msg.kind() != Kind::Request {
         conn.link
