@@ -62,23 +62,10 @@ impl Drop for Bg {
     }
 }
 
-/// A port nothing listens on (right now), for a child process to bind.
-///
-/// The probe socket is bound but never put in the listening state. A listening probe (what
-/// `TcpListener::bind` makes) can be copied into a child that another thread forks at that
-/// moment; until that child execs, connections to the port queue on the copy and are reset
-/// when it closes, so a readiness check passes before the real server listens.
+/// A port nothing listens on (right now), for a child process to bind (see
+/// [`portcullis_bench::free_port`] for why the probe never listens).
 pub fn free_port() -> u16 {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("a TCP socket");
-    s.set_reuse_address(true).expect("SO_REUSEADDR");
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind 127.0.0.1:0");
-    s.local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .expect("a bound port")
+    portcullis_bench::free_port()
 }
 
 /// For a test whose calls must fall in one calendar minute (the seed policy's limit is "10
