@@ -83,6 +83,15 @@ fn init_body() -> &'static str {
     r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#
 }
 
+/// The recording fixture as server `rec`, policy `p.json`, no authentication, plus `extra`
+/// config lines.
+fn open_recording_server(extra: &str) -> String {
+    format!(
+        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\nauth = \"none\"\n{extra}",
+        fixture_server()
+    )
+}
+
 fn recording_servers(policy_file: &str) -> String {
     format!(
         "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"{policy_file}\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
@@ -384,13 +393,7 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     // Now a real session: policy denials come back as results, and the session works.
     let r = post(&[CT, JSON_SSE, auth], init_body());
     assert_eq!(r.status, 200, "{}", r.body);
-    let sid = r
-        .headers
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .expect("session id")
-        .trim()
-        .to_string();
+    let sid = r.session_id();
     assert!(sid.len() >= 32 && sid.bytes().all(|b| b.is_ascii_hexdigit()));
     let s = ("Mcp-Session-Id", sid.as_str());
     assert_eq!(
@@ -882,8 +885,7 @@ fn grants_decide_who_gets_in_and_every_decision_is_audited() {
 
 #[test]
 fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{"limits":[{"counter":"reads","window":"day","max":100000,"scope":"grant"}]}}});
     let mut gw = serve("kill9", &servers, &[("p.json", policy.to_string())]);
     let port = gw.port;
@@ -995,8 +997,7 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
 
 #[test]
 fn policies_reload_under_load_without_a_failed_request() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let allow = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
     let gw = serve("reload", &servers, &[("p.json", allow.to_string())]);
     let port = gw.port;
@@ -1008,13 +1009,7 @@ fn policies_reload_under_load_without_a_failed_request() {
         &[CT, JSON_SSE],
         init_body().as_bytes(),
     );
-    let sid = r
-        .headers
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let sid = r.session_id();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let stop = stop.clone();
@@ -1316,13 +1311,7 @@ fn handshake_clients_are_bridged_to_a_server_that_only_speaks_2026() {
         &[CT, JSON_SSE],
         init_body().as_bytes(),
     );
-    let sid = r
-        .headers
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .expect("a bridged session id")
-        .trim()
-        .to_string();
+    let sid = r.session_id();
     let r = http(
         gw.port,
         "GET",
@@ -1394,8 +1383,7 @@ http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
         .spawn()
         .unwrap());
     wait_port(hook_port);
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let policy = json!({"version":"1","default":"deny","tools":{
         "read_invoice":{},
         "pay_invoice":{"approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100}],"reason":"Money moves.","timeout":"10m"}],
@@ -1545,8 +1533,7 @@ http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
 
 #[test]
 fn hold_open_forwards_the_moment_a_human_approves() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"20s\"\n");
+    let servers = open_recording_server("hold = \"20s\"\n");
     let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
     let gw = serve("hold", &servers, &[("p.json", policy.to_string())]);
     let port = gw.port;
@@ -1617,8 +1604,7 @@ fn hold_open_forwards_the_moment_a_human_approves() {
 
 #[test]
 fn a_hold_that_runs_out_answers_approval_required() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"1s\"\n");
+    let servers = open_recording_server("hold = \"1s\"\n");
     let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
     let gw = serve("hold-timeout", &servers, &[("p.json", policy.to_string())]);
     let (r, took) = timed_stateless_call(gw.port, "h2", "pay_invoice", json!({"id": 2}));
@@ -1663,9 +1649,8 @@ fn timed_stateless_call(port: u16, id: &str, tool: &str, args: Value) -> (Reply,
 
 #[test]
 fn an_approve_if_entry_sets_its_own_hold_over_the_servers() {
-    let fixture = fixture_server();
     // The server holds for 20 s; one entry answers at once ("0s"), another holds 1 s.
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\nhold = \"20s\"\n");
+    let servers = open_recording_server("hold = \"20s\"\n");
     let policy = json!({"version":"1","default":"deny","tools":{
         "refund":{"approve_if":[{"conditions":[],"reason":"Refunds need a human.","hold":"0s"}]},
         "pay_invoice":{"approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1000}],"reason":"Big payment.","hold":"1s"}]}}});
@@ -1709,8 +1694,7 @@ fn a_real_mcp_client_waits_for_an_approval_then_passes_once() {
     let Some(py) = peer("venv/bin/python") else {
         return;
     };
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
     let gw = serve(
         "approval-client",
@@ -1780,8 +1764,7 @@ fn a_real_mcp_client_waits_for_an_approval_then_passes_once() {
 
 #[test]
 fn an_expired_approval_request_is_audited_and_replaced() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{"approve_if":[{"conditions":[],"reason":"Money moves.","timeout":"1s"}]}}});
     let gw = serve(
         "approval-expiry",
@@ -1836,8 +1819,7 @@ fn an_expired_approval_request_is_audited_and_replaced() {
 /// and the answer that arrived while it was away — and nothing it already had.
 #[test]
 fn a_broken_request_stream_resumes_with_last_event_id() {
-    let fixture = fixture_server();
-    let servers = format!("[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\nauth = \"none\"\n");
+    let servers = open_recording_server("");
     let gw = serve(
         "resume",
         &servers,
@@ -1846,13 +1828,7 @@ fn a_broken_request_stream_resumes_with_last_event_id() {
     let post =
         |h: &[(&str, &str)], body: &str| http(gw.port, "POST", "/mcp/rec", h, body.as_bytes());
     let r = post(&[CT, JSON_SSE], init_body());
-    let sid = r
-        .headers
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .expect("session id")
-        .trim()
-        .to_string();
+    let sid = r.session_id();
     let version = ("MCP-Protocol-Version", "2025-11-25");
     let s = ("Mcp-Session-Id", sid.as_str());
     let r = post(

@@ -198,6 +198,16 @@ impl Reply {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
     }
+
+    /// The `Mcp-Session-Id` header (panics with the status and body if there is none).
+    pub fn session_id(&self) -> String {
+        self.headers
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp-session-id: "))
+            .unwrap_or_else(|| panic!("no session id: {} {}", self.status, self.body))
+            .trim()
+            .to_string()
+    }
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection (Connection: close); the answer is read
