@@ -5,41 +5,25 @@ use portcullis_store::{
     AuditDecision, AuditLog, AuditMode, AuditRecord, AuthError, GrantStore, SqliteGrants,
 };
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::Scratch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-/// A fresh directory, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d =
-            std::env::temp_dir().join(format!("portcullis-admin-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    /// Writes a config with servers `odoo` and `time` and `data_dir = "data"`.
-    fn with_config(name: &str) -> Dir {
-        let d = Dir::new(name);
-        std::fs::write(
-            d.0.join("portcullis.toml"),
-            "[gateway]\ndata_dir = \"data\"\n\n\
-             [[servers]]\nname = \"odoo\"\ncommand = [\"true\"]\nauth = \"none\"\n\n\
-             [[servers]]\nname = \"time\"\ncommand = [\"true\"]\nauth = \"none\"\n",
-        )
-        .unwrap();
-        d
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory with a config naming servers `odoo` and `time` and `data_dir = "data"`.
+fn with_config(name: &str) -> Scratch {
+    let d = Scratch::new(name);
+    std::fs::write(
+        d.join("portcullis.toml"),
+        "[gateway]\ndata_dir = \"data\"\n\n\
+         [[servers]]\nname = \"odoo\"\ncommand = [\"true\"]\nauth = \"none\"\n\n\
+         [[servers]]\nname = \"time\"\ncommand = [\"true\"]\nauth = \"none\"\n",
+    )
+    .unwrap();
+    d
 }
 
 /// Runs the binary in `cwd`.
@@ -93,7 +77,7 @@ fn now() -> u64 {
 
 #[test]
 fn grant_lifecycle() {
-    let d = Dir::with_config("lifecycle");
+    let d = with_config("lifecycle");
     let cwd = &d.0;
     let (out, _) = ok(
         cwd,
@@ -187,7 +171,7 @@ fn grant_lifecycle() {
 
 #[test]
 fn grant_errors_say_what_to_do() {
-    let d = Dir::with_config("errors");
+    let d = with_config("errors");
     let cwd = &d.0;
     // No grant database yet.
     let err = fails(cwd, &["grant", "rotate", "ghost"]);
@@ -248,7 +232,7 @@ fn grant_errors_say_what_to_do() {
 
 #[test]
 fn without_a_config_the_default_data_dir_is_used() {
-    let d = Dir::new("noconfig");
+    let d = Scratch::new("noconfig");
     let cwd = &d.0;
     let (out, note) = ok(
         cwd,
@@ -280,7 +264,7 @@ fn rec(time: u64, i: u32, decision: AuditDecision, tool: &str, label: &str) -> A
 
 #[test]
 fn audit_query_export_and_retention() {
-    let d = Dir::with_config("audit");
+    let d = with_config("audit");
     let cwd = &d.0;
     let err = fails(cwd, &["audit"]);
     assert!(err.contains("no audit log"), "{err}");

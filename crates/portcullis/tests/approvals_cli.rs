@@ -7,35 +7,13 @@ use portcullis_store::{
     AuditLog, AuditMode, SqliteApprovals, APPROVALS_FILE,
 };
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::Scratch;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-
-/// A fresh directory, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!(
-            "portcullis-approvals-cli-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn run(cwd: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -107,8 +85,8 @@ fn audit_records(data: &Path) -> Vec<portcullis_store::AuditRecord> {
 
 #[test]
 fn list_show_approve_deny_and_their_audit_records() {
-    let dir = Dir::new("lifecycle");
-    let data = dir.data();
+    let dir = Scratch::new("lifecycle");
+    let data = dir.join("data");
     let dd = data.to_str().unwrap();
     let cwd = &dir.0;
 
@@ -283,8 +261,8 @@ fn list_show_approve_deny_and_their_audit_records() {
 
 #[test]
 fn errors_say_what_to_do() {
-    let dir = Dir::new("errors");
-    let data = dir.data();
+    let dir = Scratch::new("errors");
+    let data = dir.join("data");
     let dd = data.to_str().unwrap();
     let cwd = &dir.0;
 
@@ -385,13 +363,13 @@ fn errors_say_what_to_do() {
 
 #[test]
 fn the_config_names_the_data_dir() {
-    let dir = Dir::new("config");
+    let dir = Scratch::new("config");
     std::fs::write(
         dir.0.join("portcullis.toml"),
         "[gateway]\ndata_dir = \"data\"\n\n[[servers]]\nname = \"odoo\"\ncommand = [\"true\"]\nauth = \"none\"\n",
     )
     .unwrap();
-    let s = store(&dir.data());
+    let s = store(&dir.join("data"));
     let id = request(&s, "fp", "pay_invoice", now());
     // From the directory holding portcullis.toml, and with --config from elsewhere.
     let out = ok(&dir.0, &["approvals", "list"]);
