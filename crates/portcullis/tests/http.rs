@@ -564,19 +564,7 @@ fn inspector_cli_over_http() {
     );
     let url = format!("http://127.0.0.1:{}/mcp/time", gw.port);
     let run = |tool: &str, arg: &str| -> Value {
-        let args: Vec<String> = vec![
-            "--cli".to_string(),
-            url.to_string(),
-            "--transport".to_string(),
-            "http".to_string(),
-            "--method".to_string(),
-            "tools/call".to_string(),
-            "--tool-name".to_string(),
-            tool.to_string(),
-            "--tool-arg".to_string(),
-            arg.to_string(),
-        ];
-        run_inspector(&inspector, &args)
+        inspector_call(&inspector, &[&url, "--transport", "http"], tool, arg)
     };
     assert!(text(&run("get_current_time", "timezone=UTC")).contains("UTC"));
     let denied = run("convert_time", "time=12:00");

@@ -315,24 +315,16 @@ fn inspector_cli_through_stdio() {
         &dir,
         &json!({"version":"1","default":"deny","tools":{"echo":{}}}),
     );
-    let run = |tool: &str, arg: &str| -> Value {
-        let args: Vec<String> = vec![
-            "--cli".to_string(),
-            bin().to_string(),
-            "stdio".to_string(),
-            "--policy".to_string(),
-            policy.to_string(),
-            everything.display().to_string(),
-            "stdio".to_string(),
-            "--method".to_string(),
-            "tools/call".to_string(),
-            "--tool-name".to_string(),
-            tool.to_string(),
-            "--tool-arg".to_string(),
-            arg.to_string(),
-        ];
-        run_inspector(&inspector, &args)
-    };
+    let (gateway, server) = (bin(), everything.display().to_string());
+    let target = [
+        gateway.as_str(),
+        "stdio",
+        "--policy",
+        &policy,
+        &server,
+        "stdio",
+    ];
+    let run = |tool: &str, arg: &str| -> Value { inspector_call(&inspector, &target, tool, arg) };
     let ok = run("echo", "message=hello");
     assert_eq!(text(&ok), "Echo: hello");
     let denied = run("get-sum", "a=1");

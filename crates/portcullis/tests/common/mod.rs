@@ -132,16 +132,27 @@ pub fn text(r: &Value) -> &str {
     r["content"][0]["text"].as_str().unwrap_or_default()
 }
 
-/// Runs the Inspector CLI with `args` and parses its stdout. Its connection set-up (spawning a
-/// Node process, which spawns ours, which spawns a server) can miss its own deadline on a
-/// loaded 2-core machine, so a run without JSON output is retried twice before failing.
-pub fn run_inspector(inspector: &Path, args: &[String]) -> Value {
+/// Calls `tool` with one `--tool-arg` through the Inspector CLI against `target` (a URL and
+/// transport, or a command) and parses its stdout. Its connection set-up (spawning a Node
+/// process, which spawns ours, which spawns a server) can miss its own deadline on a loaded
+/// 2-core machine, so a run without JSON output is retried twice before failing.
+pub fn inspector_call(inspector: &Path, target: &[&str], tool: &str, arg: &str) -> Value {
+    let mut args = vec!["--cli"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        tool,
+        "--tool-arg",
+        arg,
+    ]);
     let mut last = String::new();
     for _ in 0..3 {
         let out = Command::new("timeout")
             .arg("120")
             .arg(inspector)
-            .args(args)
+            .args(&args)
             .output()
             .unwrap();
         let s = String::from_utf8_lossy(&out.stdout).to_string();
