@@ -593,37 +593,46 @@ impl Parser {
         })
     }
 
+    /// Optional duration string `key` of `m`, checked with `parse` (`examples` for the error).
+    fn duration(
+        &mut self,
+        m: &Map<String, Value>,
+        loc: &Loc,
+        key: &str,
+        parse: fn(&str) -> Option<window::Millis>,
+        examples: &str,
+    ) -> Option<String> {
+        let d = m
+            .get(key)
+            .and_then(|s| self.string(s, &loc.key(key), key))?;
+        if parse(&d).is_none() {
+            self.err(
+                &loc.key(key),
+                format!("{key} {d:?} is not a duration (write e.g. {examples})"),
+            );
+        }
+        Some(d)
+    }
+
     fn approval(&mut self, v: &Value, loc: &Loc) -> Option<Approval> {
         let m = self.object(v, loc, "an approve_if entry", APPROVAL_KEYS)?;
         let reason = m
             .get("reason")
             .and_then(|s| self.string(s, &loc.key("reason"), "reason"));
-        let timeout = m
-            .get("timeout")
-            .and_then(|s| self.string(s, &loc.key("timeout"), "timeout"));
-        if let Some(t) = &timeout {
-            if window::parse_duration(t).is_none() {
-                self.err(
-                    &loc.key("timeout"),
-                    format!(
-                        "timeout {t:?} is not a duration (write e.g. \"15m\", \"1h\", \"90s\")"
-                    ),
-                );
-            }
-        }
-        let hold = m
-            .get("hold")
-            .and_then(|s| self.string(s, &loc.key("hold"), "hold"));
-        if let Some(h) = &hold {
-            if window::parse_hold(h).is_none() {
-                self.err(
-                    &loc.key("hold"),
-                    format!(
-                        "hold {h:?} is not a duration (write e.g. \"30s\", or \"0s\" not to hold)"
-                    ),
-                );
-            }
-        }
+        let timeout = self.duration(
+            m,
+            loc,
+            "timeout",
+            window::parse_duration,
+            "\"15m\", \"1h\", \"90s\"",
+        );
+        let hold = self.duration(
+            m,
+            loc,
+            "hold",
+            window::parse_hold,
+            "\"30s\", or \"0s\" not to hold",
+        );
         let conditions = self.conditions(m, loc)?;
         Some(Approval {
             conditions,
