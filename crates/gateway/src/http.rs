@@ -756,6 +756,32 @@ fn parse_error_response(e: &ParseError) -> Response {
     )
 }
 
+/// A body that is not a message we can handle, from an admitted caller: audited (as the
+/// relay audits a bad line on stdio), then answered with [`parse_error_response`]. Nothing is
+/// forwarded.
+async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseError) -> Response {
+    if let Some(log) = &gw.audit {
+        let mut rec = AuditRecord::new(
+            crate::relay::system_clock(),
+            server,
+            "(invalid message)",
+            AuditDecision::Deny,
+        );
+        rec.rule = Some("(invalid message)".into());
+        rec.message = Some(e.to_string());
+        rec.grant_id = Some(caller.grant_id.clone());
+        rec.grant_label = Some(caller.grant_label.clone());
+        if let Err(err) = log.append(rec).await {
+            tracing::error!("audit write failed: {err}");
+            return rpc_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_line(None, codes::INTERNAL_ERROR, "the audit log is unavailable"),
+            );
+        }
+    }
+    parse_error_response(e)
+}
+
 fn accepts_sse(headers: &HeaderMap) -> bool {
     headers
         .get_all("accept")
@@ -886,7 +912,7 @@ async fn mcp(
             };
             let msg = match Message::parse(text) {
                 Ok(m) => m,
-                Err(e) => return parse_error_response(&e),
+                Err(e) => return refuse_invalid(&gw, &srv.name, &caller, &e).await,
             };
             let params = msg.value("params");
             let modern_version = params
@@ -1825,7 +1851,7 @@ async fn sse_message(
         );
     };
     if let Err(e) = Message::parse(text) {
-        return parse_error_response(&e);
+        return refuse_invalid(&gw, &srv.name, &caller, &e).await;
     }
     s.conn.link.from_client(text, &gw.current(&s.caller)).await;
     StatusCode::ACCEPTED.into_response()

@@ -151,6 +151,15 @@ impl Message {
         let has = |k: &str| fields.contains_key(k);
         let kind = match (&method, has("id")) {
             (Some(_), true) => Kind::Request,
+            // Every MCP notification is a `notifications/…` method. A request method sent
+            // without an id (say `tools/call`) would reach a server that dispatches on the
+            // method alone with no policy decision: refused, never forwarded.
+            (Some(m), false) if !m.starts_with("notifications/") => {
+                return Err(invalid(&format!(
+                    "{m:?} sent as a notification (no id); only notifications/… methods may \
+                     omit the id — send it as a request with an id"
+                )))
+            }
             (Some(_), false) => Kind::Notification,
             (None, true) if has("result") != has("error") => Kind::Response,
             (None, true) => return Err(invalid("a response needs exactly one of result or error")),
@@ -315,6 +324,50 @@ mod tests {
         match Message::parse(r#"{"jsonrpc":"2.0","id":"a","method":5}"#) {
             Err(ParseError::Invalid { id: Some(id), .. }) => assert_eq!(id.get(), "\"a\""),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A request method without an id is not a notification we pass on: a server that
+    /// dispatches on the method alone would run it with no policy decision.
+    #[test]
+    fn request_methods_sent_as_notifications_are_invalid() {
+        for method in [
+            "tools/call",
+            "tools/list",
+            "resources/read",
+            "prompts/get",
+            "initialize",
+            "ping",
+            "server/discover",
+            "subscriptions/listen",
+            "tasks/cancel",
+            "completion/complete",
+            "logging/setLevel",
+            "custom/thing",
+            "notifications",
+        ] {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"name":"delete_invoice"}}}}"#
+            );
+            match Message::parse(&line) {
+                Err(ParseError::Invalid { reason, id: None }) => {
+                    assert!(reason.contains("as a notification"), "{reason}");
+                    assert!(reason.contains("with an id"), "{reason}");
+                }
+                other => panic!("{method}: {other:?}"),
+            }
+            // The same method with an id is an ordinary request.
+            let req = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#);
+            assert_eq!(Message::parse(&req).unwrap().kind(), Kind::Request);
+        }
+        for ok in [
+            "notifications/initialized",
+            "notifications/cancelled",
+            "notifications/progress",
+            "notifications/roots/list_changed",
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","method":"{ok}"}}"#);
+            assert_eq!(Message::parse(&line).unwrap().kind(), Kind::Notification);
         }
     }
 

@@ -484,6 +484,74 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     assert!(seen[2].contains("read_invoice") && !seen[2].contains("delete_invoice"));
 }
 
+/// A `tools/call` sent as a notification (no id) is refused on both eras of the HTTP face:
+/// 400 with a JSON-RPC error, an audit record, and nothing reaches the upstream.
+#[test]
+fn a_tools_call_sent_as_a_notification_is_refused_and_audited() {
+    let policy = json!({"version":"1","default":"allow","hide":["delete_invoice"]});
+    let gw = serve(
+        "notification-call",
+        &recording_servers("p.json"),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let auth = ("Authorization", "Bearer tok-alice-0123456789");
+    let post = |headers: &[(&str, &str)], body: &str| {
+        http(p, "POST", "/mcp/rec", headers, body.as_bytes())
+    };
+    let refused = |r: Reply| {
+        assert_eq!(r.status, 400, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["id"], Value::Null, "{v}");
+        assert_eq!(v["error"]["code"], -32600, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tools/call\" sent as a notification"),
+            "{v}"
+        );
+    };
+    // A handshake-era session.
+    let r = post(&[CT, JSON_SSE, auth], init_body());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let s = ("Mcp-Session-Id", sid.as_str());
+    refused(post(
+        &[CT, JSON_SSE, auth, s],
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_invoice"}}"#,
+    ));
+    // A stateless (2026-07-28) one, headers and all.
+    refused(post(
+        &[
+            CT,
+            JSON_SSE,
+            auth,
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "delete_invoice"),
+        ],
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_invoice","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+    ));
+    // Without a session at all.
+    refused(post(
+        &[CT, JSON_SSE, auth],
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_invoice"}}"#,
+    ));
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert!(
+        !seen.contains("delete_invoice") && !seen.contains("tools/call"),
+        "nothing of the notifications reached the upstream: {seen}"
+    );
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    let refusals = audit
+        .lines()
+        .filter(|l| l.contains("(invalid message)") && l.contains("sent as a notification"))
+        .count();
+    assert_eq!(refusals, 3, "one audit record per refusal: {audit}");
+}
+
 #[test]
 fn legacy_sse_clients_and_servers_through_the_gateway() {
     let Some(py1) = peer("venv1/bin/python") else {

@@ -426,6 +426,51 @@ fn the_bad_input_corpus_never_reaches_a_real_upstream_process() {
     assert!(seen[2].contains("\"read_invoice\"") && seen[2].contains("\"id\":1}"));
 }
 
+/// A `tools/call` without an id (a notification) would reach a server that dispatches on the
+/// method alone with no decision, no counter and no audit. It is refused with a clear error
+/// and never forwarded; the same holds for every other request method.
+#[test]
+fn a_request_method_sent_as_a_notification_never_reaches_the_server() {
+    let dir = scratch("notification-call");
+    let record = dir.join("record.jsonl");
+    let policy = write_policy(
+        &dir,
+        &json!({"version":"1","default":"allow","hide":["delete_invoice"]}),
+    );
+    let mut raw = Raw::start(&policy, &record);
+    raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"n","version":"1"}}}"#);
+    assert_eq!(raw.recv()["id"], "init");
+    raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    for line in [
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_invoice"}}"#,
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_invoice","arguments":{"id":2}}}"#,
+        r#"{"jsonrpc":"2.0","method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#,
+    ] {
+        raw.send(line.as_bytes());
+        let a = raw.recv();
+        assert_eq!(a["id"], Value::Null, "{a}");
+        assert_eq!(a["error"]["code"], -32600, "{a}");
+        let m = a["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("sent as a notification") && m.contains("nothing was forwarded"),
+            "{m}"
+        );
+    }
+    raw.send(br#"{"jsonrpc":"2.0","id":"good","method":"tools/call","params":{"name":"read_invoice","arguments":{"id":1}}}"#);
+    assert_eq!(raw.recv()["id"], "good");
+    raw.finish();
+    let seen = std::fs::read_to_string(&record).unwrap();
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        seen.len(),
+        3,
+        "only initialize, initialized and the good call reached the server: {seen:#?}"
+    );
+    assert!(!seen
+        .iter()
+        .any(|l| l.contains("delete_invoice") || l.contains("passwd")));
+}
+
 #[test]
 fn a_crashed_server_answers_in_flight_calls_fast_and_comes_back() {
     let dir = scratch("crash");
