@@ -544,12 +544,21 @@ fn a_tools_call_sent_as_a_notification_is_refused_and_audited() {
         "nothing of the notifications reached the upstream: {seen}"
     );
     let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
-    let audit = String::from_utf8_lossy(&out.stdout);
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
     let refusals = audit
-        .lines()
-        .filter(|l| l.contains("(invalid message)") && l.contains("sent as a notification"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["rule"] == "(invalid message)"
+                && r["decision"] == "deny"
+                && r["grant_label"] == "alice"
+                && r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("sent as a notification"))
+        })
         .count();
-    assert_eq!(refusals, 3, "one audit record per refusal: {audit}");
+    assert_eq!(refusals, 3, "one audit record per refusal: {audit:#}");
 }
 
 #[test]
