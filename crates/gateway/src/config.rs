@@ -19,6 +19,9 @@ pub struct Config {
     /// `policy` is also available under the server's name.
     #[serde(default)]
     pub policies: BTreeMap<String, PathBuf>,
+    /// `[store]`: where counters, grants and approvals live (embedded SQLite by default).
+    #[serde(default)]
+    pub store: portcullis_store::StoreConfig,
     /// Directory the file lives in (relative paths resolve against it).
     #[serde(skip)]
     pub base: PathBuf,
@@ -30,7 +33,7 @@ pub struct Config {
 pub struct GatewayConfig {
     /// Listen address; loopback by default.
     pub listen: String,
-    /// Data directory (SQLite counters now; grants, approvals, audit later).
+    /// Data directory: counters, grants, approvals, the audit log, the admin token.
     pub data_dir: PathBuf,
     /// Extra `Host` values accepted besides localhost, 127.0.0.1 and [::1] (any port).
     pub allowed_hosts: Vec<String>,
@@ -198,6 +201,7 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         let addr = self.listen_addr()?;
+        self.store.check()?;
         let audit = self.gateway.audit.as_str();
         if audit != "off" && audit.parse::<portcullis_store::AuditMode>().is_err() {
             return Err(format!(
@@ -299,6 +303,26 @@ mod tests {
         assert!(parse("[[servers]]\nname = \"a\"\ncomand = [\"x\"]\n")
             .unwrap_err()
             .contains("unknown field"));
+    }
+
+    #[test]
+    fn the_store_section() {
+        let c = parse("[store]\ncounters = \"memory\"\n").unwrap();
+        assert_eq!(c.store.counters, portcullis_store::CounterBackend::Memory);
+        assert_eq!(
+            parse("").unwrap().store.counters,
+            portcullis_store::CounterBackend::Sqlite,
+            "embedded SQLite by default"
+        );
+        assert!(parse("[store]\ncounters = \"disk\"\n")
+            .unwrap_err()
+            .contains("unknown variant"));
+        assert!(parse("[store]\nconters = \"memory\"\n")
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(parse("[store]\nurl = \"redis://127.0.0.1:6379/0\"\n")
+            .unwrap_err()
+            .contains("remove store.url"));
     }
 
     #[test]

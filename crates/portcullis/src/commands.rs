@@ -331,18 +331,12 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
             return Err("give --policy FILE (or --no-policy to deny every call)".into())
         }
     };
-    let store: std::sync::Arc<dyn portcullis_policy::CounterStore> = match &a.data_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let path = dir.join("counters.db");
-            std::sync::Arc::new(
-                portcullis_store::SqliteCounters::open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-            )
-        }
-        None => std::sync::Arc::new(MemoryCounters::new()),
-    };
+    // With a data dir, counters persist in SQLite; without, they live in memory.
+    let store_cfg = portcullis_store::StoreConfig::default();
+    if let Some(dir) = &a.data_dir {
+        portcullis_store::factory::create_data_dir(dir)?;
+    }
+    let store = store_cfg.open_counters(a.data_dir.as_deref())?;
     let label = a
         .grant
         .clone()
@@ -350,26 +344,18 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .unwrap_or_else(|| "local".into());
     // With a data dir, every decision is also written to its durable audit log.
     let audit = match &a.data_dir {
-        Some(dir) => {
-            let path = dir.join(portcullis_store::audit::AUDIT_FILE);
-            let log = portcullis_store::AuditLog::open(&path, portcullis_store::AuditMode::Durable)
-                .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
-            Some(portcullis_gateway::upstream::AuditSink {
-                log: std::sync::Arc::new(log),
-                keep_args: false,
-            })
-        }
+        Some(dir) => Some(portcullis_gateway::upstream::AuditSink {
+            log: std::sync::Arc::new(portcullis_store::factory::open_audit(
+                dir,
+                portcullis_store::AuditMode::Durable,
+            )?),
+            keep_args: false,
+        }),
         None => None,
     };
     // With a data dir, approve_if calls wait for a human (`portcullis approvals …`).
-    let approvals: Option<std::sync::Arc<dyn portcullis_store::ApprovalStore>> = match &a.data_dir {
-        Some(dir) => {
-            let path = dir.join(portcullis_store::approvals::APPROVALS_FILE);
-            Some(std::sync::Arc::new(
-                portcullis_store::SqliteApprovals::open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-            ))
-        }
+    let approvals = match &a.data_dir {
+        Some(dir) => Some(portcullis_store::factory::open_approvals(dir)?),
         None => None,
     };
     let relay = portcullis_gateway::Relay::new(portcullis_gateway::RelayConfig {
@@ -474,38 +460,23 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     }
     let addr = cfg.listen_addr()?;
     let dir = cfg.resolve(&cfg.gateway.data_dir);
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    let mut store_cfg = cfg.store.clone();
+    if a.memory_counters {
+        store_cfg.counters = portcullis_store::CounterBackend::Memory;
     }
-    let store: std::sync::Arc<dyn portcullis_policy::CounterStore> = if a.memory_counters {
-        std::sync::Arc::new(MemoryCounters::new())
-    } else {
-        let path = dir.join("counters.db");
-        std::sync::Arc::new(
-            portcullis_store::SqliteCounters::open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-        )
-    };
-    let grants_path = dir.join(portcullis_store::grants::GRANTS_FILE);
-    let grants: std::sync::Arc<dyn portcullis_store::GrantStore> = std::sync::Arc::new(
-        portcullis_store::SqliteGrants::open(&grants_path)
-            .map_err(|e| format!("cannot open {}: {e}", grants_path.display()))?,
-    );
+    let portcullis_store::Stores {
+        counters: store,
+        grants,
+        approvals,
+    } = store_cfg.open(&dir)?;
     let audit = match cfg.gateway.audit.as_str() {
         "off" => None,
         mode => {
             let mode: portcullis_store::AuditMode =
                 mode.parse().map_err(|e| format!("gateway.audit: {e}"))?;
-            let path = dir.join(portcullis_store::audit::AUDIT_FILE);
-            Some(std::sync::Arc::new(
-                portcullis_store::AuditLog::open(&path, mode)
-                    .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?,
-            ))
+            Some(std::sync::Arc::new(portcullis_store::factory::open_audit(
+                &dir, mode,
+            )?))
         }
     };
     let retention = cfg
@@ -513,11 +484,6 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         .audit_retention
         .as_deref()
         .and_then(portcullis_policy::window::parse_duration);
-    let approvals_path = dir.join(portcullis_store::approvals::APPROVALS_FILE);
-    let approvals: std::sync::Arc<dyn portcullis_store::ApprovalStore> = std::sync::Arc::new(
-        portcullis_store::SqliteApprovals::open(&approvals_path)
-            .map_err(|e| format!("cannot open {}: {e}", approvals_path.display()))?,
-    );
     let gw = portcullis_gateway::http::Gateway::new(
         &cfg,
         store,

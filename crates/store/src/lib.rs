@@ -1,8 +1,8 @@
 //! # portcullis-store
 //!
-//! Backends for the ports that `portcullis-policy` defines. For now: counter stores, the
-//! implementations of [`CounterStore`](portcullis_policy::CounterStore) that keep the
-//! engine's rate limits and quotas.
+//! State behind traits, chosen in one place ([`factory`], `[store]` in the config): counters
+//! (the implementations of [`CounterStore`](portcullis_policy::CounterStore) that keep the
+//! engine's rate limits and quotas), grants, approvals, and the durable audit log.
 //!
 //! - [`MemoryCounters`]: a hash map behind one mutex. The fastest (a reservation costs well
 //!   under a microsecond), exact within one process, forgotten on restart. For a single
@@ -36,6 +36,7 @@ pub use sqlite::{OpenError, SqliteCounters};
 pub mod approvals;
 pub mod audit;
 mod authority;
+pub mod factory;
 pub mod grants;
 mod secret;
 
@@ -46,6 +47,7 @@ pub use approvals::{
 pub use audit::{
     AuditDecision, AuditError, AuditFilter, AuditLog, AuditMode, AuditRecord, AuditStats,
 };
+pub use factory::{CounterBackend, StoreConfig, Stores};
 pub use grants::{
     bearer_token, AuthError, Grant, GrantError, GrantOpenError, GrantStatus, GrantStore,
     SqliteGrants, Token,

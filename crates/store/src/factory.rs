@@ -1,0 +1,163 @@
+//! The one place a deployment's stores are chosen: `[store]` in `portcullis.toml` (or the
+//! stdio face's `--data-dir`) becomes counters, grants, approvals and the audit log behind
+//! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
+
+use crate::{
+    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, SqliteApprovals,
+    SqliteCounters, SqliteGrants, APPROVALS_FILE,
+};
+use portcullis_policy::CounterStore;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where counters live.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterBackend {
+    /// `counters.db` in the data dir: exact across restarts and across processes sharing it.
+    #[default]
+    Sqlite,
+    /// A hash map in this process: the fastest, forgotten on restart, exact within one
+    /// process only.
+    Memory,
+}
+
+/// `[store]`: the state backend of a gateway.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `"sqlite"` (default) or `"memory"`.
+    #[serde(default)]
+    pub counters: CounterBackend,
+    /// A shared network store for several replicas (`redis://…`). Not supported by this
+    /// build: refused at start with a clear message rather than silently ignored.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The stores of a running gateway, each behind its trait.
+#[derive(Clone)]
+pub struct Stores {
+    /// Rate limits and quotas.
+    pub counters: Arc<dyn CounterStore>,
+    /// Grants (bearer tokens → identity and policy).
+    pub grants: Arc<dyn GrantStore>,
+    /// Approval requests of `approve_if` calls.
+    pub approvals: Arc<dyn ApprovalStore>,
+}
+
+impl StoreConfig {
+    /// Refuses what this build cannot honour (a network store URL).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.url {
+            None => Ok(()),
+            Some(u) => Err(format!(
+                "store.url = {u:?}: a shared network store is not available in this build yet; \
+                 remove store.url to use the embedded SQLite store in the data dir"
+            )),
+        }
+    }
+
+    /// Opens every store in `data_dir` (created if missing, mode 0700).
+    pub fn open(&self, data_dir: &Path) -> Result<Stores, String> {
+        self.check()?;
+        create_data_dir(data_dir)?;
+        Ok(Stores {
+            counters: self.open_counters(Some(data_dir))?,
+            grants: open_grants(data_dir)?,
+            approvals: open_approvals(data_dir)?,
+        })
+    }
+
+    /// The counter store: in memory when so configured or when there is no data dir.
+    pub fn open_counters(&self, data_dir: Option<&Path>) -> Result<Arc<dyn CounterStore>, String> {
+        self.check()?;
+        match (self.counters, data_dir) {
+            (CounterBackend::Memory, _) | (_, None) => Ok(Arc::new(MemoryCounters::new())),
+            (CounterBackend::Sqlite, Some(dir)) => {
+                let path = dir.join(COUNTERS_FILE);
+                Ok(Arc::new(
+                    SqliteCounters::open(&path).map_err(|e| cannot_open(&path, e))?,
+                ))
+            }
+        }
+    }
+}
+
+/// The counters' file name in the data dir.
+pub const COUNTERS_FILE: &str = "counters.db";
+
+/// Creates the data dir (and its parents) readable by its owner only.
+pub fn create_data_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))
+}
+
+/// The grant store of a data dir.
+pub fn open_grants(data_dir: &Path) -> Result<Arc<dyn GrantStore>, String> {
+    let path = data_dir.join(crate::grants::GRANTS_FILE);
+    Ok(Arc::new(
+        SqliteGrants::open(&path).map_err(|e| cannot_open(&path, e))?,
+    ))
+}
+
+/// The approval store of a data dir.
+pub fn open_approvals(data_dir: &Path) -> Result<Arc<dyn ApprovalStore>, String> {
+    let path = data_dir.join(APPROVALS_FILE);
+    Ok(Arc::new(
+        SqliteApprovals::open(&path).map_err(|e| cannot_open(&path, e))?,
+    ))
+}
+
+/// The audit log of a data dir, in `mode`.
+pub fn open_audit(data_dir: &Path, mode: AuditMode) -> Result<AuditLog, String> {
+    let path = data_dir.join(crate::audit::AUDIT_FILE);
+    AuditLog::open(&path, mode)
+        .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))
+}
+
+fn cannot_open(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("cannot open {}: {e}", PathBuf::from(path).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_sqlite_and_a_url_is_refused_with_what_to_do() {
+        let cfg: StoreConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg.counters, CounterBackend::Sqlite);
+        cfg.check().unwrap();
+        let redis: StoreConfig = serde_json::from_str(r#"{"url":"redis://127.0.0.1/0"}"#).unwrap();
+        let e = redis.check().unwrap_err();
+        assert!(
+            e.contains("store.url") && e.contains("remove store.url"),
+            "{e}"
+        );
+        let bad = serde_json::from_str::<StoreConfig>(r#"{"counters":"disk"}"#).unwrap_err();
+        assert!(bad.to_string().contains("unknown variant"), "{bad}");
+    }
+
+    #[test]
+    fn opens_every_store_in_the_data_dir() {
+        let dir = std::env::temp_dir().join(format!("portcullis-factory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stores = StoreConfig::default().open(&dir.join("data")).unwrap();
+        for f in [COUNTERS_FILE, crate::grants::GRANTS_FILE, APPROVALS_FILE] {
+            assert!(dir.join("data").join(f).exists(), "{f}");
+        }
+        assert!(stores.grants.list(None).unwrap().is_empty());
+        let mem = StoreConfig {
+            counters: CounterBackend::Memory,
+            url: None,
+        };
+        mem.open_counters(Some(&dir)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
