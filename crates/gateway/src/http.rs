@@ -17,9 +17,10 @@
 //! first and the client accepts `text/event-stream`.
 
 use crate::config::{expand_env, Auth, Config};
+use crate::events::Events;
 use crate::relay::{Caller, Relay, RelayConfig};
 use crate::upstream::stdio::ChildSpec;
-use crate::upstream::{AuditSink, Upstream, UpstreamSpec};
+use crate::upstream::{Upstream, UpstreamSpec};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -66,6 +67,8 @@ pub struct Gateway {
     policies: std::sync::RwLock<Arc<Policies>>,
     grants: Option<Arc<dyn GrantStore>>,
     audit: Option<Arc<AuditLog>>,
+    /// Where every decision, refusal and reload is emitted (the audit log, for now).
+    events: Events,
     approvals: Option<Arc<dyn ApprovalStore>>,
     on_new_approval: Option<crate::relay::ApprovalHook>,
     allowed_hosts: Vec<String>,
@@ -360,6 +363,7 @@ impl Gateway {
             store,
             policies: std::sync::RwLock::new(Arc::new(policies)),
             grants,
+            events: Events::audit(audit.clone()),
             audit,
             approvals,
             on_new_approval: match &cfg.gateway.approval_webhook {
@@ -427,7 +431,7 @@ impl Gateway {
             store: self.store.clone(),
             server: server.name.clone(),
             clock: crate::relay::system_clock,
-            audit: self.audit.is_some(),
+            audit: !self.events.is_empty(),
             approvals: self.approvals.clone(),
             on_new_approval: self.on_new_approval.clone(),
             hold_ms: server.hold_ms,
@@ -669,7 +673,7 @@ impl Gateway {
                 format!("reload rejected, previous configuration kept: {e}"),
             ),
         };
-        if let Some(log) = &self.audit {
+        if !self.events.is_empty() {
             let mut rec = AuditRecord::new(
                 crate::relay::system_clock(),
                 "(gateway)",
@@ -677,9 +681,7 @@ impl Gateway {
                 decision,
             );
             rec.message = Some(message);
-            if let Err(e) = log.append(rec).await {
-                tracing::error!("audit write failed: {e}");
-            }
+            self.events.record(rec).await;
         }
         let policies = outcome?;
         let n = policies.len();
@@ -690,7 +692,7 @@ impl Gateway {
     /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
     /// writing its audit record.
     async fn refuse(&self, server: &ServerRt, e: AuthError, _why: Option<&str>) -> Box<Response> {
-        if let Some(log) = &self.audit {
+        if !self.events.is_empty() {
             let mut rec = AuditRecord::new(
                 crate::relay::system_clock(),
                 server.name.clone(),
@@ -703,19 +705,14 @@ impl Gateway {
                 rec.grant_id = Some(g.id.clone());
                 rec.grant_label = Some(g.label.clone());
             }
-            if let Err(err) = log.append(rec).await {
-                tracing::error!("audit write failed: {err}");
-            }
+            self.events.record(rec).await;
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Box::new(json_status(status, e.body()))
     }
 
-    fn audit_sink(&self, server: &ServerRt) -> Option<AuditSink> {
-        self.audit.as_ref().map(|log| AuditSink {
-            log: log.clone(),
-            keep_args: server.audit_arguments,
-        })
+    fn audit_sink(&self, server: &ServerRt) -> Option<Events> {
+        (!self.events.is_empty()).then(|| self.events.for_server(server.audit_arguments))
     }
 }
 
@@ -760,7 +757,7 @@ fn parse_error_response(e: &ParseError) -> Response {
 /// relay audits a bad line on stdio), then answered with [`parse_error_response`]. Nothing is
 /// forwarded.
 async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseError) -> Response {
-    if let Some(log) = &gw.audit {
+    if !gw.events.is_empty() {
         let mut rec = AuditRecord::new(
             crate::relay::system_clock(),
             server,
@@ -771,8 +768,7 @@ async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseEr
         rec.message = Some(e.to_string());
         rec.grant_id = Some(caller.grant_id.clone());
         rec.grant_label = Some(caller.grant_label.clone());
-        if let Err(err) = log.append(rec).await {
-            tracing::error!("audit write failed: {err}");
+        if gw.events.emit(rec, None).await.is_err() {
             return rpc_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 error_line(None, codes::INTERNAL_ERROR, "the audit log is unavailable"),
@@ -797,7 +793,7 @@ async fn admit(
     headers: &HeaderMap,
 ) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
     if !gw.host_ok(headers) {
-        if let Some(log) = &gw.audit {
+        if !gw.events.is_empty() {
             let mut rec = AuditRecord::new(
                 crate::relay::system_clock(),
                 server,
@@ -815,9 +811,7 @@ async fn admit(
                     .collect::<String>()
             };
             rec.message = Some(format!("Host {:?}, Origin {:?}", h("host"), h("origin")));
-            if let Err(e) = log.append(rec).await {
-                tracing::error!("audit write failed: {e}");
-            }
+            gw.events.record(rec).await;
         }
         return Err(Box::new(json_status(
             StatusCode::FORBIDDEN,

@@ -8,6 +8,7 @@
 
 mod bridge;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod relay;
 mod resume;

@@ -33,7 +33,7 @@ pub async fn run<R, W>(
     relay: Arc<Relay>,
     caller: Caller,
     spec: UpstreamSpec,
-    audit: Option<crate::upstream::AuditSink>,
+    audit: Option<crate::events::Events>,
     client_in: R,
     mut client_out: W,
     caps: Caps,

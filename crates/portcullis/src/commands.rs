@@ -344,13 +344,12 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         .unwrap_or_else(|| "local".into());
     // With a data dir, every decision is also written to its durable audit log.
     let audit = match &a.data_dir {
-        Some(dir) => Some(portcullis_gateway::upstream::AuditSink {
-            log: std::sync::Arc::new(portcullis_store::factory::open_audit(
+        Some(dir) => Some(portcullis_gateway::events::Events::audit(Some(
+            std::sync::Arc::new(portcullis_store::factory::open_audit(
                 dir,
                 portcullis_store::AuditMode::Durable,
             )?),
-            keep_args: false,
-        }),
+        ))),
         None => None,
     };
     // With a data dir, approve_if calls wait for a human (`portcullis approvals …`).

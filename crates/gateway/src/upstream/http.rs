@@ -70,7 +70,7 @@ pub struct HttpLink {
     state: Mutex<SessionState>,
     closed: AtomicBool,
     max_body: usize,
-    audit: Option<super::AuditSink>,
+    audit: Option<crate::events::Events>,
     /// Mark lines from a request's answer stream with its client id ([`super::tag`]).
     tag_related: AtomicBool,
 }
@@ -116,7 +116,7 @@ impl HttpLink {
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
         max_body: usize,
-        audit: Option<super::AuditSink>,
+        audit: Option<crate::events::Events>,
     ) -> Result<Arc<HttpLink>, String> {
         let (client, static_headers) = client_for(&spec)?;
         Ok(Arc::new(HttpLink {

@@ -7,9 +7,9 @@ pub mod http;
 pub mod sse;
 pub mod stdio;
 
+use crate::events::Events;
 use crate::relay::{Caller, Out, Relay};
 use portcullis_mcp::{codes, error_line, Message};
-use portcullis_store::AuditLog;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -51,21 +51,12 @@ pub enum Upstream {
     Sse(Arc<sse::SseLink>),
 }
 
-/// Where audit records go, and whether argument values are kept.
-#[derive(Clone)]
-pub struct AuditSink {
-    /// The log.
-    pub log: Arc<AuditLog>,
-    /// `audit_arguments = true` for this server.
-    pub keep_args: bool,
-}
-
 /// Delivers relay outputs in order: each audit record is written (durably, in durable mode)
 /// before any client line after it goes out; if writing fails, the client gets an error in
 /// place of the answer (fail closed). Returns the lines for the upstream; held calls are
 /// handed to [`hold`] with `link`.
 pub async fn deliver(
-    sink: Option<&AuditSink>,
+    sink: Option<&Events>,
     to_client: &UnboundedSender<String>,
     outs: Vec<Out>,
     link: Option<Upstream>,
@@ -76,12 +67,7 @@ pub async fn deliver(
         match o {
             Out::Audit(rec, args) => {
                 if let Some(s) = sink {
-                    let mut rec = *rec;
-                    if let Some(a) = &args {
-                        s.log.set_args(&mut rec, a, s.keep_args);
-                    }
-                    if let Err(e) = s.log.append(rec).await {
-                        tracing::error!("audit write failed: {e}");
+                    if s.emit(*rec, args).await.is_err() {
                         audit_failed = true;
                     }
                 }
@@ -183,7 +169,7 @@ impl Upstream {
         spec: &UpstreamSpec,
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
-        audit: Option<AuditSink>,
+        audit: Option<Events>,
     ) -> std::io::Result<Upstream> {
         Ok(match spec {
             UpstreamSpec::Command(c) => Upstream::Stdio(

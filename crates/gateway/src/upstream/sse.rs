@@ -23,7 +23,7 @@ pub struct SseLink {
     to_client: UnboundedSender<String>,
     endpoint: watch::Receiver<Option<Result<String, String>>>,
     closed: AtomicBool,
-    audit: Option<super::AuditSink>,
+    audit: Option<crate::events::Events>,
 }
 
 fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
@@ -40,7 +40,7 @@ impl SseLink {
         spec: HttpSpec,
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
-        audit: Option<super::AuditSink>,
+        audit: Option<crate::events::Events>,
     ) -> Result<Arc<SseLink>, String> {
         let (client, headers) = super::http::client_for(&spec)?;
         let base = reqwest::Url::parse(&spec.url).map_err(|e| format!("{}: {e}", spec.url))?;

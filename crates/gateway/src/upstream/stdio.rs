@@ -143,7 +143,7 @@ pub struct Link {
     shutting: AtomicBool,
     child: Mutex<Option<Child>>,
     server_line_cap: usize,
-    audit: Option<super::AuditSink>,
+    audit: Option<crate::events::Events>,
 }
 
 impl Link {
@@ -153,7 +153,7 @@ impl Link {
         relay: Arc<Relay>,
         to_client: UnboundedSender<String>,
         server_line_cap: usize,
-        audit: Option<super::AuditSink>,
+        audit: Option<crate::events::Events>,
     ) -> std::io::Result<Arc<Link>> {
         let mut slot = None;
         let first = spawn(&spec, &mut slot)?;

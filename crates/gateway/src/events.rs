@@ -1,0 +1,159 @@
+//! The one event sink: every decision, refusal at the door, reload, approval change and
+//! upstream failure is emitted here, once, as an [`Event`]; each [`EventSink`] behind it
+//! takes what it needs. The durable audit log ([`AuditEvents`]) is one sink and keeps its
+//! guarantee (the record is on disk before the answer goes out, by group commit); metrics
+//! will be another.
+
+use portcullis_store::{AuditLog, AuditRecord};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Something that happened on the request path: its audit record (who, what, the decision,
+/// the rule, the outcome) and, for a `tools/call`, the call's arguments.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The record, as the audit log keeps it.
+    pub record: AuditRecord,
+    /// The call's arguments (hashed by the audit log; kept as values only where the server
+    /// says `audit_arguments = true`).
+    pub args: Option<Value>,
+}
+
+/// What a durable sink hands back: resolves once the event is as safe as the sink promises.
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A consumer of events.
+pub trait EventSink: Send + Sync {
+    /// Takes one event. `keep_args`: the server keeps argument values in its audit trail.
+    /// A sink that promises durability returns the commit the caller must wait for before
+    /// the answer goes out; a best-effort sink (metrics) returns `None`.
+    fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit>;
+}
+
+/// The audit log as an event sink: durable mode commits before the answer (group commit),
+/// async mode queues with its bounded loss window.
+pub struct AuditEvents(pub Arc<AuditLog>);
+
+impl EventSink for AuditEvents {
+    fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+        let mut rec = event.record.clone();
+        if let Some(a) = &event.args {
+            self.0.set_args(&mut rec, a, keep_args);
+        }
+        let log = self.0.clone();
+        Some(Box::pin(async move {
+            log.append(rec).await.map_err(|e| e.to_string())
+        }))
+    }
+}
+
+/// The handle the request path emits through: every sink of the gateway, and this server's
+/// `audit_arguments` setting.
+#[derive(Clone, Default)]
+pub struct Events {
+    sinks: Arc<Vec<Arc<dyn EventSink>>>,
+    keep_args: bool,
+}
+
+impl Events {
+    /// Events going to `sinks`.
+    pub fn new(sinks: Vec<Arc<dyn EventSink>>) -> Events {
+        Events {
+            sinks: Arc::new(sinks),
+            keep_args: false,
+        }
+    }
+
+    /// Events going to the audit log alone (or nowhere, without one).
+    pub fn audit(log: Option<Arc<AuditLog>>) -> Events {
+        Events::new(
+            log.into_iter()
+                .map(|l| Arc::new(AuditEvents(l)) as Arc<dyn EventSink>)
+                .collect(),
+        )
+    }
+
+    /// The same sinks, for a server with this `audit_arguments` setting.
+    pub fn for_server(&self, keep_args: bool) -> Events {
+        Events {
+            sinks: self.sinks.clone(),
+            keep_args,
+        }
+    }
+
+    /// Whether any sink listens (a gateway with `audit = "off"` and no metrics has none).
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Emits one event to every sink and waits for the durable ones. An error means the
+    /// event could not be made durable: the caller fails closed (withholds the answer).
+    pub async fn emit(&self, record: AuditRecord, args: Option<Value>) -> Result<(), String> {
+        let event = Event { record, args };
+        let mut failed = None;
+        for sink in self.sinks.iter() {
+            if let Some(commit) = sink.emit(&event, self.keep_args) {
+                if let Err(e) = commit.await {
+                    tracing::error!("event sink failed (audit write): {e}");
+                    failed = Some(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// [`emit`](Self::emit) where the caller has nothing to withhold (a refusal already
+    /// decided, a reload): a failure is logged.
+    pub async fn record(&self, record: AuditRecord) {
+        let _ = self.emit(record, None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_store::{AuditDecision, AuditFilter, AuditMode};
+    use std::sync::Mutex;
+
+    /// A sink that remembers what it saw (the shape a metrics sink will have).
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(String, bool)>>);
+
+    impl EventSink for Seen {
+        fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((event.record.method.clone(), keep_args));
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn every_sink_sees_each_event_once_and_the_audit_log_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("portcullis-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = Arc::new(AuditLog::open(dir.join("audit.db"), AuditMode::Durable).unwrap());
+        let seen = Arc::new(Seen::default());
+        let events = Events::new(vec![
+            Arc::new(AuditEvents(log.clone())),
+            seen.clone() as Arc<dyn EventSink>,
+        ])
+        .for_server(true);
+        let rec = AuditRecord::new(1, "odoo", "tools/call", AuditDecision::Deny);
+        events
+            .emit(rec, Some(serde_json::json!({"amount": 5})))
+            .await
+            .unwrap();
+        assert_eq!(*seen.0.lock().unwrap(), vec![("tools/call".into(), true)]);
+        let rows = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(rows.len(), 1, "on disk when emit returns (durable mode)");
+        assert_eq!(rows[0].args, Some(serde_json::json!({"amount": 5})));
+        assert_eq!(rows[0].arg_keys, vec!["amount".to_string()]);
+        assert!(Events::default().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
