@@ -17,10 +17,11 @@
 //! first and the client accepts `text/event-stream`.
 
 use crate::config::{expand_env, Auth, Config};
+use crate::connection::Connection;
 use crate::events::Events;
 use crate::relay::{Caller, Relay, RelayConfig};
 use crate::upstream::stdio::ChildSpec;
-use crate::upstream::{Upstream, UpstreamSpec};
+use crate::upstream::UpstreamSpec;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -112,7 +113,7 @@ struct Bridge {
 
 /// One upstream connection and the routing of what it sends to the client side.
 struct Conn {
-    link: Upstream,
+    link: Arc<Connection>,
     router: Arc<Routes>,
 }
 
@@ -437,10 +438,10 @@ impl Gateway {
             hold_ms: server.hold_ms,
         }));
         let (tx, mut rx) = unbounded_channel();
-        let link = Upstream::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
-        if let Upstream::Http(h) = &link {
+        let link = Connection::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
+        if link.http().is_some() {
             // What arrives on one request's answer stream goes to that request only.
-            h.tag_related();
+            link.tag_related();
         }
         let router = Arc::new(Routes::default());
         let r = router.clone();

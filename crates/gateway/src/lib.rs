@@ -8,6 +8,7 @@
 
 mod bridge;
 pub mod config;
+pub mod connection;
 pub mod events;
 pub mod http;
 pub mod relay;
@@ -16,4 +17,5 @@ pub mod stdio;
 pub mod upstream;
 pub mod webhook;
 
+pub use connection::Connection;
 pub use relay::{Caller, Out, Relay, RelayConfig};

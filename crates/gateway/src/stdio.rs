@@ -1,9 +1,10 @@
 //! The stdio face: a client that launched `portcullis stdio … -- server…` talks to us on our
 //! stdin/stdout; we talk to the server as a child process or over HTTP through an
-//! [`Upstream`].
+//! [`Connection`].
 
+use crate::connection::Connection;
 use crate::relay::{Caller, Relay};
-use crate::upstream::{Upstream, UpstreamSpec};
+use crate::upstream::UpstreamSpec;
 use portcullis_mcp::{codes, error_line, read_line_capped, Kind, LineError, Message};
 use serde_json::Value;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let link = Upstream::start(&spec, relay, tx.clone(), audit).await?;
+    let link = Connection::start(&spec, relay, tx.clone(), audit).await?;
     let writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let mut buf = line.into_bytes();
@@ -108,7 +109,7 @@ enum Era {
 /// first message decides: a handshake-era `initialize` to an HTTP server whose
 /// `server/discover` lists only stateless versions starts the bridge (see [`crate::bridge`]).
 async fn bridge(
-    link: &Upstream,
+    link: &std::sync::Arc<Connection>,
     era: &mut Era,
     line: String,
     to_client: &tokio::sync::mpsc::UnboundedSender<String>,
@@ -123,7 +124,7 @@ async fn bridge(
         Era::Direct => Some(line),
         Era::Undecided => {
             *era = Era::Direct;
-            let Upstream::Http(h) = link else {
+            let Some(h) = link.http() else {
                 return Some(line);
             };
             let Ok(msg) = Message::parse(&line) else {

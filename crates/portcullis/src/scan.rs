@@ -22,7 +22,8 @@ use portcullis_classify::{
 use portcullis_gateway::config::{expand_env, Config};
 use portcullis_gateway::relay::system_clock;
 use portcullis_gateway::upstream::stdio::{send, stop, SharedStdin};
-use portcullis_gateway::upstream::{Upstream, UpstreamSpec};
+use portcullis_gateway::upstream::UpstreamSpec;
+use portcullis_gateway::Connection;
 use portcullis_gateway::{Caller, Relay, RelayConfig};
 use portcullis_policy::{lint, Engine};
 use portcullis_store::MemoryCounters;
@@ -618,11 +619,11 @@ impl Wire for StdioWire<'_> {
 }
 
 /// An HTTP server behind the gateway's relay and upstream transport: lines go in through
-/// [`Upstream::from_client`], answers come out of the channel the transport writes to.
+/// [`Connection::from_client`], answers come out of the channel the transport writes to.
 struct HttpWire {
     /// The server's URL, to explain a failed connection.
     url: String,
-    upstream: Upstream,
+    upstream: Arc<Connection>,
     caller: Caller,
     answers: UnboundedReceiver<String>,
 }
@@ -752,7 +753,7 @@ pub(crate) async fn list_http(
     let (tx, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
     let spec = UpstreamSpec::for_url(url.to_string(), headers);
     let upstream =
-        match tokio::time::timeout(timeout, Upstream::start(&spec, relay, tx, None)).await {
+        match tokio::time::timeout(timeout, Connection::start(&spec, relay, tx, None)).await {
             Ok(Ok(u)) => u,
             Ok(Err(e)) => {
                 let why = e.to_string();

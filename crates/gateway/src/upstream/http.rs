@@ -1,6 +1,6 @@
-//! A Streamable HTTP upstream (both eras): each message the relay sends upstream is its own
-//! POST; answers come back as `application/json` or as an SSE stream, and every message in
-//! them goes back through the relay.
+//! A Streamable HTTP upstream (both eras): each message sent upstream is its own POST;
+//! answers come back as `application/json` or as an SSE stream, and every message in them
+//! goes to the inbox (marked with the request whose stream carried it).
 //!
 //! Handshake era: the `Mcp-Session-Id` the server returns with the `initialize` answer is kept
 //! private to this link and sent on every later request, with the negotiated
@@ -14,16 +14,13 @@
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
 //! ever what the policy allowed; they are never logged.
 
-use crate::relay::{Caller, Out, Relay};
+use super::{BoxFuture, Inbound, Inbox, Transport};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How often a request's closed stream is resumed before the request is given up.
 const MAX_RESUMES: u32 = 8;
@@ -60,19 +57,17 @@ struct SessionState {
     get_open: bool,
 }
 
-/// A link to an HTTP upstream bound to one [`Relay`].
-pub struct HttpLink {
-    relay: Arc<Relay>,
+/// A Streamable HTTP upstream (one handshake-era session, or the stateless era's requests).
+pub struct HttpTransport {
+    /// Itself, weakly: each request's POST runs in its own task.
+    me: Weak<HttpTransport>,
     client: reqwest::Client,
     spec: HttpSpec,
     static_headers: HeaderMap,
-    to_client: UnboundedSender<String>,
+    inbox: Inbox,
     state: Mutex<SessionState>,
     closed: AtomicBool,
     max_body: usize,
-    audit: Option<crate::events::Events>,
-    /// Mark lines from a request's answer stream with its client id ([`super::tag`]).
-    tag_related: AtomicBool,
 }
 
 /// The HTTP client every upstream link uses (no redirects: an upstream cannot send traffic
@@ -109,99 +104,28 @@ fn shared_client() -> Result<reqwest::Client, String> {
         .clone()
 }
 
-impl HttpLink {
-    /// Prepares the link (no request is made until the first message).
+impl HttpTransport {
+    /// Prepares the transport (no request is made until the first message).
     pub fn start(
         spec: HttpSpec,
-        relay: Arc<Relay>,
-        to_client: UnboundedSender<String>,
+        inbox: Inbox,
         max_body: usize,
-        audit: Option<crate::events::Events>,
-    ) -> Result<Arc<HttpLink>, String> {
+    ) -> Result<Arc<dyn Transport>, String> {
         let (client, static_headers) = client_for(&spec)?;
-        Ok(Arc::new(HttpLink {
-            relay,
+        Ok(Arc::new_cyclic(|me| HttpTransport {
+            me: me.clone(),
             client,
             spec,
             static_headers,
-            to_client,
+            inbox,
             state: Mutex::new(SessionState::default()),
             closed: AtomicBool::new(false),
             max_body,
-            audit,
-            tag_related: AtomicBool::new(false),
         }))
     }
 
-    /// From now on, messages that arrive on a request's answer stream reach the client side
-    /// marked with that request's client id ([`super::tag`]): for a face that serves many
-    /// clients over this one link and must route each message to its own request.
-    pub fn tag_related(&self) {
-        self.tag_related.store(true, Ordering::Relaxed);
-    }
-
-    /// The relay this link feeds.
-    pub fn relay(&self) -> &Arc<Relay> {
-        &self.relay
-    }
-
-    /// Passes one client line through the relay and on to the server.
-    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
-        self.from_client_with(line, caller, Vec::new()).await;
-    }
-
-    /// Like [`HttpLink::from_client`], adding `extra` headers to the upstream request.
-    pub async fn from_client_with(
-        self: &Arc<Self>,
-        line: &str,
-        caller: &Caller,
-        extra: Vec<(String, String)>,
-    ) {
-        let outs = self.relay.from_client(line, caller);
-        self.dispatch_ordered(outs, extra).await;
-    }
-
-    // Boxed with an explicit `Send` so that the post → dispatch → post recursion type-checks.
-    fn dispatch<'a>(
-        self: &'a Arc<Self>,
-        outs: Vec<Out>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            for (line, up) in self.deliver(outs).await {
-                self.spawn_post(line, up, Vec::new());
-            }
-        })
-    }
-
-    /// Audits and hands the relay's outputs to the client side; returns what goes upstream.
-    async fn deliver(self: &Arc<Self>, outs: Vec<Out>) -> Vec<(String, Option<u64>)> {
-        super::deliver(
-            self.audit.as_ref(),
-            &self.to_client,
-            outs,
-            Some(super::Upstream::Http(self.clone())),
-        )
-        .await
-    }
-
-    fn spawn_post(self: &Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
-        let me = self.clone();
-        tokio::spawn(async move { me.post(line, up, extra).await });
-    }
-
-    /// Delivers relay outputs; notifications and responses (no upstream id) are POSTed before
-    /// returning, so the server sees them in the order the client sent them (e.g.
-    /// `notifications/initialized` before the first request). Requests run concurrently.
-    async fn dispatch_ordered(self: &Arc<Self>, outs: Vec<Out>, extra: Vec<(String, String)>) {
-        for (line, up) in self.deliver(outs).await {
-            if up.is_none() {
-                let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
-                    Box::pin(self.clone().post(line, None, extra.clone()));
-                fut.await;
-            } else {
-                self.spawn_post(line, up, extra.clone());
-            }
-        }
+    async fn failed(&self, up: u64, why: String) {
+        self.inbox.put(Inbound::Failed { up, why }).await;
     }
 
     fn headers_for(&self, msg: &Message) -> HeaderMap {
@@ -286,11 +210,8 @@ impl HttpLink {
             Ok(r) => r,
             Err(e) => {
                 if let Some(up) = up {
-                    let outs = self.relay.undeliverable(
-                        up,
-                        &format!("cannot reach {}: {}", self.spec.url, e.without_url()),
-                    );
-                    self.dispatch(outs).await;
+                    let why = format!("cannot reach {}: {}", self.spec.url, e.without_url());
+                    self.failed(up, why).await;
                 }
                 return;
             }
@@ -326,9 +247,9 @@ impl HttpLink {
             while let (false, Some(up), Some(last)) = (answered, up, end.last_event_id.clone()) {
                 if resumes == MAX_RESUMES
                     || self.closed.load(Ordering::SeqCst)
-                    || !self.relay.awaits(up)
+                    || !self.inbox.awaits(up)
                 {
-                    answered = !self.relay.awaits(up);
+                    answered = !self.inbox.awaits(up);
                     break;
                 }
                 resumes += 1;
@@ -345,7 +266,7 @@ impl HttpLink {
                     }
                     Err(e) => {
                         tracing::debug!("resuming the upstream stream: {e}");
-                        answered = !self.relay.awaits(up);
+                        answered = !self.inbox.awaits(up);
                         break;
                     }
                 }
@@ -353,7 +274,7 @@ impl HttpLink {
         } else {
             match read_capped(resp, self.max_body).await {
                 Ok(body) if !body.trim().is_empty() => {
-                    answered = self.from_server(&body, is_init, up).await;
+                    answered = self.hand_over(body, is_init, up).await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("upstream answer unreadable: {e}"),
@@ -371,21 +292,15 @@ impl HttpLink {
                 {
                     tracing::warn!("the upstream session ended (404)");
                 }
-                let outs = self.relay.undeliverable(up, &why);
-                self.dispatch(outs).await;
+                self.failed(up, why).await;
             }
         }
     }
 
     /// One message from the server (on the answer stream of request `related`, if any);
     /// returns whether it was a response.
-    async fn from_server(
-        self: &Arc<Self>,
-        text: &str,
-        is_init: bool,
-        related: Option<u64>,
-    ) -> bool {
-        let Ok(msg) = Message::parse(text) else {
+    async fn hand_over(&self, text: String, is_init: bool, related: Option<u64>) -> bool {
+        let Ok(msg) = Message::parse(&text) else {
             let head: String = text.chars().take(120).collect();
             tracing::warn!("dropping a message from the upstream that is not JSON-RPC: {head:?}");
             return false;
@@ -400,27 +315,22 @@ impl HttpLink {
             }
         }
         let response = msg.kind() == Kind::Response;
-        // A response finds its request by id: only what precedes it needs the tag.
-        let tag = related
-            .filter(|_| !response && self.tag_related.load(Ordering::Relaxed))
-            .and_then(|up| self.relay.client_id_of(up));
-        let mut outs = self.relay.from_server(text);
-        if let Some(id) = tag {
-            for o in &mut outs {
-                if let Out::Client(line) = o {
-                    *line = super::tag(&id, line);
-                }
-            }
-        }
-        self.dispatch(outs).await;
+        drop(msg);
+        // A response finds its request by id: only what precedes it needs the stream's mark.
+        self.inbox
+            .put(Inbound::Message {
+                line: text,
+                stream_of: related.filter(|_| !response),
+            })
+            .await;
         response
     }
 
-    /// Reads an SSE stream, passing every message to the relay. A request's stream
+    /// Reads an SSE stream, passing every message to the inbox. A request's stream
     /// (`related`: its upstream id) is left as soon as a response came: a resumed stream is
     /// the session's GET stream, which the server may keep open.
     async fn read_sse(
-        self: &Arc<Self>,
+        &self,
         mut resp: reqwest::Response,
         is_init: bool,
         related: Option<u64>,
@@ -437,7 +347,7 @@ impl HttpLink {
             }
             for data in parser.feed(&chunk) {
                 delivered = true;
-                answered |= self.from_server(&data, is_init, related).await;
+                answered |= self.hand_over(data, is_init, related).await;
             }
             if self.closed.load(Ordering::SeqCst) || (related.is_some() && answered) {
                 break;
@@ -471,7 +381,7 @@ impl HttpLink {
     /// server closes it, it is reopened after the server's `retry` delay (doubling from 1 s
     /// up to 30 s while reconnections bring nothing), with `Last-Event-ID` when the server
     /// gave event ids. A refusal (405, 404), a shutdown or the link's end ends it.
-    fn open_get_stream(self: &Arc<Self>) {
+    fn open_get_stream(&self) {
         {
             let mut st = self.state.lock().unwrap();
             if st.get_open || st.session_id.is_none() {
@@ -479,7 +389,7 @@ impl HttpLink {
             }
             st.get_open = true;
         }
-        let link = Arc::downgrade(self);
+        let link = self.me.clone();
         tokio::spawn(async move {
             let mut last: Option<String> = None;
             let mut backoff = DEFAULT_RETRY;
@@ -563,7 +473,7 @@ impl HttpLink {
     }
 
     /// Ends the upstream session (DELETE) and stops reading.
-    pub async fn shutdown(&self) {
+    async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let sid = self.state.lock().unwrap().session_id.clone();
         if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(&s).ok()) {
@@ -575,6 +485,38 @@ impl HttpLink {
             )
             .await;
         }
+    }
+}
+
+impl Transport for HttpTransport {
+    /// Notifications and responses are POSTed before this returns, so the server sees them
+    /// in the order the client sent them (e.g. `notifications/initialized` before the first
+    /// request); requests run concurrently, each in its own task.
+    fn send(
+        &self,
+        line: String,
+        up: Option<u64>,
+        extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move {
+            let Some(me) = self.me.upgrade() else {
+                return Err(std::io::Error::other("the upstream link is closed"));
+            };
+            if up.is_none() {
+                me.post(line, None, extra).await;
+            } else {
+                tokio::spawn(me.post(line, up, extra));
+            }
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, _grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(self.close())
+    }
+
+    fn as_http(&self) -> Option<&HttpTransport> {
+        Some(self)
     }
 }
 

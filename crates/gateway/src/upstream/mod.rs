@@ -1,18 +1,17 @@
-//! Upstream transports: how Portcullis reaches an MCP server. Each is bound to a
-//! [`Relay`](crate::relay::Relay) and sends client-bound lines to a channel the face reads.
-//! Side by side: [`stdio`] (child process), [`http`] (Streamable HTTP, both eras),
-//! [`sse`] (legacy HTTP+SSE).
+//! Upstream transports: how Portcullis reaches an MCP server. They only move lines: a
+//! [`Transport`] sends one message and hands everything it receives — and its own failures —
+//! to an [`Inbox`] as [`Inbound`] values. Nothing here knows about policy, audit or grants;
+//! the owner of the connection ([`crate::connection`]) does. Side by side: [`stdio`] (child
+//! process), [`http`] (Streamable HTTP, both eras), [`sse`] (legacy HTTP+SSE).
 
 pub mod http;
 pub mod sse;
 pub mod stdio;
 
-use crate::events::Events;
-use crate::relay::{Caller, Out, Relay};
-use portcullis_mcp::{codes, error_line, Message};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -38,106 +37,121 @@ impl UpstreamSpec {
             UpstreamSpec::Http(spec)
         }
     }
+
+    /// Connects: starts the child, prepares the HTTP client, or opens the SSE stream.
+    /// Everything the server sends goes to `inbox`.
+    pub async fn connect(&self, inbox: Inbox) -> std::io::Result<Arc<dyn Transport>> {
+        Ok(match self {
+            UpstreamSpec::Command(c) => {
+                stdio::StdioTransport::start(c.clone(), inbox, MAX_UPSTREAM_MESSAGE).await?
+            }
+            UpstreamSpec::Http(h) => {
+                http::HttpTransport::start(h.clone(), inbox, MAX_UPSTREAM_MESSAGE)
+                    .map_err(std::io::Error::other)?
+            }
+            UpstreamSpec::Sse(h) => sse::SseTransport::start(h.clone(), inbox)
+                .await
+                .map_err(std::io::Error::other)?,
+        })
+    }
 }
 
-/// A live upstream link of any kind.
-#[derive(Clone)]
-pub enum Upstream {
-    /// stdio child.
-    Stdio(Arc<stdio::Link>),
-    /// Streamable HTTP endpoint.
-    Http(Arc<http::HttpLink>),
-    /// Legacy SSE endpoint.
-    Sse(Arc<sse::SseLink>),
+/// A boxed future, as the transport traits return them (they are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a transport hands to the owner of its connection.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from the server.
+    Message {
+        /// The message, as received.
+        line: String,
+        /// For a message that is not a response and arrived on a request's answer stream
+        /// (Streamable HTTP): that request's upstream id, so that it can be routed to that
+        /// request alone. A response finds its request by id and never carries one.
+        stream_of: Option<u64>,
+    },
+    /// Request `up` was not delivered, or its answer will never come.
+    Failed {
+        /// Our upstream id of the request.
+        up: u64,
+        /// Why, for the client.
+        why: String,
+    },
+    /// The server went away; requests in flight will get no answer.
+    Lost(String),
+    /// The server is back after [`Inbound::Lost`] (a restarted child): its session must be
+    /// opened again.
+    Restarted,
 }
 
-/// Delivers relay outputs in order: each audit record is written (durably, in durable mode)
-/// before any client line after it goes out; if writing fails, the client gets an error in
-/// place of the answer (fail closed). Returns the lines for the upstream; held calls are
-/// handed to [`hold`] with `link`.
-pub async fn deliver(
-    sink: Option<&Events>,
-    to_client: &UnboundedSender<String>,
-    outs: Vec<Out>,
-    link: Option<Upstream>,
-) -> Vec<(String, Option<u64>)> {
-    let mut upstream = Vec::new();
-    let mut audit_failed = false;
-    for o in outs {
-        match o {
-            Out::Audit(rec, args) => {
-                if let Some(s) = sink {
-                    if s.emit(*rec, args).await.is_err() {
-                        audit_failed = true;
-                    }
-                }
-            }
-            Out::Client(line) => {
-                if audit_failed {
-                    if let Ok(m) = Message::parse(&line) {
-                        if m.id().is_some() {
-                            let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly."));
-                        }
-                    }
-                    continue;
-                }
-                let _ = to_client.send(line);
-            }
-            Out::Server(line, up) => upstream.push((line, up)),
-            Out::Hold(h) => match &link {
-                Some(l) if !audit_failed => hold(l.clone(), *h, to_client.clone()),
-                _ => {
-                    let _ = to_client.send(h.answer);
-                }
-            },
+/// The owner of a connection, as its transport sees it.
+pub trait Receiver: Send + Sync {
+    /// Takes one inbound item; resolves once it is handled (so a transport that reads in
+    /// order keeps the server's order).
+    fn receive(&self, inbound: Inbound) -> BoxFuture<'_, ()>;
+    /// Whether request `up` still waits for its answer (a transport stops resuming the
+    /// answer stream of a request that has been answered or cancelled).
+    fn awaits(&self, up: u64) -> bool;
+}
+
+/// Where a transport delivers: bound to its owner once the owner exists (held weakly, so a
+/// transport never keeps its owner alive). Items that arrive when no owner is bound are
+/// dropped.
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<OnceLock<Weak<dyn Receiver>>>);
+
+impl Inbox {
+    /// An inbox bound to `owner`.
+    pub fn new(owner: Weak<dyn Receiver>) -> Inbox {
+        let inbox = Inbox::default();
+        let _ = inbox.0.set(owner);
+        inbox
+    }
+
+    fn owner(&self) -> Option<Arc<dyn Receiver>> {
+        self.0.get().and_then(Weak::upgrade)
+    }
+
+    /// Hands one item to the owner.
+    pub async fn put(&self, inbound: Inbound) {
+        if let Some(o) = self.owner() {
+            o.receive(inbound).await;
         }
     }
-    upstream
+
+    /// Whether request `up` still waits for its answer (false once the owner is gone).
+    pub fn awaits(&self, up: u64) -> bool {
+        self.owner().is_some_and(|o| o.awaits(up))
+    }
+
+    /// Whether the owner is gone (nobody reads what the server sends any more).
+    pub fn is_orphaned(&self) -> bool {
+        self.owner().is_none()
+    }
 }
 
-/// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays
-/// the call through the relay — approved, it is forwarded (once); denied, the client gets the
-/// denial — or, when the wait runs out, gives the `[APPROVAL REQUIRED]` answer. Progress
-/// notifications keep a client that sent a progress token informed. Never blocks the caller.
-pub fn hold(link: Upstream, h: crate::relay::Hold, to_client: UnboundedSender<String>) {
-    tokio::spawn(async move {
-        let Some(store) = link.relay().approvals() else {
-            let _ = to_client.send(h.answer);
-            return;
-        };
-        let deadline = std::time::Instant::now() + Duration::from_millis(h.wait_ms);
-        let mut ticks = 0u64;
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            ticks += 1;
-            let id = h.approval_id.clone();
-            let store = store.clone();
-            let status = tokio::task::spawn_blocking(move || {
-                store.get(&id).map(|a| a.status).map_err(|e| e.to_string())
-            })
-            .await
-            .ok()
-            .and_then(Result::ok);
-            match status {
-                Some(portcullis_store::ApprovalStatus::Approved)
-                | Some(portcullis_store::ApprovalStatus::Denied) => {
-                    link.from_client(&h.request, &h.caller).await;
-                    return;
-                }
-                Some(portcullis_store::ApprovalStatus::Pending) | None => {}
-                Some(_) => break, // expired or already consumed elsewhere
-            }
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
-            if let (Some(token), true) = (&h.progress_token, ticks.is_multiple_of(4)) {
-                let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/progress",
-                    "params": {"progressToken": token, "progress": ticks / 4, "message": format!("waiting for approval {}", h.approval_id)}});
-                let _ = to_client.send(note.to_string());
-            }
-        }
-        let _ = to_client.send(h.answer);
-    });
+/// A connection to one MCP server: sends lines, delivers what comes back to its [`Inbox`].
+pub trait Transport: Send + Sync {
+    /// Sends one message. `up`: our id for it when it is a request. `extra`: HTTP headers
+    /// for a Streamable HTTP server (`Mcp-Param-*` from a modern client); other transports
+    /// ignore them. An error means the message certainly did not leave; failures found
+    /// later arrive as [`Inbound::Failed`]. Notifications and responses are sent before this
+    /// returns, so the server sees them in order; requests may still be in flight.
+    fn send(
+        &self,
+        line: String,
+        up: Option<u64>,
+        extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>>;
+
+    /// Stops the child, ends the HTTP session, or closes the SSE stream.
+    fn shutdown(&self, grace: Duration) -> BoxFuture<'_, ()>;
+
+    /// The Streamable HTTP transport, for what only it can do (`server/discover` directly).
+    fn as_http(&self) -> Option<&http::HttpTransport> {
+        None
+    }
 }
 
 /// Marks a client-bound line with the client id of the request whose stream carried it (an
@@ -162,70 +176,6 @@ pub(crate) fn untag(line: &str) -> (Option<&str>, &str) {
 
 /// Largest single message accepted from an upstream.
 pub const MAX_UPSTREAM_MESSAGE: usize = 64 << 20;
-
-impl Upstream {
-    /// Connects (starts the child, prepares the HTTP client, or opens the SSE stream).
-    pub async fn start(
-        spec: &UpstreamSpec,
-        relay: Arc<Relay>,
-        to_client: UnboundedSender<String>,
-        audit: Option<Events>,
-    ) -> std::io::Result<Upstream> {
-        Ok(match spec {
-            UpstreamSpec::Command(c) => Upstream::Stdio(
-                stdio::Link::start(c.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE, audit)
-                    .await?,
-            ),
-            UpstreamSpec::Http(h) => Upstream::Http(
-                http::HttpLink::start(h.clone(), relay, to_client, MAX_UPSTREAM_MESSAGE, audit)
-                    .map_err(std::io::Error::other)?,
-            ),
-            UpstreamSpec::Sse(h) => Upstream::Sse(
-                sse::SseLink::start(h.clone(), relay, to_client, audit)
-                    .await
-                    .map_err(std::io::Error::other)?,
-            ),
-        })
-    }
-
-    /// Passes a client line through the relay to the server.
-    pub async fn from_client(&self, line: &str, caller: &Caller) {
-        self.from_client_with(line, caller, Vec::new()).await;
-    }
-
-    /// Like [`Upstream::from_client`], with extra HTTP headers for a Streamable HTTP upstream
-    /// (`Mcp-Param-*` from a modern client); other transports ignore them.
-    pub async fn from_client_with(
-        &self,
-        line: &str,
-        caller: &Caller,
-        extra: Vec<(String, String)>,
-    ) {
-        match self {
-            Upstream::Stdio(l) => l.from_client(line, caller).await,
-            Upstream::Http(l) => l.from_client_with(line, caller, extra).await,
-            Upstream::Sse(l) => l.from_client(line, caller).await,
-        }
-    }
-
-    /// The relay this link feeds.
-    pub fn relay(&self) -> &Arc<Relay> {
-        match self {
-            Upstream::Stdio(l) => l.relay(),
-            Upstream::Http(l) => l.relay(),
-            Upstream::Sse(l) => l.relay(),
-        }
-    }
-
-    /// Stops the child, ends the HTTP session, or closes the SSE stream.
-    pub async fn shutdown(&self, grace: Duration) {
-        match self {
-            Upstream::Stdio(l) => l.shutdown(grace).await,
-            Upstream::Http(l) => l.shutdown().await,
-            Upstream::Sse(l) => l.shutdown(),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

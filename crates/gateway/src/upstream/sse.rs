@@ -4,26 +4,24 @@
 //! The endpoint must be on the SSE URL's own origin: an upstream cannot redirect traffic —
 //! and the credentials injected into it — elsewhere.
 
-use crate::relay::{Caller, Out, Relay};
+use super::{BoxFuture, Inbound, Inbox, Transport};
 use crate::upstream::http::{HttpSpec, SseParser};
 use reqwest::header::{HeaderMap, HeaderValue};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
-/// A link to a legacy SSE upstream bound to one [`Relay`].
-pub struct SseLink {
-    relay: Arc<Relay>,
+/// A legacy SSE upstream: messages are POSTed to the endpoint the stream named; everything
+/// the server sends arrives on the stream and goes to the inbox.
+pub struct SseTransport {
+    /// Itself, weakly: each POST runs in its own task.
+    me: Weak<SseTransport>,
     client: reqwest::Client,
     headers: HeaderMap,
-    to_client: UnboundedSender<String>,
+    inbox: Inbox,
     endpoint: watch::Receiver<Option<Result<String, String>>>,
     closed: AtomicBool,
-    audit: Option<crate::events::Events>,
 }
 
 fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
@@ -34,25 +32,19 @@ fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
     )
 }
 
-impl SseLink {
+impl SseTransport {
     /// Opens the SSE stream and waits (up to 10 s) for the `endpoint` event.
-    pub async fn start(
-        spec: HttpSpec,
-        relay: Arc<Relay>,
-        to_client: UnboundedSender<String>,
-        audit: Option<crate::events::Events>,
-    ) -> Result<Arc<SseLink>, String> {
+    pub async fn start(spec: HttpSpec, inbox: Inbox) -> Result<Arc<dyn Transport>, String> {
         let (client, headers) = super::http::client_for(&spec)?;
         let base = reqwest::Url::parse(&spec.url).map_err(|e| format!("{}: {e}", spec.url))?;
         let (tx, rx) = watch::channel(None);
-        let link = Arc::new(SseLink {
-            relay,
+        let link = Arc::new_cyclic(|me| SseTransport {
+            me: me.clone(),
             client,
             headers,
-            to_client,
+            inbox,
             endpoint: rx,
             closed: AtomicBool::new(false),
-            audit,
         });
         let me = link.clone();
         tokio::spawn(async move { me.read_stream(base, tx).await });
@@ -104,8 +96,12 @@ impl SseLink {
                         let _ = endpoint.send(Some(resolved));
                     }
                     _ => {
-                        let outs = self.relay.from_server(&ev.data);
-                        self.dispatch(outs).await;
+                        self.inbox
+                            .put(Inbound::Message {
+                                line: ev.data,
+                                stream_of: None,
+                            })
+                            .await;
                     }
                 }
             }
@@ -118,39 +114,9 @@ impl SseLink {
                 "{base}: the stream ended before the endpoint event"
             ))));
         }
-        let lost = self.relay.upstream_lost("the server's event stream ended");
-        self.dispatch(lost).await;
-    }
-
-    /// The relay this link feeds.
-    pub fn relay(&self) -> &Arc<Relay> {
-        &self.relay
-    }
-
-    /// Passes one client line through the relay and on to the server.
-    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
-        let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs).await;
-    }
-
-    // Boxed with an explicit `Send` so that the post → dispatch → post recursion type-checks.
-    fn dispatch<'a>(
-        self: &'a Arc<Self>,
-        outs: Vec<Out>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            for (line, up) in super::deliver(
-                self.audit.as_ref(),
-                &self.to_client,
-                outs,
-                Some(super::Upstream::Sse(self.clone())),
-            )
-            .await
-            {
-                let me = self.clone();
-                tokio::spawn(async move { me.post(line, up).await });
-            }
-        })
+        self.inbox
+            .put(Inbound::Lost("the server's event stream ended".into()))
+            .await;
     }
 
     async fn post(self: Arc<Self>, line: String, up: Option<u64>) {
@@ -167,13 +133,31 @@ impl SseLink {
             Err(e) => Some(e.without_url().to_string()),
         };
         if let (Some(why), Some(up)) = (failed, up) {
-            let outs = self.relay.undeliverable(up, &why);
-            self.dispatch(outs).await;
+            self.inbox.put(Inbound::Failed { up, why }).await;
         }
+    }
+}
+
+impl Transport for SseTransport {
+    fn send(
+        &self,
+        line: String,
+        up: Option<u64>,
+        _extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move {
+            let me = self
+                .me
+                .upgrade()
+                .ok_or_else(|| std::io::Error::other("the upstream link is closed"))?;
+            tokio::spawn(me.post(line, up));
+            Ok(())
+        })
     }
 
     /// Stops reading the stream.
-    pub fn shutdown(&self) {
+    fn shutdown(&self, _grace: Duration) -> BoxFuture<'_, ()> {
         self.closed.store(true, Ordering::SeqCst);
+        Box::pin(async {})
     }
 }

@@ -5,7 +5,7 @@
 //! crash. Shutdown closes its stdin, waits, then sends SIGTERM and finally SIGKILL to the
 //! group — some servers (server-everything) ignore end of input.
 
-use crate::relay::{Caller, Out, Relay};
+use super::{BoxFuture, Inbound, Inbox, Transport};
 use portcullis_mcp::{read_line_capped, LineError};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Mutex;
 
 /// How to start the server.
@@ -132,73 +131,36 @@ impl Backoff {
     }
 }
 
-/// A supervised stdio upstream bound to one [`Relay`]: lines from the client go through the
-/// relay to the child; the child's output goes through the relay to `to_client`. A crashed
-/// child is restarted with back-off, its in-flight requests answered at once, and the
-/// client's session replayed.
-pub struct Link {
-    relay: Arc<Relay>,
+/// A supervised stdio upstream: lines go to the child's stdin; the child's output goes to
+/// the inbox. A crashed child is reported ([`Inbound::Lost`]), restarted with back-off, and
+/// announced ([`Inbound::Restarted`]) so that its owner can open the session again.
+pub struct StdioTransport {
     stdin: SharedStdin,
-    to_client: UnboundedSender<String>,
+    inbox: Inbox,
     shutting: AtomicBool,
     child: Mutex<Option<Child>>,
     server_line_cap: usize,
-    audit: Option<crate::events::Events>,
 }
 
-impl Link {
+impl StdioTransport {
     /// Starts the child and its supervisor.
     pub async fn start(
         spec: ChildSpec,
-        relay: Arc<Relay>,
-        to_client: UnboundedSender<String>,
+        inbox: Inbox,
         server_line_cap: usize,
-        audit: Option<crate::events::Events>,
-    ) -> std::io::Result<Arc<Link>> {
+    ) -> std::io::Result<Arc<dyn Transport>> {
         let mut slot = None;
         let first = spawn(&spec, &mut slot)?;
-        let link = Arc::new(Link {
-            relay,
+        let t = Arc::new(StdioTransport {
             stdin: Arc::new(Mutex::new(slot)),
-            to_client,
+            inbox,
             shutting: AtomicBool::new(false),
             child: Mutex::new(None),
             server_line_cap,
-            audit,
         });
-        let l = link.clone();
-        tokio::spawn(async move { l.supervise(spec, first).await });
-        Ok(link)
-    }
-
-    /// Passes one client line through the relay and on to the child.
-    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
-        let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs).await;
-    }
-
-    /// Sends relay outputs where they belong (audit records first, in order); undeliverable
-    /// requests are answered.
-    pub async fn dispatch(self: &Arc<Self>, outs: Vec<Out>) {
-        let mut queue = outs;
-        while !queue.is_empty() {
-            let mut next = Vec::new();
-            for (line, up) in super::deliver(
-                self.audit.as_ref(),
-                &self.to_client,
-                queue,
-                Some(super::Upstream::Stdio(self.clone())),
-            )
-            .await
-            {
-                if let Err(e) = send(&self.stdin, &line).await {
-                    if let Some(up) = up {
-                        next.extend(self.relay.undeliverable(up, &e.to_string()));
-                    }
-                }
-            }
-            queue = next;
-        }
+        let s = t.clone();
+        tokio::spawn(async move { s.supervise(spec, first).await });
+        Ok(t)
     }
 
     async fn supervise(self: Arc<Self>, spec: ChildSpec, first: Running) {
@@ -212,8 +174,12 @@ impl Link {
             loop {
                 match read_line_capped(&mut reader, &mut buf, self.server_line_cap).await {
                     Ok(Some(line)) => {
-                        let outs = self.relay.from_server(&line);
-                        self.dispatch(outs).await;
+                        self.inbox
+                            .put(Inbound::Message {
+                                line,
+                                stream_of: None,
+                            })
+                            .await;
                     }
                     Ok(None) | Err(LineError::Io(_)) => break,
                     Err(LineError::TooLong(n)) => tracing::error!(
@@ -236,10 +202,14 @@ impl Link {
                     tracing::warn!("the server exited ({status})");
                 }
             }
-            let lost = self.relay.upstream_lost("the server process exited");
-            self.dispatch(lost).await;
+            self.inbox
+                .put(Inbound::Lost("the server process exited".into()))
+                .await;
             let mut lived = started.elapsed();
             while running.is_none() && !self.shutting.load(Ordering::SeqCst) {
+                if self.inbox.is_orphaned() {
+                    return; // nobody would read the new child
+                }
                 let wait = backoff.wait(lived);
                 lived = Duration::ZERO;
                 tracing::warn!("restarting the server in {wait:?}");
@@ -252,28 +222,35 @@ impl Link {
                     Ok(r) => {
                         *self.stdin.lock().await = slot;
                         running = Some(r);
-                        let replay = self.relay.replay_after_restart();
-                        self.dispatch(replay).await;
+                        self.inbox.put(Inbound::Restarted).await;
                     }
                     Err(e) => tracing::error!("{e}"),
                 }
             }
         }
     }
+}
 
-    /// Stops the child (stdin EOF, then SIGTERM, then SIGKILL) and the supervisor.
-    pub async fn shutdown(&self, grace: Duration) {
-        self.shutting.store(true, Ordering::SeqCst);
-        let child = self.child.lock().await.take();
-        if let Some(mut c) = child {
-            stop(&mut c, &self.stdin, grace).await;
-        } else {
-            self.stdin.lock().await.take();
-        }
+impl Transport for StdioTransport {
+    fn send(
+        &self,
+        line: String,
+        _up: Option<u64>,
+        _extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move { send(&self.stdin, &line).await })
     }
 
-    /// The relay this link feeds.
-    pub fn relay(&self) -> &Arc<Relay> {
-        &self.relay
+    /// Stops the child (stdin EOF, then SIGTERM, then SIGKILL) and the supervisor.
+    fn shutdown(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shutting.store(true, Ordering::SeqCst);
+            let child = self.child.lock().await.take();
+            if let Some(mut c) = child {
+                stop(&mut c, &self.stdin, grace).await;
+            } else {
+                self.stdin.lock().await.take();
+            }
+        })
     }
 }

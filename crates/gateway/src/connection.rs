@@ -1,0 +1,240 @@
+//! One owner per upstream connection: it holds the [`Relay`] (the MCP semantics), the
+//! [`Transport`] (the lines) and the [`Events`] (audit, metrics), and is the only place where
+//! the three meet. A client line goes in through [`Connection::from_client`]; what the server
+//! sends comes back through [`Receiver::receive`]; both run the relay and then [`deliver`]
+//! its outputs in order.
+
+use crate::events::Events;
+use crate::relay::{Caller, Hold, Out, Relay};
+use crate::upstream::{self, BoxFuture, Inbound, Inbox, Receiver, Transport, UpstreamSpec};
+use portcullis_mcp::{codes, error_line, Message};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A live connection to one upstream server, serving one stdio client, one HTTP session, or
+/// (stateless era) many clients of a server.
+pub struct Connection {
+    /// Itself, weakly: the transport's inbox and the tasks a connection spawns hold it so.
+    me: Weak<Connection>,
+    relay: Arc<Relay>,
+    transport: OnceLock<Arc<dyn Transport>>,
+    to_client: UnboundedSender<String>,
+    events: Option<Events>,
+    /// Mark lines from a request's answer stream with its client id ([`upstream::tag`]).
+    tag_related: AtomicBool,
+}
+
+impl Connection {
+    /// Connects to `spec`: client-bound lines go to `to_client`, events to `events`.
+    pub async fn start(
+        spec: &UpstreamSpec,
+        relay: Arc<Relay>,
+        to_client: UnboundedSender<String>,
+        events: Option<Events>,
+    ) -> std::io::Result<Arc<Connection>> {
+        let conn = Arc::new_cyclic(|me| Connection {
+            me: me.clone(),
+            relay,
+            transport: OnceLock::new(),
+            to_client,
+            events,
+            tag_related: AtomicBool::new(false),
+        });
+        let owner: Weak<dyn Receiver> = conn.me.clone();
+        let transport = spec.connect(Inbox::new(owner)).await?;
+        let _ = conn.transport.set(transport);
+        Ok(conn)
+    }
+
+    fn transport(&self) -> &Arc<dyn Transport> {
+        self.transport.get().expect("set in start")
+    }
+
+    /// From now on, messages that arrive on a request's answer stream reach the client side
+    /// marked with that request's client id ([`upstream::tag`]): for a face that serves many
+    /// clients over this one connection and must route each message to its own request.
+    pub fn tag_related(&self) {
+        self.tag_related.store(true, Ordering::Relaxed);
+    }
+
+    /// The relay of this connection.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// The Streamable HTTP transport, when that is what this connection runs on.
+    pub fn http(&self) -> Option<&upstream::http::HttpTransport> {
+        self.transport().as_http()
+    }
+
+    /// Passes a client line through the relay to the server.
+    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
+        self.from_client_with(line, caller, Vec::new()).await;
+    }
+
+    /// Like [`Connection::from_client`], with extra HTTP headers for a Streamable HTTP
+    /// upstream (`Mcp-Param-*` from a modern client); other transports ignore them.
+    pub async fn from_client_with(
+        self: &Arc<Self>,
+        line: &str,
+        caller: &Caller,
+        extra: Vec<(String, String)>,
+    ) {
+        let outs = self.relay.from_client(line, caller);
+        self.dispatch(outs, extra).await;
+    }
+
+    /// Delivers relay outputs, then sends what goes upstream; a request that cannot be sent
+    /// is answered (and its quota refunded) through the relay.
+    fn dispatch(
+        self: &Arc<Self>,
+        outs: Vec<Out>,
+        extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut queue = outs;
+            while !queue.is_empty() {
+                let mut next = Vec::new();
+                for (line, up) in deliver(self.events.as_ref(), &self.to_client, queue, self).await
+                {
+                    if let Err(e) = self.transport().send(line, up, extra.clone()).await {
+                        if let Some(up) = up {
+                            next.extend(self.relay.undeliverable(up, &e.to_string()));
+                        }
+                    }
+                }
+                queue = next;
+            }
+        })
+    }
+
+    /// Stops the upstream.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.transport().shutdown(grace).await;
+    }
+}
+
+impl Receiver for Connection {
+    fn receive(&self, inbound: Inbound) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The transport holds its owner weakly; an Arc is needed to dispatch (holds).
+            let Some(me) = self.me.upgrade() else { return };
+            let outs = match inbound {
+                Inbound::Message { line, stream_of } => {
+                    let tag = stream_of
+                        .filter(|_| self.tag_related.load(Ordering::Relaxed))
+                        .and_then(|up| self.relay.client_id_of(up));
+                    let mut outs = self.relay.from_server(&line);
+                    if let Some(id) = tag {
+                        for o in &mut outs {
+                            if let Out::Client(l) = o {
+                                *l = upstream::tag(&id, l);
+                            }
+                        }
+                    }
+                    outs
+                }
+                Inbound::Failed { up, why } => self.relay.undeliverable(up, &why),
+                Inbound::Lost(why) => self.relay.upstream_lost(&why),
+                Inbound::Restarted => self.relay.replay_after_restart(),
+            };
+            me.dispatch(outs, Vec::new()).await;
+        })
+    }
+
+    fn awaits(&self, up: u64) -> bool {
+        self.relay.awaits(up)
+    }
+}
+
+/// Delivers relay outputs in order: each event is emitted (durably, in durable mode) before
+/// any client line after it goes out; if that fails, the client gets an error in place of
+/// the answer (fail closed). Returns the lines for the upstream; held calls are handed to
+/// [`hold`].
+pub async fn deliver(
+    events: Option<&Events>,
+    to_client: &UnboundedSender<String>,
+    outs: Vec<Out>,
+    conn: &Arc<Connection>,
+) -> Vec<(String, Option<u64>)> {
+    let mut upstream = Vec::new();
+    let mut audit_failed = false;
+    for o in outs {
+        match o {
+            Out::Audit(rec, args) => {
+                if let Some(e) = events {
+                    if e.emit(*rec, args).await.is_err() {
+                        audit_failed = true;
+                    }
+                }
+            }
+            Out::Client(line) => {
+                if audit_failed {
+                    if let Ok(m) = Message::parse(&line) {
+                        if m.id().is_some() {
+                            let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly."));
+                        }
+                    }
+                    continue;
+                }
+                let _ = to_client.send(line);
+            }
+            Out::Server(line, up) => upstream.push((line, up)),
+            Out::Hold(h) => {
+                if audit_failed {
+                    let _ = to_client.send(h.answer);
+                } else {
+                    hold(conn.clone(), *h, to_client.clone());
+                }
+            }
+        }
+    }
+    upstream
+}
+
+/// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays
+/// the call through the relay — approved, it is forwarded (once); denied, the client gets the
+/// denial — or, when the wait runs out, gives the `[APPROVAL REQUIRED]` answer. Progress
+/// notifications keep a client that sent a progress token informed. Never blocks the caller.
+pub fn hold(conn: Arc<Connection>, h: Hold, to_client: UnboundedSender<String>) {
+    tokio::spawn(async move {
+        let Some(store) = conn.relay().approvals() else {
+            let _ = to_client.send(h.answer);
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_millis(h.wait_ms);
+        let mut ticks = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            ticks += 1;
+            let id = h.approval_id.clone();
+            let store = store.clone();
+            let status = tokio::task::spawn_blocking(move || {
+                store.get(&id).map(|a| a.status).map_err(|e| e.to_string())
+            })
+            .await
+            .ok()
+            .and_then(Result::ok);
+            match status {
+                Some(portcullis_store::ApprovalStatus::Approved)
+                | Some(portcullis_store::ApprovalStatus::Denied) => {
+                    conn.from_client(&h.request, &h.caller).await;
+                    return;
+                }
+                Some(portcullis_store::ApprovalStatus::Pending) | None => {}
+                Some(_) => break, // expired or already consumed elsewhere
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            if let (Some(token), true) = (&h.progress_token, ticks.is_multiple_of(4)) {
+                let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": ticks / 4, "message": format!("waiting for approval {}", h.approval_id)}});
+                let _ = to_client.send(note.to_string());
+            }
+        }
+        let _ = to_client.send(h.answer);
+    });
+}
