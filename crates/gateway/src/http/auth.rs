@@ -1,0 +1,252 @@
+//! Admission at the door: the `Host`/`Origin` rule, the server lookup, the bearer token →
+//! [`Caller`] (the grant lookup), and the audited refusals of each.
+
+use super::policies::Policies;
+use super::runtime::ServerRt;
+use super::{json_status, Gateway};
+use crate::config::{Auth, Config};
+use crate::relay::Caller;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use portcullis_store::{bearer_token, AuditDecision, AuditRecord, AuthError, GrantStore};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Who may call: the `Host`/`Origin` rule, and the bearer token → [`Caller`] lookup.
+pub(super) struct Authenticator {
+    grants: Option<Arc<dyn GrantStore>>,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+}
+
+impl Authenticator {
+    /// Loopback names and the configured `allowed_hosts`/`allowed_origins`; the grant store
+    /// when grants are in use.
+    pub(super) fn new(cfg: &Config, grants: Option<Arc<dyn GrantStore>>) -> Authenticator {
+        let mut allowed_hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "[::1]".to_string(),
+        ];
+        allowed_hosts.extend(cfg.gateway.allowed_hosts.iter().cloned());
+        Authenticator {
+            grants,
+            allowed_hosts,
+            allowed_origins: cfg.gateway.allowed_origins.clone(),
+        }
+    }
+
+    /// The grant store, when grants are in use.
+    pub(super) fn grants(&self) -> Option<&Arc<dyn GrantStore>> {
+        self.grants.as_ref()
+    }
+
+    /// The `Host`/`Origin` rule of every face (DNS rebinding, cross-site requests): loopback
+    /// names and the configured `allowed_hosts`/`allowed_origins`.
+    pub(super) fn host_ok(&self, headers: &HeaderMap) -> bool {
+        let strip_port = |h: &str| -> String {
+            if let Some(rest) = h.strip_prefix('[') {
+                return format!("[{}]", rest.split(']').next().unwrap_or_default());
+            }
+            h.rsplit_once(':')
+                .map_or(h, |(host, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        host
+                    } else {
+                        h
+                    }
+                })
+                .to_string()
+        };
+        if let Some(host) = headers.get("host").and_then(|h| h.to_str().ok()) {
+            if !self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&strip_port(host)))
+            {
+                return false;
+            }
+        }
+        if let Some(origin) = headers.get("origin").and_then(|h| h.to_str().ok()) {
+            if self.allowed_origins.iter().any(|o| o == origin) {
+                return true;
+            }
+            let host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+            if !self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&strip_port(host)))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Who is calling: the grant behind the bearer token (or a static token, or the local
+    /// user for `auth = "none"`), with the policy that grant carries, from `policies`.
+    fn caller(
+        &self,
+        server: &ServerRt,
+        headers: &HeaderMap,
+        policies: &Policies,
+        session_id: String,
+    ) -> Result<Caller, AuthError> {
+        let server_engine = policies.get(&server.name).map(|(e, _)| e.clone());
+        let server_policy = || {
+            policies
+                .get(&server.name)
+                .map(|(_, h)| (server.name.clone(), h.clone()))
+        };
+        match server.auth {
+            Auth::None => Ok(Caller {
+                engine: server_engine.clone(),
+                grant_id: "local".into(),
+                grant_label: "local".into(),
+                session_id,
+                policy: server_policy(),
+                request_id: None,
+            }),
+            Auth::Token => {
+                let header = headers.get("authorization").and_then(|h| h.to_str().ok());
+                let token = bearer_token(header)?;
+                // Compare against every token in constant time; no early exit reveals which matched.
+                let mut found: Option<&str> = None;
+                for (label, t) in &server.tokens {
+                    let eq: bool =
+                        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), token.as_bytes()).into();
+                    if eq {
+                        found = Some(label);
+                    }
+                }
+                match found {
+                    Some(label) => Ok(Caller {
+                        engine: server_engine.clone(),
+                        grant_id: format!("static:{label}"),
+                        grant_label: label.to_owned(),
+                        session_id,
+                        policy: server_policy(),
+                        request_id: None,
+                    }),
+                    None => Err(AuthError::Unknown),
+                }
+            }
+            Auth::Grant => {
+                let Some(grants) = &self.grants else {
+                    return Err(AuthError::Store("no grant store is configured".into()));
+                };
+                let header = headers.get("authorization").and_then(|h| h.to_str().ok());
+                let token = bearer_token(header)?;
+                let g = grants.authenticate(token, &server.name, crate::relay::system_clock())?;
+                let policy = g.policy.as_ref().and_then(|name| {
+                    policies
+                        .get(name)
+                        .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
+                });
+                if g.policy.is_some() && policy.is_none() {
+                    tracing::warn!(grant = %g.id, "grant names policy {:?}, which is not configured: every call is denied", g.policy);
+                }
+                let (engine, policy) = match policy {
+                    Some((e, p)) => (Some(e), Some(p)),
+                    None => (None, None),
+                };
+                Ok(Caller {
+                    engine,
+                    grant_id: g.id,
+                    grant_label: g.label,
+                    session_id,
+                    policy,
+                    request_id: None,
+                })
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// The `Host`/`Origin` rule of every face (DNS rebinding, cross-site requests): loopback
+    /// names and the configured `allowed_hosts`/`allowed_origins`.
+    pub fn host_ok(&self, headers: &HeaderMap) -> bool {
+        self.auth.host_ok(headers)
+    }
+
+    /// Who is calling, with the policies in force now; refusals are audited.
+    async fn caller(
+        &self,
+        server: &ServerRt,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Box<Response>> {
+        let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let policies = self.policies.now();
+        match self.auth.caller(server, headers, &policies, session_id) {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.refuse(server, e).await),
+        }
+    }
+
+    /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
+    /// writing its audit record.
+    async fn refuse(&self, server: &ServerRt, e: AuthError) -> Box<Response> {
+        if !self.events.is_empty() {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                server.name.clone(),
+                "(authentication)",
+                AuditDecision::Deny,
+            );
+            rec.rule = Some(format!("(auth: {})", e.code()));
+            rec.message = Some(e.to_string());
+            if let Some(g) = e.grant() {
+                rec.grant_id = Some(g.id.clone());
+                rec.grant_label = Some(g.label.clone());
+            }
+            self.events.record(rec).await;
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Box::new(json_status(status, e.body()))
+    }
+}
+
+/// The checks every request passes first, in the spec's order: `Host`/`Origin` (403), the
+/// server (404), the bearer token (401/403, audited).
+pub(super) async fn admit(
+    gw: &Arc<Gateway>,
+    server: &str,
+    headers: &HeaderMap,
+) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
+    if !gw.host_ok(headers) {
+        if !gw.events.is_empty() {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                server,
+                "(authentication)",
+                AuditDecision::Deny,
+            );
+            rec.rule = Some("(forbidden origin)".into());
+            let h = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            };
+            rec.message = Some(format!("Host {:?}, Origin {:?}", h("host"), h("origin")));
+            gw.events.record(rec).await;
+        }
+        return Err(Box::new(json_status(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
+        )));
+    }
+    let Some(srv) = gw.rt.server(server) else {
+        return Err(Box::new(json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        )));
+    };
+    let caller = gw.caller(&srv, headers).await?;
+    Ok((srv, caller))
+}

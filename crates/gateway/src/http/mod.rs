@@ -1,0 +1,421 @@
+//! The HTTP face: `/mcp/<server>` (Streamable HTTP, both MCP eras), `/sse/<server>` (legacy
+//! HTTP+SSE), `/healthz`, `/readyz`.
+//!
+//! Order of checks on every request (spec §4.4): `Host`/`Origin` (403), the server (404),
+//! the bearer token (401/403), the body cap (413), then the era:
+//!
+//! - a POST whose `params._meta` carries `io.modelcontextprotocol/protocolVersion` is a
+//!   stateless (2026-07-28) request: its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`
+//!   headers must agree with the body (400 + `-32020`), and it goes to the server's one shared
+//!   upstream connection;
+//! - a POST with `Mcp-Session-Id` belongs to a handshake-era session (404 if unknown);
+//! - a POST of `initialize` opens such a session: one upstream child per session, so the
+//!   server sees this client's own capabilities;
+//! - GET opens the session's stream for messages not tied to a request; DELETE ends it.
+//!
+//! A request is answered with `application/json` when the upstream's first word is the
+//! answer, and as an SSE stream when related messages (progress, server requests) come
+//! first and the client accepts `text/event-stream`.
+//!
+//! | Module | Job |
+//! |---|---|
+//! | `mod.rs` | [`Gateway`] and its router, `/mcp` dispatch by method and era, small shared helpers |
+//! | `policies.rs` | the policy table: compiled policies by name, swapped on reload |
+//! | `auth.rs` | admission: `Host`/`Origin`, server lookup, bearer token → `Caller`, audited refusals |
+//! | `runtime.rs` | configured servers, open sessions, upstream connections |
+//! | `stateless.rs` | 2026-07-28 requests: header checks, shared connection, cancellation |
+//! | `session.rs` | handshake-era sessions: `initialize`, session POSTs, bridged sessions |
+//! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
+//! | `legacy_sse.rs` | the legacy HTTP+SSE face |
+//! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
+
+mod auth;
+mod era;
+mod legacy_sse;
+mod policies;
+mod routes;
+mod runtime;
+mod session;
+mod stateless;
+
+pub use policies::Policies;
+
+use crate::config::{expand_env, Config};
+use crate::relay::{ApprovalHook, Caller};
+use crate::upstream::UpstreamSpec;
+use auth::{admit, Authenticator};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use legacy_sse::{sse_message, sse_open};
+use policies::PolicyTable;
+use portcullis_mcp::{codes, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION};
+use portcullis_policy::CounterStore;
+use portcullis_store::{ApprovalStore, AuditDecision, AuditLog, AuditRecord, GrantStore};
+use routes::get_stream;
+use runtime::Runtime;
+use serde_json::{json, Value};
+use session::{bridged_legacy_post, legacy_post, open_session, Session};
+use stateless::modern_post;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The running HTTP gateway's shared state.
+pub struct Gateway {
+    /// The configured servers and the open sessions.
+    rt: Runtime,
+    /// Named policies: compiled engine and version hash. Swapped whole on reload.
+    policies: PolicyTable,
+    /// Who may call: the `Host`/`Origin` rule and the bearer token → `Caller` lookup.
+    auth: Authenticator,
+    store: Arc<dyn CounterStore>,
+    audit: Option<Arc<AuditLog>>,
+    /// Where every decision, refusal and reload is emitted (the audit log, for now).
+    events: crate::events::Events,
+    approvals: Option<Arc<dyn ApprovalStore>>,
+    on_new_approval: Option<ApprovalHook>,
+    timeout: Duration,
+    next: AtomicU64,
+}
+
+impl Gateway {
+    /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
+    /// error, never a silent allow).
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn CounterStore>,
+        grants: Option<Arc<dyn GrantStore>>,
+        audit: Option<Arc<AuditLog>>,
+        approvals: Option<Arc<dyn ApprovalStore>>,
+    ) -> Result<Arc<Gateway>, String> {
+        let policies = Self::load_policies(cfg)?;
+        let rt = Runtime::new(&cfg.servers)?;
+        Ok(Arc::new(Gateway {
+            rt,
+            policies: PolicyTable::new(policies),
+            auth: Authenticator::new(cfg, grants),
+            store,
+            events: crate::events::Events::audit(audit.clone()),
+            audit,
+            approvals,
+            on_new_approval: match &cfg.gateway.approval_webhook {
+                None => None,
+                Some(url) => {
+                    let secret =
+                        expand_env(cfg.gateway.approval_webhook_secret.as_deref().unwrap_or(""))?;
+                    let hook = Arc::new(crate::webhook::Webhook::new(url, &secret)?);
+                    let f: Arc<dyn Fn(&portcullis_store::Approval) + Send + Sync> =
+                        Arc::new(move |a: &portcullis_store::Approval| {
+                            hook.notify(
+                                "approval.requested",
+                                serde_json::to_value(a).unwrap_or(Value::Null),
+                            );
+                        });
+                    Some(f)
+                }
+            },
+            timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
+            next: AtomicU64::new(1),
+        }))
+    }
+
+    /// The axum router.
+    pub fn router(self: &Arc<Self>, max_body: usize) -> axum::Router<()> {
+        axum::Router::new()
+            .route("/mcp/{server}", any(mcp))
+            .route("/mcp", any(mcp_default))
+            .route("/sse/{server}", get(sse_open))
+            .route("/sse/{server}/messages", axum::routing::post(sse_message))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ready\n" }))
+            .layer(DefaultBodyLimit::max(max_body))
+            .with_state(self.clone())
+    }
+
+    /// Names of the configured servers, sorted.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.rt.servers().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// How a server is reached (for listing its tools).
+    pub fn server_spec(&self, name: &str) -> Option<UpstreamSpec> {
+        self.rt.server(name).map(|s| s.spec.clone())
+    }
+
+    /// The grant store, when grants are in use.
+    pub fn grants(&self) -> Option<&Arc<dyn GrantStore>> {
+        self.auth.grants()
+    }
+
+    /// The audit log, unless auditing is off.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The counter store.
+    pub fn counters(&self) -> &Arc<dyn CounterStore> {
+        &self.store
+    }
+
+    /// The policies in force now.
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.now()
+    }
+
+    /// Every named policy of a config (each server's own under its name, then `[policies]`),
+    /// compiled; the first invalid one is an error with the validator's messages.
+    pub fn load_policies(cfg: &Config) -> Result<Policies, String> {
+        PolicyTable::load(cfg)
+    }
+
+    /// Hot reload: re-reads the config file and every policy it names, and swaps the policies
+    /// in for the next request; or, when anything is invalid, keeps the running ones and
+    /// returns the messages. Either way an audit record says what happened. Open connections
+    /// and counters are kept. (Server definitions — commands, URLs, tokens — take effect on
+    /// restart.)
+    pub async fn reload_from(&self, config: &std::path::Path) -> Result<usize, String> {
+        let outcome = Config::load(config).and_then(|cfg| Self::load_policies(&cfg));
+        let (decision, message) = match &outcome {
+            Ok(p) => (
+                AuditDecision::Allow,
+                format!("reloaded {} policies from {}", p.len(), config.display()),
+            ),
+            Err(e) => (
+                AuditDecision::Error,
+                format!("reload rejected, previous configuration kept: {e}"),
+            ),
+        };
+        if !self.events.is_empty() {
+            let mut rec = AuditRecord::new(
+                crate::relay::system_clock(),
+                "(gateway)",
+                "(reload)",
+                decision,
+            );
+            rec.message = Some(message);
+            self.events.record(rec).await;
+        }
+        let policies = outcome?;
+        let n = policies.len();
+        self.policies.swap(policies);
+        Ok(n)
+    }
+}
+
+/// `/mcp` without a server name: the only configured server, when there is exactly one
+/// (some clients, such as the Inspector CLI, always post to `/mcp`).
+async fn mcp_default(
+    State(gw): State<Arc<Gateway>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if gw.rt.servers().len() != 1 {
+        let mut names: Vec<&String> = gw.rt.servers().keys().collect();
+        names.sort();
+        return json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("Name the server in the path, /mcp/<server>; configured: {names:?}")}),
+        );
+    }
+    let name = gw.rt.servers().keys().next().expect("one").clone();
+    mcp(State(gw), Path(name), method, headers, body).await
+}
+
+async fn mcp(
+    State(gw): State<Arc<Gateway>>,
+    Path(server): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (srv, caller) = match admit(&gw, &server, &headers).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let session_id = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let session = |id: &str| -> Option<Arc<Session>> {
+        let s = gw.rt.session(id)?;
+        // A session answers only its own server and grant.
+        (s.server.name == srv.name && s.caller.grant_id == caller.grant_id).then_some(s)
+    };
+    match method {
+        Method::GET => match session_id {
+            None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            Some(id) => match session(&id) {
+                None => StatusCode::NOT_FOUND.into_response(),
+                // A bridged session rides the server's shared stateless connection: it has
+                // no stream of its own, and others' unsolicited messages must not reach it.
+                Some(s) if s.bridged.is_some() => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+                Some(s) => get_stream(&s, &headers).into_response(),
+            },
+        },
+        Method::DELETE => match session_id {
+            None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+            Some(id) => match session(&id) {
+                None => StatusCode::NOT_FOUND.into_response(),
+                Some(s) => {
+                    gw.rt.end(&id);
+                    // A bridged session rides the server's shared stateless connection.
+                    if s.bridged.is_none() {
+                        s.conn.link.shutdown(Duration::from_secs(2)).await;
+                    }
+                    StatusCode::NO_CONTENT.into_response()
+                }
+            },
+        },
+        Method::POST => {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return rpc_status(
+                    StatusCode::BAD_REQUEST,
+                    error_line(
+                        None,
+                        codes::PARSE_ERROR,
+                        "the body is not UTF-8; nothing was forwarded",
+                    ),
+                );
+            };
+            let msg = match Message::parse(text) {
+                Ok(m) => m,
+                Err(e) => return refuse_invalid(&gw, &srv.name, &caller, &e).await,
+            };
+            let params = msg.value("params");
+            let modern_version = params
+                .as_ref()
+                .and_then(|p| p.pointer("/_meta"))
+                .and_then(|m| m.get(META_PROTOCOL_VERSION))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(v) = modern_version {
+                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+            }
+            // A 2026-07-28 header without the matching `_meta`: a modern request missing its
+            // required keys (never a legacy one, which has no such header before initialize).
+            let header_version = header(&headers, "mcp-protocol-version")
+                .filter(|v| *v >= portcullis_mcp::MODERN)
+                .map(str::to_owned);
+            if let (Some(v), None) = (header_version, &session_id) {
+                if msg.kind() == Kind::Request {
+                    return rpc_status(
+                        StatusCode::BAD_REQUEST,
+                        error_line(msg.id(), codes::INVALID_PARAMS, "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities"),
+                    );
+                }
+                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+            }
+            if let Some(id) = session_id {
+                return match session(&id) {
+                    None => rpc_status(
+                        StatusCode::NOT_FOUND,
+                        error_line(
+                            msg.id(),
+                            codes::INVALID_REQUEST,
+                            "Unknown or ended session; initialize again.",
+                        ),
+                    ),
+                    Some(s) if s.bridged.is_some() => {
+                        bridged_legacy_post(&gw, &s, msg, params, &headers).await
+                    }
+                    Some(s) => legacy_post(&gw, &s, msg, text, &headers, None).await,
+                };
+            }
+            if msg.kind() == Kind::Request && msg.method() == Some("initialize") {
+                return open_session(&gw, srv, caller, msg, text, &headers).await;
+            }
+            rpc_status(StatusCode::BAD_REQUEST, error_line(msg.id(), codes::INVALID_REQUEST, "Missing Mcp-Session-Id: send initialize first (or a 2026-07-28 request with _meta)."))
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("accept")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
+}
+
+/// 502 with a JSON-RPC error for `msg`: the upstream could not be started or reached.
+fn upstream_unavailable(msg: &Message, e: &std::io::Error) -> Response {
+    rpc_status(
+        StatusCode::BAD_GATEWAY,
+        error_line(
+            msg.id(),
+            codes::INTERNAL_ERROR,
+            &format!("cannot start the upstream server: {e}"),
+        ),
+    )
+}
+
+fn json_status(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn rpc_status(status: StatusCode, line: String) -> Response {
+    (status, [("content-type", "application/json")], line).into_response()
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_error_response(e: &ParseError) -> Response {
+    let (code, id) = match e {
+        ParseError::NotJson(_) => (codes::PARSE_ERROR, None),
+        ParseError::Batch => (codes::INVALID_REQUEST, None),
+        ParseError::Invalid { id, .. } => (codes::INVALID_REQUEST, id.as_deref()),
+    };
+    rpc_status(
+        StatusCode::BAD_REQUEST,
+        error_line(id, code, &format!("{e}; nothing was forwarded")),
+    )
+}
+
+/// A body that is not a message we can handle, from an admitted caller: audited (as the
+/// relay audits a bad line on stdio), then answered with [`parse_error_response`]. Nothing is
+/// forwarded.
+async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseError) -> Response {
+    if !gw.events.is_empty() {
+        let mut rec = AuditRecord::new(
+            crate::relay::system_clock(),
+            server,
+            "(invalid message)",
+            AuditDecision::Deny,
+        );
+        rec.rule = Some("(invalid message)".into());
+        rec.message = Some(e.to_string());
+        rec.grant_id = Some(caller.grant_id.clone());
+        rec.grant_label = Some(caller.grant_label.clone());
+        if gw.events.emit(rec, None).await.is_err() {
+            return rpc_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_line(None, codes::INTERNAL_ERROR, "the audit log is unavailable"),
+            );
+        }
+    }
+    parse_error_response(e)
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("the OS random source is readable");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

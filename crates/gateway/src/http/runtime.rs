@@ -1,0 +1,200 @@
+//! The runtime: the configured servers, the open sessions, and the upstream connections made
+//! for them (each with its relay and its [`Routes`]).
+
+use super::era::{Bridge, Era};
+use super::routes::Routes;
+use super::session::Session;
+use super::Gateway;
+use crate::config::{expand_env, Auth, ServerConfig};
+use crate::connection::Connection;
+use crate::events::Events;
+use crate::relay::{Relay, RelayConfig};
+use crate::upstream::stdio::ChildSpec;
+use crate::upstream::UpstreamSpec;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::unbounded_channel;
+
+/// One configured server.
+pub(super) struct ServerRt {
+    pub(super) name: String,
+    pub(super) spec: UpstreamSpec,
+    audit_arguments: bool,
+    /// Hold-open for calls needing approval, ms (0: off).
+    hold_ms: u64,
+    pub(super) auth: Auth,
+    pub(super) tokens: Vec<(String, String)>,
+    pub(super) modern: tokio::sync::OnceCell<Arc<Conn>>,
+    /// Which eras the upstream speaks (probed once with `server/discover`).
+    pub(super) era: tokio::sync::OnceCell<Era>,
+    /// Handshake-era sessions opened for stateless clients (bridge), per grant and declared
+    /// client capabilities.
+    pub(super) bridges: tokio::sync::Mutex<HashMap<String, Arc<Bridge>>>,
+}
+
+impl ServerRt {
+    /// A server of the config, its `${VAR}`s expanded and its headers checked.
+    fn from_config(s: &ServerConfig) -> Result<ServerRt, String> {
+        let mut env = Vec::new();
+        for (k, v) in &s.env {
+            env.push((
+                k.clone(),
+                expand_env(v).map_err(|e| format!("server {:?}: env.{k}: {e}", s.name))?,
+            ));
+        }
+        let mut tokens = Vec::new();
+        for t in &s.tokens {
+            tokens.push((
+                t.label.clone(),
+                expand_env(&t.token)
+                    .map_err(|e| format!("server {:?}: token {:?}: {e}", s.name, t.label))?,
+            ));
+        }
+        let spec = match (&s.command, &s.url) {
+            (Some(command), _) => UpstreamSpec::Command(ChildSpec {
+                argv: command.clone(),
+                env,
+            }),
+            (None, Some(url)) => {
+                let mut headers = Vec::new();
+                for (k, v) in &s.headers {
+                    headers.push((
+                        k.clone(),
+                        expand_env(v)
+                            .map_err(|e| format!("server {:?}: headers.{k}: {e}", s.name))?,
+                    ));
+                }
+                // Refuse header injection (CR/LF, control characters) at load, not at first use.
+                for (k, v) in &headers {
+                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                        || reqwest::header::HeaderValue::from_str(v).is_err()
+                    {
+                        return Err(format!("server {:?}: headers.{k} is not a valid HTTP header (control characters or line breaks are refused)", s.name));
+                    }
+                }
+                UpstreamSpec::for_url(url.clone(), headers)
+            }
+            (None, None) => return Err(format!("server {:?}: give command or url", s.name)),
+        };
+        Ok(ServerRt {
+            name: s.name.clone(),
+            spec,
+            audit_arguments: s.audit_arguments,
+            hold_ms: s
+                .hold
+                .as_deref()
+                .and_then(portcullis_policy::window::parse_duration)
+                .unwrap_or(0),
+            auth: s.auth,
+            tokens,
+            modern: tokio::sync::OnceCell::new(),
+            era: tokio::sync::OnceCell::new(),
+            bridges: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// One upstream connection and the routing of what it sends to the client side.
+pub(super) struct Conn {
+    pub(super) link: Arc<Connection>,
+    pub(super) router: Arc<Routes>,
+}
+
+/// The configured servers by name, and the open sessions by id.
+pub(super) struct Runtime {
+    servers: HashMap<String, Arc<ServerRt>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Runtime {
+    /// Every server of the config; the first one that cannot be set up is an error.
+    pub(super) fn new(servers: &[ServerConfig]) -> Result<Runtime, String> {
+        let mut map = HashMap::new();
+        for s in servers {
+            map.insert(s.name.clone(), Arc::new(ServerRt::from_config(s)?));
+        }
+        Ok(Runtime {
+            servers: map,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(super) fn server(&self, name: &str) -> Option<Arc<ServerRt>> {
+        self.servers.get(name).cloned()
+    }
+
+    pub(super) fn servers(&self) -> &HashMap<String, Arc<ServerRt>> {
+        &self.servers
+    }
+
+    pub(super) fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().unwrap().get(id).cloned()
+    }
+
+    pub(super) fn open(&self, id: String, s: Arc<Session>) {
+        self.sessions.lock().unwrap().insert(id, s);
+    }
+
+    pub(super) fn end(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().unwrap().remove(id)
+    }
+}
+
+impl Gateway {
+    /// Stops every upstream child.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = self
+            .rt
+            .sessions
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in sessions {
+            s.conn.link.shutdown(Duration::from_secs(2)).await;
+        }
+        for s in self.rt.servers.values() {
+            if let Some(c) = s.modern.get() {
+                c.link.shutdown(Duration::from_secs(2)).await;
+            }
+            let bridges: Vec<Arc<Bridge>> =
+                s.bridges.lock().await.drain().map(|(_, b)| b).collect();
+            for b in bridges {
+                b.conn.link.shutdown(Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    /// A new upstream connection to `server`: its own relay, and a task routing what it sends.
+    pub(super) async fn connect(&self, server: &ServerRt) -> std::io::Result<Arc<Conn>> {
+        let relay = Arc::new(Relay::new(RelayConfig {
+            store: self.store.clone(),
+            server: server.name.clone(),
+            clock: crate::relay::system_clock,
+            audit: !self.events.is_empty(),
+            approvals: self.approvals.clone(),
+            on_new_approval: self.on_new_approval.clone(),
+            hold_ms: server.hold_ms,
+        }));
+        let (tx, mut rx) = unbounded_channel();
+        let link = Connection::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
+        if link.http().is_some() {
+            // What arrives on one request's answer stream goes to that request only.
+            link.tag_related();
+        }
+        let router = Arc::new(Routes::default());
+        let r = router.clone();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                r.route(line);
+            }
+        });
+        Ok(Arc::new(Conn { link, router }))
+    }
+
+    fn audit_sink(&self, server: &ServerRt) -> Option<Events> {
+        (!self.events.is_empty()).then(|| self.events.for_server(server.audit_arguments))
+    }
+}

@@ -1,0 +1,251 @@
+//! Stateless (2026-07-28) requests: the header checks, one shared upstream connection per
+//! server with ids and progress tokens made unique per request (and put back on the way out),
+//! and the cancellation sent when the client closes the response.
+
+use super::era::{bridge_post, era_of, Era};
+use super::routes::{answer, subscription_of, Streaming};
+use super::runtime::{Conn, ServerRt};
+use super::{accepts_sse, header, rpc_status, upstream_unavailable, Gateway};
+use crate::relay::Caller;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use portcullis_mcp::{codes, error_line, Kind, Message};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Requests of the handshake era that do not exist in the stateless one.
+const REMOVED_IN_MODERN: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+pub(super) async fn modern_post(
+    gw: &Gateway,
+    srv: &ServerRt,
+    caller: Caller,
+    msg: Message,
+    params: Option<Value>,
+    version: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let mismatch = |what: &str| {
+        rpc_status(
+            StatusCode::BAD_REQUEST,
+            error_line(msg.id(), -32020, &format!("Header mismatch: {what}")),
+        )
+    };
+    match header(headers, "mcp-protocol-version") {
+        Some(h) if h == version => {}
+        Some(h) => {
+            return mismatch(&format!(
+                "MCP-Protocol-Version {h:?} differs from _meta {version:?}"
+            ))
+        }
+        None => return mismatch("MCP-Protocol-Version header is missing"),
+    }
+    let method = msg.method().unwrap_or_default().to_owned();
+    if msg.kind() == Kind::Request && REMOVED_IN_MODERN.contains(&method.as_str()) {
+        // Gone in 2026-07-28 whatever the upstream is: answer as a modern server must.
+        return rpc_status(
+            StatusCode::NOT_FOUND,
+            error_line(
+                msg.id(),
+                codes::METHOD_NOT_FOUND,
+                &format!("{method} does not exist in protocol version {version}"),
+            ),
+        );
+    }
+    if msg.kind() == Kind::Request {
+        match header(headers, "mcp-method") {
+            Some(h) if h == method => {}
+            Some(h) => {
+                return mismatch(&format!(
+                    "Mcp-Method {h:?} differs from the body's method {method:?}"
+                ))
+            }
+            None => return mismatch("Mcp-Method header is missing"),
+        }
+        let name_key = match method.as_str() {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(k) = name_key {
+            let body_name = params
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str);
+            match (header(headers, "mcp-name"), body_name) {
+                (Some(h), Some(b)) if h == b => {}
+                (h, b) => {
+                    return mismatch(&format!("Mcp-Name {h:?} differs from params.{k} {b:?}"))
+                }
+            }
+        }
+    }
+    // Mcp-Param-* headers travel on to an HTTP upstream unchanged (policy reads the body).
+    let params_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    if matches!(era_of(gw, srv).await, Era::Legacy) {
+        return bridge_post(gw, srv, caller, msg, params, headers).await;
+    }
+    let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
+        Ok(c) => c.clone(),
+        Err(e) => return upstream_unavailable(&msg, &e),
+    };
+    if msg.kind() != Kind::Request {
+        conn.link
+            .from_client_with(&msg.to_json(), &caller, params_headers)
+            .await;
+        return StatusCode::ACCEPTED.into_response();
+    }
+    forward_stateless(
+        gw,
+        &conn,
+        caller,
+        msg,
+        params,
+        headers,
+        params_headers,
+        None,
+    )
+    .await
+}
+
+/// Sends one stateless request on a connection many clients share: the request gets an id and
+/// progress token unique on it, and the client's own come back on the answer. `bridged`
+/// (the method) marks an answer from a handshake-era upstream, which gets the stateless era's
+/// result fields.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward_stateless(
+    gw: &Gateway,
+    conn: &Arc<Conn>,
+    mut caller: Caller,
+    mut msg: Message,
+    params: Option<Value>,
+    headers: &HeaderMap,
+    params_headers: Vec<(String, String)>,
+    bridged: Option<String>,
+) -> Response {
+    let original_id = msg.id().expect("request").to_owned();
+    caller.request_id = Some(original_id.get().to_owned());
+    let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
+    let ours_raw = serde_json::value::RawValue::from_string(ours.clone()).expect("json");
+    msg.set_id(&ours_raw);
+    let mut original_token = None;
+    if let Some(mut p) = params {
+        if let Some(t) = p.pointer("/_meta/progressToken").cloned() {
+            original_token = Some(t);
+            p["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("json");
+            msg.set_value("params", &p);
+        }
+    }
+    let rx = conn
+        .router
+        .wait_for(&ours, original_token.as_ref().map(|_| ours.clone()));
+    conn.link
+        .from_client_with(&msg.to_json(), &caller, params_headers)
+        .await;
+    let restore = Restore {
+        id: original_id,
+        token: original_token,
+        bridged,
+    };
+    let cancel = CancelGuard {
+        conn: conn.clone(),
+        caller: caller.clone(),
+        id: ours.clone(),
+        armed: true,
+    };
+    answer(
+        gw,
+        conn,
+        rx,
+        &ours,
+        if accepts_sse(headers) {
+            Streaming::Sse
+        } else {
+            Streaming::JsonOnly
+        },
+        Some(restore),
+        Some(cancel),
+    )
+    .await
+}
+
+/// For a stateless (2026-07-28) request, closing the response is the cancellation: if the
+/// client goes away (or the gateway times out) before the answer, the upstream is told.
+pub(super) struct CancelGuard {
+    conn: Arc<Conn>,
+    caller: Caller,
+    id: String,
+    pub(super) armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.conn.router.forget(&self.id);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the client closed the response"}}}}"#,
+            self.id
+        );
+        let (conn, caller) = (self.conn.clone(), self.caller.clone());
+        tokio::spawn(async move { conn.link.from_client(&line, &caller).await });
+    }
+}
+
+/// What to put back on lines for a modern request whose id and token were made unique.
+pub(super) struct Restore {
+    pub(super) id: Box<serde_json::value::RawValue>,
+    token: Option<Value>,
+    /// For an answer from a handshake-era upstream to a stateless client: the method.
+    bridged: Option<String>,
+}
+
+impl Restore {
+    pub(super) fn apply(&self, line: String) -> String {
+        let Ok(mut m) = Message::parse(&line) else {
+            return line;
+        };
+        match m.kind() {
+            Kind::Response => {
+                m.set_id(&self.id);
+                if let (Some(method), Some(mut r)) = (&self.bridged, m.value("result")) {
+                    if let Some(o) = r.as_object_mut() {
+                        o.entry("resultType").or_insert_with(|| json!("complete"));
+                        if method.ends_with("/list") {
+                            o.insert("ttlMs".into(), json!(0));
+                            o.insert("cacheScope".into(), json!("private"));
+                        }
+                    }
+                    m.set_value("result", &r);
+                }
+            }
+            Kind::Notification if m.method() == Some("notifications/progress") => {
+                if let (Some(mut p), Some(t)) = (m.value("params"), &self.token) {
+                    p["progressToken"] = t.clone();
+                    m.set_value("params", &p);
+                }
+            }
+            Kind::Notification if subscription_of(&m).is_some() => {
+                if let Some(mut p) = m.value("params") {
+                    p["_meta"][crate::relay::SUBSCRIPTION_ID] =
+                        serde_json::from_str(self.id.get()).expect("json");
+                    m.set_value("params", &p);
+                }
+            }
+            _ => return line,
+        }
+        m.to_json()
+    }
+}
