@@ -12,6 +12,9 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+step "MSRV: no locked dependency declares a rust-version above the workspace's"
+scripts/msrv-check.py
+
 step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1
