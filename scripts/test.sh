@@ -19,8 +19,10 @@ step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1
 
+# Test data lives in tests/data/ (a missing file fails its test). Only the data the project may
+# not carry is read from ../shared beside the repository; see tests/data/README.md.
 if [ ! -d ../shared/fixtures ]; then
-  echo "note: ../shared/fixtures not found; fixture-based tests will say 'skipped'"
+  echo "note: ../shared/fixtures not found; the tests on the Odoo tool list (not redistributable) will say 'skipped'"
 fi
 
 step "cargo fmt --check"

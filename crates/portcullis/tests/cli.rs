@@ -191,11 +191,12 @@ fn import_intercept_translates_and_the_result_validates() {
 
 #[test]
 fn import_intercept_fixtures() {
-    let dir = repo().join("../shared/fixtures/intercept-policies");
-    if !dir.exists() {
-        eprintln!("skipped: ../shared/fixtures not found");
-        return;
-    }
+    let dir = repo().join("tests/data/intercept-policies");
+    assert!(
+        dir.is_dir(),
+        "test data {} is missing; it is part of the repository",
+        dir.display()
+    );
     for ok in ["valid_policy.yaml", "default_deny_policy.yaml"] {
         let o = run(&["import-intercept", dir.join(ok).to_str().unwrap()]);
         assert!(o.status.success(), "{ok}: {}", stderr(&o));
