@@ -7,7 +7,7 @@
 #   scripts/bench.sh --layout one-core --only "c=1"   # added latency with everything on CPU 0
 #   scripts/bench.sh --peers              # also ContextForge and mcp-proxy (installs them first)
 #
-# Other arguments go to `bench` (see `target/release/bench --help`). Results:
+# Other arguments go to `bench` (see `bench --help` in cargo's release directory). Results:
 # target/bench/results.json and target/bench/results.md (printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,11 @@ for a in "$@"; do
     args+=("$a")
   fi
 done
-cargo build --release -p portcullis -p portcullis-bench
+. scripts/lib/cargo-bin.sh
+bin_dir=$(cargo_build_bins release -p portcullis -p portcullis-bench)
 mkdir -p target/bench
-target/release/bench --json target/bench/results.json --markdown target/bench/results.md "${args[@]}"
+# The gateway binary comes from the same build unless the caller names one.
+case " ${args[*]-} " in *" --portcullis"*) ;; *) args=(--portcullis "$bin_dir/portcullis" "${args[@]}") ;; esac
+"$bin_dir/bench" --json target/bench/results.json --markdown target/bench/results.md "${args[@]}"
 echo
 cat target/bench/results.md

@@ -21,8 +21,8 @@ scenarios=("$@")
 
 [ -f .peers/venv1/.done ] || scripts/install-peers.sh
 [ -x .peers/conformance/node_modules/.bin/conformance ] || scripts/conformance.sh --set 2025-11-25 >/dev/null
-cargo build --locked -q -p portcullis
-bin="$PWD/target/debug/portcullis"
+. scripts/lib/cargo-bin.sh
+bin="$(cargo_build_bins debug -p portcullis)/portcullis"
 out="target/conformance/client"
 mkdir -p "$out"
 echo '{"version":"1","default":"allow"}' >"$out/allow.json"

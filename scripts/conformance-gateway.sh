@@ -6,8 +6,8 @@
 # Usage: scripts/conformance-gateway.sh   (needs .peers from install-peers.sh; builds portcullis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked -q -p portcullis
-bin="$PWD/target/debug/portcullis"
+. scripts/lib/cargo-bin.sh
+bin="$(cargo_build_bins debug -p portcullis)/portcullis"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

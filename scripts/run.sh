@@ -5,5 +5,6 @@
 # is denied. It ends by printing a client configuration snippet for Claude Desktop / Cursor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -q -p portcullis
-exec target/release/portcullis demo "$@"
+. scripts/lib/cargo-bin.sh
+bin_dir=$(cargo_build_bins release -p portcullis)
+exec "$bin_dir/portcullis" demo "$@"

@@ -12,12 +12,17 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+step "MSRV: no locked dependency declares a rust-version above the workspace's"
+scripts/msrv-check.py
+
 step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1
 
+# Test data lives in tests/data/ (a missing file fails its test). Only the data the project may
+# not carry is read from ../shared beside the repository; see tests/data/README.md.
 if [ ! -d ../shared/fixtures ]; then
-  echo "note: ../shared/fixtures not found; fixture-based tests will say 'skipped'"
+  echo "note: ../shared/fixtures not found; the tests on the Odoo tool list (not redistributable) will say 'skipped'"
 fi
 
 step "cargo fmt --check"

@@ -1,5 +1,5 @@
 //! Compares the classifier with the categories of PolicyLayer Intercept's policy scaffolds
-//! (`shared/fixtures/tool-corpus/intercept-categories.tsv`): a confusion matrix (rows = the
+//! (`tests/data/tool-corpus/intercept-categories.tsv`): a confusion matrix (rows = the
 //! corpus, columns = ours) and the agreement per corpus category.
 //!
 //! ```text
@@ -14,8 +14,8 @@ use portcullis_classify::{classify, classify_all, Category};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+fn test_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
 fn main() {
@@ -28,11 +28,14 @@ fn main() {
         tools_table(file, server, args.iter().any(|a| a == "--json"));
         return;
     }
-    let path = fixtures().join("tool-corpus/intercept-categories.tsv");
+    let path = test_data().join("tool-corpus/intercept-categories.tsv");
     let path = path.canonicalize().unwrap_or(path);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: ../shared/fixtures not found ({})", path.display());
-        return;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", path.display());
+            std::process::exit(1);
+        }
     };
     let show = args.iter().any(|a| a == "--disagreements");
     let mut matrix = [[0usize; 6]; 6];

@@ -1,5 +1,5 @@
-//! Intercept's own policy test documents (`../shared/fixtures/intercept-policies/`), when
-//! present. A user's checkout does not have them: the tests then say so and pass.
+//! Intercept's own policy test documents, carried in the repository under
+//! `tests/data/intercept-policies/` (source and licence in `tests/data/README.md`).
 
 mod common;
 
@@ -8,26 +8,22 @@ use std::path::PathBuf;
 use common::{assert_error, errs, ok};
 use serde_json::json;
 
-/// The text of a fixture, or `None` (with a message on stderr) when the folder is missing.
-fn fixture(name: &str) -> Option<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/intercept-policies");
-    if !dir.is_dir() {
-        eprintln!(
-            "skipped: ../shared/fixtures not found ({} does not exist)",
-            dir.display()
-        );
-        return None;
-    }
-    let path = dir.join(name);
-    Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+/// The text of a fixture; a missing file fails the test, naming the path.
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/intercept-policies")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "test data {} is missing or unreadable ({e}); it is part of the repository",
+            path.display()
+        )
+    })
 }
 
 #[test]
 fn valid_policy_translates_exactly() {
-    let Some(yaml) = fixture("valid_policy.yaml") else {
-        return;
-    };
+    let yaml = fixture("valid_policy.yaml");
     let t = ok(&yaml);
     let expected = json!({
         "version": "1",
@@ -90,9 +86,7 @@ fn valid_policy_translates_exactly() {
 
 #[test]
 fn default_deny_policy_translates() {
-    let Some(yaml) = fixture("default_deny_policy.yaml") else {
-        return;
-    };
+    let yaml = fixture("default_deny_policy.yaml");
     let t = ok(&yaml);
     assert_eq!(
         t.policy,
@@ -122,9 +116,7 @@ fn default_deny_policy_translates() {
 
 #[test]
 fn invalid_policy_is_a_yaml_error() {
-    let Some(yaml) = fixture("invalid_policy.yaml") else {
-        return;
-    };
+    let yaml = fixture("invalid_policy.yaml");
     let errors = errs(&yaml);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].locator, "(yaml)");
@@ -142,9 +134,7 @@ fn invalid_policy_is_a_yaml_error() {
 
 #[test]
 fn invalid_schema_reports_every_error() {
-    let Some(yaml) = fixture("invalid_schema.yaml") else {
-        return;
-    };
+    let yaml = fixture("invalid_schema.yaml");
     let e = errs(&yaml);
     let some = "tools.some_tool.rules";
     let rate = "tools.rate_limit_tool.rules";

@@ -591,7 +591,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
         let total = log.count(&filter).map_err(|e| e.to_string())?;
         if total > records.len() as u64 {
             eprintln!(
-                "(the last {} of {total} matching records; --limit N or --limit 0 for more)",
+                "showing the {} most recent of {total} matching records (use --limit 0 for all)",
                 records.len()
             );
         }

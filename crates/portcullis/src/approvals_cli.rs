@@ -56,7 +56,7 @@ enum ApprovalsCmd {
     Approve {
         /// Approval id (apr_…).
         id: String,
-        /// Who approves [default: $USER].
+        /// Who approves [default: $USER, else the account name of the current user].
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
         /// How long the approval stays usable (90s, 10m, 1h).
@@ -73,7 +73,7 @@ enum ApprovalsCmd {
         /// Why (shown to the agent).
         #[arg(long)]
         reason: String,
-        /// Who denies [default: $USER].
+        /// Who denies [default: $USER, else the account name of the current user].
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
         /// Machine-readable output.
@@ -213,12 +213,49 @@ pub(crate) fn status_filter(s: &str) -> Result<Option<ApprovalStatus>, String> {
         .map_err(|e: String| format!("{e}, or all"))
 }
 
-/// The approver's default name: `$USER` (or `$LOGNAME`).
+/// The approver's default name: `$USER` (or `$LOGNAME`); when neither is set (cron, systemd
+/// units, containers), the account name of the current uid; failing that, `uid N`.
 fn default_by() -> Result<String, String> {
-    ["USER", "LOGNAME"]
+    let from_env = ["USER", "LOGNAME"]
         .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .ok_or_else(|| "cannot tell who you are ($USER is not set); give --by NAME".to_string())
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()));
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    Ok(from_env
+        .or_else(|| account_name(uid))
+        .unwrap_or_else(|| format!("uid {uid}")))
+}
+
+/// The user database's name for `uid` (`getpwuid_r`), if it has one.
+fn account_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is only read
+        // after getpwuid_r filled it in.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `buf` outlives the call and its length is passed; `pwd` and `found` are
+        // valid for writes. On success the strings in `pwd` point into `buf`.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: pw_name is a NUL-terminated string inside `buf`, which is still alive.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty());
+    }
 }
 
 fn approvals_path(place: &Place) -> std::path::PathBuf {

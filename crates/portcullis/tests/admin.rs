@@ -347,7 +347,7 @@ fn audit_query_export_and_retention() {
         "{table}"
     );
     let (_, more) = ok(cwd, &["audit", "--limit", "1"]);
-    assert!(more.contains("the last 1 of 5"), "{more}");
+    assert!(more.contains("showing the 1 most recent of 5"), "{more}");
     let err = fails(cwd, &["audit", "--decision", "maybe"]);
     assert!(err.contains("allow, deny"), "{err}");
     let err = fails(cwd, &["audit", "--since", "yesterday"]);
@@ -376,4 +376,42 @@ fn audit_query_export_and_retention() {
     assert_eq!(ids(&all), ["r1", "r2", "r3", "r4"]);
     let err = fails(cwd, &["audit", "retain", "--older-than", "forever"]);
     assert!(err.contains("--older-than"), "{err}");
+}
+
+#[test]
+fn the_table_says_when_more_records_match_than_it_shows() {
+    let d = with_config("audit-more");
+    let cwd = &d.0;
+    let data = cwd.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let t = now();
+    {
+        let log = AuditLog::open(data.join("audit.db"), AuditMode::Durable).unwrap();
+        for i in 0..101u32 {
+            let r = rec(
+                t - 1000 + u64::from(i),
+                i,
+                AuditDecision::Allow,
+                "read",
+                "alice",
+            );
+            log.append_blocking(r).unwrap();
+        }
+    }
+    let rows = |table: &str| table.lines().filter(|l| l.contains(" read ")).count();
+
+    // The default view: 100 rows, and a note on stderr about the 101st.
+    let (out, err) = ok(cwd, &["audit"]);
+    assert_eq!(rows(&out), 100, "{out}");
+    assert!(
+        err.contains("showing the 100 most recent of 101 matching records (use --limit 0 for all)"),
+        "{err}"
+    );
+    // Everything: no note.
+    let (out, err) = ok(cwd, &["audit", "--limit", "0"]);
+    assert_eq!(rows(&out), 101, "{out}");
+    assert!(!err.contains("showing"), "{err}");
+    // Exactly as many as match: no note either.
+    let (_, err) = ok(cwd, &["audit", "--limit", "101"]);
+    assert!(!err.contains("showing"), "{err}");
 }

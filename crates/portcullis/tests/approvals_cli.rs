@@ -381,3 +381,33 @@ fn the_config_names_the_data_dir() {
     );
     assert!(out.contains(&id), "{out}");
 }
+
+#[test]
+fn without_user_in_the_environment_the_account_name_decides() {
+    let dir = Scratch::new("no-user");
+    let data = dir.join("data");
+    let dd = data.to_str().unwrap();
+    let s = store(&data);
+    let pay = request(&s, "fp-pay", "pay_invoice", now() - 1000);
+    let me = Command::new("id").arg("-un").output().unwrap();
+    let me = String::from_utf8(me.stdout).unwrap().trim().to_owned();
+    assert!(!me.is_empty(), "`id -un` names the test's user");
+
+    let out = Command::new(BIN)
+        .current_dir(&dir.0)
+        .args(["approvals", "approve", &pay, "--data-dir", dd])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "exit {:?}:\n{so}\n{se}", out.status);
+    assert!(so.contains(&format!("by {me}")), "{so}");
+    assert_eq!(
+        s.get(&pay).unwrap().decided_by.as_deref(),
+        Some(me.as_str())
+    );
+}

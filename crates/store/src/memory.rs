@@ -188,7 +188,7 @@ impl Cells for Maps {
             Some(log) => log,
             None => self.rolling.entry(key.clone()).or_default(),
         };
-        debug_assert!(log.events.back().map_or(true, |&(last, _)| last <= ts));
+        debug_assert!(log.events.back().is_none_or(|&(last, _)| last <= ts));
         log.len = log.len.max(len);
         log.sum = log.sum.saturating_add(amount);
         log.events.push_back((ts, amount));

@@ -25,8 +25,9 @@ pub fn annotated(name: &str, description: &str, annotations: Value) -> Value {
 }
 
 /// `../../../shared/fixtures/<rel>` relative to this crate, or `None` (with the skip notice on
-/// stderr) when the shared fixtures are not there.
-pub fn fixture(rel: &str) -> Option<String> {
+/// stderr) when the shared fixtures are not there. Only for data the repository may not carry
+/// (see `tests/data/README.md`).
+pub fn shared_fixture(rel: &str) -> Option<String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures")
         .join(rel);
@@ -39,29 +40,40 @@ pub fn fixture(rel: &str) -> Option<String> {
     }
 }
 
-/// The Odoo Claude MCP tool list, if present.
+/// `tests/data/<rel>` of the repository; a missing file fails the test, naming the path.
+pub fn repo_data(rel: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "test data {} is missing or unreadable ({e}); it is part of the repository",
+            path.display()
+        )
+    })
+}
+
+/// The Odoo Claude MCP tool list, if present (never carried in the repository: its licence).
 pub fn odoo_tools() -> Option<Vec<Value>> {
-    let text = fixture("odoo-claude-mcp/tools.json")?;
+    let text = shared_fixture("odoo-claude-mcp/tools.json")?;
     let v: Value = serde_json::from_str(&text).expect("tools.json is JSON");
     Some(v["tools"].as_array().expect("tools array").clone())
 }
 
 /// The Intercept corpus as (server, category, tool definition).
-pub fn corpus() -> Option<Vec<(String, String, Value)>> {
-    let text = fixture("tool-corpus/intercept-categories.tsv")?;
-    Some(
-        text.lines()
-            .skip(1)
-            .filter_map(|l| {
-                let f: Vec<&str> = l.splitn(4, '\t').collect();
-                (f.len() == 4).then(|| {
-                    (
-                        f[0].to_string(),
-                        f[1].to_string(),
-                        json!({ "name": f[2], "description": f[3] }),
-                    )
-                })
+pub fn corpus() -> Vec<(String, String, Value)> {
+    let text = repo_data("tool-corpus/intercept-categories.tsv");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(4, '\t').collect();
+            (f.len() == 4).then(|| {
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    json!({ "name": f[2], "description": f[3] }),
+                )
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
