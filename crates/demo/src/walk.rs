@@ -1,7 +1,8 @@
 //! The walkthrough behind `portcullis demo`: the gateway in-process in front of the demo
-//! server, driven by a scripted MCP client over in-memory pipes, narrated step by step.
+//! server, driven by `portcullis-client` over in-memory pipes, narrated step by step.
 
 use crate::{tools, DEMO_POLICY, SERVER_NAME};
+use portcullis_client::{Client, Era, ErrorKind, Options as ClientOptions};
 use portcullis_gateway::relay::system_clock;
 use portcullis_gateway::stdio::Caps;
 use portcullis_gateway::upstream::stdio::ChildSpec;
@@ -14,7 +15,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The tool the walkthrough rate-limits.
 const RUN_TOOL: &str = "ai_invoice_pipeline_run";
@@ -146,18 +147,13 @@ pub async fn walkthrough_with(
         Caps::default(),
     ));
     let (c_in, c_out) = tokio::io::split(client_end);
-    let mut client = Client {
-        r: BufReader::new(c_in),
-        w: c_out,
-        next_id: 1,
-    };
     let mut facts = Walkthrough {
         policy_path,
         ..Default::default()
     };
-    let driven = drive(&mut client, out, &mut facts).await;
-    // Close the client side: the gateway stops the demo server and returns.
-    drop(client);
+    // The client side is closed when `drive` returns: the gateway stops the demo server and
+    // returns.
+    let driven = drive(c_in, c_out, out, &mut facts).await;
     let stopped = tokio::time::timeout(Duration::from_secs(10), gateway).await;
     let gateway_result = match stopped {
         Ok(Ok(r)) => r,
@@ -227,65 +223,24 @@ fn write_policy(dir: Option<&Path>) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-struct Client {
-    r: BufReader<ReadHalf<DuplexStream>>,
-    w: WriteHalf<DuplexStream>,
-    next_id: u64,
+/// A client failure as an I/O error (a timeout keeps its kind).
+fn io_error(e: portcullis_client::Error) -> io::Error {
+    let kind = match e.kind() {
+        ErrorKind::Timeout => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
-impl Client {
-    /// Sends a request and returns its response message (notifications in between are
-    /// skipped).
-    async fn request(&mut self, method: &str, params: Value) -> io::Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send(&msg).await?;
-        let wait = async {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if self.r.read_line(&mut line).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the gateway closed the connection",
-                    ));
-                }
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v.get("method").is_none() && v.get("id") == Some(&json!(id)) {
-                    return Ok(v);
-                }
-            }
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, wait)
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer to {method} within {REQUEST_TIMEOUT:?}"),
-                )
-            })?
-    }
-
-    async fn notify(&mut self, method: &str) -> io::Result<()> {
-        self.send(&json!({"jsonrpc": "2.0", "method": method}))
-            .await
-    }
-
-    async fn send(&mut self, msg: &Value) -> io::Result<()> {
-        let mut buf = msg.to_string().into_bytes();
-        buf.push(b'\n');
-        self.w.write_all(&buf).await?;
-        self.w.flush().await
-    }
-
-    async fn call(&mut self, tool: &str, args: Value) -> io::Result<Outcome> {
-        let v = self
-            .request("tools/call", json!({"name": tool, "arguments": args}))
-            .await?;
-        Ok(Outcome::of(&v))
+/// Calls a tool through the gateway; a JSON-RPC error is an outcome, anything else fails the
+/// walkthrough.
+async fn call(client: &mut Client, tool: &str, args: Value) -> io::Result<Outcome> {
+    match client.call_tool(tool, args).await {
+        Ok(result) => Ok(Outcome::of(&result)),
+        Err(e) => match e.rpc_message() {
+            Some(m) => Ok(Outcome::Error(m.to_owned())),
+            None => Err(io_error(e)),
+        },
     }
 }
 
@@ -307,16 +262,8 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn of(v: &Value) -> Outcome {
-        if let Some(e) = v.get("error") {
-            return Outcome::Error(
-                e.get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-                    .to_owned(),
-            );
-        }
-        let r = &v["result"];
+    /// The outcome of a `tools/call` result.
+    fn of(r: &Value) -> Outcome {
         let text = r["content"][0]["text"].as_str().unwrap_or("").to_owned();
         if let Some(d) = r.pointer("/_meta/portcullis~1decision") {
             return Outcome::Denied {
@@ -381,7 +328,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 async fn drive(
-    client: &mut Client,
+    from_gateway: impl AsyncRead + Send + Unpin + 'static,
+    to_gateway: impl AsyncWrite + Send + Unpin + 'static,
     out: &mut dyn Write,
     facts: &mut Walkthrough,
 ) -> io::Result<()> {
@@ -421,49 +369,40 @@ async fn drive(
     out.flush()?;
 
     // 1. Handshake.
-    let init = client
-        .request(
-            "initialize",
-            json!({
-                "protocolVersion": crate::SUPPORTED_VERSIONS[0],
-                "capabilities": {},
-                "clientInfo": {"name": "portcullis-demo", "version": env!("CARGO_PKG_VERSION")}
-            }),
-        )
-        .await?;
-    let Some(result) = init.get("result") else {
-        return Err(io::Error::other(format!(
-            "the demo server refused to initialize: {}",
-            init["error"]
-        )));
+    let opts = ClientOptions {
+        client_name: "portcullis-demo".into(),
+        era: Era::Handshake,
+        request_timeout: Some(REQUEST_TIMEOUT),
+        ..ClientOptions::default()
     };
-    facts.server_name = result["serverInfo"]["name"]
-        .as_str()
-        .unwrap_or("?")
-        .to_owned();
-    facts.protocol_version = result["protocolVersion"].as_str().unwrap_or("?").to_owned();
-    client.notify("notifications/initialized").await?;
+    let mut client = Client::over_lines(from_gateway, to_gateway, &opts)
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::Rpc { .. } => {
+                io::Error::other(format!("the demo server refused to initialize: {e}"))
+            }
+            _ => io_error(e),
+        })?;
+    let info = client.server_info().cloned().unwrap_or_default();
+    facts.server_name = info["name"].as_str().unwrap_or("?").to_owned();
+    facts.protocol_version = client.protocol_version().to_owned();
     writeln!(out, "1. Connect")?;
     writeln!(
         out,
         "   Connected to {} {} through Portcullis (MCP {}).",
         facts.server_name,
-        result["serverInfo"]["version"].as_str().unwrap_or(""),
+        info["version"].as_str().unwrap_or(""),
         facts.protocol_version
     )?;
     writeln!(out)?;
     out.flush()?;
 
     // 2. The list, without the hidden tool; then the hidden tool called anyway.
-    let list = client.request("tools/list", json!({})).await?;
-    facts.listed_tools = list["result"]["tools"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let listed = client.list_tools().await.map_err(io_error)?;
+    facts.listed_tools = listed
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
     facts.delete_tool_listed = facts.listed_tools.iter().any(|t| t == DELETE_TOOL);
     let offered = tools()["tools"].as_array().map_or(0, Vec::len);
     writeln!(out, "2. List the tools")?;
@@ -473,12 +412,12 @@ async fn drive(
         facts.listed_tools.len()
     )?;
     writeln!(out, "{}", indent(&facts.listed_tools.join(", "), 3))?;
-    let delete = client
-        .call(
-            DELETE_TOOL,
-            json!({"model": "account.move", "ids": [INVOICE_ID]}),
-        )
-        .await?;
+    let delete = call(
+        &mut client,
+        DELETE_TOOL,
+        json!({"model": "account.move", "ids": [INVOICE_ID]}),
+    )
+    .await?;
     if let Outcome::Denied { rule, .. } = &delete {
         facts.delete_call_rule = Some(rule.clone());
     }
@@ -512,7 +451,7 @@ async fn drive(
     }
     let mut outcomes = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        outcomes.push(client.call(RUN_TOOL, json!({"move_id": BILL_ID})).await?);
+        outcomes.push(call(&mut client, RUN_TOOL, json!({"move_id": BILL_ID})).await?);
     }
     facts.runs_attempted = RUNS;
     facts.runs_passed = outcomes
@@ -557,12 +496,12 @@ async fn drive(
 
     // 4. A payment.
     writeln!(out, "4. Pay invoice {INVOICE_NAME} in full ({PAY_TOOL})")?;
-    let pay = client
-        .call(
-            PAY_TOOL,
-            json!({"invoice_id": INVOICE_ID, "amount": 3200.0, "currency": "EUR"}),
-        )
-        .await?;
+    let pay = call(
+        &mut client,
+        PAY_TOOL,
+        json!({"invoice_id": INVOICE_ID, "amount": 3200.0, "currency": "EUR"}),
+    )
+    .await?;
     if let Outcome::Denied { rule, text, .. } = &pay {
         facts.payment_denied = true;
         facts.payment_rule = Some(rule.clone());
@@ -574,13 +513,13 @@ async fn drive(
 
     // 5. A read, which also shows the payment never arrived.
     writeln!(out, "5. Read invoice {INVOICE_NAME} back (odoo_read)")?;
-    let read = client
-        .call(
-            "odoo_read",
-            json!({"model": "account.move", "ids": [INVOICE_ID],
-                   "fields": ["name", "partner_id", "amount_total", "currency_id", "payment_state"]}),
-        )
-        .await?;
+    let read = call(
+        &mut client,
+        "odoo_read",
+        json!({"model": "account.move", "ids": [INVOICE_ID],
+               "fields": ["name", "partner_id", "amount_total", "currency_id", "payment_state"]}),
+    )
+    .await?;
     match &read {
         Outcome::Allowed(v) => {
             facts.read_allowed = true;
@@ -606,5 +545,6 @@ async fn drive(
     }
     writeln!(out)?;
     out.flush()?;
+    client.close().await;
     Ok(())
 }

@@ -491,19 +491,8 @@ async fn tools_of(
 async fn list_classified(name: &str, spec: UpstreamSpec) -> Result<Value, String> {
     let server = name.to_owned();
     let job = tokio::task::spawn_blocking(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
         let (tools, _own_name) =
-            match &spec {
-                UpstreamSpec::Command(c) => {
-                    rt.block_on(crate::scan::list_stdio(&c.argv, &c.env, TOOLS_TIMEOUT))?
-                }
-                UpstreamSpec::Http(h) | UpstreamSpec::Sse(h) => rt.block_on(
-                    crate::scan::list_http(&server, &h.url, h.headers.clone(), TOOLS_TIMEOUT),
-                )?,
-            };
+            crate::scan::runtime()?.block_on(crate::scan::list_live(&spec, TOOLS_TIMEOUT))?;
         let tools = crate::scan::dedupe(tools, &server);
         let classes = classify_all(&tools, &server);
         let mut by_name: HashMap<String, Value> = classes

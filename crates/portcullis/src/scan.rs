@@ -7,61 +7,32 @@
 //! server (`--url`). A source that fails is reported on standard error and the others are
 //! still processed; the exit code is then 1. Usage errors exit with 2.
 //!
-//! Every live server gets the same conversation: `initialize` (the 2025-11-25 handshake, which
-//! dual-era servers accept too), `notifications/initialized`, then `tools/list` until the last
-//! page. A stdio server is spoken to directly, so that its stray output, exit status and
-//! stderr can be quoted when it fails; an HTTP server is reached through the gateway's own
-//! upstream transports (Streamable HTTP, or legacy HTTP+SSE when the URL's path ends in
-//! `/sse`) behind a relay whose policy allows everything, so the list is exactly the server's.
+//! Every live server gets the same conversation, through `portcullis-client`: `initialize`
+//! (the 2025-11-25 handshake, which dual-era servers accept too),
+//! `notifications/initialized`, then `tools/list` until the last page. A stdio server's stray
+//! output, exit status and stderr are quoted when it fails; an HTTP server is reached over
+//! Streamable HTTP, or legacy HTTP+SSE when the URL's path ends in `/sse`.
 
 use clap::{Args, ValueEnum};
 use portcullis_classify::{
     catalog_index_html, catalog_index_markdown, catalog_page_html, catalog_page_markdown,
     classify_all, page_slug, starter_policy, Category, Classification, Preset, Risk,
 };
+use portcullis_client::{
+    truncate, without_userinfo, ChildSpec, Era, ErrorKind, Options, UpstreamSpec,
+};
 use portcullis_gateway::config::{expand_env, Config};
-use portcullis_gateway::relay::system_clock;
-use portcullis_gateway::upstream::stdio::{send, stop, SharedStdin};
-use portcullis_gateway::upstream::UpstreamSpec;
-use portcullis_gateway::Connection;
-use portcullis_gateway::{Caller, Relay, RelayConfig};
 use portcullis_policy::{lint, Engine};
-use portcullis_store::MemoryCounters;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::ChildStdout;
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::time::Duration;
 
-/// The MCP protocol version offered in `initialize`.
-const PROTOCOL_VERSION: &str = "2025-11-25";
-/// How long a scanned server gets to exit after its input is closed (then SIGTERM, the same
-/// again, then SIGKILL).
-const GRACE: Duration = Duration::from_millis(500);
-/// Most `tools/list` pages followed before giving up on a server that never stops paging.
-const MAX_PAGES: usize = 1000;
 /// Width of the WHY column when the terminal's width is unknown or output is not a terminal.
 const DEFAULT_WHY: usize = 100;
-/// The policy of the relay an HTTP server is scanned through: everything listed, nothing hidden.
-const ALLOW_ALL: &str = r#"{"version":"1","default":"allow"}"#;
-/// The error the relay answers with when a request could not be delivered: the text before
-/// and after its reason.
-const UNDELIVERABLE: (&str, &str) = (
-    "The upstream server is not reachable (",
-    "); the request was not delivered.",
-);
-/// The error the relay answers with when the connection died mid-request: the text before and
-/// after its reason.
-const LOST: (&str, &str) = (
-    "The upstream server stopped before answering (",
-    "); retry once it is back.",
-);
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -197,18 +168,6 @@ impl Origin {
             Origin::Command { argv, .. } => argv.join(" "),
             Origin::Url { url, .. } => without_userinfo(url),
         }
-    }
-}
-
-/// A URL without the `user:password@` part, which must not be printed.
-fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_string(),
     }
 }
 
@@ -517,7 +476,7 @@ pub(crate) fn dedupe(tools: Vec<Value>, server: &str) -> Vec<Value> {
 
 /// Lists one target's tools, and the server's own name when it said one.
 fn list_tools(t: &Target, timeout: Duration) -> Result<(Vec<Value>, Option<String>), String> {
-    match &t.origin {
+    let spec = match &t.origin {
         Origin::File(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
@@ -529,7 +488,7 @@ fn list_tools(t: &Target, timeout: Duration) -> Result<(Vec<Value>, Option<Strin
                     p.display()
                 )
             })?;
-            Ok((tools.clone(), None))
+            return Ok((tools.clone(), None));
         }
         Origin::Url { url, headers } => {
             check_url(url)?;
@@ -540,7 +499,7 @@ fn list_tools(t: &Target, timeout: Duration) -> Result<(Vec<Value>, Option<Strin
                     expand_env(v).map_err(|e| format!("header {k}: {e}"))?,
                 ));
             }
-            runtime()?.block_on(list_http(&t.name, url, expanded, timeout))
+            UpstreamSpec::for_url(url.clone(), expanded)
         }
         Origin::Command { argv, env } => {
             let mut vars = Vec::with_capacity(env.len());
@@ -550,168 +509,53 @@ fn list_tools(t: &Target, timeout: Duration) -> Result<(Vec<Value>, Option<Strin
                     expand_env(v).map_err(|e| format!("env.{k}: {e}"))?,
                 ));
             }
-            runtime()?.block_on(list_stdio(argv, &vars, timeout))
+            UpstreamSpec::Command(ChildSpec {
+                argv: argv.clone(),
+                env: vars,
+            })
         }
-    }
+    };
+    runtime()?.block_on(list_live(&spec, timeout))
 }
 
 /// A single-threaded runtime for one server's conversation; dropping it ends every task the
 /// conversation left behind.
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// What carries messages between `portcullis scan` and a server.
-trait Wire {
-    /// Sends one message; `step` says what is being waited for, for error messages.
-    async fn send(&mut self, msg: &Value, step: &str) -> Result<(), String>;
-    /// The next message from the server (a JSON object); an `Err` means none will come.
-    async fn recv(&mut self, step: &str) -> Result<Value, String>;
-}
-
-/// A stdio server's pipes.
-struct StdioWire<'a> {
-    stdin: &'a SharedStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    /// The first line of stdout that was not JSON, if any (a server logging to stdout).
-    junk: Option<String>,
-    /// Whether the server closed its stdout.
-    closed: bool,
-}
-
-impl Wire for StdioWire<'_> {
-    async fn send(&mut self, msg: &Value, step: &str) -> Result<(), String> {
-        send(self.stdin, &msg.to_string()).await.map_err(|e| {
-            format!("cannot write to the server while waiting for {step} (did it exit?): {e}")
-        })
-    }
-
-    /// Skips blank lines and remembers the first one that is not a JSON object.
-    async fn recv(&mut self, step: &str) -> Result<Value, String> {
-        loop {
-            let line = match self.lines.next_line().await {
-                Ok(Some(l)) => l,
-                Ok(None) => {
-                    self.closed = true;
-                    return Err(format!(
-                        "the server closed its output before answering {step}"
-                    ));
-                }
-                Err(e) => return Err(format!("cannot read the server's output: {e}")),
-            };
-            let trimmed = line.trim();
-            if trimmed.is_empty() {
-                continue;
-            }
-            match serde_json::from_str(trimmed) {
-                Ok(v @ Value::Object(_)) => return Ok(v),
-                _ => {
-                    if self.junk.is_none() {
-                        self.junk = Some(truncate(trimmed, 160));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An HTTP server behind the gateway's relay and upstream transport: lines go in through
-/// [`Connection::from_client`], answers come out of the channel the transport writes to.
-struct HttpWire {
-    /// The server's URL, to explain a failed connection.
-    url: String,
-    upstream: Arc<Connection>,
-    caller: Caller,
-    answers: UnboundedReceiver<String>,
-}
-
-impl Wire for HttpWire {
-    async fn send(&mut self, msg: &Value, _step: &str) -> Result<(), String> {
-        // Delivery failures come back as answers (see `transport_failure`).
-        self.upstream
-            .from_client(&msg.to_string(), &self.caller)
-            .await;
-        Ok(())
-    }
-
-    /// Turns the relay's own "not reachable" and "stopped" answers into errors.
-    async fn recv(&mut self, step: &str) -> Result<Value, String> {
-        let line =
-            self.answers.recv().await.ok_or_else(|| {
-                format!("the connection closed before the server answered {step}")
-            })?;
-        let msg: Value = serde_json::from_str(&line)
-            .map_err(|e| format!("unreadable message from the relay ({e})"))?;
-        match transport_failure(&msg) {
-            Some(why) if why.starts_with("cannot reach ") => Err(unreachable(why, &self.url).await),
-            Some(why) => Err(explain_transport(why, step)),
-            None => Ok(msg),
-        }
-    }
-}
-
-/// The reason inside an error the relay made up itself (the request never reached the server,
-/// or the connection died), as opposed to an error from the server.
-fn transport_failure(msg: &Value) -> Option<&str> {
-    let text = msg.pointer("/error/message")?.as_str()?;
-    [UNDELIVERABLE, LOST]
-        .iter()
-        .find_map(|(head, tail)| text.strip_prefix(head)?.strip_suffix(tail))
-}
-
-/// A "cannot reach URL: …" from the transport, with the reason a plain TCP connection to the
-/// server fails (refused, unknown host, …) when there is one: the transport's own message
-/// stops at "error sending request".
-async fn unreachable(why: &str, url: &str) -> String {
-    match connect_failure(url).await {
-        Some(detail) => format!("cannot reach {}: {detail}", without_userinfo(url)),
-        None => why.to_string(),
-    }
-}
-
-/// Why a TCP connection to the URL's host and port fails (within 5 s), or `None` if it works.
-async fn connect_failure(url: &str) -> Option<String> {
-    let plain = without_userinfo(url);
-    let (scheme, rest) = plain.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let default = if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
+/// Lists a live server's tools with `portcullis-client` — the 2025-11-25 handshake (which
+/// dual-era servers accept too), then every page — and its own name; the server is stopped
+/// or its session ended afterwards. A failure is said for people (see [`explain`]).
+pub(crate) async fn list_live(
+    spec: &UpstreamSpec,
+    timeout: Duration,
+) -> Result<(Vec<Value>, Option<String>), String> {
+    let opts = Options {
+        client_name: "portcullis-scan".into(),
+        era: Era::Handshake,
+        timeout: Some(timeout),
+        request_timeout: None,
+        ..Options::default()
     };
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (host, after) = v6.split_once(']')?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, p.parse().ok()?),
-                None => (host, default),
-            }
-        }
-        None => match authority.rsplit_once(':') {
-            Some((host, p)) => (host, p.parse().ok()?),
-            None => (authority, default),
-        },
-    };
-    let connect = tokio::net::TcpStream::connect((host, port));
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("no answer to a TCP connection within 5 s".into()),
+    match portcullis_client::list_tools(spec, &opts).await {
+        Ok(l) => Ok((l.tools, l.server_name)),
+        Err(e) => Err(explain(&e)),
     }
 }
 
-/// A transport failure other than "cannot reach", said for people: HTTP statuses name the step
-/// they broke, and an authentication refusal says how to send credentials.
-fn explain_transport(why: &str, step: &str) -> String {
-    let text = match why.strip_prefix("the server answered HTTP ") {
-        Some(status) => format!("the server answered {step} with HTTP {status}"),
-        None => format!("{why} (while waiting for the answer to {step})"),
-    };
-    with_auth_hint(text)
+/// A client error as `scan` reports it: a refused or failed HTTP exchange that mentions HTTP
+/// 401 or 403 says how to send credentials.
+fn explain(e: &portcullis_client::Error) -> String {
+    match e.kind() {
+        ErrorKind::Connect | ErrorKind::HttpStatus(_) | ErrorKind::Transport => {
+            with_auth_hint(e.to_string())
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// Adds how to send credentials to an error that reports HTTP 401 or 403.
@@ -721,278 +565,6 @@ fn with_auth_hint(text: String) -> String {
     } else {
         text
     }
-}
-
-/// Lists an HTTP server's tools through the gateway's upstream transport (the legacy
-/// handshake, so that handshake-era and dual-era servers both answer), then ends the session.
-pub(crate) async fn list_http(
-    name: &str,
-    url: &str,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-) -> Result<(Vec<Value>, Option<String>), String> {
-    let started = Instant::now();
-    let engine = Engine::from_json(ALLOW_ALL).expect("the allow-all policy is valid");
-    let relay = Arc::new(Relay::new(RelayConfig {
-        store: Arc::new(MemoryCounters::new()),
-        server: name.to_string(),
-        clock: system_clock,
-        audit: false,
-        approvals: None,
-        on_new_approval: None,
-        hold_ms: 0,
-    }));
-    let caller = Caller {
-        engine: Some(Arc::new(engine)),
-        grant_id: "local:scan".into(),
-        grant_label: "portcullis-scan".into(),
-        session_id: format!("scan-{}", std::process::id()),
-        policy: None,
-        request_id: None,
-    };
-    let (tx, answers) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let spec = UpstreamSpec::for_url(url.to_string(), headers);
-    let upstream =
-        match tokio::time::timeout(timeout, Connection::start(&spec, relay, tx, None)).await {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => {
-                let why = e.to_string();
-                return Err(if why.starts_with("cannot reach ") {
-                    unreachable(&why, url).await
-                } else {
-                    with_auth_hint(why)
-                });
-            }
-            Err(_) => {
-                return Err(format!(
-                    "timed out after {} s connecting to {}",
-                    timeout.as_secs_f32(),
-                    without_userinfo(url)
-                ))
-            }
-        };
-    let mut session = Session {
-        wire: HttpWire {
-            url: url.to_string(),
-            upstream: upstream.clone(),
-            caller,
-            answers,
-        },
-        next_id: 1,
-        step: String::new(),
-    };
-    let left = timeout.saturating_sub(started.elapsed());
-    let result = tokio::time::timeout(left, session.run()).await;
-    upstream.shutdown(GRACE).await;
-    match result {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "timed out after {} s waiting for the answer to {}",
-            timeout.as_secs_f32(),
-            session.step
-        )),
-    }
-}
-
-/// One conversation with a server, over any [`Wire`]: requests out, answers in.
-struct Session<W> {
-    wire: W,
-    next_id: u64,
-    /// What the server is being asked, for error and timeout messages.
-    step: String,
-}
-
-impl<W: Wire> Session<W> {
-    async fn write(&mut self, msg: &Value) -> Result<(), String> {
-        self.wire.send(msg, &self.step).await
-    }
-
-    /// Sends a request and waits for its answer, skipping notifications and declining the
-    /// server's own requests (answering `ping`).
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await?;
-        loop {
-            let msg = self.wire.recv(&self.step).await?;
-            if let Some(m) = msg.get("method").and_then(Value::as_str) {
-                if let Some(rid) = msg.get("id") {
-                    let reply = if m == "ping" {
-                        json!({"jsonrpc": "2.0", "id": rid, "result": {}})
-                    } else {
-                        json!({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": format!("portcullis scan does not support {m}")}})
-                    };
-                    self.write(&reply).await?;
-                }
-                continue;
-            }
-            if msg.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
-            }
-            if let Some(err) = msg.get("error") {
-                let text = err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message");
-                let code = err.get("code").map(Value::to_string).unwrap_or_default();
-                return Err(format!(
-                    "the server answered {} with an error: {text} (code {code})",
-                    self.step
-                ));
-            }
-            return msg.get("result").cloned().ok_or_else(|| {
-                format!(
-                    "the server's answer to {} has neither result nor error",
-                    self.step
-                )
-            });
-        }
-    }
-
-    /// `initialize`, `notifications/initialized`, then `tools/list` through every page.
-    async fn run(&mut self) -> Result<(Vec<Value>, Option<String>), String> {
-        self.step = "initialize".into();
-        let init = self
-            .request(
-                "initialize",
-                json!({
-                    "protocolVersion": PROTOCOL_VERSION,
-                    "capabilities": {},
-                    "clientInfo": {"name": "portcullis-scan", "version": env!("CARGO_PKG_VERSION")}
-                }),
-            )
-            .await?;
-        let own_name = init
-            .pointer("/serverInfo/name")
-            .and_then(Value::as_str)
-            .map(String::from);
-        self.write(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
-        let mut tools = Vec::new();
-        let mut cursor: Option<String> = None;
-        let mut seen = HashSet::new();
-        for page in 1..=MAX_PAGES {
-            self.step = format!("tools/list (page {page})");
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
-            };
-            let r = self.request("tools/list", params).await?;
-            let list = r.get("tools").and_then(Value::as_array).ok_or_else(|| {
-                format!(
-                    "the server's answer to {} has no \"tools\" array",
-                    self.step
-                )
-            })?;
-            tools.extend(list.iter().cloned());
-            match r.get("nextCursor") {
-                Some(Value::String(c)) if !c.is_empty() => {
-                    if !seen.insert(c.clone()) {
-                        return Err(format!(
-                            "tools/list repeated the cursor {c:?} (page {page}): the server pages in a loop"
-                        ));
-                    }
-                    cursor = Some(c.clone());
-                }
-                _ => return Ok((tools, own_name)),
-            }
-        }
-        Err(format!(
-            "tools/list still had more pages after {MAX_PAGES}: giving up"
-        ))
-    }
-}
-
-/// Starts a stdio server, lists its tools, and stops it (stdin closed, then SIGTERM and
-/// SIGKILL to its process group after a short grace), whatever happened.
-pub(crate) async fn list_stdio(
-    argv: &[String],
-    env: &[(String, String)],
-    timeout: Duration,
-) -> Result<(Vec<Value>, Option<String>), String> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| "the server command is empty".to_string())?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-    let stdin: SharedStdin = Arc::new(tokio::sync::Mutex::new(child.stdin.take()));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    // The last lines of stderr, quoted in error messages.
-    let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-    let stderr_task = child.stderr.take().map(|err| {
-        let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.trim().is_empty() {
-                    continue;
-                }
-                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == 3 {
-                    t.pop_front();
-                }
-                t.push_back(truncate(l.trim_end(), 200));
-            }
-        })
-    });
-    let mut session = Session {
-        wire: StdioWire {
-            stdin: &stdin,
-            lines: BufReader::new(stdout).lines(),
-            junk: None,
-            closed: false,
-        },
-        next_id: 1,
-        step: String::new(),
-    };
-    let result = tokio::time::timeout(timeout, session.run()).await;
-    stop(&mut child, &stdin, GRACE).await;
-    if let Some(task) = stderr_task {
-        let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
-    }
-    let mut err = match result {
-        Ok(Ok(found)) => return Ok(found),
-        Ok(Err(e)) => e,
-        Err(_) => format!(
-            "timed out after {} s waiting for the answer to {}",
-            timeout.as_secs_f32(),
-            session.step
-        ),
-    };
-    if session.wire.closed {
-        if let Ok(Some(status)) = child.try_wait() {
-            let _ = write!(err, " ({status})");
-        }
-    }
-    if let Some(j) = &session.wire.junk {
-        let _ = write!(err, "; it wrote non-JSON to stdout: {j:?}");
-    }
-    let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-    if !tail.is_empty() {
-        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-        let _ = write!(err, "; its stderr ended with: {}", lines.join(" / "));
-    }
-    Err(err)
-}
-
-/// Cuts `s` to at most `max` characters, marking the cut with `…`.
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
 }
 
 /// Reports failures on stderr and returns the exit code: 0 when every source was scanned.
@@ -1582,11 +1154,6 @@ mod tests {
     #[test]
     fn urls_and_headers() {
         assert_eq!(
-            without_userinfo("https://u:p@example.com:8443/mcp?x=a@b"),
-            "https://example.com:8443/mcp?x=a@b"
-        );
-        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
-        assert_eq!(
             name_of_url("https://u:p@mcp.example.com/mcp"),
             "mcp-example-com"
         );
@@ -1603,11 +1170,9 @@ mod tests {
     }
 
     #[test]
-    fn relay_failures_are_told_from_server_errors() {
-        let relay = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message":
-            "The upstream server is not reachable (the server answered HTTP 401 Unauthorized); the request was not delivered."}});
-        let why = transport_failure(&relay).unwrap();
-        let text = explain_transport(why, "initialize");
+    fn authentication_refusals_say_how_to_send_credentials() {
+        let text =
+            with_auth_hint("the server answered initialize with HTTP 401 Unauthorized".to_string());
         assert!(
             text.starts_with("the server answered initialize with HTTP 401 Unauthorized; "),
             "{text}"
@@ -1616,20 +1181,9 @@ mod tests {
             text.contains("--header 'Authorization: Bearer ${TOKEN}'"),
             "{text}"
         );
-        let lost = json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32603, "message":
-            "The upstream server stopped before answering (the server's event stream ended); retry once it is back."}});
-        assert_eq!(
-            explain_transport(transport_failure(&lost).unwrap(), "tools/list (page 1)"),
-            "the server's event stream ended (while waiting for the answer to tools/list (page 1))"
-        );
-        let server = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "no"}});
-        assert_eq!(transport_failure(&server), None);
-    }
-
-    #[test]
-    fn truncation_counts_characters() {
-        assert_eq!(truncate("héllo wörld", 5), "héll…");
-        assert_eq!(truncate("short", 5), "short");
+        let other =
+            "the server's event stream ended (while waiting for the answer to tools/list (page 1))";
+        assert_eq!(with_auth_hint(other.to_string()), other);
     }
 
     #[test]
