@@ -13,6 +13,29 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
+/// A line for the client side of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToClient {
+    /// The message.
+    pub line: String,
+    /// For a message that arrived on a request's answer stream ahead of its answer: that
+    /// request's client id (raw JSON), so that a face serving many clients over one
+    /// connection routes it to that request and no other.
+    pub stream_of: Option<String>,
+}
+
+impl From<String> for ToClient {
+    fn from(line: String) -> ToClient {
+        ToClient {
+            line,
+            stream_of: None,
+        }
+    }
+}
+
+/// Where a connection sends client-bound lines.
+pub type ClientTx = UnboundedSender<ToClient>;
+
 /// A live connection to one upstream server, serving one stdio client, one HTTP session, or
 /// (stateless era) many clients of a server.
 pub struct Connection {
@@ -20,9 +43,9 @@ pub struct Connection {
     me: Weak<Connection>,
     relay: Arc<Relay>,
     transport: OnceLock<Arc<dyn Transport>>,
-    to_client: UnboundedSender<String>,
+    to_client: ClientTx,
     events: Option<Events>,
-    /// Mark lines from a request's answer stream with its client id ([`upstream::tag`]).
+    /// Mark lines from a request's answer stream with its client id ([`ToClient::stream_of`]).
     tag_related: AtomicBool,
 }
 
@@ -31,7 +54,7 @@ impl Connection {
     pub async fn start(
         spec: &UpstreamSpec,
         relay: Arc<Relay>,
-        to_client: UnboundedSender<String>,
+        to_client: ClientTx,
         events: Option<Events>,
     ) -> std::io::Result<Arc<Connection>> {
         let conn = Arc::new_cyclic(|me| Connection {
@@ -53,7 +76,7 @@ impl Connection {
     }
 
     /// From now on, messages that arrive on a request's answer stream reach the client side
-    /// marked with that request's client id ([`upstream::tag`]): for a face that serves many
+    /// marked with that request's client id ([`ToClient::stream_of`]): for a face that serves many
     /// clients over this one connection and must route each message to its own request.
     pub fn tag_related(&self) {
         self.tag_related.store(true, Ordering::Relaxed);
@@ -83,21 +106,24 @@ impl Connection {
         extra: Vec<(String, String)>,
     ) {
         let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs, extra).await;
+        self.dispatch(outs, extra, None).await;
     }
 
     /// Delivers relay outputs, then sends what goes upstream; a request that cannot be sent
     /// is answered (and its quota refunded) through the relay.
+    /// `stream_of` marks the client lines among `outs` ([`ToClient::stream_of`]).
     fn dispatch(
         self: &Arc<Self>,
         outs: Vec<Out>,
         extra: Vec<(String, String)>,
+        mut stream_of: Option<String>,
     ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut queue = outs;
             while !queue.is_empty() {
                 let mut next = Vec::new();
-                for (line, up) in deliver(self.events.as_ref(), &self.to_client, queue, self).await
+                let to = self.events.as_ref();
+                for (line, up) in deliver(to, &self.to_client, queue, self, stream_of.take()).await
                 {
                     if let Err(e) = self.transport().send(line, up, extra.clone()).await {
                         if let Some(up) = up {
@@ -121,26 +147,19 @@ impl Receiver for Connection {
         Box::pin(async move {
             // The transport holds its owner weakly; an Arc is needed to dispatch (holds).
             let Some(me) = self.me.upgrade() else { return };
+            let mut tag = None;
             let outs = match inbound {
                 Inbound::Message { line, stream_of } => {
-                    let tag = stream_of
+                    tag = stream_of
                         .filter(|_| self.tag_related.load(Ordering::Relaxed))
                         .and_then(|up| self.relay.client_id_of(up));
-                    let mut outs = self.relay.from_server(&line);
-                    if let Some(id) = tag {
-                        for o in &mut outs {
-                            if let Out::Client(l) = o {
-                                *l = upstream::tag(&id, l);
-                            }
-                        }
-                    }
-                    outs
+                    self.relay.from_server(&line)
                 }
                 Inbound::Failed { up, why } => self.relay.undeliverable(up, &why),
                 Inbound::Lost(why) => self.relay.upstream_lost(&why),
                 Inbound::Restarted => self.relay.replay_after_restart(),
             };
-            me.dispatch(outs, Vec::new()).await;
+            me.dispatch(outs, Vec::new(), tag).await;
         })
     }
 
@@ -155,9 +174,10 @@ impl Receiver for Connection {
 /// [`hold`].
 pub async fn deliver(
     events: Option<&Events>,
-    to_client: &UnboundedSender<String>,
+    to_client: &ClientTx,
     outs: Vec<Out>,
     conn: &Arc<Connection>,
+    stream_of: Option<String>,
 ) -> Vec<(String, Option<u64>)> {
     let mut upstream = Vec::new();
     let mut audit_failed = false;
@@ -174,17 +194,20 @@ pub async fn deliver(
                 if audit_failed {
                     if let Ok(m) = Message::parse(&line) {
                         if m.id().is_some() {
-                            let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly."));
+                            let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly.").into());
                         }
                     }
                     continue;
                 }
-                let _ = to_client.send(line);
+                let _ = to_client.send(ToClient {
+                    line,
+                    stream_of: stream_of.clone(),
+                });
             }
             Out::Server(line, up) => upstream.push((line, up)),
             Out::Hold(h) => {
                 if audit_failed {
-                    let _ = to_client.send(h.answer);
+                    let _ = to_client.send(h.answer.into());
                 } else {
                     hold(conn.clone(), *h, to_client.clone());
                 }
@@ -198,10 +221,10 @@ pub async fn deliver(
 /// the call through the relay — approved, it is forwarded (once); denied, the client gets the
 /// denial — or, when the wait runs out, gives the `[APPROVAL REQUIRED]` answer. Progress
 /// notifications keep a client that sent a progress token informed. Never blocks the caller.
-pub fn hold(conn: Arc<Connection>, h: Hold, to_client: UnboundedSender<String>) {
+pub fn hold(conn: Arc<Connection>, h: Hold, to_client: ClientTx) {
     tokio::spawn(async move {
         let Some(store) = conn.relay().approvals() else {
-            let _ = to_client.send(h.answer);
+            let _ = to_client.send(h.answer.into());
             return;
         };
         let deadline = std::time::Instant::now() + Duration::from_millis(h.wait_ms);
@@ -232,9 +255,9 @@ pub fn hold(conn: Arc<Connection>, h: Hold, to_client: UnboundedSender<String>) 
             if let (Some(token), true) = (&h.progress_token, ticks.is_multiple_of(4)) {
                 let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/progress",
                     "params": {"progressToken": token, "progress": ticks / 4, "message": format!("waiting for approval {}", h.approval_id)}});
-                let _ = to_client.send(note.to_string());
+                let _ = to_client.send(note.to_string().into());
             }
         }
-        let _ = to_client.send(h.answer);
+        let _ = to_client.send(h.answer.into());
     });
 }

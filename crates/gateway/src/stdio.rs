@@ -2,7 +2,7 @@
 //! stdin/stdout; we talk to the server as a child process or over HTTP through an
 //! [`Connection`].
 
-use crate::connection::Connection;
+use crate::connection::{ClientTx, Connection, ToClient};
 use crate::relay::{Caller, Relay};
 use crate::upstream::UpstreamSpec;
 use portcullis_mcp::{codes, error_line, read_line_capped, Kind, LineError, Message};
@@ -43,11 +43,11 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ToClient>();
     let link = Connection::start(&spec, relay, tx.clone(), audit).await?;
     let writer = tokio::spawn(async move {
-        while let Some(line) = rx.recv().await {
-            let mut buf = line.into_bytes();
+        while let Some(out) = rx.recv().await {
+            let mut buf = out.line.into_bytes();
             buf.push(b'\n');
             if client_out.write_all(&buf).await.is_err() {
                 break;
@@ -76,14 +76,17 @@ where
                     "message of {n} bytes exceeds the {}-byte limit; nothing was forwarded",
                     caps.client_line
                 );
-                let _ = tx.send(error_line(None, codes::INVALID_REQUEST, &msg));
+                let _ = tx.send(error_line(None, codes::INVALID_REQUEST, &msg).into());
             }
             Err(LineError::NotUtf8) => {
-                let _ = tx.send(error_line(
-                    None,
-                    codes::PARSE_ERROR,
-                    "message is not UTF-8; nothing was forwarded",
-                ));
+                let _ = tx.send(
+                    error_line(
+                        None,
+                        codes::PARSE_ERROR,
+                        "message is not UTF-8; nothing was forwarded",
+                    )
+                    .into(),
+                );
             }
         }
     }
@@ -112,13 +115,16 @@ async fn bridge(
     link: &std::sync::Arc<Connection>,
     era: &mut Era,
     line: String,
-    to_client: &tokio::sync::mpsc::UnboundedSender<String>,
+    to_client: &ClientTx,
 ) -> Option<String> {
     let answer = |id: &serde_json::value::RawValue, result: &Value| {
-        let _ = to_client.send(format!(
-            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
-            id.get()
-        ));
+        let _ = to_client.send(
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
+                id.get()
+            )
+            .into(),
+        );
     };
     match era {
         Era::Direct => Some(line),

@@ -501,9 +501,19 @@ fn a_crashed_server_answers_in_flight_calls_fast_and_comes_back() {
         "in-flight calls answered within a second, took {:?}",
         t0.elapsed()
     );
+    // A call sent while the restart is under way waits for the new process (bounded) instead
+    // of being refused.
+    raw.send(br#"{"jsonrpc":"2.0","id":"during","method":"tools/call","params":{"name":"read_invoice","arguments":{"id":3}}}"#);
     // The server is restarted, the session replayed, and the client told the tools may have changed.
     let note = raw.recv();
-    assert_eq!(note["method"], "notifications/tools/list_changed");
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+    let during = raw.recv();
+    assert_eq!(during["id"], "during", "{during}");
+    assert_eq!(
+        text(&during["result"]),
+        "called read_invoice with {\"id\":3}",
+        "{during}"
+    );
     raw.send(br#"{"jsonrpc":"2.0","id":"after","method":"tools/call","params":{"name":"read_invoice","arguments":{"id":2}}}"#);
     let mut a = raw.recv();
     while a.get("id").is_none() {

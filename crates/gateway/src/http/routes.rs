@@ -6,6 +6,7 @@ use super::runtime::Conn;
 use super::session::Session;
 use super::stateless::{CancelGuard, Restore};
 use super::{header, rpc_status, Gateway};
+use crate::connection::ToClient;
 use crate::resume::{EventLog, Resumed, SseItem};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -48,14 +49,11 @@ pub(super) enum GetSink {
 const SSE_RETRY: Duration = Duration::from_secs(1);
 
 impl Routes {
-    pub(super) fn route(&self, line: String) {
-        let (related, text) = crate::upstream::untag(&line);
-        let related = related.map(str::to_owned);
-        let line = if related.is_some() {
-            text.to_owned()
-        } else {
-            line
-        };
+    pub(super) fn route(&self, out: ToClient) {
+        let ToClient {
+            line,
+            stream_of: related,
+        } = out;
         let Ok(msg) = Message::parse(&line) else {
             return;
         };
@@ -355,6 +353,13 @@ pub(super) async fn answer(
 mod tests {
     use super::*;
 
+    fn tagged(client_id: &str, line: &str) -> ToClient {
+        ToClient {
+            line: line.to_owned(),
+            stream_of: Some(client_id.to_owned()),
+        }
+    }
+
     /// A message from one request's answer stream reaches that request and no other, also
     /// when another is the only one in flight (the old single-request guess would have
     /// handed it over).
@@ -364,18 +369,18 @@ mod tests {
         let mut a = routes.wait_for("\"h1\"", None);
         let mut b = routes.wait_for("\"h2\"", None);
         let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"for h1"}}"#;
-        routes.route(crate::upstream::tag("\"h1\"", note));
+        routes.route(tagged("\"h1\"", note));
         assert_eq!(a.try_recv().unwrap(), note, "untagged on the way out");
         assert!(b.try_recv().is_err());
         routes.forget("\"h1\"");
-        routes.route(crate::upstream::tag("\"h1\"", note));
+        routes.route(tagged("\"h1\"", note));
         assert!(
             b.try_recv().is_err(),
             "h1 has gone: h2, alone now, still gets nothing"
         );
         assert!(routes.backlog.lock().unwrap().is_empty());
         // Untagged (a stdio upstream): the single request in flight, as before.
-        routes.route(note.to_string());
+        routes.route(note.to_string().into());
         assert_eq!(b.try_recv().unwrap(), note);
     }
 
@@ -387,7 +392,7 @@ mod tests {
         *routes.get.lock().unwrap() = Some(GetSink::Plain(tx));
         routes.stream_all.store(true, Ordering::Relaxed);
         let ask = r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
-        routes.route(crate::upstream::tag("\"c1\"", ask));
+        routes.route(tagged("\"c1\"", ask));
         assert_eq!(rx.try_recv().unwrap(), (None, ask.to_string()));
     }
 }

@@ -154,37 +154,5 @@ pub trait Transport: Send + Sync {
     }
 }
 
-/// Marks a client-bound line with the client id of the request whose stream carried it (an
-/// HTTP upstream's answer stream), so that a face serving many clients over one upstream
-/// connection routes it to that request and no other. Only links told to
-/// ([`http::HttpLink::tag_related`]) produce it; the face strips it with [`untag`]. A JSON
-/// line never starts with NUL.
-pub(crate) fn tag(client_id: &str, line: &str) -> String {
-    format!("\0{client_id}\0{line}")
-}
-
-/// Splits a line from [`tag`] into the request's client id and the line.
-pub(crate) fn untag(line: &str) -> (Option<&str>, &str) {
-    match line
-        .strip_prefix('\0')
-        .and_then(|rest| rest.split_once('\0'))
-    {
-        Some((id, line)) => (Some(id), line),
-        None => (None, line),
-    }
-}
-
 /// Largest single message accepted from an upstream.
 pub const MAX_UPSTREAM_MESSAGE: usize = 64 << 20;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_round_trip_and_plain_lines_pass() {
-        let line = r#"{"jsonrpc":"2.0","method":"notifications/message"}"#;
-        assert_eq!(untag(&tag("\"h7\"", line)), (Some("\"h7\""), line));
-        assert_eq!(untag(line), (None, line));
-    }
-}

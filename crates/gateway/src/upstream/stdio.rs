@@ -140,7 +140,14 @@ pub struct StdioTransport {
     shutting: AtomicBool,
     child: Mutex<Option<Child>>,
     server_line_cap: usize,
+    /// Counts the children that came back (each after its session was replayed): a message
+    /// sent while the child is down waits for the next one.
+    generation: tokio::sync::watch::Sender<u64>,
 }
+
+/// Longest a message waits for a crashed child to come back before it is refused (a restart
+/// takes the back-off — 100 ms at first — plus the server's start-up).
+pub const RESTART_WAIT: Duration = Duration::from_secs(5);
 
 impl StdioTransport {
     /// Starts the child and its supervisor.
@@ -157,6 +164,7 @@ impl StdioTransport {
             shutting: AtomicBool::new(false),
             child: Mutex::new(None),
             server_line_cap,
+            generation: tokio::sync::watch::Sender::new(0),
         });
         let s = t.clone();
         tokio::spawn(async move { s.supervise(spec, first).await });
@@ -222,7 +230,9 @@ impl StdioTransport {
                     Ok(r) => {
                         *self.stdin.lock().await = slot;
                         running = Some(r);
+                        // The session is opened again first; then waiting messages go.
                         self.inbox.put(Inbound::Restarted).await;
+                        self.generation.send_modify(|g| *g += 1);
                     }
                     Err(e) => tracing::error!("{e}"),
                 }
@@ -238,13 +248,38 @@ impl Transport for StdioTransport {
         _up: Option<u64>,
         _extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
-        Box::pin(async move { send(&self.stdin, &line).await })
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+            loop {
+                let mut back = self.generation.subscribe();
+                match send(&self.stdin, &line).await {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotConnected
+                            && !self.shutting.load(Ordering::SeqCst) =>
+                    {
+                        // The child is down: wait (bounded) for it to come back.
+                        match tokio::time::timeout_at(deadline, back.changed()).await {
+                            Ok(Ok(())) => continue,
+                            _ => return Err(std::io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "the server is restarting and did not come back within {} s",
+                                    RESTART_WAIT.as_secs()
+                                ),
+                            )),
+                        }
+                    }
+                    r => return r,
+                }
+            }
+        })
     }
 
     /// Stops the child (stdin EOF, then SIGTERM, then SIGKILL) and the supervisor.
     fn shutdown(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.shutting.store(true, Ordering::SeqCst);
+            self.generation.send_modify(|g| *g += 1); // nobody waits for a restart now
             let child = self.child.lock().await.take();
             if let Some(mut c) = child {
                 stop(&mut c, &self.stdin, grace).await;
