@@ -1,0 +1,121 @@
+//! A budget the clock cannot move: heap allocations per forwarded `tools/call` through the
+//! relay core (request in, answer back, audit record built), counted by a counting global
+//! allocator. The test fails when a change makes the hot path allocate more than the recorded
+//! budget; lower the budget when a change makes it allocate less.
+
+use portcullis_gateway::{Caller, Out, Relay, RelayConfig};
+use portcullis_policy::Engine;
+use portcullis_store::MemoryCounters;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations per forwarded call (request and answer, audit on, a policy with a limit and
+/// an argument rule; the test's own two `format!`s included): 93 measured when the budget was
+/// set, with a little headroom so that a dependency's minor release does not fail the build.
+const BUDGET_FORWARDED: u64 = 100;
+/// Allocations per denied call (no upstream hop; the denial result is built as a JSON
+/// value): 80 measured.
+const BUDGET_DENIED: u64 = 88;
+
+const POLICY: &str = r#"{"version":"1","default":"deny","tools":{
+  "read_invoice":{"limits":[{"counter":"reads","window":"minute","max":1000000,"scope":"grant"}]},
+  "create_refund":{"deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100}],"on_deny":"too much"}]}}}"#;
+
+fn relay() -> (Relay, Caller) {
+    let relay = Relay::new(RelayConfig {
+        store: Arc::new(MemoryCounters::new()),
+        server: "odoo".into(),
+        clock: || 1_795_262_400_000,
+        audit: true,
+        approvals: None,
+        on_new_approval: None,
+        hold_ms: 0,
+    });
+    let caller = Caller {
+        engine: Some(Arc::new(Engine::from_json(POLICY).unwrap())),
+        grant_id: "grt_1".into(),
+        grant_label: "alice".into(),
+        session_id: "s1".into(),
+        policy: Some(("odoo".into(), "abc123".into())),
+        request_id: None,
+    };
+    (relay, caller)
+}
+
+/// Average allocations of `n` runs of `f` after a warm-up.
+fn per_call(n: u64, mut f: impl FnMut(u64)) -> u64 {
+    for i in 0..100 {
+        f(i);
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for i in 0..n {
+        f(1000 + i);
+    }
+    (ALLOCS.load(Ordering::Relaxed) - before) / n
+}
+
+#[test]
+fn the_forwarded_and_denied_paths_stay_within_their_allocation_budgets() {
+    let (relay, caller) = relay();
+    let forwarded = per_call(2000, |i| {
+        let req = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
+        );
+        let outs = relay.from_client(&req, &caller);
+        let up = match &outs[..] {
+            [Out::Server(_, Some(up))] => *up,
+            other => panic!("not forwarded: {other:?}"),
+        };
+        let answer = format!(
+            r#"{{"jsonrpc":"2.0","id":{up},"result":{{"content":[{{"type":"text","text":"INV/{i}"}}]}}}}"#
+        );
+        let back = relay.from_server(&answer);
+        assert!(
+            matches!(&back[..], [Out::Audit(..), Out::Client(_)]),
+            "{back:?}"
+        );
+    });
+    let denied = per_call(2000, |i| {
+        let req = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"create_refund","arguments":{{"amount":500}}}}}}"#
+        );
+        let outs = relay.from_client(&req, &caller);
+        assert!(
+            matches!(&outs[..], [Out::Audit(..), Out::Client(_)]),
+            "{outs:?}"
+        );
+    });
+    println!("allocations per call: forwarded {forwarded} (budget {BUDGET_FORWARDED}), denied {denied} (budget {BUDGET_DENIED})");
+    assert!(
+        forwarded <= BUDGET_FORWARDED,
+        "a forwarded call now allocates {forwarded} times (budget {BUDGET_FORWARDED})"
+    );
+    assert!(
+        denied <= BUDGET_DENIED,
+        "a denied call now allocates {denied} times (budget {BUDGET_DENIED})"
+    );
+    assert_eq!(relay.in_flight(), 0, "every forwarded call was answered");
+}
