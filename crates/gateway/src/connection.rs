@@ -33,8 +33,27 @@ impl From<String> for ToClient {
     }
 }
 
-/// Where a connection sends client-bound lines.
-pub type ClientTx = UnboundedSender<ToClient>;
+/// Where a connection sends client-bound lines: a channel to a writer (the stdio face), or
+/// straight into the face's router (HTTP: no task hop between the answer and its request).
+#[derive(Clone)]
+pub struct ClientTx(Arc<dyn Fn(ToClient) -> bool + Send + Sync>);
+
+impl ClientTx {
+    /// Lines handed to `f` (which says whether anyone took it).
+    pub fn new(f: impl Fn(ToClient) -> bool + Send + Sync + 'static) -> ClientTx {
+        ClientTx(Arc::new(f))
+    }
+
+    /// Lines sent on a channel.
+    pub fn channel(tx: UnboundedSender<ToClient>) -> ClientTx {
+        ClientTx::new(move |t| tx.send(t).is_ok())
+    }
+
+    /// Hands one line over; false when nobody takes it any more.
+    pub fn send(&self, t: ToClient) -> bool {
+        (self.0)(t)
+    }
+}
 
 /// A live connection to one upstream server, serving one stdio client, one HTTP session, or
 /// (stateless era) many clients of a server.

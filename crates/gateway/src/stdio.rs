@@ -44,7 +44,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ToClient>();
-    let link = Connection::start(&spec, relay, tx.clone(), audit).await?;
+    let to_client = ClientTx::channel(tx.clone());
+    let link = Connection::start(&spec, relay, to_client.clone(), audit).await?;
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let mut buf = out.line.into_bytes();
@@ -66,7 +67,7 @@ where
         match read_line_capped(&mut reader, &mut buf, caps.client_line).await {
             Ok(Some(line)) if line.trim().is_empty() => {}
             Ok(Some(line)) => {
-                if let Some(line) = bridge(&link, &mut era, line, &tx).await {
+                if let Some(line) = bridge(&link, &mut era, line, &to_client).await {
                     link.from_client(&line, &caller).await;
                 }
             }
@@ -93,6 +94,7 @@ where
     // Client gone: stop the server, then let the writer drain.
     link.shutdown(Duration::from_secs(2)).await;
     drop(link);
+    drop(to_client);
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
     Ok(())

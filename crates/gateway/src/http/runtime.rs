@@ -6,7 +6,7 @@ use super::routes::Routes;
 use super::session::Session;
 use super::Gateway;
 use crate::config::{expand_env, Auth, ServerConfig};
-use crate::connection::Connection;
+use crate::connection::{ClientTx, Connection};
 use crate::events::Events;
 use crate::relay::{Relay, RelayConfig};
 use crate::upstream::stdio::ChildSpec;
@@ -14,7 +14,6 @@ use crate::upstream::UpstreamSpec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc::unbounded_channel;
 
 /// One configured server.
 pub(super) struct ServerRt {
@@ -178,19 +177,19 @@ impl Gateway {
             on_new_approval: self.on_new_approval.clone(),
             hold_ms: server.hold_ms,
         }));
-        let (tx, mut rx) = unbounded_channel();
-        let link = Connection::start(&server.spec, relay, tx, self.audit_sink(server)).await?;
+        // Client-bound lines go straight into the router, on the task that produced them.
+        let router = Arc::new(Routes::default());
+        let r = router.clone();
+        let to_client = ClientTx::new(move |line| {
+            r.route(line);
+            true
+        });
+        let link =
+            Connection::start(&server.spec, relay, to_client, self.audit_sink(server)).await?;
         if link.http().is_some() {
             // What arrives on one request's answer stream goes to that request only.
             link.tag_related();
         }
-        let router = Arc::new(Routes::default());
-        let r = router.clone();
-        tokio::spawn(async move {
-            while let Some(line) = rx.recv().await {
-                r.route(line);
-            }
-        });
         Ok(Arc::new(Conn { link, router }))
     }
 
