@@ -112,7 +112,7 @@ fn undeclared(schema: &Value, steps: &[Step]) -> Option<String> {
                     }
                 }
             }
-            Step::Index(_) => cur = cur.get("items")?,
+            Step::Index(_) | Step::Each => cur = cur.get("items")?,
         }
     }
     None

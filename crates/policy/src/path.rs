@@ -1,6 +1,6 @@
-//! Condition paths: `args.a.b[0].c`, and (ext) `grant.label`, `grant.id`,
-//! `session.client_name`. Parsed once at load into steps; resolved per call without
-//! allocation for `args.*`.
+//! Condition paths: `args.a.b[0].c`, (ext) `args.files[*]` for every element of an array,
+//! and (ext) `grant.label`, `grant.id`, `session.client_name`. Parsed once at load into steps;
+//! resolved per call without allocation for `args.*`.
 
 use crate::engine::Identity;
 use serde_json::Value;
@@ -26,6 +26,19 @@ pub enum Step {
     Key(Box<str>),
     /// An array element.
     Index(usize),
+    /// (ext) `[*]`: every element of an array (at most one per path).
+    Each,
+}
+
+/// Why a path with `[*]` has no elements to judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoElements {
+    /// The array is absent or `null`.
+    Missing,
+    /// The value is there but not an array (its JSON type).
+    NotArray(&'static str),
+    /// The array is empty.
+    Empty,
 }
 
 /// A parsed path.
@@ -118,8 +131,41 @@ impl Path {
         &self.steps
     }
 
+    /// Whether the path has a `[*]` step (then read it with [`Path::each`]).
+    pub fn has_each(&self) -> bool {
+        self.steps.contains(&Step::Each)
+    }
+
+    /// The path with its `[*]` replaced by an index: `args.files[2]`.
+    pub fn element(&self, i: usize) -> String {
+        self.text.replacen("[*]", &format!("[{i}]"), 1)
+    }
+
+    /// The path up to its `[*]` (`args.lines` for `args.lines[*].qty`).
+    pub fn array_part(&self) -> &str {
+        self.text.split("[*]").next().unwrap_or(&self.text)
+    }
+
+    /// Resolves a path with a `[*]` step into the value below each element of the array
+    /// (`None` where that element lacks it), or says why there is no element to judge.
+    pub fn each<'a>(&self, args: Option<&'a Value>) -> Result<Vec<Option<&'a Value>>, NoElements> {
+        let Some(at) = self.steps.iter().position(|s| *s == Step::Each) else {
+            // No `[*]`: the path's one value.
+            return Ok(vec![walk(args, &self.steps)]);
+        };
+        let (head, tail) = self.steps.split_at(at);
+        let array = walk(args, head).filter(|v| !v.is_null());
+        match array {
+            None => Err(NoElements::Missing),
+            Some(Value::Array(a)) if a.is_empty() => Err(NoElements::Empty),
+            Some(Value::Array(a)) => Ok(a.iter().map(|e| walk(Some(e), &tail[1..])).collect()),
+            Some(other) => Err(NoElements::NotArray(crate::json::type_name(other))),
+        }
+    }
+
     /// Resolves the path for a call. `None` when absent (missing member, index out of range,
-    /// stepping into a non-container, or an identity field the caller does not have).
+    /// stepping into a non-container, or an identity field the caller does not have); a path
+    /// with `[*]` is read with [`Path::each`] instead and resolves to `None` here.
     pub fn resolve<'a>(
         &self,
         args: Option<&'a Value>,
@@ -132,16 +178,20 @@ impl Path {
             Root::SessionClientName => return who.client_name.and_then(owned),
             Root::Args => {}
         }
-        let mut cur = args?;
-        for step in &self.steps {
-            cur = match (step, cur) {
-                (Step::Key(k), Value::Object(m)) => m.get(&**k)?,
-                (Step::Index(i), Value::Array(a)) => a.get(*i)?,
-                _ => return None,
-            };
-        }
-        Some(Cow::Borrowed(cur))
+        walk(args, &self.steps).map(Cow::Borrowed)
     }
+}
+
+fn walk<'a>(from: Option<&'a Value>, steps: &[Step]) -> Option<&'a Value> {
+    let mut cur = from?;
+    for step in steps {
+        cur = match (step, cur) {
+            (Step::Key(k), Value::Object(m)) => m.get(&**k)?,
+            (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 #[cfg(test)]

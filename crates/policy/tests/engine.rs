@@ -784,3 +784,213 @@ fn no_policy_denial() {
     let d = Denial::no_policy();
     assert_eq!(d.rule, "(no policy)");
 }
+
+/// The pure check of one call of tool `t` with these arguments, by alice.
+fn verdict(e: &Engine, args: Value) -> Check {
+    e.check(
+        &Call {
+            tool: "t",
+            args: Some(&args),
+        },
+        &alice(),
+    )
+}
+
+/// A policy whose tool `t` has `kind` (require, deny_if or approve_if) = one entry of
+/// `conditions`.
+fn entry_engine(kind: &str, conditions: Value) -> Engine {
+    engine(json!({"version":"1","default":"deny","tools":{"t":{kind:[{"conditions":conditions}]}}}))
+}
+
+#[test]
+fn path_under_and_path_not_under_compare_whole_segments_after_normalizing() {
+    let under =
+        |value: Value, arg: &str| holds("args.p", "path_under", value, Some(json!({ "p": arg })));
+    assert!(under(json!("/srv/app"), "/srv/app/x.txt"));
+    assert!(under(json!("/srv/app"), "/srv/app"));
+    assert!(under(json!("/srv/app/"), "/srv//app/./x/../y"));
+    assert!(!under(json!("/srv/app"), "/srv/application"));
+    assert!(!under(json!("/srv/app"), "/srv"));
+    assert!(under(json!(["/tmp", "/srv/app"]), "/tmp/x"));
+    assert!(!under(json!(["/tmp", "/srv/app"]), "/etc/x"));
+    assert!(under(json!("/"), "/anything/at/all"));
+    // Absent: false, like every operator but exists (so a require fails).
+    assert!(!holds(
+        "args.p",
+        "path_under",
+        json!("/srv"),
+        Some(json!({}))
+    ));
+    let not_under = |arg: &str| {
+        holds(
+            "args.p",
+            "path_not_under",
+            json!(["/etc", "/root"]),
+            Some(json!({ "p": arg })),
+        )
+    };
+    assert!(not_under("/srv/etc"));
+    assert!(!not_under("/srv/../etc/shadow"));
+    assert!(!not_under("/root"));
+}
+
+#[test]
+fn path_style_and_base() {
+    let e = |extra: Value| {
+        let mut c = json!({"path":"args.p","op":"path_under","value":"/srv/app"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        entry_engine("require", json!([c]))
+    };
+    let mixed = e(json!({}));
+    assert!(matches!(
+        verdict(&mixed, json!({"p": "/srv/app/..\\..\\..\\etc\\passwd"})),
+        Check::Deny(_)
+    ));
+    assert!(matches!(
+        verdict(&mixed, json!({"p": "\\srv\\app\\x"})),
+        Check::Proceed(_)
+    ));
+    // posix: a backslash is part of a file name, so this stays inside /srv/app.
+    let posix = e(json!({"style":"posix"}));
+    assert!(matches!(
+        verdict(&posix, json!({"p": "/srv/app/..\\..\\etc"})),
+        Check::Proceed(_)
+    ));
+    assert!(matches!(
+        verdict(&posix, json!({"p": "\\srv\\app\\x"})),
+        Check::Deny(_)
+    ));
+    // A relative argument is resolved against base; without one it denies.
+    let based = e(json!({"base":"/srv/app"}));
+    assert!(matches!(
+        verdict(&based, json!({"p": "notes/a.md"})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(&based, json!({"p": "../other/a.md"})));
+    assert!(
+        d.message.contains("normalizes to \"/srv/other/a.md\""),
+        "{}",
+        d.message
+    );
+    let d = deny_of(verdict(&mixed, json!({"p": "notes/a.md"})));
+    assert!(d.message.contains("has no \"base\""), "{}", d.message);
+}
+
+#[test]
+fn url_host_in_and_not_in() {
+    let hosts = json!(["example.com", "*.example.org", "127.0.0.1", "[::1]"]);
+    let host_in = |url: &str| {
+        holds(
+            "args.u",
+            "url_host_in",
+            hosts.clone(),
+            Some(json!({ "u": url })),
+        )
+    };
+    assert!(host_in("https://example.com/x?y#z"));
+    assert!(host_in("http://user:pw@EXAMPLE.com.:8080/"));
+    assert!(host_in("https://a.b.example.org/"));
+    assert!(!host_in("https://example.org/"), "*. names subdomains only");
+    assert!(!host_in("https://notexample.com/"));
+    assert!(host_in("http://[0:0:0:0:0:0:0:1]/"));
+    assert!(host_in("http://0177.0.0.1/"));
+    let not_in = |url: &str| {
+        holds(
+            "args.u",
+            "url_host_not_in",
+            json!(["internal.corp"]),
+            Some(json!({ "u": url })),
+        )
+    };
+    assert!(not_in("https://example.com/"));
+    assert!(!not_in("https://INTERNAL.corp./"));
+    // schemes: default http and https; a condition may allow others.
+    let e = entry_engine(
+        "require",
+        json!([{"path":"args.u","op":"url_host_in","value":["example.com"],"schemes":["https","FTP"]}]),
+    );
+    assert!(matches!(
+        verdict(&e, json!({"u": "ftp://example.com/f"})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(&e, json!({"u": "http://example.com/"})));
+    assert!(d.message.contains("scheme \"http\""), "{}", d.message);
+}
+
+#[test]
+fn an_argument_that_cannot_be_judged_denies_whatever_the_entry() {
+    let bad = json!({"p": "~/.ssh/id_rsa", "mode": "read"});
+    let path_cond = json!({"path":"args.p","op":"path_not_under","value":"/etc"});
+    let never = json!({"path":"args.mode","op":"eq","value":"write"});
+    // deny_if whose other condition is false, approve_if, require: all deny outright.
+    for (kind, conds) in [
+        ("deny_if", json!([never.clone(), path_cond.clone()])),
+        ("approve_if", json!([path_cond.clone()])),
+        ("require", json!([path_cond.clone()])),
+    ] {
+        let d = deny_of(verdict(&entry_engine(kind, conds), bad.clone()));
+        assert_eq!(d.rule, format!("/tools/t/{kind}/0"));
+        assert!(
+            d.message
+                .contains("args.p (\"~/.ssh/id_rsa\") starts with \"~\""),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .contains("(condition args.p path_not_under \"/etc\")"),
+            "{}",
+            d.message
+        );
+    }
+    // The same policy forwards a judgeable call.
+    assert!(matches!(
+        verdict(
+            &entry_engine("deny_if", json!([never, path_cond.clone()])),
+            json!({"p": "/srv/x", "mode": "read"})
+        ),
+        Check::Proceed(_)
+    ));
+    // An on_deny text does not hide why: the engine's message is used.
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"t":{"deny_if":[{"conditions":[path_cond],"on_deny":"No system files."}]}}}),
+    );
+    let d = deny_of(verdict(&e, json!({"p": 7})));
+    assert!(
+        d.message
+            .contains("args.p (7) is integer, not a path string"),
+        "{}",
+        d.message
+    );
+    // Unjudgeable URLs too, and under all_tools.
+    let e = engine(
+        json!({"version":"1","default":"allow","all_tools":{"deny_if":[{"conditions":[
+        {"path":"args.url","op":"url_host_in","value":["evil.com"]}]}]}}),
+    );
+    for (url, why) in [
+        ("not a url", "is not a URL"),
+        ("gopher://good.com/", "scheme \"gopher\""),
+        ("http://good.com\\@evil.com/", "backslash"),
+        ("mailto:x@good.com", "scheme \"mailto\""),
+    ] {
+        let d = deny_of(verdict(&e, json!({ "url": url })));
+        assert_eq!(d.rule, "/all_tools/deny_if/0");
+        assert!(d.message.contains(why), "{url}: {}", d.message);
+    }
+    assert!(matches!(
+        verdict(&e, json!({"url": "https://good.com/"})),
+        Check::Proceed(_)
+    ));
+    assert!(
+        matches!(verdict(&e, json!({})), Check::Proceed(_)),
+        "absent: false"
+    );
+    let d = deny_of(verdict(&e, json!({"url": null})));
+    assert!(
+        d.message.contains("is null, not a URL string"),
+        "{}",
+        d.message
+    );
+}
