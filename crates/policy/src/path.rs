@@ -97,9 +97,20 @@ impl Path {
                     .find(']')
                     .ok_or_else(|| format!("path {text:?} has an unclosed '['"))?;
                 let n = &idx[1..close];
+                if n == "*" {
+                    if steps.contains(&Step::Each) {
+                        return Err(format!("path {text:?} has more than one [*]"));
+                    }
+                    steps.push(Step::Each);
+                    idx = &idx[close + 1..];
+                    if !idx.is_empty() && !idx.starts_with('[') {
+                        return Err(format!("path {text:?}: expected '.' or '[' after ']'"));
+                    }
+                    continue;
+                }
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 9 {
                     return Err(format!(
-                        "path {text:?}: array index {n:?} must be a non-negative integer"
+                        "path {text:?}: array index {n:?} must be a non-negative integer or *"
                     ));
                 }
                 steps.push(Step::Index(n.parse().expect("digits")));
@@ -228,6 +239,31 @@ mod tests {
         assert_eq!(r("grant.label"), Some(json!("alice")));
         assert_eq!(r("session.client_name"), None);
         assert_eq!(Path::parse("args.m[0][1]").unwrap().steps().len(), 3);
+        assert_eq!(r("args.a.b[*]"), None, "[*] paths are read with each()");
+    }
+
+    #[test]
+    fn every_element() {
+        let args =
+            json!({"files": ["/a", "/b"], "lines": [{"qty": 1}, {}], "e": [], "s": "x", "n": null});
+        let each = |p: &str| Path::parse(p).unwrap().each(Some(&args));
+        assert_eq!(
+            each("args.files[*]"),
+            Ok(vec![Some(&json!("/a")), Some(&json!("/b"))])
+        );
+        assert_eq!(each("args.lines[*].qty"), Ok(vec![Some(&json!(1)), None]));
+        assert_eq!(each("args.e[*]"), Err(NoElements::Empty));
+        assert_eq!(each("args.missing[*]"), Err(NoElements::Missing));
+        assert_eq!(each("args.n[*]"), Err(NoElements::Missing));
+        assert_eq!(each("args.s[*]"), Err(NoElements::NotArray("string")));
+        let p = Path::parse("args.lines[*].qty").unwrap();
+        assert!(p.has_each());
+        assert_eq!(p.element(3), "args.lines[3].qty");
+        assert_eq!(p.array_part(), "args.lines");
+        assert!(Path::parse("args.m[*][*]")
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(Path::parse("args.m[*]x").is_err());
     }
 
     #[test]

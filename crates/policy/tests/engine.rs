@@ -994,3 +994,126 @@ fn an_argument_that_cannot_be_judged_denies_whatever_the_entry() {
         d.message
     );
 }
+
+#[test]
+fn every_element_require_needs_all_deny_if_and_approve_if_need_one() {
+    let req = entry_engine(
+        "require",
+        json!([{"path":"args.files[*]","op":"path_under","value":"/srv"}]),
+    );
+    assert!(matches!(
+        verdict(&req, json!({"files": ["/srv/a", "/srv/b/../c"]})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(
+        &req,
+        json!({"files": ["/srv/a", "/srv/../etc/x", "/tmp"]}),
+    ));
+    assert_eq!(d.rule, "/tools/t/require/0");
+    assert!(
+        d.message
+            .ends_with(": args.files[1] (\"/srv/../etc/x\") normalizes to \"/etc/x\"."),
+        "the first element that fails is named: {}",
+        d.message
+    );
+
+    let deny = entry_engine(
+        "deny_if",
+        json!([{"path":"args.files[*]","op":"path_under","value":"/etc"}]),
+    );
+    assert!(matches!(
+        verdict(&deny, json!({"files": ["/srv/a", "/tmp/b"]})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(
+        &deny,
+        json!({"files": ["/srv/a", "/etc//shadow/"]}),
+    ));
+    assert!(
+        d.message
+            .contains("args.files[1] (\"/etc//shadow/\") normalizes to \"/etc/shadow\""),
+        "{}",
+        d.message
+    );
+
+    let appr = entry_engine(
+        "approve_if",
+        json!([{"path":"args.lines[*].qty","op":"gt","value":100}]),
+    );
+    assert!(matches!(
+        verdict(&appr, json!({"lines": [{"qty": 5}, {"qty": 500}]})),
+        Check::Approval(..)
+    ));
+    assert!(matches!(
+        verdict(&appr, json!({"lines": [{"qty": 5}, {"sku": "x"}]})),
+        Check::Proceed(_)
+    ));
+}
+
+#[test]
+fn every_element_with_no_element_to_judge_denies() {
+    for kind in ["require", "deny_if", "approve_if"] {
+        let e = entry_engine(
+            kind,
+            json!([{"path":"args.lines[*].qty","op":"lte","value":10}]),
+        );
+        for (args, why) in [
+            (json!({"lines": []}), "args.lines is empty"),
+            (json!({}), "args.lines is missing"),
+            (json!({"lines": null}), "args.lines is missing"),
+            (
+                json!({"lines": {"qty": 1}}),
+                "args.lines is object, not an array",
+            ),
+        ] {
+            let d = deny_of(verdict(&e, args.clone()));
+            assert_eq!(d.rule, format!("/tools/t/{kind}/0"));
+            assert!(d.message.contains(why), "{kind} {args}: {}", d.message);
+        }
+    }
+}
+
+#[test]
+fn every_element_is_judged_before_any_entry_decides() {
+    // Element 0 would ask for an approval; element 1 cannot be judged: denied.
+    let e = entry_engine(
+        "approve_if",
+        json!([{"path":"args.urls[*]","op":"url_host_not_in","value":["example.com"]}]),
+    );
+    assert!(matches!(
+        verdict(&e, json!({"urls": ["https://other.org/"]})),
+        Check::Approval(..)
+    ));
+    let d = deny_of(verdict(
+        &e,
+        json!({"urls": ["https://other.org/", "ftp://example.com/"]}),
+    ));
+    assert!(
+        d.message
+            .contains("args.urls[1] (\"ftp://example.com/\") has the scheme \"ftp\""),
+        "{}",
+        d.message
+    );
+    // A deny_if on another argument that already denies does not hide it either: the
+    // unjudgeable element is reported first, whatever the order of the entries.
+    let e = engine(json!({"version":"1","default":"deny","tools":{"t":{
+        "deny_if":[{"conditions":[]}],
+        "require":[{"conditions":[{"path":"args.files[*]","op":"path_under","value":"/srv"}]}]}}}));
+    let d = deny_of(verdict(&e, json!({"files": ["/srv/a", "x\u{0}y"]})));
+    assert!(
+        d.message.contains("args.files[1]") && d.message.contains("NUL"),
+        "{}",
+        d.message
+    );
+    // Elements lacking the field are absent: false for every operator but exists.
+    let e = entry_engine(
+        "require",
+        json!([{"path":"args.lines[*].qty","op":"exists","value":true}]),
+    );
+    let d = deny_of(verdict(&e, json!({"lines": [{"qty": 1}, {"sku": "x"}]})));
+    assert!(
+        d.message.contains("args.lines[1].qty (absent)"),
+        "{}",
+        d.message
+    );
+}

@@ -47,13 +47,24 @@ fn arb_path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Condition paths: those of [`arb_path`], and (ext) `[*]` paths.
+fn arb_condition_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => arb_path(),
+        1 => ("[a-d]", prop::option::of("[a-d]")).prop_map(|(a, b)| match b {
+            Some(b) => format!("args.{a}[*].{b}"),
+            None => format!("args.{a}[*]"),
+        }),
+    ]
+}
+
 fn arb_condition() -> impl Strategy<Value = Condition> {
     let number = prop_oneof![
         any::<i64>().prop_map(|i| json!(i)),
         (-1e9f64..1e9).prop_map(|f| json!(f))
     ];
     (
-        arb_path(),
+        arb_condition_path(),
         0usize..15,
         arb_json(),
         number,
