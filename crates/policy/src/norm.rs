@@ -102,6 +102,10 @@ pub fn normalize_path(raw: &str, style: PathStyle, base: Option<&str>) -> Result
 /// The path of a `file:` URL, percent-decoded. Only local files (no host, or `localhost`)
 /// without query or fragment are judged.
 fn file_url_path(raw: &str) -> Result<String, String> {
+    // Before parsing: the URL parser may drop the segment that holds it.
+    if percent_decode_str(raw).any(|b| b == 0) {
+        return Err("contains a NUL character (percent-encoded)".into());
+    }
     let url = Url::parse(raw).map_err(|e| format!("is not a valid file: URL ({e})"))?;
     if url.host_str().is_some_and(|h| h != "localhost") {
         return Err("is a file: URL naming another host".into());
@@ -112,9 +116,6 @@ fn file_url_path(raw: &str) -> Result<String, String> {
     let path = percent_decode_str(url.path())
         .decode_utf8()
         .map_err(|_| "is a file: URL whose path does not decode to UTF-8".to_string())?;
-    if path.contains('\0') {
-        return Err("contains a NUL character (percent-encoded)".into());
-    }
     Ok(path.into_owned())
 }
 

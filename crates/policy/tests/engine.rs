@@ -1117,3 +1117,192 @@ fn every_element_is_judged_before_any_entry_decides() {
         d.message
     );
 }
+
+/// How the bypass corpus expects an argument to be read.
+#[derive(Debug)]
+enum Meant {
+    /// It normalizes to this (path) or has this host (URL).
+    As(&'static str),
+    /// It cannot be judged, for this reason (part of the message).
+    Unjudged(&'static str),
+}
+
+#[test]
+fn path_bypass_corpus_is_judged_as_meant() {
+    use Meant::*;
+    // A block-list (deny_if under /etc) and an allow-list (require under /srv/app): each
+    // spelling of /etc/passwd is refused by both, and for the reason the operator meant.
+    let block = entry_engine(
+        "deny_if",
+        json!([{"path":"args.path","op":"path_under","value":"/etc"}]),
+    );
+    let allow = entry_engine(
+        "require",
+        json!([{"path":"args.path","op":"path_under","value":"/srv/app"}]),
+    );
+    let corpus: Vec<(&str, Meant)> = vec![
+        ("/srv/app/../../etc/passwd", As("/etc/passwd")),
+        ("//etc/passwd", As("/etc/passwd")),
+        ("/etc/./passwd", As("/etc/passwd")),
+        ("/etc//passwd", As("/etc/passwd")),
+        ("/etc/passwd/", As("/etc/passwd")),
+        ("/etc", As("/etc")),
+        ("\\etc\\passwd", As("/etc/passwd")),
+        ("/srv/app/..\\..\\etc\\passwd", As("/etc/passwd")),
+        (
+            "/srv/app/..\\..\\..\\etc\\passwd",
+            Unjudged("climbs above the root"),
+        ),
+        ("file:///etc/passwd", As("/etc/passwd")),
+        ("file:///srv/%2e%2e/etc/passwd", As("/etc/passwd")),
+        (
+            "file:///srv/app/%2E%2E%2F%2E%2E/etc/passwd",
+            As("/etc/passwd"),
+        ),
+        ("file://localhost/etc/passwd", As("/etc/passwd")),
+        (
+            "file://attacker/etc/passwd",
+            Unjudged("naming another host"),
+        ),
+        (
+            "etc/passwd",
+            Unjudged("relative path and the condition has no \"base\""),
+        ),
+        ("./etc/passwd", Unjudged("relative path")),
+        ("~/.ssh/id_rsa", Unjudged("starts with \"~\"")),
+        ("~root/.ssh/id_rsa", Unjudged("starts with \"~\"")),
+        ("/srv/app/x\u{0}/../../../etc/passwd", Unjudged("NUL")),
+        ("file:///srv/app/x%00/../../../etc/passwd", Unjudged("NUL")),
+        ("/srv/app/../../..", Unjudged("climbs above the root")),
+        ("file:///etc/pass%00wd", Unjudged("NUL")),
+        ("C:\\Windows\\system32", Unjudged("Windows drive")),
+    ];
+    for (path, meant) in &corpus {
+        let args = json!({ "path": path });
+        let (b, a) = (
+            deny_of(verdict(&block, args.clone())),
+            deny_of(verdict(&allow, args.clone())),
+        );
+        match meant {
+            As(n) => {
+                let want = format!("normalizes to {n:?}");
+                assert!(b.message.contains(&want), "{path:?}: {}", b.message);
+                assert!(a.message.contains(&want), "{path:?}: {}", a.message);
+            }
+            Unjudged(why) => {
+                for d in [&b, &a] {
+                    assert!(
+                        d.message.contains(why) && d.message.contains("cannot check"),
+                        "{path:?}: {}",
+                        d.message
+                    );
+                }
+            }
+        }
+    }
+    // Spellings that mean a file inside /srv/app pass both.
+    for path in [
+        "/srv/app/notes.txt",
+        "/srv/app/./a//b/",
+        "/srv/other/../app/x",
+        "file:///srv/app/a%20b.txt",
+        "\\srv\\app\\x",
+    ] {
+        let args = json!({ "path": path });
+        assert!(
+            matches!(verdict(&block, args.clone()), Check::Proceed(_)),
+            "{path}"
+        );
+        assert!(matches!(verdict(&allow, args), Check::Proceed(_)), "{path}");
+    }
+}
+
+#[test]
+fn url_bypass_corpus_is_judged_as_meant() {
+    use Meant::*;
+    // An allow-list of good.com and bücher.de, and a block-list of loopback.
+    let allow = entry_engine(
+        "require",
+        json!([{"path":"args.url","op":"url_host_in","value":["good.com", "bücher.de"]}]),
+    );
+    let block = entry_engine(
+        "deny_if",
+        json!([{"path":"args.url","op":"url_host_in","value":["127.0.0.1", "[::1]", "localhost"]}]),
+    );
+    let loopback = ["127.0.0.1", "[::1]", "localhost"];
+    let corpus: Vec<(&str, Meant)> = vec![
+        ("http://127.1/", As("127.0.0.1")),
+        ("http://2130706433/", As("127.0.0.1")),
+        ("http://0x7f.0.0.1/", As("127.0.0.1")),
+        ("http://0177.0.0.01/", As("127.0.0.1")),
+        ("http://[::1]/", As("[::1]")),
+        ("http://[0000::0001]:8080/", As("[::1]")),
+        ("http://[::ffff:7f00:1]/", As("127.0.0.1")),
+        ("http://LOCALHOST./admin", As("localhost")),
+        ("http://good.com@evil.com/", As("evil.com")),
+        ("http://good.com:pw@evil.com/", As("evil.com")),
+        ("http://evil.com#@good.com", As("evil.com")),
+        ("http://evil.com?@good.com", As("evil.com")),
+        ("http://good.com.evil.com/", As("good.com.evil.com")),
+        ("HTTP://GOOD.COM./", As("good.com")),
+        ("https://good.com:443/path?q#f", As("good.com")),
+        ("http://xn--bcher-kva.de/", As("xn--bcher-kva.de")),
+        ("http://BÜCHER.de/", As("xn--bcher-kva.de")),
+        // Cyrillic "о" twice: a look-alike of good.com, a different host.
+        ("http://g\u{43e}\u{43e}d.com/", As("xn--gd-fmca.com")),
+        ("gopher://good.com", Unjudged("scheme \"gopher\"")),
+        ("file:///etc/passwd", Unjudged("scheme \"file\"")),
+        ("javascript:alert(1)", Unjudged("scheme \"javascript\"")),
+        ("good.com/path", Unjudged("is not a URL")),
+        ("//good.com/", Unjudged("is not a URL")),
+        ("http://good.com\\@evil.com/", Unjudged("backslash")),
+        ("http://evil.com\t.good.com/", Unjudged("control character")),
+        (" http://good.com/", Unjudged("surrounding spaces")),
+        (
+            "http://xn--/",
+            Unjudged("is not a URL (invalid international domain name)"),
+        ),
+        ("http://good..com/", Unjudged("empty label")),
+    ];
+    for (url, meant) in &corpus {
+        let args = json!({ "url": url });
+        let (a, b) = (verdict(&allow, args.clone()), verdict(&block, args.clone()));
+        match meant {
+            As(host) => {
+                let allowed = *host == "good.com" || *host == "xn--bcher-kva.de";
+                let blocked = loopback.contains(host);
+                let a_msg = match &a {
+                    Check::Proceed(_) => None,
+                    Check::Deny(d) => Some(d.message.clone()),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(a_msg.is_none(), allowed, "{url:?}: {a_msg:?}");
+                if let Some(m) = a_msg {
+                    assert!(
+                        m.contains(&format!("has the host {host:?}")),
+                        "{url:?}: {m}"
+                    );
+                }
+                match (&b, blocked) {
+                    (Check::Proceed(_), false) => {}
+                    (Check::Deny(d), true) => assert!(
+                        d.message.contains(&format!("has the host {host:?}")),
+                        "{url:?}: {}",
+                        d.message
+                    ),
+                    other => panic!("{url:?}: block-list gave {other:?}"),
+                }
+            }
+            Unjudged(why) => {
+                for c in [a, b] {
+                    let d = deny_of(c);
+                    assert!(
+                        d.message.contains(why) && d.message.contains("cannot check"),
+                        "{url:?}: {}",
+                        d.message
+                    );
+                }
+            }
+        }
+    }
+}
