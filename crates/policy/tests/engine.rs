@@ -1306,3 +1306,25 @@ fn url_bypass_corpus_is_judged_as_meant() {
         }
     }
 }
+
+#[test]
+fn explanations_go_with_the_engine_message_not_with_on_deny() {
+    let cond = json!({"path":"args.files[*]","op":"path_under","value":"/etc"});
+    let args = json!({"files": ["/tmp/a", "/etc/../etc/x"]});
+    let plain = entry_engine("deny_if", json!([cond.clone()]));
+    assert_eq!(
+        deny_of(verdict(&plain, args.clone())).message,
+        "Denied by rule /tools/t/deny_if/0 (args.files[*] path_under \"/etc\"): args.files[1] (\"/etc/../etc/x\") normalizes to \"/etc/x\"."
+    );
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"t":{"deny_if":[
+        {"conditions":[cond],"on_deny":"No system files."}]}}}),
+    );
+    assert_eq!(deny_of(verdict(&e, args)).message, "No system files.");
+    // Plain scalar conditions keep the message they always had.
+    let e = entry_engine("deny_if", json!([{"path":"args.n","op":"gt","value":1}]));
+    assert_eq!(
+        deny_of(verdict(&e, json!({"n": 2}))).message,
+        "Denied by rule /tools/t/deny_if/0 (args.n gt 1)."
+    );
+}

@@ -167,6 +167,54 @@ fn check_explains_a_rate_limit() {
 }
 
 #[test]
+fn check_explains_path_and_element_decisions() {
+    let policy = scratch(
+        "paths.json",
+        r#"{"version":"1","default":"deny","tools":{
+            "read_file":{"deny_if":[{"conditions":[{"path":"args.path","op":"path_under","value":"/etc"}]}]},
+            "read_files":{"require":[{"conditions":[{"path":"args.paths[*]","op":"path_under","value":"/srv/app"}]}]}}}"#,
+    );
+    let check = |tool: &str, args: &str| {
+        let o = run(&[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tool",
+            tool,
+            "--args",
+            args,
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    // The issue's example: a regex on spelling let it through; the meaning does not.
+    let (code, out) = check("read_file", r#"{"path":"/srv/app/../../etc/passwd"}"#);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("DENY — /tools/read_file/deny_if/0: Denied by rule /tools/read_file/deny_if/0 (args.path path_under \"/etc\"): args.path (\"/srv/app/../../etc/passwd\") normalizes to \"/etc/passwd\"."),
+        "{out}"
+    );
+    let (code, out) = check("read_file", r#"{"path":"/srv/app/x"}"#);
+    assert_eq!((code, out.trim()), (Some(0), "call 1: ALLOW"));
+    // Which element, and its normalized form.
+    let (code, out) = check(
+        "read_files",
+        r#"{"paths":["/srv/app/a","/srv/app/./../b"]}"#,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("args.paths[1] (\"/srv/app/./../b\") normalizes to \"/srv/b\""),
+        "{out}"
+    );
+    // What cannot be judged is denied, and says why.
+    let (code, out) = check("read_files", r#"{"paths":[]}"#);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("args.paths is empty"), "{out}");
+}
+
+#[test]
 fn import_intercept_translates_and_the_result_validates() {
     let yaml = scratch(
         "intercept.yaml",
