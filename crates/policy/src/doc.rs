@@ -1183,6 +1183,20 @@ impl PolicyDoc {
         self.tools.iter().find(|(n, _)| n == name).map(|(_, r)| r)
     }
 
+    /// Every condition in the document as (its locator, the tool it belongs to — `None` for
+    /// all_tools, the condition).
+    pub fn conditions(&self) -> Vec<(String, Option<&str>, &Condition)> {
+        let root = Loc::default();
+        let mut out = Vec::new();
+        if let Some(a) = &self.all_tools {
+            collect_conditions(&root.key("all_tools"), None, a, &mut out);
+        }
+        for (n, r) in &self.tools {
+            collect_conditions(&root.key("tools").key(n), Some(n), r, &mut out);
+        }
+        out
+    }
+
     /// Every path in the document (conditions, `per`, `increment_from`) as
     /// (locator, tool it belongs to — `None` for all_tools, path).
     pub fn condition_paths(&self) -> Vec<(String, Option<&str>, &str)> {
@@ -1204,6 +1218,32 @@ fn collect_paths<'d>(
     rules: &'d Rules,
     out: &mut Vec<(String, Option<&'d str>, &'d str)>,
 ) {
+    let mut conds = Vec::new();
+    collect_conditions(loc, tool, rules, &mut conds);
+    out.extend(
+        conds
+            .into_iter()
+            .map(|(l, t, c)| (format!("{l}.path"), t, c.path.as_str())),
+    );
+    for (i, l) in rules.limits.iter().enumerate() {
+        for (key, p) in [("per", &l.per), ("increment_from", &l.increment_from)] {
+            if let Some(p) = p {
+                out.push((
+                    loc.key("limits").idx(i).key(key).as_str().to_owned(),
+                    tool,
+                    p.as_str(),
+                ));
+            }
+        }
+    }
+}
+
+fn collect_conditions<'d>(
+    loc: &Loc,
+    tool: Option<&'d str>,
+    rules: &'d Rules,
+    out: &mut Vec<(String, Option<&'d str>, &'d Condition)>,
+) {
     let lists: [(&str, Vec<&'d [Condition]>); 3] = [
         (
             "require",
@@ -1221,28 +1261,8 @@ fn collect_paths<'d>(
     for (key, entries) in lists {
         for (i, cs) in entries.into_iter().enumerate() {
             for (j, c) in cs.iter().enumerate() {
-                out.push((
-                    loc.key(key)
-                        .idx(i)
-                        .key("conditions")
-                        .idx(j)
-                        .key("path")
-                        .as_str()
-                        .to_owned(),
-                    tool,
-                    c.path.as_str(),
-                ));
-            }
-        }
-    }
-    for (i, l) in rules.limits.iter().enumerate() {
-        for (key, p) in [("per", &l.per), ("increment_from", &l.increment_from)] {
-            if let Some(p) = p {
-                out.push((
-                    loc.key("limits").idx(i).key(key).as_str().to_owned(),
-                    tool,
-                    p.as_str(),
-                ));
+                let at = loc.key(key).idx(i).key("conditions").idx(j);
+                out.push((at.as_str().to_owned(), tool, c));
             }
         }
     }
