@@ -22,4 +22,15 @@ if [ ! -f .peers/node/.done ]; then
       @modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/inspector@0.15.0)
   touch .peers/node/.done
 fi
+# The servers behind the path and URL operators' tests (tests/path_url_peers.rs); their own
+# stamps, so that a .peers/ installed before them gets them too.
+if [ ! -f .peers/venv/.fetch.done ]; then
+  .peers/venv/bin/pip install -q --disable-pip-version-check "mcp-server-fetch==2026.10.24"
+  touch .peers/venv/.fetch.done
+fi
+if [ ! -f .peers/node/.filesystem.done ]; then
+  (cd .peers/node && npm install --silent --no-audit --no-fund \
+      @modelcontextprotocol/server-filesystem@2026.8.31)
+  touch .peers/node/.filesystem.done
+fi
 echo "peers ready under .peers/"

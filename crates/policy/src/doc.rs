@@ -2,6 +2,7 @@
 //! locator, and the serializer (which writes a document the parser reads back unchanged).
 
 use crate::json::{self, type_name};
+use crate::norm::{self, HostPattern, PathStyle};
 use crate::path::Path;
 use crate::window::{self, Scope, Window};
 use serde::ser::{SerializeMap, Serializer};
@@ -26,8 +27,9 @@ pub const RULE_KEYS: &[&str] = &["require", "deny_if", "limits", "approve_if"];
 pub const ENTRY_KEYS: &[&str] = &["conditions", "on_deny"];
 /// Keys of an `approve_if` entry.
 pub const APPROVAL_KEYS: &[&str] = &["conditions", "reason", "timeout", "hold"];
-/// Keys of a condition.
-pub const CONDITION_KEYS: &[&str] = &["path", "op", "value"];
+/// Keys of a condition. (ext) `style` and `base` belong to the path operators, `schemes` to
+/// the URL operators.
+pub const CONDITION_KEYS: &[&str] = &["path", "op", "value", "style", "base", "schemes"];
 /// Keys of a `limits` entry. `on_deny` is a Portcullis extension (a message shown before the
 /// engine's own limit text).
 pub const LIMIT_KEYS: &[&str] = &[
@@ -46,7 +48,21 @@ pub const WINDOWS: &[&str] = &["second", "minute", "hour", "day", "week", "month
 pub const SCOPES: &[&str] = &["grant", "session", "server", "global"];
 /// Operator names.
 pub const OPS: &[&str] = &[
-    "eq", "neq", "lt", "lte", "gt", "gte", "in", "not_in", "contains", "regex", "exists",
+    "eq",
+    "neq",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "in",
+    "not_in",
+    "contains",
+    "regex",
+    "exists",
+    "path_under",
+    "path_not_under",
+    "url_host_in",
+    "url_host_not_in",
 ];
 
 /// Largest compiled regex, in bytes (the `regex` crate's size limit).
@@ -159,6 +175,33 @@ pub struct Condition {
     pub op: Op,
     /// Operand.
     pub value: Value,
+    /// (ext) Path operators: which characters separate segments (default both `/` and `\`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_style")]
+    pub style: Option<PathStyle>,
+    /// (ext) Path operators: the absolute path a relative argument is resolved against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// (ext) URL operators: the schemes a URL argument may have (default `http`, `https`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schemes: Option<Vec<String>>,
+}
+
+fn ser_style<S: Serializer>(s: &Option<PathStyle>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.unwrap_or_default().as_str())
+}
+
+impl Condition {
+    /// A condition with no (ext) options.
+    pub fn new(path: impl Into<String>, op: Op, value: Value) -> Condition {
+        Condition {
+            path: path.into(),
+            op,
+            value,
+            style: None,
+            base: None,
+            schemes: None,
+        }
+    }
 }
 
 /// Condition operators.
@@ -177,6 +220,10 @@ pub enum Op {
     Contains,
     Regex,
     Exists,
+    PathUnder,
+    PathNotUnder,
+    UrlHostIn,
+    UrlHostNotIn,
 }
 
 impl Op {
@@ -194,6 +241,10 @@ impl Op {
             "contains" => Op::Contains,
             "regex" => Op::Regex,
             "exists" => Op::Exists,
+            "path_under" => Op::PathUnder,
+            "path_not_under" => Op::PathNotUnder,
+            "url_host_in" => Op::UrlHostIn,
+            "url_host_not_in" => Op::UrlHostNotIn,
             _ => return None,
         })
     }
@@ -201,6 +252,16 @@ impl Op {
     /// The operator's name in the document.
     pub fn as_str(self) -> &'static str {
         OPS[self as usize]
+    }
+
+    /// (ext) `path_under` / `path_not_under`.
+    pub fn is_path_op(self) -> bool {
+        matches!(self, Op::PathUnder | Op::PathNotUnder)
+    }
+
+    /// (ext) `url_host_in` / `url_host_not_in`.
+    pub fn is_url_op(self) -> bool {
+        matches!(self, Op::UrlHostIn | Op::UrlHostNotIn)
     }
 }
 
@@ -726,6 +787,7 @@ impl Parser {
                 _ => {}
             }
         }
+        let (style, base, schemes) = self.condition_options(m, loc, op, value.as_ref());
         if self.errors.len() != before {
             return None;
         }
@@ -733,7 +795,170 @@ impl Parser {
             path: path?,
             op: op?,
             value: value?,
+            style,
+            base,
+            schemes,
         })
+    }
+
+    /// (ext) The options and operands of the path and URL operators: `style` and `base` only
+    /// with a path operator, `schemes` only with a URL operator; every path, host and scheme
+    /// is checked as the engine will read it.
+    fn condition_options(
+        &mut self,
+        m: &Map<String, Value>,
+        loc: &Loc,
+        op: Option<Op>,
+        value: Option<&Value>,
+    ) -> (Option<PathStyle>, Option<String>, Option<Vec<String>>) {
+        let Some(op) = op else {
+            return (None, None, None);
+        };
+        for (key, fits) in [
+            ("style", op.is_path_op()),
+            ("base", op.is_path_op()),
+            ("schemes", op.is_url_op()),
+        ] {
+            if m.contains_key(key) && !fits {
+                let owners = if key == "schemes" {
+                    "url_host_in and url_host_not_in"
+                } else {
+                    "path_under and path_not_under"
+                };
+                self.err(
+                    &loc.key(key),
+                    format!(
+                        "{key:?} applies only to the ops {owners}, not {:?}",
+                        op.as_str()
+                    ),
+                );
+            }
+        }
+        let name = op.as_str();
+        let vl = loc.key("value");
+        if op.is_path_op() {
+            let style = match m.get("style") {
+                None => None,
+                Some(Value::String(s)) => PathStyle::parse(s).or_else(|| {
+                    self.err(
+                        &loc.key("style"),
+                        format!("unknown style {s:?}{}", hint(s, PathStyle::NAMES)),
+                    );
+                    None
+                }),
+                Some(other) => {
+                    self.err(
+                        &loc.key("style"),
+                        format!("style must be a string, found {}", type_name(other)),
+                    );
+                    None
+                }
+            };
+            let st = style.unwrap_or_default();
+            let base = m
+                .get("base")
+                .and_then(|b| self.string(b, &loc.key("base"), "base"))
+                .filter(|b| self.absolute_path(b, st, &loc.key("base"), "base"));
+            if let Some(v) = value {
+                let items: Vec<(Loc, &Value)> = match v {
+                    Value::Array(a) if a.is_empty() => {
+                        self.err(&vl, format!("op {name:?} needs at least one path"));
+                        Vec::new()
+                    }
+                    Value::Array(a) => a.iter().enumerate().map(|(i, p)| (vl.idx(i), p)).collect(),
+                    other => vec![(vl.clone(), other)],
+                };
+                for (l, p) in items {
+                    match p.as_str() {
+                        Some(p) => {
+                            self.absolute_path(p, st, &l, &format!("op {name:?}"));
+                        }
+                        None => self.err(
+                            &l,
+                            format!(
+                                "op {name:?} needs an absolute path or an array of them, found {}",
+                                type_name(p)
+                            ),
+                        ),
+                    }
+                }
+            }
+            return (style, base, None);
+        }
+        if op.is_url_op() {
+            let schemes = m.get("schemes").and_then(|v| {
+                let l = loc.key("schemes");
+                let items = match v.as_array() {
+                    Some(a) if !a.is_empty() => a,
+                    _ => {
+                        let found = if v.is_array() { "an empty array" } else { type_name(v) };
+                        self.err(
+                            &l,
+                            format!("schemes must be a non-empty array of URL schemes such as [\"https\"], found {found}"),
+                        );
+                        return None;
+                    }
+                };
+                let before = self.errors.len();
+                let out: Vec<String> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match s.as_str() {
+                        Some(s) if norm::is_scheme(s) => Some(s.to_owned()),
+                        _ => {
+                            self.err(
+                                &l.idx(i),
+                                format!("{s} is not a URL scheme (write e.g. \"https\", without \"://\")"),
+                            );
+                            None
+                        }
+                    })
+                    .collect();
+                (self.errors.len() == before).then_some(out)
+            });
+            match value {
+                Some(Value::Array(hosts)) if !hosts.is_empty() => {
+                    for (i, h) in hosts.iter().enumerate() {
+                        let r = match h.as_str() {
+                            Some(h) => HostPattern::parse(h).map(|_| ()),
+                            None => Err(format!("a host must be a string, found {}", type_name(h))),
+                        };
+                        if let Err(e) = r {
+                            self.err(&vl.idx(i), e);
+                        }
+                    }
+                }
+                Some(other) => self.err(
+                    &vl,
+                    format!(
+                        "op {name:?} needs a non-empty array of hosts such as [\"example.com\", \"*.example.com\"], found {}",
+                        match other {
+                            Value::Array(_) => "an empty array",
+                            o => type_name(o),
+                        }
+                    ),
+                ),
+                None => {}
+            }
+            return (None, None, schemes);
+        }
+        (None, None, None)
+    }
+
+    /// Checks that `p` is an absolute path that normalizes; reports it at `loc` otherwise.
+    fn absolute_path(&mut self, p: &str, style: PathStyle, loc: &Loc, what: &str) -> bool {
+        let problem = if p.starts_with('/') || (style == PathStyle::Mixed && p.starts_with('\\')) {
+            norm::normalize_path(p, style, None).err()
+        } else {
+            Some("is not absolute (it must start with \"/\")".to_string())
+        };
+        match problem {
+            None => true,
+            Some(why) => {
+                self.err(loc, format!("{what} needs an absolute path: {p:?} {why}"));
+                false
+            }
+        }
     }
 
     fn limit(&mut self, v: &Value, loc: &Loc) -> Option<Limit> {
@@ -881,6 +1106,13 @@ impl Parser {
     fn path_string(&mut self, v: &Value, loc: &Loc, what: &str) -> Option<String> {
         let s = self.string(v, loc, what)?;
         match Path::parse(&s) {
+            Ok(p) if p.has_each() => {
+                self.err(
+                    loc,
+                    format!("{what} needs one value per call; [*] is only for condition paths"),
+                );
+                None
+            }
             Ok(_) => Some(s),
             Err(e) => {
                 self.err(loc, e);
@@ -951,6 +1183,20 @@ impl PolicyDoc {
         self.tools.iter().find(|(n, _)| n == name).map(|(_, r)| r)
     }
 
+    /// Every condition in the document as (its locator, the tool it belongs to — `None` for
+    /// all_tools, the condition).
+    pub fn conditions(&self) -> Vec<(String, Option<&str>, &Condition)> {
+        let root = Loc::default();
+        let mut out = Vec::new();
+        if let Some(a) = &self.all_tools {
+            collect_conditions(&root.key("all_tools"), None, a, &mut out);
+        }
+        for (n, r) in &self.tools {
+            collect_conditions(&root.key("tools").key(n), Some(n), r, &mut out);
+        }
+        out
+    }
+
     /// Every path in the document (conditions, `per`, `increment_from`) as
     /// (locator, tool it belongs to — `None` for all_tools, path).
     pub fn condition_paths(&self) -> Vec<(String, Option<&str>, &str)> {
@@ -972,6 +1218,32 @@ fn collect_paths<'d>(
     rules: &'d Rules,
     out: &mut Vec<(String, Option<&'d str>, &'d str)>,
 ) {
+    let mut conds = Vec::new();
+    collect_conditions(loc, tool, rules, &mut conds);
+    out.extend(
+        conds
+            .into_iter()
+            .map(|(l, t, c)| (format!("{l}.path"), t, c.path.as_str())),
+    );
+    for (i, l) in rules.limits.iter().enumerate() {
+        for (key, p) in [("per", &l.per), ("increment_from", &l.increment_from)] {
+            if let Some(p) = p {
+                out.push((
+                    loc.key("limits").idx(i).key(key).as_str().to_owned(),
+                    tool,
+                    p.as_str(),
+                ));
+            }
+        }
+    }
+}
+
+fn collect_conditions<'d>(
+    loc: &Loc,
+    tool: Option<&'d str>,
+    rules: &'d Rules,
+    out: &mut Vec<(String, Option<&'d str>, &'d Condition)>,
+) {
     let lists: [(&str, Vec<&'d [Condition]>); 3] = [
         (
             "require",
@@ -989,28 +1261,8 @@ fn collect_paths<'d>(
     for (key, entries) in lists {
         for (i, cs) in entries.into_iter().enumerate() {
             for (j, c) in cs.iter().enumerate() {
-                out.push((
-                    loc.key(key)
-                        .idx(i)
-                        .key("conditions")
-                        .idx(j)
-                        .key("path")
-                        .as_str()
-                        .to_owned(),
-                    tool,
-                    c.path.as_str(),
-                ));
-            }
-        }
-    }
-    for (i, l) in rules.limits.iter().enumerate() {
-        for (key, p) in [("per", &l.per), ("increment_from", &l.increment_from)] {
-            if let Some(p) = p {
-                out.push((
-                    loc.key("limits").idx(i).key(key).as_str().to_owned(),
-                    tool,
-                    p.as_str(),
-                ));
+                let at = loc.key(key).idx(i).key("conditions").idx(j);
+                out.push((at.as_str().to_owned(), tool, c));
             }
         }
     }

@@ -9,8 +9,9 @@ use crate::counters::{CounterStore, KeyTemplate, Reservation, ReserveError, Tick
 use crate::doc::{
     self, Approval, Condition, Entry, Limit, Mode, Op, PolicyDoc, Rules, ValidationError,
 };
-use crate::json::{canonical, cmp_numbers, json_eq};
-use crate::path::Path;
+use crate::json::{canonical, cmp_numbers, json_eq, type_name};
+use crate::norm::{self, HostPattern, PathStyle};
+use crate::path::{NoElements, Path};
 use crate::window::{self, human_wait, Millis, Scope, Window};
 use regex::Regex;
 use rustc_hash::FxHashMap;
@@ -129,17 +130,50 @@ enum Test {
     Contains(Value),
     Regex(Regex),
     Exists(bool),
+    /// (ext) `path_under` (`negate: false`) / `path_not_under`; prefixes normalized.
+    Under {
+        prefixes: Vec<String>,
+        style: PathStyle,
+        base: Option<String>,
+        negate: bool,
+    },
+    /// (ext) `url_host_in` (`negate: false`) / `url_host_not_in`; schemes lowercase.
+    Host {
+        hosts: Vec<HostPattern>,
+        schemes: Vec<String>,
+        negate: bool,
+    },
+}
+
+/// How a condition on `[*]` treats the elements: `deny_if` and `approve_if` hold when
+/// [`Quant::Any`] element satisfies the test, `require` only when [`Quant::Every`] one does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quant {
+    Any,
+    Every,
+}
+
+/// A condition's verdict on one call.
+#[derive(Debug)]
+struct Outcome {
+    holds: bool,
+    /// What decided it, for the engine's own message: the element (for `[*]`) and the
+    /// normalized form (for path and URL operators). `None` for plain scalar conditions.
+    witness: Option<String>,
 }
 
 #[derive(Debug)]
 struct Cond {
     path: Path,
     test: Test,
+    /// `path op value` as the document says it, for messages.
+    text: String,
 }
 
 impl Cond {
     fn compile(c: &Condition) -> Cond {
         let path = Path::parse(&c.path).expect("validated");
+        let text = describe(std::slice::from_ref(c));
         let v = c.value.clone();
         let test = match c.op {
             Op::Eq => Test::Eq(v),
@@ -155,13 +189,141 @@ impl Cond {
                 Test::Regex(doc::compile_regex(v.as_str().expect("validated")).expect("validated"))
             }
             Op::Exists => Test::Exists(v.as_bool().expect("validated")),
+            Op::PathUnder | Op::PathNotUnder => {
+                let style = c.style.unwrap_or_default();
+                let one = |p: &Value| {
+                    norm::normalize_path(p.as_str().expect("validated"), style, None)
+                        .expect("validated")
+                };
+                let prefixes = match &v {
+                    Value::Array(a) => a.iter().map(one).collect(),
+                    p => vec![one(p)],
+                };
+                let base = c
+                    .base
+                    .as_deref()
+                    .map(|b| norm::normalize_path(b, style, None).expect("validated"));
+                Test::Under {
+                    prefixes,
+                    style,
+                    base,
+                    negate: c.op == Op::PathNotUnder,
+                }
+            }
+            Op::UrlHostIn | Op::UrlHostNotIn => Test::Host {
+                hosts: arr(v)
+                    .iter()
+                    .map(|h| HostPattern::parse(h.as_str().expect("validated")).expect("validated"))
+                    .collect(),
+                schemes: match &c.schemes {
+                    Some(s) => s.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                    None => norm::DEFAULT_SCHEMES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                },
+                negate: c.op == Op::UrlHostNotIn,
+            },
         };
-        Cond { path, test }
+        Cond { path, test, text }
     }
 
-    fn holds(&self, call: &Call, who: &Identity) -> bool {
-        let found = self.path.resolve(call.args, who);
-        let Some(arg) = found.as_deref() else {
+    /// Whether this condition can find an argument it cannot judge (then the call is denied
+    /// whatever the entry): a path or URL operator, or a `[*]` path.
+    fn fails_closed(&self) -> bool {
+        self.path.has_each() || matches!(self.test, Test::Under { .. } | Test::Host { .. })
+    }
+
+    /// The verdict on a call, or why the argument cannot be judged (a sentence naming the
+    /// argument or element).
+    fn eval(&self, call: &Call, who: &Identity, quant: Quant) -> Result<Outcome, String> {
+        if !self.path.has_each() {
+            let found = self.path.resolve(call.args, who);
+            let arg = found.as_deref();
+            let (holds, normal) = self
+                .judge(arg)
+                .map_err(|why| format!("{} {}", shown(self.path.as_str(), arg), why))?;
+            let witness = normal.map(|n| format!("{} {n}", shown(self.path.as_str(), arg)));
+            return Ok(Outcome { holds, witness });
+        }
+        let elements = self.path.each(call.args).map_err(|e| {
+            let array = self.path.array_part();
+            match e {
+                NoElements::Missing => format!("{array} is missing, so no element can be checked"),
+                NoElements::Empty => format!("{array} is empty, so no element can be checked"),
+                NoElements::NotArray(t) => format!("{array} is {t}, not an array"),
+            }
+        })?;
+        // Every element is judged (none skipped), so an element that cannot be judged is
+        // always found; the first element that decides the quantifier is the witness.
+        let mut witness = None;
+        for (i, arg) in elements.into_iter().enumerate() {
+            let here = self.path.element(i);
+            let (holds, normal) = self
+                .judge(arg)
+                .map_err(|why| format!("{} {why}", shown(&here, arg)))?;
+            let decisive = match quant {
+                Quant::Any => holds,
+                Quant::Every => !holds,
+            };
+            if decisive && witness.is_none() {
+                witness = Some(match normal {
+                    Some(n) => format!("{} {n}", shown(&here, arg)),
+                    None => shown(&here, arg),
+                });
+            }
+        }
+        let holds = match quant {
+            Quant::Any => witness.is_some(),
+            Quant::Every => witness.is_none(),
+        };
+        Ok(Outcome { holds, witness })
+    }
+
+    /// The test on one value (`None`: absent): whether it holds and, for path and URL
+    /// operators, the normalized form (`normalizes to "/etc/passwd"`); `Err(why)` when a
+    /// path or URL operator cannot normalize it.
+    fn judge(&self, arg: Option<&Value>) -> Result<(bool, Option<String>), String> {
+        match (&self.test, arg) {
+            (
+                Test::Under {
+                    prefixes,
+                    style,
+                    base,
+                    negate,
+                },
+                Some(a),
+            ) => {
+                let s = a
+                    .as_str()
+                    .ok_or_else(|| format!("is {}, not a path string", type_name(a)))?;
+                let p = norm::normalize_path(s, *style, base.as_deref())?;
+                let under = prefixes.iter().any(|pre| norm::is_under(&p, pre));
+                Ok((under != *negate, Some(format!("normalizes to {p:?}"))))
+            }
+            (
+                Test::Host {
+                    hosts,
+                    schemes,
+                    negate,
+                },
+                Some(a),
+            ) => {
+                let s = a
+                    .as_str()
+                    .ok_or_else(|| format!("is {}, not a URL string", type_name(a)))?;
+                let h = norm::url_host(s, schemes)?;
+                let listed = hosts.iter().any(|p| p.matches(&h));
+                Ok((listed != *negate, Some(format!("has the host {h:?}"))))
+            }
+            _ => Ok((self.holds_plain(arg), None)),
+        }
+    }
+
+    /// The operators of policy-v1 on one value (`None`: absent). Path and URL operators on
+    /// an absent value are false like the rest.
+    fn holds_plain(&self, arg: Option<&Value>) -> bool {
+        let Some(arg) = arg else {
             // Absent: every op is false except `exists: false`.
             return matches!(self.test, Test::Exists(false));
         };
@@ -181,6 +343,26 @@ impl Cond {
                 _ => false,
             },
             Test::Regex(re) => arg.as_str().is_some_and(|s| re.is_match(s)),
+            Test::Under { .. } | Test::Host { .. } => unreachable!("judged by Cond::judge"),
+        }
+    }
+}
+
+/// `args.path ("/srv/x")`: a name and the value it had, for messages.
+fn shown(name: &str, arg: Option<&Value>) -> String {
+    match arg {
+        None => format!("{name} (absent)"),
+        Some(v) => {
+            let mut t = v.to_string();
+            if t.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|&i| t.is_char_boundary(i))
+                    .unwrap_or(0);
+                t.truncate(cut);
+                t.push('…');
+            }
+            format!("{name} ({t})")
         }
     }
 }
@@ -203,12 +385,77 @@ fn arr(v: Value) -> Vec<Value> {
 struct CEntry {
     conds: Vec<Cond>,
     rule: String,
-    message: String,
+    /// `require`: every element; `deny_if`: any element.
+    quant: Quant,
+    /// The entry's `on_deny`, given to the agent as written.
+    on_deny: Option<String>,
+    /// The engine's own message without its final period, used when there is no `on_deny`;
+    /// what decided the call (elements, normalized forms) is added after it.
+    summary: String,
 }
 
 impl CEntry {
-    fn holds(&self, call: &Call, who: &Identity) -> bool {
-        self.conds.iter().all(|c| c.holds(call, who))
+    /// The denial this entry gives the call, if any: a `require` whose conditions do not all
+    /// hold, or a `deny_if` whose conditions all do.
+    fn denial(&self, call: &Call, who: &Identity) -> Option<Denial> {
+        let mut witnesses = Vec::new();
+        for c in &self.conds {
+            let o = match c.eval(call, who, self.quant) {
+                Ok(o) => o,
+                Err(why) => return Some(unjudged(&self.rule, c, &why)),
+            };
+            match (self.quant, o.holds) {
+                (Quant::Every, false) => {
+                    witnesses.extend(o.witness);
+                    return Some(self.deny(&witnesses));
+                }
+                (Quant::Any, false) => return None,
+                (Quant::Any, true) => witnesses.extend(o.witness),
+                (Quant::Every, true) => {}
+            }
+        }
+        (self.quant == Quant::Any).then(|| self.deny(&witnesses))
+    }
+
+    fn deny(&self, witnesses: &[String]) -> Denial {
+        let message = match &self.on_deny {
+            Some(m) => m.clone(),
+            None if witnesses.is_empty() => format!("{}.", self.summary),
+            None => format!("{}: {}.", self.summary, witnesses.join("; ")),
+        };
+        Denial {
+            rule: self.rule.clone(),
+            message,
+            retry_after_secs: None,
+        }
+    }
+}
+
+/// The first argument of `conds` that cannot be judged, as a denial by `rule`.
+fn first_unjudged(
+    conds: &[Cond],
+    rule: &str,
+    quant: Quant,
+    call: &Call,
+    who: &Identity,
+) -> Option<Denial> {
+    conds.iter().filter(|c| c.fails_closed()).find_map(|c| {
+        c.eval(call, who, quant)
+            .err()
+            .map(|why| unjudged(rule, c, &why))
+    })
+}
+
+/// The denial for an argument a condition cannot judge: it names the rule, the condition,
+/// the argument (or element) and why.
+fn unjudged(rule: &str, c: &Cond, why: &str) -> Denial {
+    Denial {
+        rule: rule.to_owned(),
+        message: format!(
+            "Denied by rule {rule}: {why} (condition {}); a call the policy cannot check is denied.",
+            c.text
+        ),
+        retry_after_secs: None,
     }
 }
 
@@ -249,6 +496,22 @@ struct CRules {
     limits: Vec<u32>,
 }
 
+impl CRules {
+    /// Fail closed: the denial for the first argument that a condition of any entry (require,
+    /// deny_if or approve_if) cannot judge, whatever the entry's other conditions say.
+    fn unjudgeable(&self, call: &Call, who: &Identity) -> Option<Denial> {
+        let entries = self.require.iter().chain(&self.deny_if);
+        entries
+            .map(|e| (&e.conds, &e.rule, e.quant))
+            .chain(
+                self.approve_if
+                    .iter()
+                    .map(|a| (&a.conds, &a.rule, Quant::Any)),
+            )
+            .find_map(|(conds, rule, quant)| first_unjudged(conds, rule, quant, call, who))
+    }
+}
+
 #[derive(Debug)]
 enum ToolEntry {
     Hidden,
@@ -275,7 +538,19 @@ fn pointer_token(s: &str) -> String {
 fn describe(conds: &[Condition]) -> String {
     conds
         .iter()
-        .map(|c| format!("{} {} {}", c.path, c.op.as_str(), c.value))
+        .map(|c| {
+            let mut t = format!("{} {} {}", c.path, c.op.as_str(), c.value);
+            if let Some(s) = c.style {
+                let _ = write!(t, " style {}", s.as_str());
+            }
+            if let Some(b) = &c.base {
+                let _ = write!(t, " base {b:?}");
+            }
+            if let Some(s) = &c.schemes {
+                let _ = write!(t, " schemes {}", s.join(","));
+            }
+            t
+        })
         .collect::<Vec<_>>()
         .join(" and ")
 }
@@ -352,11 +627,14 @@ impl Engine {
             None => None,
         };
         for r in rules.into_iter().chain(std::iter::once(&self.all)) {
-            if let Some(e) = r.require.iter().find(|e| !e.holds(call, who)) {
-                return Check::Deny(entry_denial(e));
+            if let Some(d) = r.unjudgeable(call, who) {
+                return Check::Deny(d);
             }
-            if let Some(e) = r.deny_if.iter().find(|e| e.holds(call, who)) {
-                return Check::Deny(entry_denial(e));
+        }
+        for r in rules.into_iter().chain(std::iter::once(&self.all)) {
+            let mut entries = r.require.iter().chain(&r.deny_if);
+            if let Some(d) = entries.find_map(|e| e.denial(call, who)) {
+                return Check::Deny(d);
             }
         }
         let plan = match self.plan(rules, call, who) {
@@ -364,11 +642,12 @@ impl Engine {
             Err(d) => return Check::Deny(d),
         };
         for r in rules.into_iter().chain(std::iter::once(&self.all)) {
-            if let Some(a) = r
-                .approve_if
-                .iter()
-                .find(|a| a.conds.iter().all(|c| c.holds(call, who)))
-            {
+            // Arguments that cannot be judged were denied above, so `eval` succeeds here.
+            if let Some(a) = r.approve_if.iter().find(|a| {
+                a.conds
+                    .iter()
+                    .all(|c| c.eval(call, who, Quant::Any).is_ok_and(|o| o.holds))
+            }) {
                 let need = ApprovalNeed {
                     rule: a.rule.clone(),
                     reason: a.reason.clone(),
@@ -551,44 +830,36 @@ fn increment_from(p: &Path, call: &Call, who: &Identity) -> Result<u64, &'static
     }
 }
 
-fn entry_denial(e: &CEntry) -> Denial {
-    Denial {
-        rule: e.rule.clone(),
-        message: e.message.clone(),
-        retry_after_secs: None,
-    }
-}
-
 fn compile_rules(r: &Rules, base: &str, limits: &mut Vec<CLimit>) -> CRules {
-    let entries =
-        |list: &[Entry], key: &str, default_msg: &dyn Fn(&str, &[Condition]) -> String| {
-            list.iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let rule = format!("{base}/{key}/{i}");
-                    let message = e
-                        .on_deny
-                        .clone()
-                        .unwrap_or_else(|| default_msg(&rule, &e.conditions));
-                    CEntry {
-                        conds: e.conditions.iter().map(Cond::compile).collect(),
-                        rule,
-                        message,
-                    }
-                })
-                .collect()
-        };
-    let require = entries(&r.require, "require", &|rule, cs| {
+    let entries = |list: &[Entry],
+                   key: &str,
+                   quant: Quant,
+                   summary: &dyn Fn(&str, &[Condition]) -> String| {
+        list.iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let rule = format!("{base}/{key}/{i}");
+                CEntry {
+                    conds: e.conditions.iter().map(Cond::compile).collect(),
+                    summary: summary(&rule, &e.conditions),
+                    on_deny: e.on_deny.clone(),
+                    quant,
+                    rule,
+                }
+            })
+            .collect()
+    };
+    let require = entries(&r.require, "require", Quant::Every, &|rule, cs| {
         format!(
-            "The call does not meet the requirement {rule} ({}).",
+            "The call does not meet the requirement {rule} ({})",
             describe(cs)
         )
     });
-    let deny_if = entries(&r.deny_if, "deny_if", &|rule, cs| {
+    let deny_if = entries(&r.deny_if, "deny_if", Quant::Any, &|rule, cs| {
         if cs.is_empty() {
-            format!("Denied by rule {rule}.")
+            format!("Denied by rule {rule}")
         } else {
-            format!("Denied by rule {rule} ({}).", describe(cs))
+            format!("Denied by rule {rule} ({})", describe(cs))
         }
     });
     let approve_if = r

@@ -18,6 +18,7 @@ pub mod doc;
 pub mod engine;
 pub mod json;
 pub mod lint;
+pub mod norm;
 pub mod path;
 
 pub use doc::{parse, PolicyDoc, ValidationError};

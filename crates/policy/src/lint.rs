@@ -1,8 +1,9 @@
 //! Checks a policy against a server's real tool list (`validate --tools`): policy keys that
-//! name no tool, and `args.*` paths that the tool's `inputSchema` does not declare. These are
-//! the typos that make a rule silently never match.
+//! name no tool, and `args.*` paths that the tool's `inputSchema` does not declare — the typos
+//! that make a rule silently never match; and string comparisons (`regex`, `eq`, `contains`)
+//! on arguments that look like paths or URLs, which a respelling slips past.
 
-use crate::doc::{suggest, tool_locator, PolicyDoc, ValidationError};
+use crate::doc::{suggest, tool_locator, Op, PolicyDoc, ValidationError};
 use crate::path::{Path, Root, Step};
 use serde_json::Value;
 
@@ -84,10 +85,136 @@ pub fn lint(doc: &PolicyDoc, tools: &[Value]) -> Vec<ValidationError> {
             }
         }
     }
+    for (locator, tool, c) in doc.conditions() {
+        if !matches!(c.op, Op::Regex | Op::Eq | Op::Contains) {
+            continue;
+        }
+        let Ok(p) = Path::parse(&c.path) else {
+            continue;
+        };
+        if p.root() != Root::Args {
+            continue;
+        }
+        // The tool's schema; for all_tools, any tool's.
+        let schemas: Vec<&Value> = match tool {
+            Some(t) => schema_of(t).into_iter().collect(),
+            None => by_name.iter().map(|(_, s)| *s).collect(),
+        };
+        let Some((kind, why)) = looks_like(&p, &schemas) else {
+            continue;
+        };
+        let (instead, respelt) = match kind {
+            Kind::Path => ("path_under or path_not_under", "/srv/app/../../etc/passwd"),
+            Kind::Url => ("url_host_in or url_host_not_in", "HTTP://2130706433/"),
+        };
+        out.push(ValidationError {
+            locator: format!("{locator}.op"),
+            message: format!(
+                "{} looks like a {} ({why}), but {:?} compares its spelling, which a respelling such as {respelt:?} slips past; use {instead} instead",
+                c.path,
+                kind.noun(),
+                c.op.as_str()
+            ),
+        });
+    }
     out
 }
 
+/// What an argument looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Path,
+    Url,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Path => "file path",
+            Kind::Url => "URL",
+        }
+    }
+}
+
+/// Words of an argument name that mark a path or a URL.
+const PATH_WORDS: &[&str] = &[
+    "path",
+    "paths",
+    "file",
+    "files",
+    "filename",
+    "filepath",
+    "dir",
+    "dirs",
+    "directory",
+    "directories",
+    "folder",
+    "cwd",
+];
+const URL_WORDS: &[&str] = &["url", "urls", "uri", "uris", "href", "endpoint"];
+
+/// Whether the argument at `path` looks like a path or URL, and why: its schema says
+/// `format: uri` (or `uri-reference`, `iri`), or the last field name has a telling word
+/// (`file_path`, `targetUrl`, `dir`).
+fn looks_like(path: &Path, schemas: &[&Value]) -> Option<(Kind, String)> {
+    let uri_format = schemas.iter().find_map(|s| {
+        let f = schema_at(s, path.steps())?.get("format")?.as_str()?;
+        matches!(f, "uri" | "uri-reference" | "iri" | "iri-reference" | "url").then_some(f)
+    });
+    if let Some(f) = uri_format {
+        return Some((Kind::Url, format!("its inputSchema says format: {f}")));
+    }
+    let name = path.steps().iter().rev().find_map(|s| match s {
+        Step::Key(k) => Some(&**k),
+        _ => None,
+    })?;
+    let words = words(name);
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    let kind = if has(URL_WORDS) {
+        Kind::Url
+    } else if has(PATH_WORDS) {
+        Kind::Path
+    } else {
+        return None;
+    };
+    Some((kind, format!("by its name {name:?}")))
+}
+
+/// The lowercase words of a field name: `filePath`, `file_path`, `file-path` → file, path.
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for ch in name.chars() {
+        let boundary = !ch.is_ascii_alphanumeric() || (ch.is_ascii_uppercase() && prev_lower);
+        if boundary && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = ch.is_ascii_lowercase() || ch.is_ascii_digit();
+        if ch.is_ascii_alphanumeric() {
+            cur.push(ch.to_ascii_lowercase());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The schema of the value at `steps`, when the schema declares it.
+fn schema_at<'s>(schema: &'s Value, steps: &[Step]) -> Option<&'s Value> {
+    let mut cur = schema;
+    for step in steps {
+        cur = match step {
+            Step::Key(k) => cur.get("properties")?.get(&**k)?,
+            Step::Index(_) | Step::Each => cur.get("items")?,
+        };
+    }
+    Some(cur)
+}
+
 /// Walks `steps` through a JSON Schema; `Some(reason)` when a step is certainly undeclared.
+/// (Unlike [`schema_at`], it tells an undeclared field from a schema that does not say.)
 /// Schemas that do not say (no `properties`, or `additionalProperties` allowed) pass.
 fn undeclared(schema: &Value, steps: &[Step]) -> Option<String> {
     let mut cur = schema;
@@ -112,8 +239,39 @@ fn undeclared(schema: &Value, steps: &[Step]) -> Option<String> {
                     }
                 }
             }
-            Step::Index(_) => cur = cur.get("items")?,
+            Step::Index(_) | Step::Each => cur = cur.get("items")?,
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn words_split_names() {
+        assert_eq!(words("filePath"), ["file", "path"]);
+        assert_eq!(words("target_URL"), ["target", "url"]);
+        assert_eq!(words("security"), ["security"]);
+        assert_eq!(words("dir2"), ["dir2"]);
+    }
+
+    #[test]
+    fn names_and_formats_that_look_like_paths_or_urls() {
+        let p = |s: &str| Path::parse(s).unwrap();
+        let schema = json!({"properties": {"target": {"type": "string", "format": "uri"},
+            "links": {"type": "array", "items": {"format": "uri"}}}});
+        let kind = |s: &str| looks_like(&p(s), &[&schema]).map(|(k, _)| k);
+        assert_eq!(kind("args.path"), Some(Kind::Path));
+        assert_eq!(kind("args.sourceFiles[*]"), Some(Kind::Path));
+        assert_eq!(kind("args.work_dir"), Some(Kind::Path));
+        assert_eq!(kind("args.url"), Some(Kind::Url));
+        assert_eq!(kind("args.target"), Some(Kind::Url));
+        assert_eq!(kind("args.links[0]"), Some(Kind::Url));
+        assert_eq!(kind("args.security"), None);
+        assert_eq!(kind("args.profile"), None);
+        assert_eq!(kind("args.amount"), None);
+    }
 }

@@ -1,6 +1,6 @@
-//! Condition paths: `args.a.b[0].c`, and (ext) `grant.label`, `grant.id`,
-//! `session.client_name`. Parsed once at load into steps; resolved per call without
-//! allocation for `args.*`.
+//! Condition paths: `args.a.b[0].c`, (ext) `args.files[*]` for every element of an array,
+//! and (ext) `grant.label`, `grant.id`, `session.client_name`. Parsed once at load into steps;
+//! resolved per call without allocation for `args.*`.
 
 use crate::engine::Identity;
 use serde_json::Value;
@@ -26,6 +26,19 @@ pub enum Step {
     Key(Box<str>),
     /// An array element.
     Index(usize),
+    /// (ext) `[*]`: every element of an array (at most one per path).
+    Each,
+}
+
+/// Why a path with `[*]` has no elements to judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoElements {
+    /// The array is absent or `null`.
+    Missing,
+    /// The value is there but not an array (its JSON type).
+    NotArray(&'static str),
+    /// The array is empty.
+    Empty,
 }
 
 /// A parsed path.
@@ -84,9 +97,20 @@ impl Path {
                     .find(']')
                     .ok_or_else(|| format!("path {text:?} has an unclosed '['"))?;
                 let n = &idx[1..close];
+                if n == "*" {
+                    if steps.contains(&Step::Each) {
+                        return Err(format!("path {text:?} has more than one [*]"));
+                    }
+                    steps.push(Step::Each);
+                    idx = &idx[close + 1..];
+                    if !idx.is_empty() && !idx.starts_with('[') {
+                        return Err(format!("path {text:?}: expected '.' or '[' after ']'"));
+                    }
+                    continue;
+                }
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || n.len() > 9 {
                     return Err(format!(
-                        "path {text:?}: array index {n:?} must be a non-negative integer"
+                        "path {text:?}: array index {n:?} must be a non-negative integer or *"
                     ));
                 }
                 steps.push(Step::Index(n.parse().expect("digits")));
@@ -118,8 +142,41 @@ impl Path {
         &self.steps
     }
 
+    /// Whether the path has a `[*]` step (then read it with [`Path::each`]).
+    pub fn has_each(&self) -> bool {
+        self.steps.contains(&Step::Each)
+    }
+
+    /// The path with its `[*]` replaced by an index: `args.files[2]`.
+    pub fn element(&self, i: usize) -> String {
+        self.text.replacen("[*]", &format!("[{i}]"), 1)
+    }
+
+    /// The path up to its `[*]` (`args.lines` for `args.lines[*].qty`).
+    pub fn array_part(&self) -> &str {
+        self.text.split("[*]").next().unwrap_or(&self.text)
+    }
+
+    /// Resolves a path with a `[*]` step into the value below each element of the array
+    /// (`None` where that element lacks it), or says why there is no element to judge.
+    pub fn each<'a>(&self, args: Option<&'a Value>) -> Result<Vec<Option<&'a Value>>, NoElements> {
+        let Some(at) = self.steps.iter().position(|s| *s == Step::Each) else {
+            // No `[*]`: the path's one value.
+            return Ok(vec![walk(args, &self.steps)]);
+        };
+        let (head, tail) = self.steps.split_at(at);
+        let array = walk(args, head).filter(|v| !v.is_null());
+        match array {
+            None => Err(NoElements::Missing),
+            Some(Value::Array(a)) if a.is_empty() => Err(NoElements::Empty),
+            Some(Value::Array(a)) => Ok(a.iter().map(|e| walk(Some(e), &tail[1..])).collect()),
+            Some(other) => Err(NoElements::NotArray(crate::json::type_name(other))),
+        }
+    }
+
     /// Resolves the path for a call. `None` when absent (missing member, index out of range,
-    /// stepping into a non-container, or an identity field the caller does not have).
+    /// stepping into a non-container, or an identity field the caller does not have); a path
+    /// with `[*]` is read with [`Path::each`] instead and resolves to `None` here.
     pub fn resolve<'a>(
         &self,
         args: Option<&'a Value>,
@@ -132,16 +189,20 @@ impl Path {
             Root::SessionClientName => return who.client_name.and_then(owned),
             Root::Args => {}
         }
-        let mut cur = args?;
-        for step in &self.steps {
-            cur = match (step, cur) {
-                (Step::Key(k), Value::Object(m)) => m.get(&**k)?,
-                (Step::Index(i), Value::Array(a)) => a.get(*i)?,
-                _ => return None,
-            };
-        }
-        Some(Cow::Borrowed(cur))
+        walk(args, &self.steps).map(Cow::Borrowed)
     }
+}
+
+fn walk<'a>(from: Option<&'a Value>, steps: &[Step]) -> Option<&'a Value> {
+    let mut cur = from?;
+    for step in steps {
+        cur = match (step, cur) {
+            (Step::Key(k), Value::Object(m)) => m.get(&**k)?,
+            (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 #[cfg(test)]
@@ -178,6 +239,31 @@ mod tests {
         assert_eq!(r("grant.label"), Some(json!("alice")));
         assert_eq!(r("session.client_name"), None);
         assert_eq!(Path::parse("args.m[0][1]").unwrap().steps().len(), 3);
+        assert_eq!(r("args.a.b[*]"), None, "[*] paths are read with each()");
+    }
+
+    #[test]
+    fn every_element() {
+        let args =
+            json!({"files": ["/a", "/b"], "lines": [{"qty": 1}, {}], "e": [], "s": "x", "n": null});
+        let each = |p: &str| Path::parse(p).unwrap().each(Some(&args));
+        assert_eq!(
+            each("args.files[*]"),
+            Ok(vec![Some(&json!("/a")), Some(&json!("/b"))])
+        );
+        assert_eq!(each("args.lines[*].qty"), Ok(vec![Some(&json!(1)), None]));
+        assert_eq!(each("args.e[*]"), Err(NoElements::Empty));
+        assert_eq!(each("args.missing[*]"), Err(NoElements::Missing));
+        assert_eq!(each("args.n[*]"), Err(NoElements::Missing));
+        assert_eq!(each("args.s[*]"), Err(NoElements::NotArray("string")));
+        let p = Path::parse("args.lines[*].qty").unwrap();
+        assert!(p.has_each());
+        assert_eq!(p.element(3), "args.lines[3].qty");
+        assert_eq!(p.array_part(), "args.lines");
+        assert!(Path::parse("args.m[*][*]")
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(Path::parse("args.m[*]x").is_err());
     }
 
     #[test]

@@ -176,6 +176,31 @@ fn json_schema_matches_the_parser() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(ops, doc::OPS);
+    // The extensions of conditions are marked as such.
+    let condition = schema.pointer("/$defs/condition/properties").unwrap();
+    for key in ["style", "base", "schemes"] {
+        let d = condition[key]["description"].as_str().unwrap();
+        assert!(d.starts_with("(ext)"), "{key}: {d}");
+    }
+    let op_doc = condition["op"]["description"].as_str().unwrap();
+    for op in [
+        "path_under",
+        "path_not_under",
+        "url_host_in",
+        "url_host_not_in",
+    ] {
+        assert!(
+            op_doc.starts_with("(ext)") && op_doc.contains(op),
+            "{op_doc}"
+        );
+    }
+    let styles: Vec<&str> = condition["style"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(styles, portcullis_policy::norm::PathStyle::NAMES);
     let scopes: Vec<&str> = schema
         .pointer("/$defs/limit/properties/scope/enum")
         .unwrap()

@@ -784,3 +784,547 @@ fn no_policy_denial() {
     let d = Denial::no_policy();
     assert_eq!(d.rule, "(no policy)");
 }
+
+/// The pure check of one call of tool `t` with these arguments, by alice.
+fn verdict(e: &Engine, args: Value) -> Check {
+    e.check(
+        &Call {
+            tool: "t",
+            args: Some(&args),
+        },
+        &alice(),
+    )
+}
+
+/// A policy whose tool `t` has `kind` (require, deny_if or approve_if) = one entry of
+/// `conditions`.
+fn entry_engine(kind: &str, conditions: Value) -> Engine {
+    engine(json!({"version":"1","default":"deny","tools":{"t":{kind:[{"conditions":conditions}]}}}))
+}
+
+#[test]
+fn path_under_and_path_not_under_compare_whole_segments_after_normalizing() {
+    let under =
+        |value: Value, arg: &str| holds("args.p", "path_under", value, Some(json!({ "p": arg })));
+    assert!(under(json!("/srv/app"), "/srv/app/x.txt"));
+    assert!(under(json!("/srv/app"), "/srv/app"));
+    assert!(under(json!("/srv/app/"), "/srv//app/./x/../y"));
+    assert!(!under(json!("/srv/app"), "/srv/application"));
+    assert!(!under(json!("/srv/app"), "/srv"));
+    assert!(under(json!(["/tmp", "/srv/app"]), "/tmp/x"));
+    assert!(!under(json!(["/tmp", "/srv/app"]), "/etc/x"));
+    assert!(under(json!("/"), "/anything/at/all"));
+    // Absent: false, like every operator but exists (so a require fails).
+    assert!(!holds(
+        "args.p",
+        "path_under",
+        json!("/srv"),
+        Some(json!({}))
+    ));
+    let not_under = |arg: &str| {
+        holds(
+            "args.p",
+            "path_not_under",
+            json!(["/etc", "/root"]),
+            Some(json!({ "p": arg })),
+        )
+    };
+    assert!(not_under("/srv/etc"));
+    assert!(!not_under("/srv/../etc/shadow"));
+    assert!(!not_under("/root"));
+}
+
+#[test]
+fn path_style_and_base() {
+    let e = |extra: Value| {
+        let mut c = json!({"path":"args.p","op":"path_under","value":"/srv/app"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        entry_engine("require", json!([c]))
+    };
+    let mixed = e(json!({}));
+    assert!(matches!(
+        verdict(&mixed, json!({"p": "/srv/app/..\\..\\..\\etc\\passwd"})),
+        Check::Deny(_)
+    ));
+    assert!(matches!(
+        verdict(&mixed, json!({"p": "\\srv\\app\\x"})),
+        Check::Proceed(_)
+    ));
+    // posix: a backslash is part of a file name, so this stays inside /srv/app.
+    let posix = e(json!({"style":"posix"}));
+    assert!(matches!(
+        verdict(&posix, json!({"p": "/srv/app/..\\..\\etc"})),
+        Check::Proceed(_)
+    ));
+    assert!(matches!(
+        verdict(&posix, json!({"p": "\\srv\\app\\x"})),
+        Check::Deny(_)
+    ));
+    // A relative argument is resolved against base; without one it denies.
+    let based = e(json!({"base":"/srv/app"}));
+    assert!(matches!(
+        verdict(&based, json!({"p": "notes/a.md"})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(&based, json!({"p": "../other/a.md"})));
+    assert!(
+        d.message.contains("normalizes to \"/srv/other/a.md\""),
+        "{}",
+        d.message
+    );
+    let d = deny_of(verdict(&mixed, json!({"p": "notes/a.md"})));
+    assert!(d.message.contains("has no \"base\""), "{}", d.message);
+}
+
+#[test]
+fn url_host_in_and_not_in() {
+    let hosts = json!(["example.com", "*.example.org", "127.0.0.1", "[::1]"]);
+    let host_in = |url: &str| {
+        holds(
+            "args.u",
+            "url_host_in",
+            hosts.clone(),
+            Some(json!({ "u": url })),
+        )
+    };
+    assert!(host_in("https://example.com/x?y#z"));
+    assert!(host_in("http://user:pw@EXAMPLE.com.:8080/"));
+    assert!(host_in("https://a.b.example.org/"));
+    assert!(!host_in("https://example.org/"), "*. names subdomains only");
+    assert!(!host_in("https://notexample.com/"));
+    assert!(host_in("http://[0:0:0:0:0:0:0:1]/"));
+    assert!(host_in("http://0177.0.0.1/"));
+    let not_in = |url: &str| {
+        holds(
+            "args.u",
+            "url_host_not_in",
+            json!(["internal.corp"]),
+            Some(json!({ "u": url })),
+        )
+    };
+    assert!(not_in("https://example.com/"));
+    assert!(!not_in("https://INTERNAL.corp./"));
+    // schemes: default http and https; a condition may allow others.
+    let e = entry_engine(
+        "require",
+        json!([{"path":"args.u","op":"url_host_in","value":["example.com"],"schemes":["https","FTP"]}]),
+    );
+    assert!(matches!(
+        verdict(&e, json!({"u": "ftp://example.com/f"})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(&e, json!({"u": "http://example.com/"})));
+    assert!(d.message.contains("scheme \"http\""), "{}", d.message);
+}
+
+#[test]
+fn an_argument_that_cannot_be_judged_denies_whatever_the_entry() {
+    let bad = json!({"p": "~/.ssh/id_rsa", "mode": "read"});
+    let path_cond = json!({"path":"args.p","op":"path_not_under","value":"/etc"});
+    let never = json!({"path":"args.mode","op":"eq","value":"write"});
+    // deny_if whose other condition is false, approve_if, require: all deny outright.
+    for (kind, conds) in [
+        ("deny_if", json!([never.clone(), path_cond.clone()])),
+        ("approve_if", json!([path_cond.clone()])),
+        ("require", json!([path_cond.clone()])),
+    ] {
+        let d = deny_of(verdict(&entry_engine(kind, conds), bad.clone()));
+        assert_eq!(d.rule, format!("/tools/t/{kind}/0"));
+        assert!(
+            d.message
+                .contains("args.p (\"~/.ssh/id_rsa\") starts with \"~\""),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .contains("(condition args.p path_not_under \"/etc\")"),
+            "{}",
+            d.message
+        );
+    }
+    // The same policy forwards a judgeable call.
+    assert!(matches!(
+        verdict(
+            &entry_engine("deny_if", json!([never, path_cond.clone()])),
+            json!({"p": "/srv/x", "mode": "read"})
+        ),
+        Check::Proceed(_)
+    ));
+    // An on_deny text does not hide why: the engine's message is used.
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"t":{"deny_if":[{"conditions":[path_cond],"on_deny":"No system files."}]}}}),
+    );
+    let d = deny_of(verdict(&e, json!({"p": 7})));
+    assert!(
+        d.message
+            .contains("args.p (7) is integer, not a path string"),
+        "{}",
+        d.message
+    );
+    // Unjudgeable URLs too, and under all_tools.
+    let e = engine(
+        json!({"version":"1","default":"allow","all_tools":{"deny_if":[{"conditions":[
+        {"path":"args.url","op":"url_host_in","value":["evil.com"]}]}]}}),
+    );
+    for (url, why) in [
+        ("not a url", "is not a URL"),
+        ("gopher://good.com/", "scheme \"gopher\""),
+        ("http://good.com\\@evil.com/", "backslash"),
+        ("mailto:x@good.com", "scheme \"mailto\""),
+    ] {
+        let d = deny_of(verdict(&e, json!({ "url": url })));
+        assert_eq!(d.rule, "/all_tools/deny_if/0");
+        assert!(d.message.contains(why), "{url}: {}", d.message);
+    }
+    assert!(matches!(
+        verdict(&e, json!({"url": "https://good.com/"})),
+        Check::Proceed(_)
+    ));
+    assert!(
+        matches!(verdict(&e, json!({})), Check::Proceed(_)),
+        "absent: false"
+    );
+    let d = deny_of(verdict(&e, json!({"url": null})));
+    assert!(
+        d.message.contains("is null, not a URL string"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn every_element_require_needs_all_deny_if_and_approve_if_need_one() {
+    let req = entry_engine(
+        "require",
+        json!([{"path":"args.files[*]","op":"path_under","value":"/srv"}]),
+    );
+    assert!(matches!(
+        verdict(&req, json!({"files": ["/srv/a", "/srv/b/../c"]})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(
+        &req,
+        json!({"files": ["/srv/a", "/srv/../etc/x", "/tmp"]}),
+    ));
+    assert_eq!(d.rule, "/tools/t/require/0");
+    assert!(
+        d.message
+            .ends_with(": args.files[1] (\"/srv/../etc/x\") normalizes to \"/etc/x\"."),
+        "the first element that fails is named: {}",
+        d.message
+    );
+
+    let deny = entry_engine(
+        "deny_if",
+        json!([{"path":"args.files[*]","op":"path_under","value":"/etc"}]),
+    );
+    assert!(matches!(
+        verdict(&deny, json!({"files": ["/srv/a", "/tmp/b"]})),
+        Check::Proceed(_)
+    ));
+    let d = deny_of(verdict(
+        &deny,
+        json!({"files": ["/srv/a", "/etc//shadow/"]}),
+    ));
+    assert!(
+        d.message
+            .contains("args.files[1] (\"/etc//shadow/\") normalizes to \"/etc/shadow\""),
+        "{}",
+        d.message
+    );
+
+    let appr = entry_engine(
+        "approve_if",
+        json!([{"path":"args.lines[*].qty","op":"gt","value":100}]),
+    );
+    assert!(matches!(
+        verdict(&appr, json!({"lines": [{"qty": 5}, {"qty": 500}]})),
+        Check::Approval(..)
+    ));
+    assert!(matches!(
+        verdict(&appr, json!({"lines": [{"qty": 5}, {"sku": "x"}]})),
+        Check::Proceed(_)
+    ));
+}
+
+#[test]
+fn every_element_with_no_element_to_judge_denies() {
+    for kind in ["require", "deny_if", "approve_if"] {
+        let e = entry_engine(
+            kind,
+            json!([{"path":"args.lines[*].qty","op":"lte","value":10}]),
+        );
+        for (args, why) in [
+            (json!({"lines": []}), "args.lines is empty"),
+            (json!({}), "args.lines is missing"),
+            (json!({"lines": null}), "args.lines is missing"),
+            (
+                json!({"lines": {"qty": 1}}),
+                "args.lines is object, not an array",
+            ),
+        ] {
+            let d = deny_of(verdict(&e, args.clone()));
+            assert_eq!(d.rule, format!("/tools/t/{kind}/0"));
+            assert!(d.message.contains(why), "{kind} {args}: {}", d.message);
+        }
+    }
+}
+
+#[test]
+fn every_element_is_judged_before_any_entry_decides() {
+    // Element 0 would ask for an approval; element 1 cannot be judged: denied.
+    let e = entry_engine(
+        "approve_if",
+        json!([{"path":"args.urls[*]","op":"url_host_not_in","value":["example.com"]}]),
+    );
+    assert!(matches!(
+        verdict(&e, json!({"urls": ["https://other.org/"]})),
+        Check::Approval(..)
+    ));
+    let d = deny_of(verdict(
+        &e,
+        json!({"urls": ["https://other.org/", "ftp://example.com/"]}),
+    ));
+    assert!(
+        d.message
+            .contains("args.urls[1] (\"ftp://example.com/\") has the scheme \"ftp\""),
+        "{}",
+        d.message
+    );
+    // A deny_if on another argument that already denies does not hide it either: the
+    // unjudgeable element is reported first, whatever the order of the entries.
+    let e = engine(json!({"version":"1","default":"deny","tools":{"t":{
+        "deny_if":[{"conditions":[]}],
+        "require":[{"conditions":[{"path":"args.files[*]","op":"path_under","value":"/srv"}]}]}}}));
+    let d = deny_of(verdict(&e, json!({"files": ["/srv/a", "x\u{0}y"]})));
+    assert!(
+        d.message.contains("args.files[1]") && d.message.contains("NUL"),
+        "{}",
+        d.message
+    );
+    // Elements lacking the field are absent: false for every operator but exists.
+    let e = entry_engine(
+        "require",
+        json!([{"path":"args.lines[*].qty","op":"exists","value":true}]),
+    );
+    let d = deny_of(verdict(&e, json!({"lines": [{"qty": 1}, {"sku": "x"}]})));
+    assert!(
+        d.message.contains("args.lines[1].qty (absent)"),
+        "{}",
+        d.message
+    );
+}
+
+/// How the bypass corpus expects an argument to be read.
+#[derive(Debug)]
+enum Meant {
+    /// It normalizes to this (path) or has this host (URL).
+    As(&'static str),
+    /// It cannot be judged, for this reason (part of the message).
+    Unjudged(&'static str),
+}
+
+#[test]
+fn path_bypass_corpus_is_judged_as_meant() {
+    use Meant::*;
+    // A block-list (deny_if under /etc) and an allow-list (require under /srv/app): each
+    // spelling of /etc/passwd is refused by both, and for the reason the operator meant.
+    let block = entry_engine(
+        "deny_if",
+        json!([{"path":"args.path","op":"path_under","value":"/etc"}]),
+    );
+    let allow = entry_engine(
+        "require",
+        json!([{"path":"args.path","op":"path_under","value":"/srv/app"}]),
+    );
+    let corpus: Vec<(&str, Meant)> = vec![
+        ("/srv/app/../../etc/passwd", As("/etc/passwd")),
+        ("//etc/passwd", As("/etc/passwd")),
+        ("/etc/./passwd", As("/etc/passwd")),
+        ("/etc//passwd", As("/etc/passwd")),
+        ("/etc/passwd/", As("/etc/passwd")),
+        ("/etc", As("/etc")),
+        ("\\etc\\passwd", As("/etc/passwd")),
+        ("/srv/app/..\\..\\etc\\passwd", As("/etc/passwd")),
+        (
+            "/srv/app/..\\..\\..\\etc\\passwd",
+            Unjudged("climbs above the root"),
+        ),
+        ("file:///etc/passwd", As("/etc/passwd")),
+        ("file:///srv/%2e%2e/etc/passwd", As("/etc/passwd")),
+        (
+            "file:///srv/app/%2E%2E%2F%2E%2E/etc/passwd",
+            As("/etc/passwd"),
+        ),
+        ("file://localhost/etc/passwd", As("/etc/passwd")),
+        (
+            "file://attacker/etc/passwd",
+            Unjudged("naming another host"),
+        ),
+        (
+            "etc/passwd",
+            Unjudged("relative path and the condition has no \"base\""),
+        ),
+        ("./etc/passwd", Unjudged("relative path")),
+        ("~/.ssh/id_rsa", Unjudged("starts with \"~\"")),
+        ("~root/.ssh/id_rsa", Unjudged("starts with \"~\"")),
+        ("/srv/app/x\u{0}/../../../etc/passwd", Unjudged("NUL")),
+        ("file:///srv/app/x%00/../../../etc/passwd", Unjudged("NUL")),
+        ("/srv/app/../../..", Unjudged("climbs above the root")),
+        ("file:///etc/pass%00wd", Unjudged("NUL")),
+        ("C:\\Windows\\system32", Unjudged("Windows drive")),
+    ];
+    for (path, meant) in &corpus {
+        let args = json!({ "path": path });
+        let (b, a) = (
+            deny_of(verdict(&block, args.clone())),
+            deny_of(verdict(&allow, args.clone())),
+        );
+        match meant {
+            As(n) => {
+                let want = format!("normalizes to {n:?}");
+                assert!(b.message.contains(&want), "{path:?}: {}", b.message);
+                assert!(a.message.contains(&want), "{path:?}: {}", a.message);
+            }
+            Unjudged(why) => {
+                for d in [&b, &a] {
+                    assert!(
+                        d.message.contains(why) && d.message.contains("cannot check"),
+                        "{path:?}: {}",
+                        d.message
+                    );
+                }
+            }
+        }
+    }
+    // Spellings that mean a file inside /srv/app pass both.
+    for path in [
+        "/srv/app/notes.txt",
+        "/srv/app/./a//b/",
+        "/srv/other/../app/x",
+        "file:///srv/app/a%20b.txt",
+        "\\srv\\app\\x",
+    ] {
+        let args = json!({ "path": path });
+        assert!(
+            matches!(verdict(&block, args.clone()), Check::Proceed(_)),
+            "{path}"
+        );
+        assert!(matches!(verdict(&allow, args), Check::Proceed(_)), "{path}");
+    }
+}
+
+#[test]
+fn url_bypass_corpus_is_judged_as_meant() {
+    use Meant::*;
+    // An allow-list of good.com and bücher.de, and a block-list of loopback.
+    let allow = entry_engine(
+        "require",
+        json!([{"path":"args.url","op":"url_host_in","value":["good.com", "bücher.de"]}]),
+    );
+    let block = entry_engine(
+        "deny_if",
+        json!([{"path":"args.url","op":"url_host_in","value":["127.0.0.1", "[::1]", "localhost"]}]),
+    );
+    let loopback = ["127.0.0.1", "[::1]", "localhost"];
+    let corpus: Vec<(&str, Meant)> = vec![
+        ("http://127.1/", As("127.0.0.1")),
+        ("http://2130706433/", As("127.0.0.1")),
+        ("http://0x7f.0.0.1/", As("127.0.0.1")),
+        ("http://0177.0.0.01/", As("127.0.0.1")),
+        ("http://[::1]/", As("[::1]")),
+        ("http://[0000::0001]:8080/", As("[::1]")),
+        ("http://[::ffff:7f00:1]/", As("127.0.0.1")),
+        ("http://LOCALHOST./admin", As("localhost")),
+        ("http://good.com@evil.com/", As("evil.com")),
+        ("http://good.com:pw@evil.com/", As("evil.com")),
+        ("http://evil.com#@good.com", As("evil.com")),
+        ("http://evil.com?@good.com", As("evil.com")),
+        ("http://good.com.evil.com/", As("good.com.evil.com")),
+        ("HTTP://GOOD.COM./", As("good.com")),
+        ("https://good.com:443/path?q#f", As("good.com")),
+        ("http://xn--bcher-kva.de/", As("xn--bcher-kva.de")),
+        ("http://BÜCHER.de/", As("xn--bcher-kva.de")),
+        // Cyrillic "о" twice: a look-alike of good.com, a different host.
+        ("http://g\u{43e}\u{43e}d.com/", As("xn--gd-fmca.com")),
+        ("gopher://good.com", Unjudged("scheme \"gopher\"")),
+        ("file:///etc/passwd", Unjudged("scheme \"file\"")),
+        ("javascript:alert(1)", Unjudged("scheme \"javascript\"")),
+        ("good.com/path", Unjudged("is not a URL")),
+        ("//good.com/", Unjudged("is not a URL")),
+        ("http://good.com\\@evil.com/", Unjudged("backslash")),
+        ("http://evil.com\t.good.com/", Unjudged("control character")),
+        (" http://good.com/", Unjudged("surrounding spaces")),
+        (
+            "http://xn--/",
+            Unjudged("is not a URL (invalid international domain name)"),
+        ),
+        ("http://good..com/", Unjudged("empty label")),
+    ];
+    for (url, meant) in &corpus {
+        let args = json!({ "url": url });
+        let (a, b) = (verdict(&allow, args.clone()), verdict(&block, args.clone()));
+        match meant {
+            As(host) => {
+                let allowed = *host == "good.com" || *host == "xn--bcher-kva.de";
+                let blocked = loopback.contains(host);
+                let a_msg = match &a {
+                    Check::Proceed(_) => None,
+                    Check::Deny(d) => Some(d.message.clone()),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(a_msg.is_none(), allowed, "{url:?}: {a_msg:?}");
+                if let Some(m) = a_msg {
+                    assert!(
+                        m.contains(&format!("has the host {host:?}")),
+                        "{url:?}: {m}"
+                    );
+                }
+                match (&b, blocked) {
+                    (Check::Proceed(_), false) => {}
+                    (Check::Deny(d), true) => assert!(
+                        d.message.contains(&format!("has the host {host:?}")),
+                        "{url:?}: {}",
+                        d.message
+                    ),
+                    other => panic!("{url:?}: block-list gave {other:?}"),
+                }
+            }
+            Unjudged(why) => {
+                for c in [a, b] {
+                    let d = deny_of(c);
+                    assert!(
+                        d.message.contains(why) && d.message.contains("cannot check"),
+                        "{url:?}: {}",
+                        d.message
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn explanations_go_with_the_engine_message_not_with_on_deny() {
+    let cond = json!({"path":"args.files[*]","op":"path_under","value":"/etc"});
+    let args = json!({"files": ["/tmp/a", "/etc/../etc/x"]});
+    let plain = entry_engine("deny_if", json!([cond.clone()]));
+    assert_eq!(
+        deny_of(verdict(&plain, args.clone())).message,
+        "Denied by rule /tools/t/deny_if/0 (args.files[*] path_under \"/etc\"): args.files[1] (\"/etc/../etc/x\") normalizes to \"/etc/x\"."
+    );
+    let e = engine(
+        json!({"version":"1","default":"deny","tools":{"t":{"deny_if":[
+        {"conditions":[cond],"on_deny":"No system files."}]}}}),
+    );
+    assert_eq!(deny_of(verdict(&e, args)).message, "No system files.");
+    // Plain scalar conditions keep the message they always had.
+    let e = entry_engine("deny_if", json!([{"path":"args.n","op":"gt","value":1}]));
+    assert_eq!(
+        deny_of(verdict(&e, json!({"n": 2}))).message,
+        "Denied by rule /tools/t/deny_if/0 (args.n gt 1)."
+    );
+}

@@ -6,6 +6,7 @@ use common::*;
 use portcullis_policy::doc::{
     Approval, Condition, Default, Entry, Limit, Mode, Op, PolicyDoc, Rules,
 };
+use portcullis_policy::norm::PathStyle;
 use portcullis_policy::{parse, Call, Engine, Scope};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -46,14 +47,25 @@ fn arb_path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Condition paths: those of [`arb_path`], and (ext) `[*]` paths.
+fn arb_condition_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => arb_path(),
+        1 => ("[a-d]", prop::option::of("[a-d]")).prop_map(|(a, b)| match b {
+            Some(b) => format!("args.{a}[*].{b}"),
+            None => format!("args.{a}[*]"),
+        }),
+    ]
+}
+
 fn arb_condition() -> impl Strategy<Value = Condition> {
     let number = prop_oneof![
         any::<i64>().prop_map(|i| json!(i)),
         (-1e9f64..1e9).prop_map(|f| json!(f))
     ];
     (
-        arb_path(),
-        0usize..11,
+        arb_condition_path(),
+        0usize..15,
         arb_json(),
         number,
         prop::collection::vec(arb_json(), 0..4),
@@ -71,9 +83,24 @@ fn arb_condition() -> impl Strategy<Value = Condition> {
                 7 => (Op::NotIn, Value::Array(list)),
                 8 => (Op::Contains, any_v),
                 9 => (Op::Regex, json!("^[a-c]+\\d?")),
-                _ => (Op::Exists, json!(b)),
+                10 => (Op::Exists, json!(b)),
+                11 => (Op::PathUnder, json!("/srv/app")),
+                12 => (Op::PathNotUnder, json!(["/etc", "/root/../var"])),
+                13 => (
+                    Op::UrlHostIn,
+                    json!(["example.com", "*.Example.org", "127.1"]),
+                ),
+                _ => (Op::UrlHostNotIn, json!(["[::1]"])),
             };
-            Condition { path, op, value }
+            let mut c = Condition::new(path, op, value);
+            if op.is_path_op() && b {
+                c.style = Some(PathStyle::Posix);
+                c.base = Some("/srv".into());
+            }
+            if op == Op::UrlHostNotIn && b {
+                c.schemes = Some(vec!["https".into(), "gopher".into()]);
+            }
+            c
         })
 }
 

@@ -112,6 +112,55 @@ fn validate_against_a_tool_list_finds_typos() {
 }
 
 #[test]
+fn validate_against_a_tool_list_names_the_operator_for_paths_and_urls() {
+    let tools = scratch(
+        "fs-tools.json",
+        r#"{"tools":[
+            {"name":"read_file","inputSchema":{"type":"object","properties":{"path":{"type":"string"}}}},
+            {"name":"read_files","inputSchema":{"type":"object","properties":{"paths":{"type":"array","items":{"type":"string"}}}}},
+            {"name":"fetch","inputSchema":{"type":"object","properties":{"target":{"type":"string","format":"uri"},"mode":{"type":"string"}}}}]}"#,
+    );
+    let policy = scratch(
+        "spelling.json",
+        r#"{"version":"1","default":"deny","tools":{
+            "read_file":{"deny_if":[{"conditions":[{"path":"args.path","op":"regex","value":"^/etc/"}]},
+                                    {"conditions":[{"path":"args.path","op":"path_under","value":"/etc"}]}]},
+            "read_files":{"deny_if":[{"conditions":[{"path":"args.paths[*]","op":"contains","value":"/etc"}]}]},
+            "fetch":{"require":[{"conditions":[{"path":"args.target","op":"eq","value":"https://example.com/"},
+                                               {"path":"args.mode","op":"eq","value":"get"}]}]}}}"#,
+    );
+    let o = run(&[
+        "validate",
+        policy.to_str().unwrap(),
+        "--tools",
+        tools.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("tools.read_file.deny_if[0].conditions[0].op: args.path looks like a file path (by its name \"path\"), but \"regex\" compares its spelling, which a respelling such as \"/srv/app/../../etc/passwd\" slips past; use path_under or path_not_under instead"), "{err}");
+    assert!(
+        err.contains(
+            "tools.read_files.deny_if[0].conditions[0].op: args.paths[*] looks like a file path"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("tools.fetch.require[0].conditions[0].op: args.target looks like a URL (its inputSchema says format: uri), but \"eq\" compares its spelling"), "{err}");
+    assert!(
+        err.contains("use url_host_in or url_host_not_in instead"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("deny_if[1]"),
+        "path_under is what it should be: {err}"
+    );
+    assert!(
+        !err.contains("conditions[1]"),
+        "args.mode is neither: {err}"
+    );
+    assert!(err.contains("3 findings"), "{err}");
+}
+
+#[test]
 fn validate_the_odoo_example_against_the_real_odoo_tool_list() {
     let tools = repo().join("../shared/fixtures/odoo-claude-mcp/tools.json");
     if !tools.exists() {
@@ -164,6 +213,54 @@ fn check_explains_a_rate_limit() {
     assert!(lines[..10].iter().all(|l| l["decision"] == "allow"));
     assert_eq!(lines[10]["decision"], "deny");
     assert_eq!(lines[10]["rule"], "/tools/ai_invoice_pipeline_run/limits/0");
+}
+
+#[test]
+fn check_explains_path_and_element_decisions() {
+    let policy = scratch(
+        "paths.json",
+        r#"{"version":"1","default":"deny","tools":{
+            "read_file":{"deny_if":[{"conditions":[{"path":"args.path","op":"path_under","value":"/etc"}]}]},
+            "read_files":{"require":[{"conditions":[{"path":"args.paths[*]","op":"path_under","value":"/srv/app"}]}]}}}"#,
+    );
+    let check = |tool: &str, args: &str| {
+        let o = run(&[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tool",
+            tool,
+            "--args",
+            args,
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    // The issue's example: a regex on spelling let it through; the meaning does not.
+    let (code, out) = check("read_file", r#"{"path":"/srv/app/../../etc/passwd"}"#);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("DENY — /tools/read_file/deny_if/0: Denied by rule /tools/read_file/deny_if/0 (args.path path_under \"/etc\"): args.path (\"/srv/app/../../etc/passwd\") normalizes to \"/etc/passwd\"."),
+        "{out}"
+    );
+    let (code, out) = check("read_file", r#"{"path":"/srv/app/x"}"#);
+    assert_eq!((code, out.trim()), (Some(0), "call 1: ALLOW"));
+    // Which element, and its normalized form.
+    let (code, out) = check(
+        "read_files",
+        r#"{"paths":["/srv/app/a","/srv/app/./../b"]}"#,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("args.paths[1] (\"/srv/app/./../b\") normalizes to \"/srv/b\""),
+        "{out}"
+    );
+    // What cannot be judged is denied, and says why.
+    let (code, out) = check("read_files", r#"{"paths":[]}"#);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("args.paths is empty"), "{out}");
 }
 
 #[test]
