@@ -5,9 +5,9 @@
 //! Every decision goes through [`decide`], which the admin API uses too: one store call and
 //! one audit record per decision, whichever way it was made.
 
-use crate::admin::{create_private_dir, fmt_time, now_ms, print_table, Place, StoreArgs};
+use crate::admin::{create_private_dir, now_ms, print_table, Place, StoreArgs};
 use clap::{Args, Subcommand};
-use portcullis_policy::window::parse_duration;
+use portcullis_policy::window::{parse_duration, rfc3339};
 use portcullis_policy::Millis;
 use portcullis_store::audit::{arg_keys, AUDIT_FILE};
 use portcullis_store::{
@@ -357,7 +357,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
                     ap.tool,
                     ap.server,
                     ap.grant_label,
-                    ap.valid_until.map(fmt_time).unwrap_or_default()
+                    ap.valid_until.map(rfc3339).unwrap_or_default()
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -380,7 +380,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
                     ap.tool,
                     ap.server,
                     ap.grant_label,
-                    fmt_time(ap.expires_at),
+                    rfc3339(ap.expires_at),
                     ap.decision_reason.as_deref().unwrap_or_default()
                 );
             }
@@ -460,8 +460,8 @@ fn print_list(list: &[Approval]) {
                 a.server.clone(),
                 a.grant_label.clone(),
                 a.tool.clone(),
-                fmt_time(a.created_at),
-                fmt_time(a.expires_at),
+                rfc3339(a.created_at),
+                rfc3339(a.expires_at),
                 reason,
             ]
         })
@@ -475,7 +475,7 @@ fn print_list(list: &[Approval]) {
 }
 
 fn print_one(a: &Approval) {
-    let opt = |t: Option<Millis>| t.map(fmt_time).unwrap_or_else(|| "-".into());
+    let opt = |t: Option<Millis>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     println!("id:              {}", a.id);
     println!("status:          {}", a.status);
     println!("server:          {}", a.server);
@@ -484,8 +484,8 @@ fn print_one(a: &Approval) {
     println!("rule:            {}", a.rule);
     println!("reason:          {}", a.reason);
     println!("fingerprint:     {}", a.fingerprint);
-    println!("created:         {}", fmt_time(a.created_at));
-    println!("expires:         {}", fmt_time(a.expires_at));
+    println!("created:         {}", rfc3339(a.created_at));
+    println!("expires:         {}", rfc3339(a.expires_at));
     println!("decided:         {}", opt(a.decided_at));
     println!(
         "decided by:      {}",
