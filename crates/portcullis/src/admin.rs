@@ -304,7 +304,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
             };
             if json {
                 let list: Vec<Value> = grants.iter().map(|g| grant_json(g, now)).collect();
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&list).unwrap_or_default()
                 );
@@ -347,15 +347,17 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
                 .map_err(|e| grant_error(e, &place))?;
             let g = store.revoke(&g.id, now).map_err(|e| e.to_string())?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&grant_json(&g, now)).unwrap_or_default()
                 );
             } else {
-                println!(
+                outln!(
                     "Revoked grant {} (\"{}\", server \"{}\"). Its token is refused from the \
                      next request on; no restart is needed.",
-                    g.id, g.label, g.server
+                    g.id,
+                    g.label,
+                    g.server
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -402,7 +404,7 @@ pub(crate) fn grant_json(g: &Grant, now: Millis) -> Value {
 fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, now: Millis) {
     if json {
         let out = json!({ "grant": grant_json(g, now), "token": token.secret() });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
     let policy = match &g.policy {
@@ -413,19 +415,21 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
         .expires_at
         .map(|t| format!("expires {}", rfc3339(t)))
         .unwrap_or_else(|| "does not expire".into());
-    println!(
+    outln!(
         "{verb} grant {} (\"{}\") for server \"{}\", {policy}, {expires}.",
-        g.id, g.label, g.server
+        g.id,
+        g.label,
+        g.server
     );
-    println!();
-    println!("Token (store it now; it is not shown again):");
-    println!();
-    println!("    {}", token.secret());
-    println!();
-    println!(
+    outln!();
+    outln!("Token (store it now; it is not shown again):");
+    outln!();
+    outln!("    {}", token.secret());
+    outln!();
+    outln!(
         "Client configuration (Streamable HTTP), e.g. in .mcp.json or the client's MCP settings:"
     );
-    println!();
+    outln!();
     let snippet = json!({
         "mcpServers": {
             g.server.clone(): {
@@ -435,13 +439,13 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
             }
         }
     });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&snippet).unwrap_or_default()
     );
     if verb == "Rotated" {
-        println!();
-        println!("The previous token is refused from the next request on.");
+        outln!();
+        outln!("The previous token is refused from the next request on.");
     }
     if g.policy.is_none() {
         eprintln!(
@@ -491,7 +495,7 @@ pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N
                 s.push_str(c);
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(&mut header.iter().copied());
     for r in rows {
@@ -528,13 +532,13 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
                     ..AuditFilter::default()
                 })
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "{n} records are older than {older_than} (before {}); nothing deleted (--dry-run)",
                 rfc3339(cutoff)
             );
         } else {
             let n = log.retain(cutoff).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "Deleted {n} records older than {older_than} (before {}).",
                 rfc3339(cutoff)
             );
@@ -555,8 +559,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
     if let Some(file) = &q.export {
         filter.limit = q.limit.filter(|&n| n > 0);
         let n = if file.as_os_str() == "-" {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(crate::out::Stdout);
             log.export_jsonl(&mut out, &filter)
         } else {
             let f = std::fs::File::create(file)
@@ -577,7 +580,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
     };
     let records = log.query(&filter).map_err(|e| e.to_string())?;
     if q.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&records).unwrap_or_default()
         );
@@ -632,7 +635,7 @@ fn print_records(records: &[AuditRecord]) {
         ],
         &rows,
     );
-    let _ = std::io::stdout().flush();
+    let _ = crate::out::Stdout.flush();
 }
 
 /// A point in time: a duration from `now` (ago, or ahead if `future`), or a UTC date

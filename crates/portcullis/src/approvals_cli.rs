@@ -291,7 +291,7 @@ fn store_error(e: ApprovalError, place: &Place) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// `portcullis approvals …`.
@@ -350,7 +350,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
             if json {
                 print_json(&ap);
             } else {
-                println!(
+                outln!(
                     "Approved {} ({} on server \"{}\" for grant \"{}\") by {by}. The agent's \
                      identical retry passes once before {}.",
                     ap.id,
@@ -373,7 +373,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
             if json {
                 print_json(&ap);
             } else {
-                println!(
+                outln!(
                     "Denied {} ({} on server \"{}\" for grant \"{}\") by {by}. Until {} the \
                      agent's retry is told: {}",
                     ap.id,
@@ -476,38 +476,39 @@ fn print_list(list: &[Approval]) {
 
 fn print_one(a: &Approval) {
     let opt = |t: Option<Millis>| t.map(rfc3339).unwrap_or_else(|| "-".into());
-    println!("id:              {}", a.id);
-    println!("status:          {}", a.status);
-    println!("server:          {}", a.server);
-    println!("tool:            {}", a.tool);
-    println!("grant:           {} ({})", a.grant_label, a.grant_id);
-    println!("rule:            {}", a.rule);
-    println!("reason:          {}", a.reason);
-    println!("fingerprint:     {}", a.fingerprint);
-    println!("created:         {}", rfc3339(a.created_at));
-    println!("expires:         {}", rfc3339(a.expires_at));
-    println!("decided:         {}", opt(a.decided_at));
-    println!(
+    outln!("id:              {}", a.id);
+    outln!("status:          {}", a.status);
+    outln!("server:          {}", a.server);
+    outln!("tool:            {}", a.tool);
+    outln!("grant:           {} ({})", a.grant_label, a.grant_id);
+    outln!("rule:            {}", a.rule);
+    outln!("reason:          {}", a.reason);
+    outln!("fingerprint:     {}", a.fingerprint);
+    outln!("created:         {}", rfc3339(a.created_at));
+    outln!("expires:         {}", rfc3339(a.expires_at));
+    outln!("decided:         {}", opt(a.decided_at));
+    outln!(
         "decided by:      {}",
         a.decided_by.as_deref().unwrap_or("-")
     );
-    println!(
+    outln!(
         "decision reason: {}",
         a.decision_reason.as_deref().unwrap_or("-")
     );
-    println!("valid until:     {}", opt(a.valid_until));
-    println!("consumed:        {}", opt(a.consumed_at));
-    println!("arguments:");
+    outln!("valid until:     {}", opt(a.valid_until));
+    outln!("consumed:        {}", opt(a.consumed_at));
+    outln!("arguments:");
     let args = serde_json::to_string_pretty(&a.args).unwrap_or_default();
     for line in args.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
     if a.status == ApprovalStatus::Pending {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "Decide with `portcullis approvals approve {}` or `portcullis approvals deny {} \
              --reason TEXT`.",
-            a.id, a.id
+            a.id,
+            a.id
         );
     }
 }
