@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind};
 use portcullis_gateway::upstream::http::{HttpSpec, SseParser};
 use portcullis_gateway::upstream::MAX_UPSTREAM_MESSAGE;
 use portcullis_mcp::META_PROTOCOL_VERSION;
+use portcullis_policy::sync::LockExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -257,7 +258,7 @@ impl HttpWire {
         for t in &self.tasks {
             t.abort();
         }
-        let sid = self.shared.state.lock().unwrap().session_id.clone();
+        let sid = self.shared.state.lock_or_recover().session_id.clone();
         if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(&s).ok()) {
             let mut h = self.shared.headers.clone();
             h.insert("mcp-session-id", sid);
@@ -316,7 +317,7 @@ impl Shared {
 
     /// The handshake-era session's `Mcp-Session-Id` and negotiated version.
     fn session_headers(&self, h: &mut HeaderMap) {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock_or_recover();
         for (k, v) in [
             ("mcp-session-id", &st.session_id),
             ("mcp-protocol-version", &st.version),
@@ -351,7 +352,7 @@ impl Shared {
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
             {
-                self.state.lock().unwrap().session_id = Some(sid.to_owned());
+                self.state.lock_or_recover().session_id = Some(sid.to_owned());
             }
         }
         let sse = resp
@@ -456,7 +457,7 @@ impl Shared {
         let response = is_response(&v);
         if is_init && response {
             if let Some(ver) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
-                self.state.lock().unwrap().version = Some(ver.to_owned());
+                self.state.lock_or_recover().version = Some(ver.to_owned());
             }
         }
         let _ = self.tx.send(Incoming::Message(v));

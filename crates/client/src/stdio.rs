@@ -7,6 +7,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::truncate;
 use portcullis_gateway::upstream::stdio::{send, stop, ChildSpec, SharedStdin};
+use portcullis_policy::sync::LockExt;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
@@ -112,7 +113,7 @@ impl LineWire {
                     if l.trim().is_empty() {
                         continue;
                     }
-                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut t = tail.lock_or_recover();
                     if t.len() == STDERR_LINES {
                         t.pop_front();
                     }
@@ -224,13 +225,7 @@ impl LineWire {
                 if self.closed {
                     closed.exit_status = c.child.try_wait().ok().flatten();
                 }
-                closed.stderr_tail = c
-                    .tail
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
+                closed.stderr_tail = c.tail.lock_or_recover().iter().cloned().collect();
             }
         }
         closed

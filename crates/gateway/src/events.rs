@@ -114,6 +114,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_policy::sync::LockExt;
     use portcullis_store::{AuditDecision, AuditFilter, AuditMode};
     use std::sync::Mutex;
 
@@ -148,7 +149,7 @@ mod tests {
             .emit(rec, Some(serde_json::json!({"amount": 5})))
             .await
             .unwrap();
-        assert_eq!(*seen.0.lock().unwrap(), vec![("tools/call".into(), true)]);
+        assert_eq!(*seen.0.lock_or_recover(), vec![("tools/call".into(), true)]);
         let rows = log.query(&AuditFilter::default()).unwrap();
         assert_eq!(rows.len(), 1, "on disk when emit returns (durable mode)");
         assert_eq!(rows[0].args, Some(serde_json::json!({"amount": 5})));

@@ -14,6 +14,7 @@ use portcullis_mcp::{
     codes, denial_result, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION,
 };
 use portcullis_policy::doc::Mode;
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
     json, Call, Check, CounterStore, Decision, Denial, Engine, Identity, Millis, Ticket,
 };
@@ -209,7 +210,7 @@ impl Relay {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere must not wedge the connection; the state stays consistent per call.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// Handles one line from the client.

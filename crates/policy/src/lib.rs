@@ -8,6 +8,7 @@
 //! through the [`CounterStore`] trait that the `portcullis-store` crate implements.
 
 pub mod counters;
+pub mod sync;
 pub mod window;
 
 pub use counters::{

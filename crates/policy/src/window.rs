@@ -1,9 +1,12 @@
 //! Counter windows and scopes, and the calendar arithmetic behind them.
 //!
 //! All times are milliseconds since the Unix epoch, UTC. Nothing here reads a clock: callers
-//! pass `now`, so tests inject any instant they like.
+//! pass `now`, so tests inject any instant they like. The calendar itself (months, leap
+//! years) is the `time` crate's, used in UTC only.
 
 use std::fmt;
+
+use time::{Duration, UtcDateTime};
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type Millis = u64;
@@ -70,12 +73,10 @@ impl Window {
                 }
             }
             Window::Month => {
-                let days = (now / DAY) as i64;
-                let (y, m, _) = civil_from_days(days);
-                let start = days_from_civil(y, m, 1) as u64 * DAY;
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                let end = days_from_civil(ny, nm, 1) as u64 * DAY;
-                (start, end)
+                let (_, t) = split_eras(now);
+                let start = now - (u64::from(t.day() - 1) * DAY + now % DAY);
+                let length = u64::from(t.month().length(t.year())) * DAY;
+                (start, start.saturating_add(length))
             }
             Window::Rolling(_) => return None,
         })
@@ -214,43 +215,30 @@ pub fn human_wait(ms: Millis) -> String {
 
 /// An instant as RFC 3339 UTC text with milliseconds (`2026-11-21T23:59:59.999Z`).
 pub fn rfc3339(ms: Millis) -> String {
-    let days = (ms / DAY) as i64;
-    let (y, m, d) = civil_from_days(days);
-    let rem = ms % DAY;
+    let (eras, t) = split_eras(ms);
+    let year = u64::from(t.year().unsigned_abs()) + 400 * eras;
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / HOUR,
-        (rem % HOUR) / MINUTE,
-        (rem % MINUTE) / SECOND,
-        rem % SECOND
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     )
 }
 
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic Gregorian.
-/// Hand-written (a dozen lines of well-known arithmetic) rather than pulling in a date crate
-/// for one month boundary.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month, day) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// `ms` as whole 400-year eras since the epoch and the UTC date-time it falls on, shifted
+/// back by those eras. The Gregorian calendar repeats every 400 years (146 097 days), so the
+/// shifted date-time has the same month, day and time of day, and stays within the years
+/// `time` can represent for every `Millis`.
+fn split_eras(ms: Millis) -> (u64, UtcDateTime) {
+    const ERA: Millis = 146_097 * DAY;
+    let within = i64::try_from(ms % ERA).expect("an era in milliseconds fits an i64");
+    (
+        ms / ERA,
+        UtcDateTime::UNIX_EPOCH + Duration::milliseconds(within),
+    )
 }
 
 #[cfg(test)]
@@ -336,14 +324,18 @@ mod tests {
     }
 
     #[test]
-    fn civil_round_trip() {
-        for d in -1_000_000..1_000_000i64 {
-            if d % 997 != 0 {
-                continue;
-            }
-            let (y, m, dd) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, dd), d);
+    fn months_tile_the_timeline() {
+        // Every month bucket holds its instant, starts on the first at midnight, and ends
+        // where the next one starts, far past the years `time` represents directly (9999).
+        for d in (0..4_000_000u64).step_by(997) {
+            let t = d * DAY + d % DAY;
+            let (s, e) = Window::Month.bucket(t).unwrap();
+            assert!(s <= t && t < e, "{t}");
+            assert!(rfc3339(s).ends_with("-01T00:00:00.000Z"), "{}", rfc3339(s));
+            assert_eq!(Window::Month.bucket(e).unwrap().0, e);
+            assert!((28 * DAY..=31 * DAY).contains(&(e - s)));
         }
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 
     #[test]

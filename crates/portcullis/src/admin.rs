@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 use portcullis_gateway::config::Config;
-use portcullis_policy::window::parse_duration;
+use portcullis_policy::window::{parse_duration, rfc3339};
 use portcullis_policy::Millis;
 use portcullis_store::audit::AUDIT_FILE;
 use portcullis_store::grants::{check_label, check_server_name, GRANTS_FILE};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use time::{Date, Month, Time, UtcDateTime};
 
 /// Where the stores are: shared by `grant` and `audit`.
 #[derive(Args)]
@@ -303,7 +304,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
             };
             if json {
                 let list: Vec<Value> = grants.iter().map(|g| grant_json(g, now)).collect();
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&list).unwrap_or_default()
                 );
@@ -346,15 +347,17 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
                 .map_err(|e| grant_error(e, &place))?;
             let g = store.revoke(&g.id, now).map_err(|e| e.to_string())?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&grant_json(&g, now)).unwrap_or_default()
                 );
             } else {
-                println!(
+                outln!(
                     "Revoked grant {} (\"{}\", server \"{}\"). Its token is refused from the \
                      next request on; no restart is needed.",
-                    g.id, g.label, g.server
+                    g.id,
+                    g.label,
+                    g.server
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -401,7 +404,7 @@ pub(crate) fn grant_json(g: &Grant, now: Millis) -> Value {
 fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, now: Millis) {
     if json {
         let out = json!({ "grant": grant_json(g, now), "token": token.secret() });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
     }
     let policy = match &g.policy {
@@ -410,21 +413,23 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
     };
     let expires = g
         .expires_at
-        .map(|t| format!("expires {}", fmt_time(t)))
+        .map(|t| format!("expires {}", rfc3339(t)))
         .unwrap_or_else(|| "does not expire".into());
-    println!(
+    outln!(
         "{verb} grant {} (\"{}\") for server \"{}\", {policy}, {expires}.",
-        g.id, g.label, g.server
+        g.id,
+        g.label,
+        g.server
     );
-    println!();
-    println!("Token (store it now; it is not shown again):");
-    println!();
-    println!("    {}", token.secret());
-    println!();
-    println!(
+    outln!();
+    outln!("Token (store it now; it is not shown again):");
+    outln!();
+    outln!("    {}", token.secret());
+    outln!();
+    outln!(
         "Client configuration (Streamable HTTP), e.g. in .mcp.json or the client's MCP settings:"
     );
-    println!();
+    outln!();
     let snippet = json!({
         "mcpServers": {
             g.server.clone(): {
@@ -434,13 +439,13 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
             }
         }
     });
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&snippet).unwrap_or_default()
     );
     if verb == "Rotated" {
-        println!();
-        println!("The previous token is refused from the next request on.");
+        outln!();
+        outln!("The previous token is refused from the next request on.");
     }
     if g.policy.is_none() {
         eprintln!(
@@ -460,8 +465,8 @@ fn print_grants(grants: &[Grant], now: Millis) {
                 g.server.clone(),
                 g.policy.clone().unwrap_or_else(|| "(none)".into()),
                 g.status(now).as_str().into(),
-                fmt_time(g.created_at),
-                g.expires_at.map(fmt_time).unwrap_or_else(|| "never".into()),
+                rfc3339(g.created_at),
+                g.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
             ]
         })
         .collect();
@@ -490,7 +495,7 @@ pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N
                 s.push_str(c);
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(&mut header.iter().copied());
     for r in rows {
@@ -527,15 +532,15 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
                     ..AuditFilter::default()
                 })
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "{n} records are older than {older_than} (before {}); nothing deleted (--dry-run)",
-                fmt_time(cutoff)
+                rfc3339(cutoff)
             );
         } else {
             let n = log.retain(cutoff).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "Deleted {n} records older than {older_than} (before {}).",
-                fmt_time(cutoff)
+                rfc3339(cutoff)
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -554,8 +559,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
     if let Some(file) = &q.export {
         filter.limit = q.limit.filter(|&n| n > 0);
         let n = if file.as_os_str() == "-" {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(crate::out::Stdout);
             log.export_jsonl(&mut out, &filter)
         } else {
             let f = std::fs::File::create(file)
@@ -576,7 +580,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, String> {
     };
     let records = log.query(&filter).map_err(|e| e.to_string())?;
     if q.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&records).unwrap_or_default()
         );
@@ -612,7 +616,7 @@ fn print_records(records: &[AuditRecord]) {
                 msg = msg.chars().take(59).collect::<String>() + "…";
             }
             [
-                fmt_time(r.time),
+                rfc3339(r.time),
                 r.decision.as_str().into(),
                 r.server.clone(),
                 r.grant_label
@@ -631,7 +635,7 @@ fn print_records(records: &[AuditRecord]) {
         ],
         &rows,
     );
-    let _ = std::io::stdout().flush();
+    let _ = crate::out::Stdout.flush();
 }
 
 /// A point in time: a duration from `now` (ago, or ahead if `future`), or a UTC date
@@ -660,10 +664,11 @@ fn parse_utc(s: &str) -> Option<Millis> {
         None => (s, None),
     };
     let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: u32 = d.next()?.parse().ok()?;
-    let day: u32 = d.next()?.parse().ok()?;
-    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    let y: i32 = d.next()?.parse().ok()?;
+    let m: u8 = d.next()?.parse().ok()?;
+    let day: u8 = d.next()?.parse().ok()?;
+    let date = Date::from_calendar_date(y, Month::try_from(m).ok()?, day).ok()?;
+    if d.next().is_some() {
         return None;
     }
     let mut ms: i64 = 0;
@@ -685,46 +690,8 @@ fn parse_utc(s: &str) -> Option<Millis> {
             ms += f.get(..3)?.parse::<i64>().ok()?;
         }
     }
-    let total = days_from_civil(y, m, day) * 86_400_000 + ms;
-    u64::try_from(total).ok()
-}
-
-/// `2026-11-22T09:30:00.123Z`.
-pub(crate) fn fmt_time(t: Millis) -> String {
-    let days = (t / 86_400_000) as i64;
-    let rem = t % 86_400_000;
-    let (y, m, d) = civil_from_days(days);
-    let (h, mi, s, ms) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// (year, month, day) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let midnight = UtcDateTime::new(date, Time::MIDNIGHT).unix_timestamp() * 1000;
+    u64::try_from(midnight + ms).ok()
 }
 
 /// The audit filter the CLI and the admin API share: one parser for `since`/`until` (a
@@ -768,12 +735,13 @@ mod tests {
     fn times() {
         // 2026-11-22T12:00:00Z.
         let t = 1_795_348_800_000;
-        assert_eq!(fmt_time(t), "2026-11-22T12:00:00.000Z");
+        assert_eq!(rfc3339(t), "2026-11-22T12:00:00.000Z");
         assert_eq!(parse_utc("2026-11-22T12:00:00Z"), Some(t));
         assert_eq!(parse_utc("2026-11-22T12:00"), Some(t));
         assert_eq!(parse_utc("2026-11-22"), Some(t - 12 * 3_600_000));
         assert_eq!(parse_utc("2026-11-22T12:00:00.5Z"), Some(t + 500));
         assert_eq!(parse_utc("2026-13-01"), None);
+        assert_eq!(parse_utc("2026-02-29"), None);
         assert_eq!(parse_utc("yesterday"), None);
         assert_eq!(parse_when("1h", t, false, "--since"), Ok(t - 3_600_000));
         assert_eq!(
@@ -784,7 +752,7 @@ mod tests {
             .unwrap_err()
             .contains("--expires"));
         assert_eq!(
-            fmt_time(parse_utc("2028-02-29T23:59:59Z").unwrap()),
+            rfc3339(parse_utc("2028-02-29T23:59:59Z").unwrap()),
             "2028-02-29T23:59:59.000Z"
         );
     }

@@ -5,9 +5,9 @@
 //! Every decision goes through [`decide`], which the admin API uses too: one store call and
 //! one audit record per decision, whichever way it was made.
 
-use crate::admin::{create_private_dir, fmt_time, now_ms, print_table, Place, StoreArgs};
+use crate::admin::{create_private_dir, now_ms, print_table, Place, StoreArgs};
 use clap::{Args, Subcommand};
-use portcullis_policy::window::parse_duration;
+use portcullis_policy::window::{parse_duration, rfc3339};
 use portcullis_policy::Millis;
 use portcullis_store::audit::{arg_keys, AUDIT_FILE};
 use portcullis_store::{
@@ -291,7 +291,7 @@ fn store_error(e: ApprovalError, place: &Place) -> String {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// `portcullis approvals …`.
@@ -350,14 +350,14 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
             if json {
                 print_json(&ap);
             } else {
-                println!(
+                outln!(
                     "Approved {} ({} on server \"{}\" for grant \"{}\") by {by}. The agent's \
                      identical retry passes once before {}.",
                     ap.id,
                     ap.tool,
                     ap.server,
                     ap.grant_label,
-                    ap.valid_until.map(fmt_time).unwrap_or_default()
+                    ap.valid_until.map(rfc3339).unwrap_or_default()
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -373,14 +373,14 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
             if json {
                 print_json(&ap);
             } else {
-                println!(
+                outln!(
                     "Denied {} ({} on server \"{}\" for grant \"{}\") by {by}. Until {} the \
                      agent's retry is told: {}",
                     ap.id,
                     ap.tool,
                     ap.server,
                     ap.grant_label,
-                    fmt_time(ap.expires_at),
+                    rfc3339(ap.expires_at),
                     ap.decision_reason.as_deref().unwrap_or_default()
                 );
             }
@@ -460,8 +460,8 @@ fn print_list(list: &[Approval]) {
                 a.server.clone(),
                 a.grant_label.clone(),
                 a.tool.clone(),
-                fmt_time(a.created_at),
-                fmt_time(a.expires_at),
+                rfc3339(a.created_at),
+                rfc3339(a.expires_at),
                 reason,
             ]
         })
@@ -475,39 +475,40 @@ fn print_list(list: &[Approval]) {
 }
 
 fn print_one(a: &Approval) {
-    let opt = |t: Option<Millis>| t.map(fmt_time).unwrap_or_else(|| "-".into());
-    println!("id:              {}", a.id);
-    println!("status:          {}", a.status);
-    println!("server:          {}", a.server);
-    println!("tool:            {}", a.tool);
-    println!("grant:           {} ({})", a.grant_label, a.grant_id);
-    println!("rule:            {}", a.rule);
-    println!("reason:          {}", a.reason);
-    println!("fingerprint:     {}", a.fingerprint);
-    println!("created:         {}", fmt_time(a.created_at));
-    println!("expires:         {}", fmt_time(a.expires_at));
-    println!("decided:         {}", opt(a.decided_at));
-    println!(
+    let opt = |t: Option<Millis>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    outln!("id:              {}", a.id);
+    outln!("status:          {}", a.status);
+    outln!("server:          {}", a.server);
+    outln!("tool:            {}", a.tool);
+    outln!("grant:           {} ({})", a.grant_label, a.grant_id);
+    outln!("rule:            {}", a.rule);
+    outln!("reason:          {}", a.reason);
+    outln!("fingerprint:     {}", a.fingerprint);
+    outln!("created:         {}", rfc3339(a.created_at));
+    outln!("expires:         {}", rfc3339(a.expires_at));
+    outln!("decided:         {}", opt(a.decided_at));
+    outln!(
         "decided by:      {}",
         a.decided_by.as_deref().unwrap_or("-")
     );
-    println!(
+    outln!(
         "decision reason: {}",
         a.decision_reason.as_deref().unwrap_or("-")
     );
-    println!("valid until:     {}", opt(a.valid_until));
-    println!("consumed:        {}", opt(a.consumed_at));
-    println!("arguments:");
+    outln!("valid until:     {}", opt(a.valid_until));
+    outln!("consumed:        {}", opt(a.consumed_at));
+    outln!("arguments:");
     let args = serde_json::to_string_pretty(&a.args).unwrap_or_default();
     for line in args.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
     if a.status == ApprovalStatus::Pending {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "Decide with `portcullis approvals approve {}` or `portcullis approvals deny {} \
              --reason TEXT`.",
-            a.id, a.id
+            a.id,
+            a.id
         );
     }
 }

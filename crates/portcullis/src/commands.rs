@@ -74,7 +74,7 @@ pub fn validate(a: &ValidateArgs) -> Result<ExitCode, String> {
                     .iter()
                     .map(|e| json!({"locator": e.locator, "message": e.message}))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({"file": file, "valid": false, "errors": list, "warnings": []})
                 );
@@ -129,7 +129,7 @@ pub fn validate(a: &ValidateArgs) -> Result<ExitCode, String> {
             .iter()
             .map(|e| json!({"locator": e.locator, "message": e.message}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({"file": file, "valid": findings.is_empty(), "errors": [], "warnings": list, "summary": summary})
         );
@@ -138,7 +138,7 @@ pub fn validate(a: &ValidateArgs) -> Result<ExitCode, String> {
             eprintln!("{file}: {f}");
         }
         if findings.is_empty() {
-            println!("{file}: ok — {summary}");
+            outln!("{file}: ok — {summary}");
         } else {
             eprintln!("{file}: valid policy, but {} finding{} against the tool list — fix them or the rules will not match", findings.len(), plural(findings.len()));
         }
@@ -192,7 +192,7 @@ pub fn import_intercept(a: &ImportArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             eprintln!("wrote {}", out.display());
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -240,14 +240,14 @@ pub fn check(a: &CheckArgs) -> Result<ExitCode, String> {
         };
         last_allowed = matches!(d, Decision::Allow(_));
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"call": i, "decision": verdict, "rule": rule, "message": message, "listed": engine.is_listed(&a.tool)})
             );
         } else if rule.is_empty() {
-            println!("call {i}: ALLOW");
+            outln!("call {i}: ALLOW");
         } else {
-            println!("call {i}: {} — {rule}: {message}", verdict.to_uppercase());
+            outln!("call {i}: {} — {rule}: {message}", verdict.to_uppercase());
         }
     }
     Ok(if last_allowed {
@@ -614,7 +614,7 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode, String> {
         policy_dir: Some(dir),
         command: exe.clone(),
     };
-    let mut out = std::io::stdout();
+    let mut out = crate::out::Stdout;
     let w = rt
         .block_on(portcullis_demo::walkthrough_with(
             &opts,

@@ -4,6 +4,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+#[macro_use]
+mod out;
+
 mod admin;
 mod admin_api;
 mod approvals_cli;
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(a) => commands::validate(&a),
         Command::Schema => {
-            print!("{}", portcullis_policy::JSON_SCHEMA);
+            out!("{}", portcullis_policy::JSON_SCHEMA);
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportIntercept(a) => commands::import_intercept(&a),

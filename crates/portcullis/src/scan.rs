@@ -622,8 +622,8 @@ pub fn scan(a: &ScanArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    print!("{out}");
-    let _ = std::io::stdout().flush();
+    out!("{out}");
+    let _ = crate::out::Stdout.flush();
     Ok(report_failures(&scanned))
 }
 
@@ -954,7 +954,7 @@ pub fn init(a: &InitArgs) -> Result<ExitCode, String> {
         let Ok(l) = &s.outcome else { continue };
         match write_policy(s, l, preset, a) {
             Ok((path, tally)) => {
-                println!(
+                outln!(
                     "wrote {} — {} preset, {}: {tally}",
                     path.display(),
                     preset.as_str(),
@@ -975,12 +975,12 @@ pub fn init(a: &InitArgs) -> Result<ExitCode, String> {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{} written to {} (default deny: a tool not listed is denied){totals}",
             plural(written, "policy"),
             a.out.display()
         );
-        println!("Review before use; check a policy against its server's tools with `portcullis validate FILE --tools TOOLS.json`.");
+        outln!("Review before use; check a policy against its server's tools with `portcullis validate FILE --tools TOOLS.json`.");
     }
     let code = report_failures(&scanned);
     Ok(if failed { ExitCode::FAILURE } else { code })
@@ -1055,7 +1055,7 @@ pub fn catalog(a: &CatalogArgs) -> Result<ExitCode, String> {
         let Ok(l) = &s.outcome else { continue };
         match write_catalog(s, l, &a.out) {
             Ok(n) => {
-                println!(
+                outln!(
                     "wrote {}: index + {} (Markdown and HTML)",
                     a.out.join(&s.name).display(),
                     plural(n, "tool page")
@@ -1074,7 +1074,7 @@ pub fn catalog(a: &CatalogArgs) -> Result<ExitCode, String> {
             (1, Some(s)) => a.out.join(&s.name).join("index.html"),
             _ => a.out.join("<server>").join("index.html"),
         };
-        println!(
+        outln!(
             "{} and {} server index{} written; open {}",
             plural(pages, "tool page"),
             servers,

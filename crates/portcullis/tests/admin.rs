@@ -415,3 +415,67 @@ fn the_table_says_when_more_records_match_than_it_shows() {
     let (_, err) = ok(cwd, &["audit", "--limit", "101"]);
     assert!(!err.contains("showing"), "{err}");
 }
+
+/// Runs the binary with its standard output a pipe that the reader closes after one line, as
+/// `portcullis … | head -1` does, and returns the exit status and standard error.
+fn run_into_closed_pipe(cwd: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "{args:?} printed nothing");
+    // The reader is gone; the command still has far more than a pipe buffer to write.
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let d = with_config("audit-pipe");
+    let cwd = &d.0;
+    let data = cwd.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let t = now();
+    {
+        let mode = AuditMode::Async { max_delay_ms: 10 };
+        let log = AuditLog::open(data.join("audit.db"), mode).unwrap();
+        for i in 0..3000u32 {
+            let r = rec(
+                t - 10_000 + u64::from(i),
+                i,
+                AuditDecision::Deny,
+                "read",
+                "alice",
+            );
+            log.append_blocking(r).unwrap();
+        }
+        log.flush_blocking().unwrap();
+    }
+    // Each writes well over a megabyte: JSON, the table, JSON Lines.
+    for args in [
+        &["audit", "--json", "--limit", "0"][..],
+        &["audit", "--limit", "0"],
+        &["audit", "--export", "-"],
+    ] {
+        let (status, err) = run_into_closed_pipe(cwd, args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(status.success(), "{args:?}: {status:?}");
+    }
+}

@@ -9,6 +9,7 @@
 
 mod common;
 use common::*;
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::Engine;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -316,7 +317,7 @@ impl PagingServer {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock_or_recover().clone()
     }
 }
 
@@ -361,7 +362,7 @@ fn serve_connection(conn: TcpStream, seen: &Mutex<Vec<Seen>>) {
             return;
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        seen.lock().unwrap().push(Seen {
+        seen.lock_or_recover().push(Seen {
             method: method.clone(),
             headers: headers.clone(),
             body: body.clone(),

@@ -40,6 +40,7 @@
 
 use crate::secret::{hex, hmac_sha256, random_bytes};
 use portcullis_policy::json::canonical;
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::Millis;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
@@ -683,9 +684,7 @@ impl AuditLog {
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.reader.lock_or_recover()
     }
 
     /// Calls `each` with every record matching `filter`, oldest first (with a limit: the

@@ -3,6 +3,7 @@
 //! several processes can share the file, a versioned schema, one connection behind a mutex,
 //! and writes in `BEGIN IMMEDIATE` transactions.
 
+use portcullis_policy::sync::LockExt;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,9 +47,7 @@ impl AuthorityDb {
 
     /// The connection (a panic inside a transaction rolled it back when it unwound).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn.lock_or_recover()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it succeeds;

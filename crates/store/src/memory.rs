@@ -1,6 +1,7 @@
 //! [`MemoryCounters`]: counters in a hash map behind one mutex.
 
 use crate::logic::{self, Bucket, Cells, SweepClock};
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
     CounterKey, CounterStore, Millis, Reservation, ReserveError, Ticket, Usage, Window,
 };
@@ -47,9 +48,7 @@ impl MemoryCounters {
     fn lock(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock can at worst leave a reservation half charged, which
         // over-counts (errs towards denying), so the data stays usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock_or_recover()
     }
 }
 
@@ -248,7 +247,7 @@ mod tests {
             .reserve(&[req("x", Window::Minute)], t0 + 120_000)
             .unwrap();
         assert_eq!(store.len(), 1);
-        assert!(store.inner.lock().unwrap().calendar.capacity() < 100);
+        assert!(store.inner.lock_or_recover().calendar.capacity() < 100);
     }
 
     #[test]
@@ -259,7 +258,7 @@ mod tests {
         store.reserve(std::slice::from_ref(&r), 500).unwrap();
         store.refund(&t1, 600).unwrap();
         store.refund(&t1, 600).unwrap();
-        let maps = store.inner.lock().unwrap();
+        let maps = store.inner.lock_or_recover();
         let log = &maps.rolling[&r.key];
         assert_eq!(log.sum, 1);
         assert_eq!(log.events, [(500, 1)]);

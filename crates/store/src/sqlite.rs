@@ -1,6 +1,7 @@
 //! [`SqliteCounters`]: counters in a SQLite file, exact across restarts and processes.
 
 use crate::logic::{self, Bucket, Cells, SweepClock};
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
     CounterKey, CounterStore, Millis, Reservation, ReserveError, Ticket, Usage, Window,
 };
@@ -127,9 +128,7 @@ impl SqliteCounters {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic inside a transaction rolls it back when it unwinds, so the connection is
         // still consistent.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock_or_recover()
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if `f` succeeds.

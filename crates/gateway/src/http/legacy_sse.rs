@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use portcullis_mcp::{codes, error_line, Message};
+use portcullis_policy::sync::LockExt;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -59,7 +60,7 @@ pub(super) async fn sse_open(
     };
     let id = random_hex(16);
     let (tx, rx) = unbounded_channel();
-    *conn.router.get.lock().unwrap() = Some(GetSink::Plain(tx));
+    *conn.router.get.lock_or_recover() = Some(GetSink::Plain(tx));
     conn.router.stream_all.store(true, Ordering::Relaxed);
     gw.rt.open(
         id.clone(),

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use portcullis_mcp::{codes, error_line, Kind, Message};
+use portcullis_policy::sync::LockExt;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -60,30 +61,30 @@ impl Routes {
         let target = match msg.kind() {
             Kind::Response => msg
                 .id()
-                .and_then(|id| self.waiters.lock().unwrap().remove(id.get())),
+                .and_then(|id| self.waiters.lock_or_recover().remove(id.get())),
             Kind::Notification if subscription_of(&msg).is_some() => {
                 let id = subscription_of(&msg).expect("checked");
-                self.waiters.lock().unwrap().get(&id).cloned()
+                self.waiters.lock_or_recover().get(&id).cloned()
             }
             Kind::Notification if msg.method() == Some("notifications/progress") => {
                 let token = msg
                     .value("params")
                     .and_then(|p| p.get("progressToken").map(Value::to_string));
-                let id = token.and_then(|t| self.tokens.lock().unwrap().get(&t).cloned());
-                id.and_then(|id| self.waiters.lock().unwrap().get(&id).cloned())
+                let id = token.and_then(|t| self.tokens.lock_or_recover().get(&t).cloned());
+                id.and_then(|id| self.waiters.lock_or_recover().get(&id).cloned())
             }
             // Carried on one request's answer stream: that request's, or nobody's (its
             // client has gone; on a connection shared by many clients, no other may see it).
             // A legacy SSE session has no waiters: all of its messages go on its one stream.
             _ if related.is_some() && !self.stream_all.load(Ordering::Relaxed) => {
-                let w = self.waiters.lock().unwrap();
+                let w = self.waiters.lock_or_recover();
                 match related.as_deref().and_then(|id| w.get(id)) {
                     Some(tx) => Some(tx.clone()),
                     None => return,
                 }
             }
             _ => {
-                let w = self.waiters.lock().unwrap();
+                let w = self.waiters.lock_or_recover();
                 if w.len() == 1 {
                     w.values().next().cloned()
                 } else {
@@ -101,7 +102,7 @@ impl Routes {
             // session has no waiters: everything, answers included, goes on its stream.)
             return;
         }
-        let mut get = self.get.lock().unwrap();
+        let mut get = self.get.lock_or_recover();
         match get.as_ref() {
             Some(GetSink::Plain(tx)) => {
                 if tx.send((None, line.clone())).is_ok() {
@@ -112,12 +113,12 @@ impl Routes {
             Some(GetSink::Logged(no)) => {
                 // Kept in the log either way: a resuming GET replays it, a fresh one takes
                 // what was not delivered.
-                self.events.lock().unwrap().send(*no, line);
+                self.events.lock_or_recover().send(*no, line);
                 return;
             }
             None => {}
         }
-        let mut b = self.backlog.lock().unwrap();
+        let mut b = self.backlog.lock_or_recover();
         if b.len() >= 1000 {
             b.pop_front();
         }
@@ -126,16 +127,16 @@ impl Routes {
 
     pub(super) fn wait_for(&self, id: &str, token: Option<String>) -> UnboundedReceiver<String> {
         let (tx, rx) = unbounded_channel();
-        self.waiters.lock().unwrap().insert(id.to_owned(), tx);
+        self.waiters.lock_or_recover().insert(id.to_owned(), tx);
         if let Some(t) = token {
-            self.tokens.lock().unwrap().insert(t, id.to_owned());
+            self.tokens.lock_or_recover().insert(t, id.to_owned());
         }
         rx
     }
 
     pub(super) fn forget(&self, id: &str) {
-        self.waiters.lock().unwrap().remove(id);
-        self.tokens.lock().unwrap().retain(|_, v| v != id);
+        self.waiters.lock_or_recover().remove(id);
+        self.tokens.lock_or_recover().retain(|_, v| v != id);
     }
 }
 
@@ -155,8 +156,8 @@ pub(super) fn get_stream(
     let router = &s.conn.router;
     let (tx, rx) = unbounded_channel();
     // Lock order everywhere: get, then events, then backlog.
-    let mut get = router.get.lock().unwrap();
-    let mut log = router.events.lock().unwrap();
+    let mut get = router.get.lock_or_recover();
+    let mut log = router.events.lock_or_recover();
     match header(headers, "last-event-id").and_then(|last| log.resume(last, &tx)) {
         Some(Resumed::Request) => {}
         Some(Resumed::Get(no)) => *get = Some(GetSink::Logged(no)),
@@ -169,7 +170,7 @@ pub(super) fn get_stream(
                 Some(GetSink::Logged(old)) => log.undelivered(old),
                 _ => Vec::new(),
             };
-            pending.extend(router.backlog.lock().unwrap().drain(..));
+            pending.extend(router.backlog.lock_or_recover().drain(..));
             for line in pending {
                 log.send(no, line);
             }
@@ -310,7 +311,7 @@ pub(super) async fn answer(
     // Resumable: the stream is numbered in the session's log, which holds its live end.
     let logged = match stream {
         Streaming::Resumable { priming } => {
-            let mut log = router.events.lock().unwrap();
+            let mut log = router.events.lock_or_recover();
             let no = log.open(tx.clone(), false);
             if priming {
                 log.prime(no);
@@ -320,7 +321,7 @@ pub(super) async fn answer(
         _ => None,
     };
     let send = move |router: &Routes, l: String| match logged {
-        Some(no) => router.events.lock().unwrap().send(no, l),
+        Some(no) => router.events.lock_or_recover().send(no, l),
         None => tx.send((None, l)).is_ok(),
     };
     send(&router, fix(first));
@@ -341,7 +342,7 @@ pub(super) async fn answer(
             }
         }
         if let Some(no) = logged {
-            router.events.lock().unwrap().finish(no);
+            router.events.lock_or_recover().finish(no);
         }
         drop(cancel);
         router.forget(&id);
@@ -378,7 +379,7 @@ mod tests {
             b.try_recv().is_err(),
             "h1 has gone: h2, alone now, still gets nothing"
         );
-        assert!(routes.backlog.lock().unwrap().is_empty());
+        assert!(routes.backlog.lock_or_recover().is_empty());
         // Untagged (a stdio upstream): the single request in flight, as before.
         routes.route(note.to_string().into());
         assert_eq!(b.try_recv().unwrap(), note);
@@ -389,7 +390,7 @@ mod tests {
     fn a_legacy_sse_session_gets_its_related_messages_on_its_stream() {
         let routes = Routes::default();
         let (tx, mut rx) = unbounded_channel();
-        *routes.get.lock().unwrap() = Some(GetSink::Plain(tx));
+        *routes.get.lock_or_recover() = Some(GetSink::Plain(tx));
         routes.stream_all.store(true, Ordering::Relaxed);
         let ask = r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
         routes.route(tagged("\"c1\"", ask));

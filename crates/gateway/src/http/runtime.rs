@@ -11,6 +11,7 @@ use crate::events::Events;
 use crate::relay::{Relay, RelayConfig};
 use crate::upstream::stdio::ChildSpec;
 use crate::upstream::UpstreamSpec;
+use portcullis_policy::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,15 +129,15 @@ impl Runtime {
     }
 
     pub(super) fn session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().unwrap().get(id).cloned()
+        self.sessions.lock_or_recover().get(id).cloned()
     }
 
     pub(super) fn open(&self, id: String, s: Arc<Session>) {
-        self.sessions.lock().unwrap().insert(id, s);
+        self.sessions.lock_or_recover().insert(id, s);
     }
 
     pub(super) fn end(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.lock().unwrap().remove(id)
+        self.sessions.lock_or_recover().remove(id)
     }
 }
 

@@ -16,6 +16,7 @@
 
 use super::{BoxFuture, Inbound, Inbox, Transport};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
+use portcullis_policy::sync::LockExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,7 +174,7 @@ impl HttpTransport {
 
     /// The handshake-era session's headers: its `Mcp-Session-Id` and negotiated version.
     fn session_headers(&self, h: &mut HeaderMap) {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock_or_recover();
         for (k, v) in [
             ("mcp-session-id", &st.session_id),
             ("mcp-protocol-version", &st.version),
@@ -223,7 +224,7 @@ impl HttpTransport {
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
             {
-                self.state.lock().unwrap().session_id = Some(sid.to_owned());
+                self.state.lock_or_recover().session_id = Some(sid.to_owned());
             }
         }
         if status == reqwest::StatusCode::ACCEPTED {
@@ -288,7 +289,7 @@ impl HttpTransport {
                     format!("the server answered HTTP {status}")
                 };
                 if status == reqwest::StatusCode::NOT_FOUND
-                    && self.state.lock().unwrap().session_id.is_some()
+                    && self.state.lock_or_recover().session_id.is_some()
                 {
                     tracing::warn!("the upstream session ended (404)");
                 }
@@ -311,7 +312,7 @@ impl HttpTransport {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             }) {
-                self.state.lock().unwrap().version = Some(v);
+                self.state.lock_or_recover().version = Some(v);
             }
         }
         let response = msg.kind() == Kind::Response;
@@ -383,7 +384,7 @@ impl HttpTransport {
     /// gave event ids. A refusal (405, 404), a shutdown or the link's end ends it.
     fn open_get_stream(&self) {
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock_or_recover();
             if st.get_open || st.session_id.is_none() {
                 return;
             }
@@ -400,7 +401,7 @@ impl HttpTransport {
                     Ok(r) => me.read_sse(r, false, None).await,
                     Err(e) => {
                         tracing::debug!("upstream GET stream: {e}");
-                        me.state.lock().unwrap().get_open = false;
+                        me.state.lock_or_recover().get_open = false;
                         return;
                     }
                 };
@@ -419,7 +420,7 @@ impl HttpTransport {
                 tokio::time::sleep(wait).await;
             }
             if let Some(me) = link.upgrade() {
-                me.state.lock().unwrap().get_open = false;
+                me.state.lock_or_recover().get_open = false;
             }
         });
     }
@@ -475,7 +476,7 @@ impl HttpTransport {
     /// Ends the upstream session (DELETE) and stops reading.
     async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let sid = self.state.lock().unwrap().session_id.clone();
+        let sid = self.state.lock_or_recover().session_id.clone();
         if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(&s).ok()) {
             let mut h = self.static_headers.clone();
             h.insert("mcp-session-id", sid);

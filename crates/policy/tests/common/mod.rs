@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use portcullis_policy::counters::rolling_retry_after;
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
     CounterKey, CounterStore, Held, Identity, Millis, Reservation, ReserveError, Ticket, Usage,
     Window,
@@ -37,7 +38,7 @@ impl CounterStore for TestCounters {
         if self.fail {
             return Err(ReserveError::Store("disk on fire".into()));
         }
-        let mut m = self.map.lock().unwrap();
+        let mut m = self.map.lock_or_recover();
         for (i, r) in reqs.iter().enumerate() {
             let ev = m.get(&r.key).cloned().unwrap_or_default();
             let (used, live) = Self::used(&ev, r.window, now);
@@ -72,7 +73,7 @@ impl CounterStore for TestCounters {
     }
 
     fn refund(&self, t: &Ticket, _now: Millis) -> Result<(), ReserveError> {
-        let mut m = self.map.lock().unwrap();
+        let mut m = self.map.lock_or_recover();
         for h in &t.held {
             if let Some(ev) = m.get_mut(&h.key) {
                 if let Some(p) = ev.iter().position(|&(ts, a)| ts == h.at && a == h.amount) {
@@ -84,7 +85,7 @@ impl CounterStore for TestCounters {
     }
 
     fn usage(&self, key: &CounterKey, w: Window, now: Millis) -> Result<Usage, ReserveError> {
-        let m = self.map.lock().unwrap();
+        let m = self.map.lock_or_recover();
         let ev = m.get(key).cloned().unwrap_or_default();
         Ok(Usage {
             used: Self::used(&ev, w, now).0,
