@@ -260,13 +260,15 @@ impl Transport for StdioTransport {
                         // The child is down: wait (bounded) for it to come back.
                         match tokio::time::timeout_at(deadline, back.changed()).await {
                             Ok(Ok(())) => continue,
-                            _ => return Err(std::io::Error::new(
-                                e.kind(),
-                                format!(
+                            _ => {
+                                return Err(std::io::Error::new(
+                                    e.kind(),
+                                    format!(
                                     "the server is restarting and did not come back within {} s",
                                     RESTART_WAIT.as_secs()
                                 ),
-                            )),
+                                ))
+                            }
                         }
                     }
                     r => return r,
