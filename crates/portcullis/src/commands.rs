@@ -490,6 +490,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         Some(grants),
         audit.clone(),
         Some(approvals),
+        // Metrics: a second event sink, scraped at /metrics with the admin token.
+        Some(std::sync::Arc::new(
+            portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
+        )),
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -515,6 +519,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             );
         }
         eprintln!("  /admin/api/  (admin API; OpenAPI at /admin/api/openapi.json)");
+        eprintln!("  /metrics     (Prometheus; admin token)");
         let app = gw
             .router(cfg.gateway.max_body_bytes)
             .merge(crate::admin_api::router(
