@@ -1,7 +1,8 @@
-//! `GET /metrics` of `portcullis serve` against the real binary and the recording fixture:
-//! allowed, denied, unlisted and refused calls show up as the right series; the scrape needs
-//! the admin token; and a real Prometheus (Debian's package) scraping the gateway with that
-//! token stores the request and latency series with their labels and values.
+//! Observability of `portcullis serve`, against the real binary and the recording fixture:
+//! `GET /metrics` shows allowed, denied, unlisted and refused calls as the right series; the
+//! scrape needs the admin token; a real Prometheus (Debian's package) scraping the gateway
+//! with that token stores the request and latency series with their labels and values; and
+//! `--log-format json` writes one JSON object per line.
 
 mod common;
 use common::*;
@@ -16,6 +17,11 @@ const ALICE: &str = "tok-alice-0123456789";
 /// The recording fixture as server `rec`: `read_invoice` allowed, `crash` hidden, everything
 /// else denied by default; alice's static token.
 fn start(test: &Scratch) -> Served {
+    start_with(test, &[], &[])
+}
+
+/// [`start`] with more environment and arguments.
+fn start_with(test: &Scratch, env: &[(&str, &str)], args: &[&str]) -> Served {
     let servers = format!(
         "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
         fixture_server()
@@ -27,9 +33,14 @@ fn start(test: &Scratch) -> Served {
         &servers,
         &[("p.json", policy.to_string())],
         &[
-            ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
-            ("PORTCULLIS_TEST_TOKEN", ALICE),
-        ],
+            &[
+                ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
+                ("PORTCULLIS_TEST_TOKEN", ALICE),
+            ],
+            env,
+        ]
+        .concat(),
+        args,
     )
 }
 
@@ -298,4 +309,43 @@ fn a_real_prometheus_scrapes_the_gateway_with_the_admin_token() {
         r#"histogram_quantile(0.5, sum by (le) (portcullis_gateway_seconds_bucket{server="rec"}))"#,
     );
     assert!(p50 > 0.0 && p50 < 1.0, "{p50}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_without_colours() {
+    let test = Scratch::new("metrics-json-logs");
+    let gw = start_with(&test, &[("RUST_LOG", "info")], &["--log-format", "json"]);
+    let r = call(&gw, 1, "delete_invoice");
+    assert!(r.body.contains("[POLICY DENIED]"), "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr().contains("\"deny\"") {
+        assert!(Instant::now() < deadline, "no deny event: {}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = gw.stderr();
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes: {log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &lines {
+        assert!(
+            l["timestamp"].is_string() && l["level"].is_string() && l["target"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("portcullis: listening on http://127.0.0.1:"))),
+        "the banner is a log event too: {log}"
+    );
+    let deny = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "deny")
+        .unwrap();
+    assert_eq!(deny["level"], "INFO");
+    assert_eq!(deny["fields"]["tool"], "delete_invoice");
+    assert_eq!(deny["fields"]["rule"], "(default deny)");
 }

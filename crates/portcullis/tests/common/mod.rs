@@ -76,12 +76,15 @@ impl Drop for Served {
 
 /// Starts `portcullis serve` in `dir` on a free port with `servers` (TOML `[[servers]]`
 /// blocks), `files` written beside its config, and `env` set; the recording fixture logs to
-/// `dir/record.jsonl`, standard error goes to `dir/stderr.log`. Returns once it listens.
+/// `dir/record.jsonl`, standard error goes to `dir/stderr.log`; `args` are added to the
+/// command line (the log level is `warn` unless `RUST_LOG` is in `env`). Returns once it
+/// listens.
 pub fn serve_in(
     dir: &Path,
     servers: &str,
     files: &[(&str, String)],
     env: &[(&str, &str)],
+    args: &[&str],
 ) -> Served {
     for (f, text) in files {
         std::fs::write(dir.join(f), text).unwrap();
@@ -99,8 +102,10 @@ pub fn serve_in(
         "--log",
         "warn",
     ])
+    .args(args)
     .env("RECORD", dir.join("record.jsonl"))
     .env_remove("PORTCULLIS_ADMIN_TOKEN")
+    .env_remove("RUST_LOG")
     .envs(env.iter().copied())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
