@@ -613,6 +613,46 @@ mod tests {
     }
 
     #[test]
+    fn every_series_the_example_alerts_use_is_exposed() {
+        let sink = MetricsSink::new(["odoo"]);
+        let mut call = call("odoo", "t", AuditDecision::Approval, None);
+        call.upstream_ms = Some(1);
+        sink.observe(&call);
+        let mut refused = AuditRecord::new(1, "odoo", "(authentication)", AuditDecision::Deny);
+        refused.rule = Some("(auth: missing_token)".into());
+        sink.observe(&refused);
+        sink.observe(&AuditRecord::new(
+            1,
+            "(gateway)",
+            "(reload)",
+            AuditDecision::Error,
+        ));
+        let text = sink.render(&Snapshot {
+            audit: Some(AuditStats::default()),
+            sessions: vec![("odoo".into(), "handshake", 1)],
+        });
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/prometheus/alerts.yml"
+        );
+        let rules = std::fs::read_to_string(path).unwrap();
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("portcullis_"))
+            .collect();
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 5, "{used:?}");
+        for name in used {
+            assert!(
+                text.lines()
+                    .any(|l| l.split([' ', '{']).next() == Some(name)),
+                "alerts.yml uses {name}, which the metrics do not expose: {text}"
+            );
+        }
+    }
+
+    #[test]
     fn listed_tools_are_per_server_and_capped() {
         let l = ListedTools::default();
         let names: Vec<String> = (0..MAX_LISTED_PER_SERVER + 10)

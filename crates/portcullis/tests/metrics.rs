@@ -1,8 +1,9 @@
 //! Observability of `portcullis serve`, against the real binary and the recording fixture:
 //! `GET /metrics` shows allowed, denied, unlisted and refused calls as the right series; the
 //! scrape needs the admin token; a real Prometheus (Debian's package) scraping the gateway
-//! with that token stores the request and latency series with their labels and values; and
-//! `--log-format json` writes one JSON object per line.
+//! with that token stores the request and latency series with their labels and values;
+//! `--log-format json` writes one JSON object per line; and the example Prometheus config and
+//! alert rules under `examples/prometheus/` pass `promtool` (check and unit tests).
 
 mod common;
 use common::*;
@@ -348,4 +349,34 @@ fn json_logs_are_one_object_per_line_without_colours() {
     assert_eq!(deny["level"], "INFO");
     assert_eq!(deny["fields"]["tool"], "delete_invoice");
     assert_eq!(deny["fields"]["rule"], "(default deny)");
+}
+
+#[test]
+fn the_example_prometheus_config_and_alert_rules_are_valid_and_fire() {
+    let Some(promtool) = system_tool("promtool") else {
+        return;
+    };
+    let test = Scratch::new("metrics-promtool");
+    for f in ["prometheus.yml", "alerts.yml", "alerts.test.yml"] {
+        std::fs::copy(repo().join("examples/prometheus").join(f), test.join(f)).unwrap();
+    }
+    // The token file the example's scrape config names.
+    std::fs::write(test.join("portcullis-admin-token"), ADMIN).unwrap();
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "alerts.yml"],
+        &["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&*test)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
 }
