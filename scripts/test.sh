@@ -15,6 +15,12 @@ fi
 step "MSRV: no locked dependency declares a rust-version above the workspace's"
 scripts/msrv-check.py
 
+step "Prometheus (Debian's package) for the metrics test"
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
+fi
+
 step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1

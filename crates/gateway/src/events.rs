@@ -2,7 +2,7 @@
 //! upstream failure is emitted here, once, as an [`Event`]; each [`EventSink`] behind it
 //! takes what it needs. The durable audit log ([`AuditEvents`]) is one sink and keeps its
 //! guarantee (the record is on disk before the answer goes out, by group commit); metrics
-//! will be another.
+//! ([`crate::metrics::MetricsSink`]) are another.
 
 use portcullis_store::{AuditLog, AuditRecord};
 use serde_json::Value;

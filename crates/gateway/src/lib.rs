@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod relay;
 mod resume;
 pub mod stdio;

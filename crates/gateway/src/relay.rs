@@ -10,6 +10,7 @@
 //! - `notifications/cancelled` `requestId` in both directions;
 //! - `tools/call` decided (deny / reserve), `tools/list` pages filtered for hidden tools.
 
+use crate::metrics::ListedTools;
 use portcullis_mcp::{
     codes, denial_result, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION,
 };
@@ -180,6 +181,8 @@ struct State {
 pub struct Relay {
     cfg: RelayConfig,
     state: Mutex<State>,
+    /// Where the names of the tools this server lists are recorded (metrics' `tool` label).
+    listed: Option<Arc<ListedTools>>,
 }
 
 fn raw(text: String) -> Box<RawValue> {
@@ -205,7 +208,14 @@ impl Relay {
                 next_token: 1,
                 ..Default::default()
             }),
+            listed: None,
         }
+    }
+
+    /// Records the names in every `tools/list` answer of the server into `listed`.
+    pub fn recording_listed(mut self, listed: Arc<ListedTools>) -> Relay {
+        self.listed = Some(listed);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -743,6 +753,9 @@ impl Relay {
             }
             What::ToolsList(engine) => {
                 drop(st);
+                if let Some(listed) = &self.listed {
+                    record_listed(listed, &self.cfg.server, &msg);
+                }
                 if let Some(engine) = &engine {
                     filter_tools_list(&mut msg, engine);
                 } else if let Some(r) = msg.value("result") {
@@ -986,6 +999,26 @@ fn parse_error_line(e: &ParseError) -> String {
     }
 }
 
+/// A tool of a `tools/list` page, as far as its name.
+#[derive(serde::Deserialize)]
+struct Named {
+    name: Option<String>,
+}
+
+/// Records the tool names of a `tools/list` result page, as the server sent it.
+fn record_listed(listed: &ListedTools, server: &str, msg: &Message) {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        tools: Vec<Named>,
+    }
+    if let Some(page) = msg
+        .get("result")
+        .and_then(|r| serde_json::from_str::<Page>(r.get()).ok())
+    {
+        listed.record(server, page.tools.iter().filter_map(|t| t.name.as_deref()));
+    }
+}
+
 /// Removes hidden tools from a `tools/list` result page, keeping everything else raw
 /// (cursor, `_meta`, each tool's exact JSON).
 fn filter_tools_list(msg: &mut Message, engine: &Engine) {
@@ -1003,10 +1036,6 @@ fn filter_tools_list(msg: &mut Message, engine: &Engine) {
     let Ok(list) = serde_json::from_str::<Vec<Box<RawValue>>>(tools.get()) else {
         return;
     };
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: Option<String>,
-    }
     let before = list.len();
     let kept: Vec<Box<RawValue>> = list
         .into_iter()

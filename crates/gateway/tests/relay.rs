@@ -1,6 +1,7 @@
 //! In-process tests of the relay core: what reaches the upstream, what the client gets back,
 //! and how ids, tokens and cancellations are mapped.
 
+use portcullis_gateway::metrics::ListedTools;
 use portcullis_gateway::{Caller, Out, Relay, RelayConfig};
 use portcullis_policy::{CounterKey, CounterStore, Engine, Scope, Window};
 use portcullis_store::MemoryCounters;
@@ -270,6 +271,47 @@ fn tools_list_pages_lose_hidden_tools_only() {
     let got = &client(&r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[{"name":"drop_db"}],"nextCursor":"c3"}}).to_string()))[0];
     assert_eq!(got["result"]["tools"], json!([]));
     assert_eq!(got["result"]["nextCursor"], "c3");
+}
+
+#[test]
+fn the_names_a_server_lists_are_recorded_for_metrics_and_nothing_else() {
+    let listed = Arc::new(ListedTools::default());
+    let mut r = relay_with(
+        Some(r#"{"version":"1","default":"deny","hide":["drop_db"],"tools":{"read":{}}}"#),
+        Arc::new(MemoryCounters::new()),
+    );
+    r.relay = r.relay.recording_listed(listed.clone());
+    // A call names a tool, and a server answers something else with a `tools` member: neither
+    // is a listing.
+    let up = server(
+        &r.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read"}}"#),
+    )[0]["id"]
+        .clone();
+    r.from_server(
+        &json!({"jsonrpc":"2.0","id":up,"result":{"content":[],"tools":[{"name":"fake"}]}})
+            .to_string(),
+    );
+    r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"made_up"}}"#);
+    assert!(!listed.contains("odoo", "read") && !listed.contains("odoo", "fake"));
+    assert!(!listed.contains("odoo", "made_up"));
+    // Every page counts, hidden tools included (the server lists them).
+    for (id, tools) in [
+        (3, json!([{"name":"read"},{"name":"drop_db"}])),
+        (4, json!([{"name":"write"},{"noname":true}])),
+    ] {
+        let up = server(&r.send(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#
+        )))[0]["id"]
+            .clone();
+        let got = client(
+            &r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":tools}}).to_string()),
+        );
+        assert_eq!(got.len(), 1);
+    }
+    for name in ["read", "drop_db", "write"] {
+        assert!(listed.contains("odoo", name), "{name}");
+    }
+    assert!(!listed.contains("other", "read"), "per server");
 }
 
 fn key() -> CounterKey {

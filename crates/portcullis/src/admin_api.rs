@@ -19,6 +19,10 @@
 //! | `POST /admin/api/approvals/{id}/approve` | approve `{by?, valid_for?}`; audited |
 //! | `POST /admin/api/approvals/{id}/deny` | deny `{reason, by?}`; audited |
 //!
+//! `GET /metrics` (Prometheus/OpenMetrics text, [`portcullis_gateway::metrics`]) sits beside
+//! the API, outside `/admin/api`, behind the same admin token: what agents call and are refused
+//! is for operators, never for agents.
+//!
 //! Every route but the OpenAPI document needs `Authorization: Bearer <admin token>`; grant
 //! tokens never work here. The admin token is made at the first start of `serve` (see
 //! [`admin_token_hash`]); only its SHA-256 is kept. `Host`/`Origin` follow the MCP face's rule
@@ -224,6 +228,9 @@ pub fn router(
         tools,
         policy_write: tokio::sync::Mutex::new(()),
     });
+    let scrape = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
     let api = axum::Router::new()
         .route("/openapi.json", get(openapi))
         .route("/servers", get(servers))
@@ -243,7 +250,30 @@ pub fn router(
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
-    axum::Router::new().nest("/admin/api", api)
+    axum::Router::new().nest("/admin/api", api).merge(scrape)
+}
+
+/// `GET /metrics`: the gateway's metrics as OpenMetrics text (which Prometheus reads), for
+/// the admin token only.
+async fn metrics(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = s.admit(&headers) {
+        return *r;
+    }
+    let Some(text) = s.gw.metrics_text() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "metrics_off",
+            "this gateway runs without metrics",
+        );
+    };
+    let mut r = text.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -300,7 +300,7 @@ pub struct StdioArgs {
 
 /// `portcullis stdio --policy P -- cmd…`.
 pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
-    init_logging(&a.log);
+    init_logging(&a.log, LogFormat::Text);
     let policy_id = a.policy.as_ref().map(|p| {
         let name = p.file_stem().map_or_else(
             || "policy".to_string(),
@@ -423,15 +423,28 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(default: &str) {
+/// How a long-running command writes its log to standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when standard error is a terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), never coloured.
+    Json,
+}
+
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => log.json().with_ansi(false).try_init(),
+    };
 }
 
 /// `serve` arguments.
@@ -449,11 +462,14 @@ pub struct ServeArgs {
     /// Log filter (also RUST_LOG). Logs go to stderr.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log lines as `text` or `json` (one object per line, for a log collector).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// `portcullis serve --config portcullis.toml`.
 pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
-    init_logging(&a.log);
+    init_logging(&a.log, a.log_format);
     let mut cfg = portcullis_gateway::config::Config::load(&a.config)?;
     if let Some(l) = &a.listen {
         cfg.gateway.listen = l.clone();
@@ -490,6 +506,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         Some(grants),
         audit.clone(),
         Some(approvals),
+        // Metrics: a second event sink, scraped at /metrics with the admin token.
+        Some(std::sync::Arc::new(
+            portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
+        )),
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -502,9 +522,14 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        eprintln!("portcullis: listening on http://{local}");
+        // The banner: plain lines for a person, log events for a collector parsing JSON.
+        let say = |line: String| match a.log_format {
+            LogFormat::Text => eprintln!("{line}"),
+            LogFormat::Json => tracing::info!("{}", line.trim_start()),
+        };
+        say(format!("portcullis: listening on http://{local}"));
         for s in &cfg.servers {
-            eprintln!(
+            say(format!(
                 "  /mcp/{0}  /sse/{0}  ({1})",
                 s.name,
                 if s.policy.is_some() {
@@ -512,9 +537,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 } else {
                     "no policy: every call denied"
                 }
-            );
+            ));
         }
-        eprintln!("  /admin/api/  (admin API; OpenAPI at /admin/api/openapi.json)");
+        say("  /admin/api/  (admin API; OpenAPI at /admin/api/openapi.json)".into());
+        say("  /metrics     (Prometheus; admin token)".into());
         let app = gw
             .router(cfg.gateway.max_body_bytes)
             .merge(crate::admin_api::router(

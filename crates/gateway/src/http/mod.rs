@@ -41,6 +41,8 @@ mod stateless;
 pub use policies::Policies;
 
 use crate::config::{expand_env, Config};
+use crate::events::{AuditEvents, EventSink};
+use crate::metrics::{MetricsSink, Snapshot};
 use crate::relay::{ApprovalHook, Caller};
 use crate::upstream::UpstreamSpec;
 use auth::{admit, Authenticator};
@@ -75,8 +77,9 @@ pub struct Gateway {
     auth: Authenticator,
     store: Arc<dyn CounterStore>,
     audit: Option<Arc<AuditLog>>,
-    /// Where every decision, refusal and reload is emitted (the audit log, for now).
+    /// Where every decision, refusal and reload is emitted (the audit log, the metrics).
     events: crate::events::Events,
+    metrics: Option<Arc<MetricsSink>>,
     approvals: Option<Arc<dyn ApprovalStore>>,
     on_new_approval: Option<ApprovalHook>,
     timeout: Duration,
@@ -85,22 +88,31 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
-    /// error, never a silent allow).
+    /// error, never a silent allow). Events go to the audit log and to `metrics`, when given.
     pub fn new(
         cfg: &Config,
         store: Arc<dyn CounterStore>,
         grants: Option<Arc<dyn GrantStore>>,
         audit: Option<Arc<AuditLog>>,
         approvals: Option<Arc<dyn ApprovalStore>>,
+        metrics: Option<Arc<MetricsSink>>,
     ) -> Result<Arc<Gateway>, String> {
         let policies = Self::load_policies(cfg)?;
         let rt = Runtime::new(&cfg.servers)?;
+        let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+        if let Some(log) = &audit {
+            sinks.push(Arc::new(AuditEvents(log.clone())));
+        }
+        if let Some(m) = &metrics {
+            sinks.push(m.clone());
+        }
         Ok(Arc::new(Gateway {
             rt,
             policies: PolicyTable::new(policies),
             auth: Authenticator::new(cfg, grants),
             store,
-            events: crate::events::Events::audit(audit.clone()),
+            events: crate::events::Events::new(sinks),
+            metrics,
             audit,
             approvals,
             on_new_approval: match &cfg.gateway.approval_webhook {
@@ -157,6 +169,16 @@ impl Gateway {
     /// The audit log, unless auditing is off.
     pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
         self.audit.as_ref()
+    }
+
+    /// The metrics as OpenMetrics text, with the audit writer's counters and the open
+    /// sessions read now; `None` when the gateway was built without metrics.
+    pub fn metrics_text(&self) -> Option<String> {
+        let m = self.metrics.as_ref()?;
+        Some(m.render(&Snapshot {
+            audit: self.audit.as_ref().map(|a| a.stats()),
+            sessions: self.rt.open_sessions(),
+        }))
     }
 
     /// The counter store.

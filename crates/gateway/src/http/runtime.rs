@@ -139,6 +139,21 @@ impl Runtime {
     pub(super) fn end(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions.lock_or_recover().remove(id)
     }
+
+    /// How many sessions are open, per server and kind (`handshake`, or `bridged` to a
+    /// stateless upstream), sorted.
+    pub(super) fn open_sessions(&self) -> Vec<(String, &'static str, u64)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in self.sessions.lock_or_recover().values() {
+            let kind = if s.bridged.is_some() {
+                "bridged"
+            } else {
+                "handshake"
+            };
+            *counts.entry((s.server.name.clone(), kind)).or_insert(0) += 1;
+        }
+        counts.into_iter().map(|((s, k), n)| (s, k, n)).collect()
+    }
 }
 
 impl Gateway {
@@ -167,9 +182,9 @@ impl Gateway {
         }
     }
 
-    /// A new upstream connection to `server`: its own relay, and a task routing what it sends.
+    /// A new upstream connection to `server`: its own relay, and a router for what it sends.
     pub(super) async fn connect(&self, server: &ServerRt) -> std::io::Result<Arc<Conn>> {
-        let relay = Arc::new(Relay::new(RelayConfig {
+        let mut relay = Relay::new(RelayConfig {
             store: self.store.clone(),
             server: server.name.clone(),
             clock: crate::relay::system_clock,
@@ -177,7 +192,11 @@ impl Gateway {
             approvals: self.approvals.clone(),
             on_new_approval: self.on_new_approval.clone(),
             hold_ms: server.hold_ms,
-        }));
+        });
+        if let Some(m) = &self.metrics {
+            relay = relay.recording_listed(m.listed().clone());
+        }
+        let relay = Arc::new(relay);
         // Client-bound lines go straight into the router, on the task that produced them.
         let router = Arc::new(Routes::default());
         let r = router.clone();

@@ -36,6 +36,95 @@ pub fn peer(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// A program of the system (a Debian package `scripts/test.sh` installs) on `PATH`. Missing:
+/// `None` with a "skipped" line, or a failure when `PORTCULLIS_REQUIRE_PEERS=1`, as for
+/// [`peer`].
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(p) = std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+    {
+        return Some(p);
+    }
+    if std::env::var("PORTCULLIS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{name} is missing: scripts/test.sh installs it (apt-get install {name})");
+    }
+    eprintln!("skipped: {name} is not installed (apt-get install {name})");
+    None
+}
+
+/// A running `portcullis serve`, stopped on drop.
+pub struct Served {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Served {
+    /// What the gateway wrote to standard error.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Starts `portcullis serve` in `dir` on a free port with `servers` (TOML `[[servers]]`
+/// blocks), `files` written beside its config, and `env` set; the recording fixture logs to
+/// `dir/record.jsonl`, standard error goes to `dir/stderr.log`; `args` are added to the
+/// command line (the log level is `warn` unless `RUST_LOG` is in `env`). Returns once it
+/// listens.
+pub fn serve_in(
+    dir: &Path,
+    servers: &str,
+    files: &[(&str, String)],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Served {
+    for (f, text) in files {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let port = free_port();
+    let cfg = format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}"
+    );
+    std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "serve",
+        "--config",
+        dir.join("portcullis.toml").to_str().unwrap(),
+        "--log",
+        "warn",
+    ])
+    .args(args)
+    .env("RECORD", dir.join("record.jsonl"))
+    .env_remove("PORTCULLIS_ADMIN_TOKEN")
+    .env_remove("RUST_LOG")
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+    let mut gw = Served {
+        child: cmd.spawn().unwrap(),
+        port,
+        dir: dir.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            panic!("the gateway exited ({status}): {}", gw.stderr());
+        }
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
 /// Our recording fixture server (logs every line it receives to `$RECORD`).
 pub fn fixture_server() -> String {
     repo()
