@@ -95,8 +95,27 @@ pub(crate) const CODE_DANGER: &str = r"(?i)(\bimport\s+(os|subprocess|shutil|soc
 pub(crate) const METHOD_DANGER: &str = r"(?i)(unlink|delete|destroy|drop|purge|truncate|wipe|erase|remove|terminate|uninstall|shutdown)";
 /// Tool names (behind a proxy) that delete, destroy or execute.
 pub(crate) const TOOL_DANGER: &str = r"(?i)(delete|remove|destroy|drop|purge|prune|wipe|truncate|kill|terminate|exec|shell|deploy|stop|restart|run)";
-/// URLs that reach the gateway host's own network or local files (SSRF).
-pub(crate) const SSRF_URL: &str = r"(?i)(^\s*(file|gopher|ftp|dict|ldap)://|://(localhost|127\.|0\.0\.0\.0|10\.|192\.168\.|169\.254\.|172\.(1[6-9]|2[0-9]|3[01])\.|\[::1?\]|\[f[cd]))";
+/// Hosts and networks a URL passthrough must never reach: loopback, "this host", private
+/// and link-local networks (cloud metadata at 169.254.169.254 among them), IPv6 unique-local
+/// and link-local. Judged by `url_host_in`, which normalizes every spelling of an address
+/// (`127.1`, `2130706433`, `[::ffff:127.0.0.1]`) and denies URLs it cannot judge or whose
+/// scheme is not http/https (`file:`, `gopher:`).
+pub(crate) const SSRF_HOSTS: &[&str] = &[
+    "localhost",
+    "*.localhost",
+    "127.0.0.0/8",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "[::1]/128",
+    "[::]/128",
+    "[fc00::]/7",
+    "[fe80::]/10",
+    "metadata.google.internal",
+];
 
 /// Odoo methods that delete, post, cancel, reverse, pay, send or archive — the workflow
 /// steps that should go through their own tool or a human.
@@ -482,7 +501,7 @@ fn http(method: Option<&Arg>, target: Option<&Arg>, url: Option<&Arg>) -> Detect
     }
     if let Some(u) = url.filter(|u| u.free_string()) {
         rules.deny_if.push(entry(
-            vec![cond(u, "regex", json!(SSRF_URL))],
+            vec![cond(u, "url_host_in", json!(SSRF_HOSTS))],
             "Requests to local files, localhost or private networks are denied.",
         ));
         lines.push(format!(
@@ -770,10 +789,9 @@ mod tests {
         let m = Regex::new(METHOD_DANGER).unwrap();
         assert!(m.is_match("unlink"));
         assert!(!m.is_match("action_confirm"));
-        let ssrf = Regex::new(SSRF_URL).unwrap();
-        assert!(ssrf.is_match("http://169.254.169.254/latest/meta-data"));
-        assert!(ssrf.is_match("file:///etc/passwd"));
-        assert!(!ssrf.is_match("https://api.github.com/user"));
+        for h in SSRF_HOSTS {
+            portcullis_policy::norm::HostPattern::parse(h).unwrap();
+        }
         Regex::new(CODE_DANGER).unwrap();
         Regex::new(TOOL_DANGER).unwrap();
     }

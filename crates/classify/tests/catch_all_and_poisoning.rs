@@ -187,11 +187,21 @@ fn http_passthrough() {
         "http_request",
         json!({"url": "https://example.org/x", "method": "DELETE"})
     )));
-    assert!(denied(&check(
-        &e,
-        "http_request",
-        json!({"url": "http://169.254.169.254/latest/meta-data/"})
-    )));
+    for bad in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2130706433/",
+        "http://0x7f.0.0.1/",
+        "http://[::ffff:10.0.0.1]/",
+        "HTTP://LOCALHOST./admin",
+        "http://good.com@192.168.1.1/",
+        "file:///etc/passwd",
+        "gopher://example.org/",
+    ] {
+        assert!(
+            denied(&check(&e, "http_request", json!({ "url": bad }))),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

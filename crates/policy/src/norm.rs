@@ -134,12 +134,23 @@ pub enum HostPattern {
     Exact(String),
     /// `*.example.com`: any host strictly below this domain (not the domain itself).
     Below(String),
+    /// `10.0.0.0/8`, `[fc00::]/7`: any IP address in this network (an IPv4-mapped IPv6
+    /// address counts as its IPv4 address, as everywhere).
+    Net(std::net::IpAddr, u8),
 }
 
 impl HostPattern {
     /// Parses and normalizes a host as written in a policy (`example.com`, `*.example.com`,
     /// `127.0.0.1`, `[::1]`): the same normalization as the host of a URL argument.
     pub fn parse(s: &str) -> Result<HostPattern, String> {
+        // `address/length` is a network; anything else with a `/` (a URL) is refused below.
+        if let Some((addr, len)) = s.split_once('/') {
+            if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) && !addr.contains(':')
+                || addr.starts_with('[')
+            {
+                return parse_net(s, addr, len);
+            }
+        }
         let (below, name) = match s.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, s),
@@ -171,6 +182,14 @@ impl HostPattern {
     /// Whether a normalized host matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {
+            HostPattern::Net(net, len) => {
+                let ip = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                ip.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| in_net(ip, *net, *len))
+            }
             HostPattern::Exact(h) => host == h,
             HostPattern::Below(d) => {
                 host.len() > d.len() + 1
@@ -178,6 +197,43 @@ impl HostPattern {
                     && host.as_bytes()[host.len() - d.len() - 1] == b'.'
             }
         }
+    }
+}
+
+/// A network written `address/prefix-length` (`10.0.0.0/8`, `[fc00::]/7`).
+fn parse_net(s: &str, addr: &str, len: &str) -> Result<HostPattern, String> {
+    let bad = || {
+        format!("{s:?} is not a network (write an address and a prefix length: \"10.0.0.0/8\", \"[fc00::]/7\")")
+    };
+    let ip: std::net::IpAddr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        Some(v6) => std::net::IpAddr::V6(v6.parse().map_err(|_| bad())?),
+        None => std::net::IpAddr::V4(addr.parse().map_err(|_| bad())?),
+    };
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("{s:?}: the prefix length is at most {max}"));
+    }
+    Ok(HostPattern::Net(ip, len))
+}
+
+/// Whether `ip` lies in `net/len` (an IPv4-mapped IPv6 address as its IPv4 address).
+fn in_net(ip: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 
@@ -247,6 +303,36 @@ fn ipv6_key(a: &Ipv6Addr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_match_every_spelling_of_their_addresses() {
+        let private = HostPattern::parse("10.0.0.0/8").unwrap();
+        let link = HostPattern::parse("169.254.0.0/16").unwrap();
+        let ula = HostPattern::parse("[fc00::]/7").unwrap();
+        let schemes = vec!["http".to_string(), "https".to_string()];
+        let host = |u: &str| url_host(u, &schemes).unwrap();
+        assert!(private.matches(&host("http://10.1.2.3/")));
+        assert!(
+            private.matches(&host("http://167772161/")),
+            "10.0.0.1 in decimal"
+        );
+        assert!(private.matches(&host("http://[::ffff:10.0.0.1]/")));
+        assert!(!private.matches(&host("http://11.0.0.1/")));
+        assert!(!private.matches(&host("http://example.com/")));
+        assert!(link.matches(&host("http://169.254.169.254/latest")));
+        assert!(ula.matches(&host("http://[fd00:ec2::254]/")));
+        assert!(!ula.matches(&host("http://[2001:db8::1]/")));
+        assert!(HostPattern::parse("0.0.0.0/0").unwrap().matches("8.8.8.8"));
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "[fc00::]/129",
+            "example.com/8",
+            "[fc00::]/x",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     fn norm(s: &str) -> Result<String, String> {
         normalize_path(s, PathStyle::Mixed, None)
