@@ -266,6 +266,12 @@ fn a_real_prometheus_scrapes_the_gateway_with_the_admin_token() {
         .spawn()
         .unwrap());
     wait_port(port);
+    // The port opens before the query API is ready (503 "Service Unavailable" until then).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_request(port, "GET", "/-/ready", &[], b"", Duration::from_secs(5)).status != 200 {
+        assert!(Instant::now() < deadline, "Prometheus never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let (_, up) = wait_value(port, r#"up{job="portcullis"}"#);
     assert_eq!(
