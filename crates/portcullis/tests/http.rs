@@ -616,7 +616,7 @@ fn legacy_sse_clients_and_servers_through_the_gateway() {
         gw.port,
         "POST",
         "/sse/py1/messages?session_id=nope",
-        &[("Authorization", "Bearer tok-alice-0123456789")],
+        &[CT, ("Authorization", "Bearer tok-alice-0123456789")],
         b"{}",
     );
     assert_eq!(r.status, 404);
@@ -969,7 +969,7 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
                     let body = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#);
                     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { break };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    let req = format!("POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_invoice\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let req = format!("POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_invoice\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                     if s.write_all(req.as_bytes()).is_err() {
                         break;
                     }
@@ -1702,7 +1702,7 @@ fn timed_stateless_call(port: u16, id: &str, tool: &str, args: Value) -> (Reply,
         "/mcp/rec",
         &[
             CT,
-            ("Accept", "application/json"),
+            JSON_SSE,
             ("MCP-Protocol-Version", "2026-07-28"),
             ("Mcp-Method", "tools/call"),
             ("Mcp-Name", tool),
@@ -1973,4 +1973,165 @@ fn a_broken_request_stream_resumes_with_last_event_id() {
         .unwrap();
     let v: Value = serde_json::from_str(answer).unwrap();
     assert_eq!(v["id"], "c1", "the client's own id: {v}");
+}
+
+/// A POST must say `Content-Type: application/json` (415 otherwise) and, when it sends
+/// `Accept`, allow both `application/json` and `text/event-stream` (406 otherwise), on
+/// `/mcp/<server>`, `/mcp` and the legacy message endpoint (Content-Type only there). Each
+/// refusal has a body saying what to send and an audit record, and nothing reaches the
+/// upstream.
+#[test]
+fn content_type_and_accept_are_checked_and_refusals_audited() {
+    let policy = json!({"version":"1","default":"allow"});
+    let gw = serve(
+        "media",
+        &recording_servers("p.json"),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let auth = ("Authorization", "Bearer tok-alice-0123456789");
+    // A session, opened with a charset parameter on the type (allowed).
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            JSON_SSE,
+            auth,
+        ],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let s = ("Mcp-Session-Id", sid.as_str());
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_invoice","arguments":{"marker":"refused"}}}"#;
+    let refused = |r: Reply, status: u16, error: &str, says: &str| {
+        assert_eq!(r.status, status, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"], error, "{v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(
+            m.contains(says) && m.contains("nothing was forwarded"),
+            "{v}"
+        );
+    };
+    let no_type: &[(&str, &str)] = &[JSON_SSE, auth, s];
+    for (path, headers) in [
+        ("/mcp/rec", no_type),
+        (
+            "/mcp/rec",
+            &[("Content-Type", "text/plain"), JSON_SSE, auth, s],
+        ),
+        (
+            "/mcp/rec",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                JSON_SSE,
+                auth,
+                s,
+            ],
+        ),
+        ("/mcp", &[("Content-Type", "text/plain"), JSON_SSE, auth, s]),
+    ] {
+        refused(
+            http(p, "POST", path, headers, call.as_bytes()),
+            415,
+            "unsupported_media_type",
+            "Content-Type: application/json",
+        );
+    }
+    for accept in ["application/json", "text/event-stream", "text/html"] {
+        refused(
+            http(
+                p,
+                "POST",
+                "/mcp/rec",
+                &[CT, ("Accept", accept), auth, s],
+                call.as_bytes(),
+            ),
+            406,
+            "not_acceptable",
+            "Accept: application/json, text/event-stream",
+        );
+    }
+    // The legacy message endpoint checks the type (before the session), not Accept.
+    refused(
+        http(
+            p,
+            "POST",
+            "/sse/rec/messages?session_id=feedface",
+            &[("Content-Type", "text/plain"), auth],
+            call.as_bytes(),
+        ),
+        415,
+        "unsupported_media_type",
+        "Content-Type: application/json",
+    );
+    let r = http(
+        p,
+        "POST",
+        "/sse/rec/messages?session_id=feedface",
+        &[CT, ("Accept", "text/html"), auth],
+        call.as_bytes(),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Authentication still comes first: no token, no word about media types.
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[("Content-Type", "text/plain")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Without Accept (HTTP: any type) and with both types, the session works.
+    for headers in [&[CT, auth, s][..], &[CT, JSON_SSE, auth, s][..]] {
+        let r = http(
+            p,
+            "POST",
+            "/mcp/rec",
+            headers,
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":1}}}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["result"]["content"][0]["text"],
+            "called read_invoice with {\"id\":1}"
+        );
+    }
+
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert!(
+        !seen.contains("refused"),
+        "no refused message reached the upstream: {seen}"
+    );
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |rule: &str, says: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["rule"] == rule
+                    && r["decision"] == "deny"
+                    && r["method"] == "(media type)"
+                    && r["grant_label"] == "alice"
+                    && r["message"].as_str().is_some_and(|m| m.contains(says))
+            })
+            .count()
+    };
+    assert_eq!(
+        count("(unsupported media type)", "Content-Type"),
+        5,
+        "{audit:#}"
+    );
+    assert_eq!(count("(unsupported media type)", "\"text/plain\""), 3);
+    assert_eq!(
+        count("(unsupported media type)", "\"-\""),
+        1,
+        "the missing type"
+    );
+    assert_eq!(count("(not acceptable)", "Accept"), 3, "{audit:#}");
 }

@@ -2,6 +2,7 @@
 //! stream, `POST /sse/<server>/messages` carries the client's messages.
 
 use super::auth::admit;
+use super::media::{check, Rule};
 use super::routes::GetSink;
 use super::session::Session;
 use super::{json_status, random_hex, refuse_invalid, rpc_status, Gateway};
@@ -105,6 +106,9 @@ pub(super) async fn sse_message(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Err(r) = check(&gw, &srv.name, &caller, &headers, Rule::ContentTypeOnly).await {
+        return r;
+    }
     let session = gw.rt.session(&q.session_id);
     let Some(s) =
         session.filter(|s| s.server.name == srv.name && s.caller.grant_id == caller.grant_id)

@@ -2,7 +2,8 @@
 //! HTTP+SSE), `/healthz`, `/readyz`.
 //!
 //! Order of checks on every request (spec §4.4): `Host`/`Origin` (403), the server (404),
-//! the bearer token (401/403), the body cap (413), then the era:
+//! the bearer token (401/403), the body cap (413); for a POST its `Content-Type` (415) and
+//! `Accept` (406); then the era:
 //!
 //! - a POST whose `params._meta` carries `io.modelcontextprotocol/protocolVersion` is a
 //!   stateless (2026-07-28) request: its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`
@@ -22,6 +23,7 @@
 //! | `mod.rs` | [`Gateway`] and its router, `/mcp` dispatch by method and era, small shared helpers |
 //! | `policies.rs` | the policy table: compiled policies by name, swapped on reload |
 //! | `auth.rs` | admission: `Host`/`Origin`, server lookup, bearer token → `Caller`, audited refusals |
+//! | `media.rs` | a POST's `Content-Type` (415) and `Accept` (406), audited refusals |
 //! | `runtime.rs` | configured servers, open sessions, upstream connections |
 //! | `stateless.rs` | 2026-07-28 requests: header checks, shared connection, cancellation |
 //! | `session.rs` | handshake-era sessions: `initialize`, session POSTs, bridged sessions |
@@ -32,6 +34,7 @@
 mod auth;
 mod era;
 mod legacy_sse;
+mod media;
 mod policies;
 mod routes;
 mod runtime;
@@ -275,6 +278,11 @@ async fn mcp(
             },
         },
         Method::POST => {
+            if let Err(r) =
+                media::check(&gw, &srv.name, &caller, &headers, media::Rule::Streamable).await
+            {
+                return r;
+            }
             let Ok(text) = std::str::from_utf8(&body) else {
                 return rpc_status(
                     StatusCode::BAD_REQUEST,
