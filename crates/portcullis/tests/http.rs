@@ -26,6 +26,11 @@ impl Drop for Gw {
 
 /// Starts `portcullis serve` with `servers` (TOML `[[servers]]` blocks) on a free port.
 fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
+    serve_with(name, "", servers, files)
+}
+
+/// [`serve`], with `gateway` lines added to `[gateway]`.
+fn serve_with(name: &str, gateway: &str, servers: &str, files: &[(&str, String)]) -> Gw {
     let dir = std::env::temp_dir().join(format!("portcullis-http-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,7 +38,7 @@ fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
         std::fs::write(dir.join(f), text).unwrap();
     }
     let port = free_port();
-    let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}");
+    let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{gateway}\n{servers}");
     std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
@@ -2134,4 +2139,216 @@ fn content_type_and_accept_are_checked_and_refusals_audited() {
         "the missing type"
     );
     assert_eq!(count("(not acceptable)", "Accept"), 3, "{audit:#}");
+}
+
+/// Reads until the gateway closes the connection (waiting at most `limit`): what came, and
+/// how long it took.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "still open after {:?} ({e}): {}",
+                t0.elapsed(),
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    (String::from_utf8_lossy(&raw).into_owned(), t0.elapsed())
+}
+
+/// Slowloris: a head sent a line at a time, a body shorter than its `Content-Length`, a
+/// connection that sends nothing, and one idle after its answer are each closed when their
+/// timer (1 s, 1 s, 1 s, 2 s here) runs out; meanwhile the gateway serves others at once.
+#[test]
+fn slow_heads_short_bodies_and_idle_connections_are_closed_in_time() {
+    let policy = json!({"version":"1","default":"allow"});
+    let gw = serve_with(
+        "slowloris",
+        "header_read_timeout_secs = 1\nbody_read_timeout_secs = 1\nidle_timeout_secs = 2\n",
+        &open_recording_server(""),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let connect = || TcpStream::connect(("127.0.0.1", p)).unwrap();
+    // A head that never ends: a header line every 200 ms.
+    let mut head = connect();
+    let dribble = {
+        let mut w = head.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = w.write_all(b"POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            for i in 0..30 {
+                std::thread::sleep(Duration::from_millis(200));
+                if w.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    // A body 100 bytes short of its Content-Length.
+    let mut short = connect();
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_invoice","arguments":{"marker":"short"}}}"#;
+    short
+        .write_all(
+            format!(
+                "POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{call}",
+                call.len() + 100
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // Nothing at all.
+    let mut silent = connect();
+    // Meanwhile a client is served at once: a session and a call.
+    let t0 = Instant::now();
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE, ("Mcp-Session-Id", &sid)],
+        br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":1}}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "served while the slow ones hang: {:?}",
+        t0.elapsed()
+    );
+
+    let limit = Duration::from_secs(5);
+    let (got, took) = until_closed(&mut head, limit);
+    assert!(
+        took < Duration::from_millis(2500),
+        "slow head closed after {took:?}"
+    );
+    assert!(!got.contains("200 OK"), "{got}");
+    dribble.join().unwrap();
+    let (got, took) = until_closed(&mut short, limit);
+    assert!(
+        took < Duration::from_millis(2500),
+        "short body closed after {took:?}"
+    );
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        got.contains("request_timeout") && got.contains("nothing was forwarded"),
+        "{got}"
+    );
+    let (got, took) = until_closed(&mut silent, limit);
+    assert!(
+        took < Duration::from_millis(2500) && got.is_empty(),
+        "silent: {took:?} {got}"
+    );
+
+    // Idle after an answer on a kept-alive connection: closed at the idle timeout (2 s), not
+    // at the head timeout (1 s).
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let (got, _) = until_closed(&mut idle, limit);
+    let took = t0.elapsed();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok\n"),
+        "{got}"
+    );
+    assert!(
+        took > Duration::from_millis(1800) && took < Duration::from_millis(3500),
+        "idle connection closed after {took:?}"
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert!(
+        !seen.contains("short"),
+        "the short body was not forwarded: {seen}"
+    );
+}
+
+/// Connections beyond `max_connections_per_ip`, or beyond `max_connections` from any
+/// address, get a 503 naming the limit and are closed; a freed place is usable again.
+#[test]
+fn connections_are_capped_in_all_and_per_client_address() {
+    let gw = serve_with(
+        "conncap",
+        "max_connections = 3\nmax_connections_per_ip = 2\n",
+        &open_recording_server(""),
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let p = gw.port;
+    let from = |ip: &str| -> TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            let s = s
+                .connect(format!("127.0.0.1:{p}").parse().unwrap())
+                .await
+                .unwrap();
+            s.into_std().unwrap()
+        })
+    };
+    let open = |s: &TcpStream| {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        match (&*s).read(&mut b) {
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            Ok(n) => panic!("refused: {}", String::from_utf8_lossy(&b[..n])),
+        }
+    };
+    let refused = |mut s: TcpStream, limit: &str| {
+        s.set_nonblocking(false).unwrap();
+        let (got, _) = until_closed(&mut s, Duration::from_secs(5));
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        assert!(got.contains(&format!("{limit} limit")), "{got}");
+    };
+    let a1 = from("127.0.0.1");
+    let a2 = from("127.0.0.1");
+    assert!(open(&a1) && open(&a2));
+    refused(from("127.0.0.1"), "max_connections_per_ip");
+    let b1 = from("127.0.0.2");
+    assert!(open(&b1), "another address has its own places");
+    refused(from("127.0.0.2"), "max_connections");
+    // A place freed is taken again.
+    drop(a1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = http(p, "GET", "/healthz", &[], b"");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no place freed: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((a2, b1));
 }

@@ -29,11 +29,13 @@
 //! | `session.rs` | handshake-era sessions: `initialize`, session POSTs, bridged sessions |
 //! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
 //! | `legacy_sse.rs` | the legacy HTTP+SSE face |
+//! | `listener.rs` | the accept loop: connection caps, head/body/idle timeouts, hyper per connection |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
 mod auth;
 mod era;
 mod legacy_sse;
+mod listener;
 mod media;
 mod policies;
 mod routes;
@@ -41,6 +43,7 @@ mod runtime;
 mod session;
 mod stateless;
 
+pub use listener::{serve, Limits};
 pub use policies::Policies;
 
 use crate::config::{expand_env, Config};
