@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Most open connections from one client address.
     pub max_connections_per_ip: usize,
+    /// Most SSE streams open at once from one client address: Streamable HTTP GET streams
+    /// (one per session at a time: a new one supersedes the old) and legacy `/sse` sessions.
+    pub max_streams_per_client: usize,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +90,7 @@ impl Default for GatewayConfig {
             idle_timeout_secs: 60,
             max_connections: 1024,
             max_connections_per_ip: 256,
+            max_streams_per_client: 64,
         }
     }
 }
@@ -238,6 +242,7 @@ impl Config {
             ("idle_timeout_secs", g.idle_timeout_secs),
             ("max_connections", g.max_connections as u64),
             ("max_connections_per_ip", g.max_connections_per_ip as u64),
+            ("max_streams_per_client", g.max_streams_per_client as u64),
         ] {
             if v == 0 {
                 return Err(format!("gateway.{key} must be at least 1"));

@@ -2352,3 +2352,115 @@ fn connections_are_capped_in_all_and_per_client_address() {
     }
     drop((a2, b1));
 }
+
+/// Opens an SSE stream with a raw GET: the status and the connection, the head read.
+fn open_stream(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the head ended");
+        head.push(b[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, s)
+}
+
+/// Open SSE streams are capped per client address (`max_streams_per_client`), Streamable
+/// HTTP GET streams and legacy `/sse` sessions together: one more is answered 429 naming the
+/// limit, and a stream that ends gives its place back. A session's new GET stream supersedes
+/// its old one, so it holds one place.
+#[test]
+fn open_sse_streams_are_capped_per_client() {
+    let gw = serve_with(
+        "streamcap",
+        "max_streams_per_client = 2\n",
+        &open_recording_server(""),
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let p = gw.port;
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    // Priming events make the head go out at once.
+    let get = [
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let too_many = |r: Reply| {
+        assert_eq!(r.status, 429, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"], "too_many_streams", "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("gateway.max_streams_per_client"),
+            "{v}"
+        );
+    };
+    let (st, mut first) = open_stream(p, "/mcp/rec", &get);
+    assert_eq!(st, 200);
+    let (st, _second) = open_stream(p, "/mcp/rec", &get);
+    assert_eq!(st, 200, "a session's new stream supersedes the old");
+    // The old stream's chunked body ends (the connection itself stays for the next request).
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1024];
+    while !seen.ends_with(b"0\r\n\r\n") {
+        let n = first.read(&mut b).expect("the old stream ended");
+        assert!(n > 0, "closed instead of ending the stream");
+        seen.extend_from_slice(&b[..n]);
+    }
+    let (st, _legacy) = open_stream(p, "/sse/rec", &[]);
+    assert_eq!(st, 200, "the client's second stream");
+    too_many(http(
+        p,
+        "GET",
+        "/sse/rec",
+        &[("Accept", "text/event-stream")],
+        b"",
+    ));
+    // Ending the session ends its stream and frees its place.
+    let r = http(
+        p,
+        "DELETE",
+        "/mcp/rec",
+        &[("Mcp-Session-Id", sid.as_str())],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, _again) = open_stream(p, "/sse/rec", &[]);
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 429);
+        assert!(Instant::now() < deadline, "the ended stream kept its place");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -209,7 +209,7 @@ async fn answer(
     peer: SocketAddr,
     body_read: Duration,
     activity: Arc<Activity>,
-) -> Result<Response<Busy>, Infallible> {
+) -> Result<Response<Held<BusyGuard>>, Infallible> {
     let busy = activity.begin();
     let late = Arc::new(AtomicBool::new(false));
     let mut req = req.map(|b| {
@@ -238,7 +238,10 @@ async fn answer(
     } else {
         res
     };
-    Ok(res.map(|inner| Busy { inner, _busy: busy }))
+    Ok(res.map(|inner| Held {
+        inner,
+        _guard: busy,
+    }))
 }
 
 /// What a connection is doing, for its watchdog (times in ms since the connection opened).
@@ -337,13 +340,13 @@ impl Drop for BusyGuard {
     }
 }
 
-/// An answer's body, holding its request's [`BusyGuard`].
-struct Busy {
-    inner: Body,
-    _busy: BusyGuard,
+/// A body that holds `guard` (a place, a busy mark) until it is dropped.
+pub(super) struct Held<G> {
+    pub(super) inner: Body,
+    pub(super) _guard: G,
 }
 
-impl http_body::Body for Busy {
+impl<G: Unpin> http_body::Body for Held<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

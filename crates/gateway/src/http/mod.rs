@@ -30,6 +30,7 @@
 //! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
 //! | `legacy_sse.rs` | the legacy HTTP+SSE face |
 //! | `listener.rs` | the accept loop: connection caps, head/body/idle timeouts, hyper per connection |
+//! | `streams.rs` | the cap on open SSE streams per client address |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
 mod auth;
@@ -42,6 +43,7 @@ mod routes;
 mod runtime;
 mod session;
 mod stateless;
+mod streams;
 
 pub use listener::{serve, Limits};
 pub use policies::Policies;
@@ -51,7 +53,7 @@ use crate::relay::{ApprovalHook, Caller};
 use crate::upstream::UpstreamSpec;
 use auth::{admit, Authenticator};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -65,6 +67,7 @@ use runtime::Runtime;
 use serde_json::{json, Value};
 use session::{bridged_legacy_post, legacy_post, open_session, Session};
 use stateless::modern_post;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +89,8 @@ pub struct Gateway {
     approvals: Option<Arc<dyn ApprovalStore>>,
     on_new_approval: Option<ApprovalHook>,
     timeout: Duration,
+    /// Open SSE streams per client address.
+    streams: Arc<streams::StreamCaps>,
     next: AtomicU64,
 }
 
@@ -126,6 +131,7 @@ impl Gateway {
                 }
             },
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
+            streams: streams::StreamCaps::new(cfg.gateway.max_streams_per_client),
             next: AtomicU64::new(1),
         }))
     }
@@ -219,6 +225,7 @@ impl Gateway {
 /// (some clients, such as the Inspector CLI, always post to `/mcp`).
 async fn mcp_default(
     State(gw): State<Arc<Gateway>>,
+    peer: Option<Peer>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -232,12 +239,21 @@ async fn mcp_default(
         );
     }
     let name = gw.rt.servers().keys().next().expect("one").clone();
-    mcp(State(gw), Path(name), method, headers, body).await
+    mcp(State(gw), Path(name), peer, method, headers, body).await
+}
+
+/// The client's address, as the listener records it (absent when the router is served
+/// otherwise).
+type Peer = axum::Extension<ConnectInfo<SocketAddr>>;
+
+fn client_ip(peer: Option<Peer>) -> Option<IpAddr> {
+    peer.map(|axum::Extension(ConnectInfo(a))| a.ip())
 }
 
 async fn mcp(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
+    peer: Option<Peer>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -263,7 +279,12 @@ async fn mcp(
                 // A bridged session rides the server's shared stateless connection: it has
                 // no stream of its own, and others' unsolicited messages must not reach it.
                 Some(s) if s.bridged.is_some() => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-                Some(s) => get_stream(&s, &headers).into_response(),
+                // A session has one GET stream at a time (a new one supersedes the old), so
+                // only the client's cap applies.
+                Some(s) => match gw.streams.take(client_ip(peer)) {
+                    Ok(place) => streams::holding(get_stream(&s, &headers).into_response(), place),
+                    Err(r) => *r,
+                },
             },
         },
         Method::DELETE => match session_id {
