@@ -55,6 +55,20 @@ pub struct GatewayConfig {
     /// Threads serving requests; 0 (the default) means one per CPU. On a small machine
     /// shared with the clients and the upstreams, 1 saves cross-thread wake-ups.
     pub workers: usize,
+    /// Longest wait, seconds, for a request head: from a new connection, or from the first
+    /// byte of the next request on a kept-alive one.
+    pub header_read_timeout_secs: u64,
+    /// Longest wait, seconds, for a request body once its head has arrived.
+    pub body_read_timeout_secs: u64,
+    /// A kept-alive connection with no request for this long, seconds, is closed.
+    pub idle_timeout_secs: u64,
+    /// Most open connections in all; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Most SSE streams open at once from one client address: Streamable HTTP GET streams
+    /// (one per session at a time: a new one supersedes the old) and legacy `/sse` sessions.
+    pub max_streams_per_client: usize,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +85,12 @@ impl Default for GatewayConfig {
             audit_retention: None,
             approval_webhook: None,
             approval_webhook_secret: None,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_streams_per_client: 64,
         }
     }
 }
@@ -215,6 +235,25 @@ impl Config {
                 ));
             }
         }
+        let g = &self.gateway;
+        for (key, v) in [
+            ("header_read_timeout_secs", g.header_read_timeout_secs),
+            ("body_read_timeout_secs", g.body_read_timeout_secs),
+            ("idle_timeout_secs", g.idle_timeout_secs),
+            ("max_connections", g.max_connections as u64),
+            ("max_connections_per_ip", g.max_connections_per_ip as u64),
+            ("max_streams_per_client", g.max_streams_per_client as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("gateway.{key} must be at least 1"));
+            }
+        }
+        if g.max_connections_per_ip > g.max_connections {
+            return Err(format!(
+                "gateway.max_connections_per_ip ({}) is above gateway.max_connections ({})",
+                g.max_connections_per_ip, g.max_connections
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.servers.iter().enumerate() {
             let at = format!("servers[{i}] ({:?})", s.name);
@@ -293,6 +332,23 @@ mod tests {
             .unwrap_err()
             .contains("gateway.audit"));
         assert!(parse("[gateway]\naudit = \"async:250ms\"\naudit_retention = \"30d\"\n").is_ok());
+        assert!(parse("[gateway]\nbody_read_timeout_secs = 0\n")
+            .unwrap_err()
+            .contains("gateway.body_read_timeout_secs must be at least 1"));
+        assert!(
+            parse("[gateway]\nmax_connections = 10\nmax_connections_per_ip = 11\n")
+                .unwrap_err()
+                .contains("max_connections_per_ip (11) is above")
+        );
+        let g = parse("[gateway]\nheader_read_timeout_secs = 1\nmax_connections = 8\nmax_connections_per_ip = 8\n").unwrap().gateway;
+        assert_eq!(
+            (
+                g.header_read_timeout_secs,
+                g.body_read_timeout_secs,
+                g.idle_timeout_secs
+            ),
+            (1, 30, 60)
+        );
         assert!(parse("[gateway]\nlisten = \"0.0.0.0:1\"\n[[servers]]\nname = \"a\"\ncommand = [\"x\"]\nauth = \"none\"\n").unwrap_err().contains("non-loopback"));
         assert!(
             parse("[[servers]]\nname = \"a b\"\ncommand = [\"x\"]\nauth = \"none\"\n").is_err()

@@ -607,10 +607,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 _ = term.recv() => {}
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| e.to_string())?;
+        let limits = portcullis_gateway::http::Limits::new(&cfg.gateway);
+        portcullis_gateway::http::serve(listener, app, limits, shutdown).await;
         gw.shutdown().await;
         Ok::<_, String>(())
     })?;

@@ -26,6 +26,11 @@ impl Drop for Gw {
 
 /// Starts `portcullis serve` with `servers` (TOML `[[servers]]` blocks) on a free port.
 fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
+    serve_with(name, "", servers, files)
+}
+
+/// [`serve`], with `gateway` lines added to `[gateway]`.
+fn serve_with(name: &str, gateway: &str, servers: &str, files: &[(&str, String)]) -> Gw {
     let dir = std::env::temp_dir().join(format!("portcullis-http-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,7 +38,7 @@ fn serve(name: &str, servers: &str, files: &[(&str, String)]) -> Gw {
         std::fs::write(dir.join(f), text).unwrap();
     }
     let port = free_port();
-    let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}");
+    let cfg = format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n{gateway}\n{servers}");
     std::fs::write(dir.join("portcullis.toml"), cfg).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
@@ -616,7 +621,7 @@ fn legacy_sse_clients_and_servers_through_the_gateway() {
         gw.port,
         "POST",
         "/sse/py1/messages?session_id=nope",
-        &[("Authorization", "Bearer tok-alice-0123456789")],
+        &[CT, ("Authorization", "Bearer tok-alice-0123456789")],
         b"{}",
     );
     assert_eq!(r.status, 404);
@@ -969,7 +974,7 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
                     let body = format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#);
                     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { break };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    let req = format!("POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_invoice\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let req = format!("POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_invoice\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                     if s.write_all(req.as_bytes()).is_err() {
                         break;
                     }
@@ -1702,7 +1707,7 @@ fn timed_stateless_call(port: u16, id: &str, tool: &str, args: Value) -> (Reply,
         "/mcp/rec",
         &[
             CT,
-            ("Accept", "application/json"),
+            JSON_SSE,
             ("MCP-Protocol-Version", "2026-07-28"),
             ("Mcp-Method", "tools/call"),
             ("Mcp-Name", tool),
@@ -1973,4 +1978,489 @@ fn a_broken_request_stream_resumes_with_last_event_id() {
         .unwrap();
     let v: Value = serde_json::from_str(answer).unwrap();
     assert_eq!(v["id"], "c1", "the client's own id: {v}");
+}
+
+/// A POST must say `Content-Type: application/json` (415 otherwise) and, when it sends
+/// `Accept`, allow both `application/json` and `text/event-stream` (406 otherwise), on
+/// `/mcp/<server>`, `/mcp` and the legacy message endpoint (Content-Type only there). Each
+/// refusal has a body saying what to send and an audit record, and nothing reaches the
+/// upstream.
+#[test]
+fn content_type_and_accept_are_checked_and_refusals_audited() {
+    let policy = json!({"version":"1","default":"allow"});
+    let gw = serve(
+        "media",
+        &recording_servers("p.json"),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let auth = ("Authorization", "Bearer tok-alice-0123456789");
+    // A session, opened with a charset parameter on the type (allowed).
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            JSON_SSE,
+            auth,
+        ],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let s = ("Mcp-Session-Id", sid.as_str());
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_invoice","arguments":{"marker":"refused"}}}"#;
+    let refused = |r: Reply, status: u16, error: &str, says: &str| {
+        assert_eq!(r.status, status, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"], error, "{v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(
+            m.contains(says) && m.contains("nothing was forwarded"),
+            "{v}"
+        );
+    };
+    let no_type: &[(&str, &str)] = &[JSON_SSE, auth, s];
+    for (path, headers) in [
+        ("/mcp/rec", no_type),
+        (
+            "/mcp/rec",
+            &[("Content-Type", "text/plain"), JSON_SSE, auth, s],
+        ),
+        (
+            "/mcp/rec",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                JSON_SSE,
+                auth,
+                s,
+            ],
+        ),
+        ("/mcp", &[("Content-Type", "text/plain"), JSON_SSE, auth, s]),
+    ] {
+        refused(
+            http(p, "POST", path, headers, call.as_bytes()),
+            415,
+            "unsupported_media_type",
+            "Content-Type: application/json",
+        );
+    }
+    for accept in ["application/json", "text/event-stream", "text/html"] {
+        refused(
+            http(
+                p,
+                "POST",
+                "/mcp/rec",
+                &[CT, ("Accept", accept), auth, s],
+                call.as_bytes(),
+            ),
+            406,
+            "not_acceptable",
+            "Accept: application/json, text/event-stream",
+        );
+    }
+    // The legacy message endpoint checks the type (before the session), not Accept.
+    refused(
+        http(
+            p,
+            "POST",
+            "/sse/rec/messages?session_id=feedface",
+            &[("Content-Type", "text/plain"), auth],
+            call.as_bytes(),
+        ),
+        415,
+        "unsupported_media_type",
+        "Content-Type: application/json",
+    );
+    let r = http(
+        p,
+        "POST",
+        "/sse/rec/messages?session_id=feedface",
+        &[CT, ("Accept", "text/html"), auth],
+        call.as_bytes(),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Authentication still comes first: no token, no word about media types.
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[("Content-Type", "text/plain")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Without Accept (HTTP: any type) and with both types, the session works.
+    for headers in [&[CT, auth, s][..], &[CT, JSON_SSE, auth, s][..]] {
+        let r = http(
+            p,
+            "POST",
+            "/mcp/rec",
+            headers,
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":1}}}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["result"]["content"][0]["text"],
+            "called read_invoice with {\"id\":1}"
+        );
+    }
+
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert!(
+        !seen.contains("refused"),
+        "no refused message reached the upstream: {seen}"
+    );
+    let out = cli(&gw.dir, &["audit", "--json", "--limit", "0"]);
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |rule: &str, says: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["rule"] == rule
+                    && r["decision"] == "deny"
+                    && r["method"] == "(media type)"
+                    && r["grant_label"] == "alice"
+                    && r["message"].as_str().is_some_and(|m| m.contains(says))
+            })
+            .count()
+    };
+    assert_eq!(
+        count("(unsupported media type)", "Content-Type"),
+        5,
+        "{audit:#}"
+    );
+    assert_eq!(count("(unsupported media type)", "\"text/plain\""), 3);
+    assert_eq!(
+        count("(unsupported media type)", "\"-\""),
+        1,
+        "the missing type"
+    );
+    assert_eq!(count("(not acceptable)", "Accept"), 3, "{audit:#}");
+}
+
+/// Reads until the gateway closes the connection (waiting at most `limit`): what came, and
+/// how long it took.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "still open after {:?} ({e}): {}",
+                t0.elapsed(),
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    (String::from_utf8_lossy(&raw).into_owned(), t0.elapsed())
+}
+
+/// Slowloris: a head sent a line at a time, a body shorter than its `Content-Length`, a
+/// connection that sends nothing, and one idle after its answer are each closed when their
+/// timer (1 s, 1 s, 1 s, 2 s here) runs out; meanwhile the gateway serves others at once.
+#[test]
+fn slow_heads_short_bodies_and_idle_connections_are_closed_in_time() {
+    let policy = json!({"version":"1","default":"allow"});
+    let gw = serve_with(
+        "slowloris",
+        "header_read_timeout_secs = 1\nbody_read_timeout_secs = 1\nidle_timeout_secs = 2\n",
+        &open_recording_server(""),
+        &[("p.json", policy.to_string())],
+    );
+    let p = gw.port;
+    let connect = || TcpStream::connect(("127.0.0.1", p)).unwrap();
+    // A head that never ends: a header line every 200 ms.
+    let mut head = connect();
+    let dribble = {
+        let mut w = head.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = w.write_all(b"POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            for i in 0..30 {
+                std::thread::sleep(Duration::from_millis(200));
+                if w.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    // A body 100 bytes short of its Content-Length.
+    let mut short = connect();
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_invoice","arguments":{"marker":"short"}}}"#;
+    short
+        .write_all(
+            format!(
+                "POST /mcp/rec HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{call}",
+                call.len() + 100
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // Nothing at all.
+    let mut silent = connect();
+    // Meanwhile a client is served at once: a session and a call.
+    let t0 = Instant::now();
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE, ("Mcp-Session-Id", &sid)],
+        br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":1}}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "served while the slow ones hang: {:?}",
+        t0.elapsed()
+    );
+
+    let limit = Duration::from_secs(5);
+    let (got, took) = until_closed(&mut head, limit);
+    assert!(
+        took < Duration::from_millis(2500),
+        "slow head closed after {took:?}"
+    );
+    assert!(!got.contains("200 OK"), "{got}");
+    dribble.join().unwrap();
+    let (got, took) = until_closed(&mut short, limit);
+    assert!(
+        took < Duration::from_millis(2500),
+        "short body closed after {took:?}"
+    );
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        got.contains("request_timeout") && got.contains("nothing was forwarded"),
+        "{got}"
+    );
+    let (got, took) = until_closed(&mut silent, limit);
+    assert!(
+        took < Duration::from_millis(2500) && got.is_empty(),
+        "silent: {took:?} {got}"
+    );
+
+    // Idle after an answer on a kept-alive connection: closed at the idle timeout (2 s), not
+    // at the head timeout (1 s).
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let (got, _) = until_closed(&mut idle, limit);
+    let took = t0.elapsed();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok\n"),
+        "{got}"
+    );
+    assert!(
+        took > Duration::from_millis(1800) && took < Duration::from_millis(3500),
+        "idle connection closed after {took:?}"
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert!(
+        !seen.contains("short"),
+        "the short body was not forwarded: {seen}"
+    );
+}
+
+/// Connections beyond `max_connections_per_ip`, or beyond `max_connections` from any
+/// address, get a 503 naming the limit and are closed; a freed place is usable again.
+#[test]
+fn connections_are_capped_in_all_and_per_client_address() {
+    let gw = serve_with(
+        "conncap",
+        "max_connections = 3\nmax_connections_per_ip = 2\n",
+        &open_recording_server(""),
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let p = gw.port;
+    let from = |ip: &str| -> TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            let s = s
+                .connect(format!("127.0.0.1:{p}").parse().unwrap())
+                .await
+                .unwrap();
+            s.into_std().unwrap()
+        })
+    };
+    let open = |s: &TcpStream| {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        match (&*s).read(&mut b) {
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            Ok(n) => panic!("refused: {}", String::from_utf8_lossy(&b[..n])),
+        }
+    };
+    let refused = |mut s: TcpStream, limit: &str| {
+        s.set_nonblocking(false).unwrap();
+        let (got, _) = until_closed(&mut s, Duration::from_secs(5));
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        assert!(got.contains(&format!("{limit} limit")), "{got}");
+    };
+    let a1 = from("127.0.0.1");
+    let a2 = from("127.0.0.1");
+    assert!(open(&a1) && open(&a2));
+    refused(from("127.0.0.1"), "max_connections_per_ip");
+    let b1 = from("127.0.0.2");
+    assert!(open(&b1), "another address has its own places");
+    refused(from("127.0.0.2"), "max_connections");
+    // A place freed is taken again.
+    drop(a1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = http(p, "GET", "/healthz", &[], b"");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no place freed: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((a2, b1));
+}
+
+/// Opens an SSE stream with a raw GET: the status and the connection, the head read.
+fn open_stream(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed before the head ended");
+        head.push(b[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, s)
+}
+
+/// Open SSE streams are capped per client address (`max_streams_per_client`), Streamable
+/// HTTP GET streams and legacy `/sse` sessions together: one more is answered 429 naming the
+/// limit, and a stream that ends gives its place back. A session's new GET stream supersedes
+/// its old one, so it holds one place.
+#[test]
+fn open_sse_streams_are_capped_per_client() {
+    let gw = serve_with(
+        "streamcap",
+        "max_streams_per_client = 2\n",
+        &open_recording_server(""),
+        &[(
+            "p.json",
+            json!({"version":"1","default":"allow"}).to_string(),
+        )],
+    );
+    let p = gw.port;
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    // Priming events make the head go out at once.
+    let get = [
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let too_many = |r: Reply| {
+        assert_eq!(r.status, 429, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"], "too_many_streams", "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("gateway.max_streams_per_client"),
+            "{v}"
+        );
+    };
+    let (st, mut first) = open_stream(p, "/mcp/rec", &get);
+    assert_eq!(st, 200);
+    let (st, _second) = open_stream(p, "/mcp/rec", &get);
+    assert_eq!(st, 200, "a session's new stream supersedes the old");
+    // The old stream's chunked body ends (the connection itself stays for the next request).
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1024];
+    while !seen.ends_with(b"0\r\n\r\n") {
+        let n = first.read(&mut b).expect("the old stream ended");
+        assert!(n > 0, "closed instead of ending the stream");
+        seen.extend_from_slice(&b[..n]);
+    }
+    let (st, _legacy) = open_stream(p, "/sse/rec", &[]);
+    assert_eq!(st, 200, "the client's second stream");
+    too_many(http(
+        p,
+        "GET",
+        "/sse/rec",
+        &[("Accept", "text/event-stream")],
+        b"",
+    ));
+    // Ending the session ends its stream and frees its place.
+    let r = http(
+        p,
+        "DELETE",
+        "/mcp/rec",
+        &[("Mcp-Session-Id", sid.as_str())],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (st, _again) = open_stream(p, "/sse/rec", &[]);
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 429);
+        assert!(Instant::now() < deadline, "the ended stream kept its place");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -2,9 +2,11 @@
 //! stream, `POST /sse/<server>/messages` carries the client's messages.
 
 use super::auth::admit;
+use super::media::{check, Rule};
 use super::routes::GetSink;
 use super::session::Session;
-use super::{json_status, random_hex, refuse_invalid, rpc_status, Gateway};
+use super::streams::holding;
+use super::{client_ip, json_status, random_hex, refuse_invalid, rpc_status, Gateway, Peer};
 use crate::resume::SseItem;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -43,10 +45,15 @@ impl Drop for SseSessionGuard {
 pub(super) async fn sse_open(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
+    peer: Option<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let (srv, caller) = match admit(&gw, &server, &headers).await {
         Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let place = match gw.streams.take(client_ip(peer)) {
+        Ok(p) => p,
         Err(r) => return *r,
     };
     let conn = match gw.connect(&srv).await {
@@ -83,9 +90,12 @@ pub(super) async fn sse_open(
         let _alive = &guard;
         Ok(Event::default().event("message").data(line))
     });
-    Sse::new(first.chain(rest))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    holding(
+        Sse::new(first.chain(rest))
+            .keep_alive(KeepAlive::default())
+            .into_response(),
+        place,
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -106,6 +116,9 @@ pub(super) async fn sse_message(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    if let Err(r) = check(&gw, &srv.name, &caller, &headers, Rule::ContentTypeOnly).await {
+        return r;
+    }
     let session = gw.rt.session(&q.session_id);
     let Some(s) =
         session.filter(|s| s.server.name == srv.name && s.caller.grant_id == caller.grant_id)

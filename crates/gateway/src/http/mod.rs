@@ -2,7 +2,8 @@
 //! HTTP+SSE), `/healthz`, `/readyz`.
 //!
 //! Order of checks on every request (spec §4.4): `Host`/`Origin` (403), the server (404),
-//! the bearer token (401/403), the body cap (413), then the era:
+//! the bearer token (401/403), the body cap (413); for a POST its `Content-Type` (415) and
+//! `Accept` (406); then the era:
 //!
 //! - a POST whose `params._meta` carries `io.modelcontextprotocol/protocolVersion` is a
 //!   stateless (2026-07-28) request: its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`
@@ -22,22 +23,29 @@
 //! | `mod.rs` | [`Gateway`] and its router, `/mcp` dispatch by method and era, small shared helpers |
 //! | `policies.rs` | the policy table: compiled policies by name, swapped on reload |
 //! | `auth.rs` | admission: `Host`/`Origin`, server lookup, bearer token → `Caller`, audited refusals |
+//! | `media.rs` | a POST's `Content-Type` (415) and `Accept` (406), audited refusals |
 //! | `runtime.rs` | configured servers, open sessions, upstream connections |
 //! | `stateless.rs` | 2026-07-28 requests: header checks, shared connection, cancellation |
 //! | `session.rs` | handshake-era sessions: `initialize`, session POSTs, bridged sessions |
 //! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
 //! | `legacy_sse.rs` | the legacy HTTP+SSE face |
+//! | `listener.rs` | the accept loop: connection caps, head/body/idle timeouts, hyper per connection |
+//! | `streams.rs` | the cap on open SSE streams per client address |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
 mod auth;
 mod era;
 mod legacy_sse;
+mod listener;
+mod media;
 mod policies;
 mod routes;
 mod runtime;
 mod session;
 mod stateless;
+mod streams;
 
+pub use listener::{serve, Limits};
 pub use policies::Policies;
 
 use crate::config::{expand_env, Config};
@@ -47,7 +55,7 @@ use crate::relay::{ApprovalHook, Caller};
 use crate::upstream::UpstreamSpec;
 use auth::{admit, Authenticator};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -61,6 +69,7 @@ use runtime::Runtime;
 use serde_json::{json, Value};
 use session::{bridged_legacy_post, legacy_post, open_session, Session};
 use stateless::modern_post;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +92,8 @@ pub struct Gateway {
     approvals: Option<Arc<dyn ApprovalStore>>,
     on_new_approval: Option<ApprovalHook>,
     timeout: Duration,
+    /// Open SSE streams per client address.
+    streams: Arc<streams::StreamCaps>,
     next: AtomicU64,
 }
 
@@ -132,6 +143,7 @@ impl Gateway {
                 }
             },
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
+            streams: streams::StreamCaps::new(cfg.gateway.max_streams_per_client),
             next: AtomicU64::new(1),
         }))
     }
@@ -235,6 +247,7 @@ impl Gateway {
 /// (some clients, such as the Inspector CLI, always post to `/mcp`).
 async fn mcp_default(
     State(gw): State<Arc<Gateway>>,
+    peer: Option<Peer>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -248,12 +261,21 @@ async fn mcp_default(
         );
     }
     let name = gw.rt.servers().keys().next().expect("one").clone();
-    mcp(State(gw), Path(name), method, headers, body).await
+    mcp(State(gw), Path(name), peer, method, headers, body).await
+}
+
+/// The client's address, as the listener records it (absent when the router is served
+/// otherwise).
+type Peer = axum::Extension<ConnectInfo<SocketAddr>>;
+
+fn client_ip(peer: Option<Peer>) -> Option<IpAddr> {
+    peer.map(|axum::Extension(ConnectInfo(a))| a.ip())
 }
 
 async fn mcp(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
+    peer: Option<Peer>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -279,7 +301,12 @@ async fn mcp(
                 // A bridged session rides the server's shared stateless connection: it has
                 // no stream of its own, and others' unsolicited messages must not reach it.
                 Some(s) if s.bridged.is_some() => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-                Some(s) => get_stream(&s, &headers).into_response(),
+                // A session has one GET stream at a time (a new one supersedes the old), so
+                // only the client's cap applies.
+                Some(s) => match gw.streams.take(client_ip(peer)) {
+                    Ok(place) => streams::holding(get_stream(&s, &headers).into_response(), place),
+                    Err(r) => *r,
+                },
             },
         },
         Method::DELETE => match session_id {
@@ -297,6 +324,11 @@ async fn mcp(
             },
         },
         Method::POST => {
+            if let Err(r) =
+                media::check(&gw, &srv.name, &caller, &headers, media::Rule::Streamable).await
+            {
+                return r;
+            }
             let Ok(text) = std::str::from_utf8(&body) else {
                 return rpc_status(
                     StatusCode::BAD_REQUEST,
