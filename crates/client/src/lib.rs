@@ -11,18 +11,17 @@
 //! over any byte stream (an in-process gateway, for instance).
 //!
 //! One file per concern: [`session`] (the conversation), [`stdio`] (line-delimited pipes and
-//! child processes), [`http`] (Streamable HTTP), [`sse`] (legacy HTTP+SSE), [`error`].
-//! The transports reuse the gateway's child-process helpers, its SSE parser and its spec
-//! types; they are not the gateway's upstream links, which are bound to a relay.
+//! child processes, with the gateway's child-process helpers), [`transport`] (Streamable HTTP
+//! and legacy HTTP+SSE: the gateway's own upstream transports, owned by the client instead
+//! of a relay), [`error`].
 
 pub mod error;
-pub mod http;
 pub mod session;
-pub mod sse;
 pub mod stdio;
+pub mod transport;
 
 pub use error::{Error, ErrorKind};
-pub use http::without_userinfo;
+pub use portcullis_gateway::upstream::http::without_userinfo;
 pub use portcullis_gateway::upstream::http::HttpSpec;
 pub use portcullis_gateway::upstream::stdio::ChildSpec;
 pub use portcullis_gateway::upstream::UpstreamSpec;

@@ -3,10 +3,10 @@
 //! anything else declined), every page of `tools/list`, `tools/call`, and the close.
 
 use crate::error::{Error, ErrorKind};
-use crate::http::{without_userinfo, HttpWire};
-use crate::sse::SseWire;
 use crate::stdio::{Closed, LineWire};
+use crate::transport::TransportWire;
 use crate::{Era, Options, UpstreamSpec};
+use portcullis_gateway::upstream::http::without_userinfo;
 use portcullis_mcp::{LEGACY_LATEST, META_PROTOCOL_VERSION, MODERN};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -21,35 +21,32 @@ const DISCOVER_WAIT: Duration = Duration::from_secs(10);
 /// names those it does).
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-/// The transport under a conversation.
+/// The transport under a conversation: line-delimited pipes, or the gateway's HTTP and SSE
+/// transports.
 enum Wire {
-    Lines(LineWire),
-    Http(HttpWire),
-    Sse(SseWire),
+    Lines(Box<LineWire>),
+    Remote(TransportWire),
 }
 
 impl Wire {
     async fn send(&mut self, msg: &Value, step: &str) -> Result<(), Error> {
         match self {
             Wire::Lines(w) => w.send(msg, step).await,
-            Wire::Http(w) => w.send(msg, step).await,
-            Wire::Sse(w) => w.send(msg, step).await,
+            Wire::Remote(w) => w.send(msg, step).await,
         }
     }
 
     async fn recv(&mut self, step: &str) -> Result<Value, Error> {
         match self {
             Wire::Lines(w) => w.recv(step).await,
-            Wire::Http(w) => w.recv(step).await,
-            Wire::Sse(w) => w.recv(step).await,
+            Wire::Remote(w) => w.recv(step).await,
         }
     }
 
     async fn close(self) -> Closed {
         match self {
             Wire::Lines(w) => return w.close().await,
-            Wire::Http(w) => w.close().await,
-            Wire::Sse(w) => w.close(),
+            Wire::Remote(w) => w.close().await,
         }
         Closed::default()
     }
@@ -78,11 +75,10 @@ impl Client {
     pub async fn connect(spec: &UpstreamSpec, opts: &Options) -> Result<Client, Error> {
         let deadline = opts.timeout.map(|t| Instant::now() + t);
         let wire = match spec {
-            UpstreamSpec::Command(c) => Wire::Lines(LineWire::spawn(c)?),
-            UpstreamSpec::Http(h) => Wire::Http(HttpWire::new(h)?),
-            UpstreamSpec::Sse(h) => Wire::Sse(match opts.timeout {
-                None => SseWire::connect(h).await?,
-                Some(t) => tokio::time::timeout(t, SseWire::connect(h))
+            UpstreamSpec::Command(c) => Wire::Lines(Box::new(LineWire::spawn(c)?)),
+            UpstreamSpec::Http(h) | UpstreamSpec::Sse(h) => Wire::Remote(match opts.timeout {
+                None => TransportWire::connect(spec, &h.url).await?,
+                Some(t) => tokio::time::timeout(t, TransportWire::connect(spec, &h.url))
                     .await
                     .map_err(|_| {
                         Error::new(
@@ -107,7 +103,10 @@ impl Client {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let deadline = opts.timeout.map(|t| Instant::now() + t);
-        let wire = Wire::Lines(LineWire::stream(Box::new(reader), Box::new(writer)));
+        let wire = Wire::Lines(Box::new(LineWire::stream(
+            Box::new(reader),
+            Box::new(writer),
+        )));
         Client::start(wire, opts, deadline).await
     }
 

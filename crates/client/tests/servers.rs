@@ -246,15 +246,23 @@ async fn a_stdio_server_that_dies_is_explained() {
 
 #[tokio::test]
 async fn an_address_nobody_listens_on_is_unreachable() {
-    let spec = UpstreamSpec::for_url("http://127.0.0.1:1/mcp".into(), Vec::new());
-    let e = match Client::connect(&spec, &opts(Era::Handshake)).await {
-        Ok(_) => panic!("nothing listens on port 1"),
-        Err(e) => e,
-    };
-    assert_eq!(e.kind(), &ErrorKind::Unreachable);
-    assert!(
-        e.to_string()
-            .starts_with("cannot reach http://127.0.0.1:1/mcp: "),
-        "{e}"
-    );
+    // Streamable HTTP fails its first request; legacy SSE fails to open its stream.
+    for url in [
+        "http://127.0.0.1:1/mcp",
+        "http://user:secret@127.0.0.1:1/sse",
+    ] {
+        let spec = UpstreamSpec::for_url(url.into(), Vec::new());
+        let e = match Client::connect(&spec, &opts(Era::Handshake)).await {
+            Ok(_) => panic!("nothing listens on port 1"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), &ErrorKind::Unreachable, "{url}");
+        let text = e.to_string();
+        let path = &url[url.rfind('/').unwrap()..];
+        assert!(
+            text.starts_with(&format!("cannot reach http://127.0.0.1:1{path}: ")),
+            "{text}"
+        );
+        assert!(text.contains("refused"), "the TCP probe's reason: {text}");
+    }
 }

@@ -174,7 +174,7 @@ impl Receiver for Connection {
                         .and_then(|up| self.relay.client_id_of(up));
                     self.relay.from_server(&line)
                 }
-                Inbound::Failed { up, why } => self.relay.undeliverable(up, &why),
+                Inbound::Failed { up, why, .. } => self.relay.undeliverable(up, &why),
                 Inbound::Lost(why) => self.relay.upstream_lost(&why),
                 Inbound::Restarted => self.relay.replay_after_restart(),
             };

@@ -14,7 +14,7 @@
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
 //! ever what the policy allowed; they are never logged.
 
-use super::{BoxFuture, Inbound, Inbox, Transport};
+use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
 use portcullis_policy::sync::LockExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -71,10 +71,13 @@ pub struct HttpTransport {
     max_body: usize,
 }
 
-/// The HTTP client every upstream link uses (no redirects: an upstream cannot send traffic
-/// and injected credentials elsewhere) and the spec's static headers, marked sensitive so
-/// they never appear in debug output. Header values with CR/LF (injection) are refused.
-pub(crate) fn client_for(spec: &HttpSpec) -> Result<(reqwest::Client, HeaderMap), String> {
+/// The HTTP client an upstream link uses (from `pool`; no redirects: an upstream cannot send
+/// traffic and injected credentials elsewhere) and the spec's static headers, marked sensitive
+/// so they never appear in debug output. Header values with CR/LF (injection) are refused.
+pub(crate) fn client_for(
+    spec: &HttpSpec,
+    pool: Pool,
+) -> Result<(reqwest::Client, HeaderMap), String> {
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
         let name = HeaderName::from_bytes(k.as_bytes())
@@ -84,7 +87,38 @@ pub(crate) fn client_for(spec: &HttpSpec) -> Result<(reqwest::Client, HeaderMap)
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    Ok((shared_client()?, headers))
+    let client = match pool {
+        Pool::Shared => shared_client()?,
+        Pool::Own => build_client()?,
+    };
+    Ok((client, headers))
+}
+
+/// A client that follows no redirect.
+fn build_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// A URL without its `user:password@` part, which must never be printed.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// "cannot reach URL: why", for a request that could not be sent (the URL without its
+/// userinfo).
+pub fn cannot_reach(url: &str, why: impl std::fmt::Display) -> String {
+    format!("cannot reach {}: {why}", without_userinfo(url))
 }
 
 /// One client (connection pool, TLS configuration) for the whole process: a client costs
@@ -94,15 +128,7 @@ pub(crate) fn client_for(spec: &HttpSpec) -> Result<(reqwest::Client, HeaderMap)
 fn shared_client() -> Result<reqwest::Client, String> {
     static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
         std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))
-        })
-        .clone()
+    CLIENT.get_or_init(build_client).clone()
 }
 
 impl HttpTransport {
@@ -111,8 +137,9 @@ impl HttpTransport {
         spec: HttpSpec,
         inbox: Inbox,
         max_body: usize,
+        pool: Pool,
     ) -> Result<Arc<dyn Transport>, String> {
-        let (client, static_headers) = client_for(&spec)?;
+        let (client, static_headers) = client_for(&spec, pool)?;
         Ok(Arc::new_cyclic(|me| HttpTransport {
             me: me.clone(),
             client,
@@ -125,8 +152,8 @@ impl HttpTransport {
         }))
     }
 
-    async fn failed(&self, up: u64, why: String) {
-        self.inbox.put(Inbound::Failed { up, why }).await;
+    async fn failed(&self, up: u64, why: String, cause: Failure) {
+        self.inbox.put(Inbound::Failed { up, why, cause }).await;
     }
 
     fn headers_for(&self, msg: &Message) -> HeaderMap {
@@ -211,8 +238,8 @@ impl HttpTransport {
             Ok(r) => r,
             Err(e) => {
                 if let Some(up) = up {
-                    let why = format!("cannot reach {}: {}", self.spec.url, e.without_url());
-                    self.failed(up, why).await;
+                    let why = cannot_reach(&self.spec.url, e.without_url());
+                    self.failed(up, why, Failure::Unreachable).await;
                 }
                 return;
             }
@@ -283,17 +310,19 @@ impl HttpTransport {
         }
         if !answered {
             if let Some(up) = up {
-                let why = if status.is_success() {
-                    "the server closed the response without an answer".to_string()
+                let (why, cause) = if status.is_success() {
+                    let why = "the server closed the response without an answer";
+                    (why.to_string(), Failure::Other)
                 } else {
-                    format!("the server answered HTTP {status}")
+                    let why = format!("the server answered HTTP {status}");
+                    (why, Failure::HttpStatus(status.as_u16()))
                 };
                 if status == reqwest::StatusCode::NOT_FOUND
                     && self.state.lock_or_recover().session_id.is_some()
                 {
                     tracing::warn!("the upstream session ended (404)");
                 }
-                self.failed(up, why).await;
+                self.failed(up, why, cause).await;
             }
         }
     }
@@ -619,6 +648,46 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_never_shown() {
+        assert_eq!(
+            without_userinfo("https://u:p@example.com:8443/mcp?x=a@b"),
+            "https://example.com:8443/mcp?x=a@b"
+        );
+        assert_eq!(without_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(
+            cannot_reach("http://u:p@h:1/mcp", "refused"),
+            "cannot reach http://h:1/mcp: refused"
+        );
+    }
+
+    #[test]
+    fn stateless_requests_carry_their_headers() {
+        let spec = HttpSpec {
+            url: "http://127.0.0.1:1/mcp".into(),
+            headers: vec![("Authorization".into(), "Bearer t".into())],
+        };
+        let link =
+            HttpTransport::start(spec.clone(), Inbox::default(), 1 << 20, Pool::Own).unwrap();
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "echo", "_meta": {META_PROTOCOL_VERSION: "2026-07-28"}}})
+        .to_string();
+        let h = link
+            .as_http()
+            .unwrap()
+            .headers_for(&Message::parse(&call).unwrap());
+        assert_eq!(h["mcp-protocol-version"], "2026-07-28");
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "echo");
+        assert!(h["authorization"].is_sensitive());
+        assert!(h.get("mcp-session-id").is_none());
+        let injected = HttpSpec {
+            url: spec.url,
+            headers: vec![("X".into(), "a\r\nb".into())],
+        };
+        assert!(HttpTransport::start(injected, Inbox::default(), 1 << 20, Pool::Own).is_err());
+    }
 
     #[test]
     fn sse_event_names() {

@@ -39,21 +39,42 @@ impl UpstreamSpec {
     }
 
     /// Connects: starts the child, prepares the HTTP client, or opens the SSE stream.
-    /// Everything the server sends goes to `inbox`.
+    /// Everything the server sends goes to `inbox`. HTTP connections come from the
+    /// process-wide pool ([`Pool::Shared`]).
     pub async fn connect(&self, inbox: Inbox) -> std::io::Result<Arc<dyn Transport>> {
+        self.connect_with(inbox, Pool::Shared).await
+    }
+
+    /// [`UpstreamSpec::connect`], with the HTTP connections taken from `pool`. An SSE stream
+    /// that cannot be reached fails with [`std::io::ErrorKind::HostUnreachable`].
+    pub async fn connect_with(
+        &self,
+        inbox: Inbox,
+        pool: Pool,
+    ) -> std::io::Result<Arc<dyn Transport>> {
         Ok(match self {
             UpstreamSpec::Command(c) => {
                 stdio::StdioTransport::start(c.clone(), inbox, MAX_UPSTREAM_MESSAGE).await?
             }
             UpstreamSpec::Http(h) => {
-                http::HttpTransport::start(h.clone(), inbox, MAX_UPSTREAM_MESSAGE)
+                http::HttpTransport::start(h.clone(), inbox, MAX_UPSTREAM_MESSAGE, pool)
                     .map_err(std::io::Error::other)?
             }
-            UpstreamSpec::Sse(h) => sse::SseTransport::start(h.clone(), inbox)
-                .await
-                .map_err(std::io::Error::other)?,
+            UpstreamSpec::Sse(h) => sse::SseTransport::start(h.clone(), inbox, pool).await?,
         })
     }
+}
+
+/// Where an HTTP transport's connections come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// One client for the whole process (the gateway: one runtime, many sessions share
+    /// keep-alive connections).
+    Shared,
+    /// A client of the transport's own, dropped with it: for a caller that runs each
+    /// conversation in a runtime of its own, since a pooled connection dies with the runtime
+    /// that drives it.
+    Own,
 }
 
 /// A boxed future, as the transport traits return them (they are used as trait objects).
@@ -77,12 +98,25 @@ pub enum Inbound {
         up: u64,
         /// Why, for the client.
         why: String,
+        /// The same, for an owner that acts on it.
+        cause: Failure,
     },
     /// The server went away; requests in flight will get no answer.
     Lost(String),
     /// The server is back after [`Inbound::Lost`] (a restarted child): its session must be
     /// opened again.
     Restarted,
+}
+
+/// Why a request failed (see [`Inbound::Failed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The request could not be sent: nothing answers at the server's address.
+    Unreachable,
+    /// The server answered with this HTTP status and no JSON-RPC answer.
+    HttpStatus(u16),
+    /// Anything else: the answer stream ended without an answer, a failed write, ….
+    Other,
 }
 
 /// The owner of a connection, as its transport sees it.

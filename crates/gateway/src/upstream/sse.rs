@@ -4,9 +4,10 @@
 //! The endpoint must be on the SSE URL's own origin: an upstream cannot redirect traffic —
 //! and the credentials injected into it — elsewhere.
 
-use super::{BoxFuture, Inbound, Inbox, Transport};
-use crate::upstream::http::{HttpSpec, SseParser};
+use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
+use crate::upstream::http::{cannot_reach, HttpSpec, SseParser};
 use reqwest::header::{HeaderMap, HeaderValue};
+use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,9 +21,12 @@ pub struct SseTransport {
     client: reqwest::Client,
     headers: HeaderMap,
     inbox: Inbox,
-    endpoint: watch::Receiver<Option<Result<String, String>>>,
+    endpoint: watch::Receiver<Option<Endpoint>>,
     closed: AtomicBool,
 }
+
+/// The URI the stream named, or why there is none (and what kind of failure that is).
+type Endpoint = Result<String, (ErrorKind, String)>;
 
 fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
     (
@@ -33,10 +37,17 @@ fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
 }
 
 impl SseTransport {
-    /// Opens the SSE stream and waits (up to 10 s) for the `endpoint` event.
-    pub async fn start(spec: HttpSpec, inbox: Inbox) -> Result<Arc<dyn Transport>, String> {
-        let (client, headers) = super::http::client_for(&spec)?;
-        let base = reqwest::Url::parse(&spec.url).map_err(|e| format!("{}: {e}", spec.url))?;
+    /// Opens the SSE stream and waits (up to 10 s) for the `endpoint` event. A stream that
+    /// cannot be reached is [`ErrorKind::HostUnreachable`].
+    pub async fn start(
+        spec: HttpSpec,
+        inbox: Inbox,
+        pool: Pool,
+    ) -> std::io::Result<Arc<dyn Transport>> {
+        let (client, headers) =
+            super::http::client_for(&spec, pool).map_err(std::io::Error::other)?;
+        let base = reqwest::Url::parse(&spec.url)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", spec.url)))?;
         let (tx, rx) = watch::channel(None);
         let link = Arc::new_cyclic(|me| SseTransport {
             me: me.clone(),
@@ -53,30 +64,32 @@ impl SseTransport {
         match got {
             Ok(Ok(e)) => match e.clone().expect("some") {
                 Ok(_) => Ok(link),
-                Err(why) => Err(why),
+                Err((kind, why)) => Err(std::io::Error::new(kind, why)),
             },
-            _ => Err(format!("{}: no endpoint event within 10 s", spec.url)),
+            _ => Err(std::io::Error::other(format!(
+                "{}: no endpoint event within 10 s",
+                spec.url
+            ))),
         }
     }
 
     async fn read_stream(
         self: Arc<Self>,
         base: reqwest::Url,
-        endpoint: watch::Sender<Option<Result<String, String>>>,
+        endpoint: watch::Sender<Option<Endpoint>>,
     ) {
         let mut h = self.headers.clone();
         h.insert("accept", HeaderValue::from_static("text/event-stream"));
         let resp = match self.client.get(base.clone()).headers(h).send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
-                let _ = endpoint.send(Some(Err(format!("{base}: HTTP {}", r.status()))));
+                let why = format!("{base}: HTTP {}", r.status());
+                let _ = endpoint.send(Some(Err((ErrorKind::Other, why))));
                 return;
             }
             Err(e) => {
-                let _ = endpoint.send(Some(Err(format!(
-                    "cannot reach {base}: {}",
-                    e.without_url()
-                ))));
+                let why = cannot_reach(base.as_str(), e.without_url());
+                let _ = endpoint.send(Some(Err((ErrorKind::HostUnreachable, why))));
                 return;
             }
         };
@@ -92,7 +105,7 @@ impl SseTransport {
                             } else {
                                 Err(format!("the server named an endpoint on another origin ({u}); refused"))
                             }
-                        });
+                        }).map_err(|why| (ErrorKind::Other, why));
                         let _ = endpoint.send(Some(resolved));
                     }
                     _ => {
@@ -110,9 +123,8 @@ impl SseTransport {
             }
         }
         if endpoint.borrow().is_none() {
-            let _ = endpoint.send(Some(Err(format!(
-                "{base}: the stream ended before the endpoint event"
-            ))));
+            let why = format!("{base}: the stream ended before the endpoint event");
+            let _ = endpoint.send(Some(Err((ErrorKind::Other, why))));
         }
         self.inbox
             .put(Inbound::Lost("the server's event stream ended".into()))
@@ -129,16 +141,21 @@ impl SseTransport {
         let result = self.client.post(url).headers(h).body(line).send().await;
         let failed = match result {
             Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("the server answered HTTP {}", r.status())),
-            Err(e) => Some(e.without_url().to_string()),
+            Ok(r) => Some((
+                format!("the server answered HTTP {}", r.status()),
+                Failure::HttpStatus(r.status().as_u16()),
+            )),
+            Err(e) => Some((e.without_url().to_string(), Failure::Other)),
         };
-        if let (Some(why), Some(up)) = (failed, up) {
-            self.inbox.put(Inbound::Failed { up, why }).await;
+        if let (Some((why, cause)), Some(up)) = (failed, up) {
+            self.inbox.put(Inbound::Failed { up, why, cause }).await;
         }
     }
 }
 
 impl Transport for SseTransport {
+    /// Notifications and responses are POSTed before this returns (the server sees
+    /// `notifications/initialized` before the next request); requests each in their own task.
     fn send(
         &self,
         line: String,
@@ -150,7 +167,11 @@ impl Transport for SseTransport {
                 .me
                 .upgrade()
                 .ok_or_else(|| std::io::Error::other("the upstream link is closed"))?;
-            tokio::spawn(me.post(line, up));
+            if up.is_none() {
+                me.post(line, None).await;
+            } else {
+                tokio::spawn(me.post(line, up));
+            }
             Ok(())
         })
     }
