@@ -14,6 +14,7 @@ use axum::http::{header, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use portcullis_policy::sync::LockExt;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -110,7 +111,7 @@ struct Open {
 impl Open {
     /// A place for one more connection from `ip`, or which cap refuses it.
     fn take(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
-        let mut c = self.counts.lock().unwrap();
+        let mut c = self.counts.lock_or_recover();
         if c.0 >= limits.max_connections {
             return Err("max_connections");
         }
@@ -135,7 +136,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.open.counts.lock().unwrap();
+        let mut c = self.open.counts.lock_or_recover();
         c.0 -= 1;
         if let Some(n) = c.1.get_mut(&self.ip) {
             *n -= 1;

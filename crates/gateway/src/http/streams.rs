@@ -7,6 +7,7 @@ use super::listener::Held;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
+use portcullis_policy::sync::LockExt;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,7 +28,7 @@ pub(super) struct Place {
 impl Drop for Place {
     fn drop(&mut self) {
         let Some(ip) = self.client else { return };
-        let mut open = self.caps.open.lock().unwrap();
+        let mut open = self.caps.open.lock_or_recover();
         if let Some(n) = open.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -50,7 +51,7 @@ impl StreamCaps {
     /// the cap is reached.
     pub(super) fn take(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Place, Box<Response>> {
         if let Some(ip) = client {
-            let mut open = self.open.lock().unwrap();
+            let mut open = self.open.lock_or_recover();
             let n = open.entry(ip).or_insert(0);
             if *n >= self.per_client {
                 let cap = self.per_client;
