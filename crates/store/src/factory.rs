@@ -3,8 +3,8 @@
 //! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
 
 use crate::{
-    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, Redis, RedisCounters,
-    SqliteApprovals, SqliteCounters, SqliteGrants, APPROVALS_FILE,
+    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, Redis, RedisApprovals,
+    RedisCounters, RedisGrants, SqliteApprovals, SqliteCounters, SqliteGrants, APPROVALS_FILE,
 };
 use portcullis_policy::CounterStore;
 use serde::Deserialize;
@@ -91,22 +91,75 @@ impl StoreConfig {
             .transpose()
     }
 
-    /// Opens every store in `data_dir` (created if missing, mode 0700).
+    /// Opens every store: in the shared Redis when `url` is set, else in `data_dir`. The data
+    /// dir is created (mode 0700) either way: the audit log stays per replica there.
     pub fn open(&self, data_dir: &Path) -> Result<Stores, String> {
         self.check()?;
         create_data_dir(data_dir)?;
+        let absent = || format!("no store in {}", data_dir.display());
         Ok(Stores {
             counters: self.open_counters(Some(data_dir))?,
-            grants: open_grants(data_dir)?,
-            approvals: open_approvals(data_dir)?,
+            grants: self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+            approvals: self.open_approvals(data_dir, true)?.ok_or_else(absent)?,
         })
+    }
+
+    /// The grant store: the shared Redis's, or `grants.db` in `data_dir` (`None` when that
+    /// file does not exist and `create` is false: the CLI's read-only commands say so).
+    pub fn open_grants(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<dyn GrantStore>>, String> {
+        if let Some(redis) = self.connected()? {
+            return Ok(Some(Arc::new(RedisGrants::new(redis))));
+        }
+        if !create && !data_dir.join(crate::grants::GRANTS_FILE).exists() {
+            return Ok(None);
+        }
+        create_data_dir(data_dir)?;
+        open_grants(data_dir).map(Some)
+    }
+
+    /// The approval store: the shared Redis's, or `approvals.db` in `data_dir` (`None` as for
+    /// [`StoreConfig::open_grants`]).
+    pub fn open_approvals(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<dyn ApprovalStore>>, String> {
+        if let Some(redis) = self.connected()? {
+            return Ok(Some(Arc::new(RedisApprovals::new(redis))));
+        }
+        if !create && !data_dir.join(APPROVALS_FILE).exists() {
+            return Ok(None);
+        }
+        create_data_dir(data_dir)?;
+        open_approvals(data_dir).map(Some)
+    }
+
+    /// Where grants and approvals live, for messages: the Redis, or the data dir.
+    pub fn place(&self, data_dir: &Path) -> String {
+        match self.redis() {
+            Ok(Some(r)) => format!("{r}"),
+            _ => format!("the data directory {}", data_dir.display()),
+        }
+    }
+
+    /// The shared Redis, checked to answer (a wrong address or password fails here, at
+    /// start, rather than on the first call).
+    fn connected(&self) -> Result<Option<Redis>, String> {
+        self.check()?;
+        let redis = self.redis()?;
+        if let Some(r) = &redis {
+            r.ping()?;
+        }
+        Ok(redis)
     }
 
     /// The counter store: in memory when so configured or when there is no data dir.
     pub fn open_counters(&self, data_dir: Option<&Path>) -> Result<Arc<dyn CounterStore>, String> {
-        self.check()?;
-        if let Some(redis) = self.redis()? {
-            redis.ping()?;
+        if let Some(redis) = self.connected()? {
             return Ok(Arc::new(RedisCounters::new(redis)?));
         }
         match (self.counters, data_dir) {

@@ -18,13 +18,18 @@
 //! | `P gt:<digest hex>` | string | token digest → grant id |
 //! | `P gl:<server>:<label>` | string | the live grant labelled so on a server |
 //! | `P grants` | sorted set | every grant id, by creation time |
-//! | `P a:<approval id>` | hash | an approval request |
+//! | `P a:<approval id>` | string | an approval request (JSON) |
 //! | `P af:<fingerprint>` | set | the approval ids of one fingerprint |
 //! | `P approvals` | sorted set | every approval id, by creation time |
+//! | `P ap:open` | set | the ids of pending and approved (not yet used) requests |
 
+mod approvals;
 mod counters;
+mod grants;
 
+pub use approvals::RedisApprovals;
 pub use counters::RedisCounters;
+pub use grants::RedisGrants;
 
 use ::redis::{Client, Connection, RedisResult};
 use portcullis_policy::sync::LockExt;
@@ -61,6 +66,16 @@ impl fmt::Debug for Redis {
             .field("at", &self.inner.place)
             .field("prefix", &self.inner.prefix)
             .finish()
+    }
+}
+
+impl fmt::Display for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the Redis at {} (prefix {:?})",
+            self.inner.place, self.inner.prefix
+        )
     }
 }
 
