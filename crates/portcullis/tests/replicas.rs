@@ -204,3 +204,120 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
     }
     assert_eq!(forwarded(&replicas), 13);
 }
+
+/// Top-level commands Redis received while `f` ran, as `MONITOR` shows them (a script's own
+/// commands, marked `lua`, are not round trips and are left out).
+fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    s.write_all(b"MONITOR\r\n").unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut ok = String::new();
+    reader.read_line(&mut ok).unwrap();
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let t = std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    f();
+    // MONITOR streams asynchronously: a marker command ends the window.
+    let mut marker = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    marker.write_all(b"ECHO end-of-window\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("end-of-window"))
+    {
+        assert!(Instant::now() < deadline, "MONITOR fell silent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = t.join();
+    let lines = seen.lock().unwrap().clone();
+    lines
+        .into_iter()
+        .take_while(|l| !l.contains("end-of-window"))
+        .filter(|l| !l.contains(" lua] "))
+        .map(|l| {
+            // `<time> [<db> <client>] "COMMAND" "arg" …` → COMMAND
+            l.split('"').nth(1).unwrap_or_default().to_ascii_uppercase()
+        })
+        .collect()
+}
+
+#[test]
+fn one_round_trip_per_allowed_call_for_the_counters() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_TEST_TOKEN", TOKEN),
+    ];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\n\
+         [[servers]]\nname = \"tok\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\
+         auth = \"token\"\ntokens = [{{ label = \"ops\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+    );
+    // Two limits on the call: still one reservation, one script.
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{"limits":[
+        {"counter":"calls","window":"60s","max":100,"scope":"grant"},
+        {"counter":"daily","window":"day","max":1000,"scope":"server"}]}}});
+    let gw = serve_in(
+        &scratch("round-trips"),
+        &servers,
+        &[("p.json", policy.to_string())],
+        &env,
+        &[],
+    );
+    let out = cli(
+        &gw.dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let passes = |server: &str, bearer: &str, id: usize| {
+        let a = call(gw.port, server, bearer, id);
+        assert!(a.body.contains("called read_invoice"), "{}", a.body);
+    };
+    // Warm-up: the scripts are loaded once per Redis (NOSCRIPT, SCRIPT LOAD).
+    passes("tok", TOKEN, 1);
+    passes("rec", &token, 2);
+
+    const N: usize = 5;
+    let static_token = commands_during(&redis, || {
+        for i in 0..N {
+            passes("tok", TOKEN, 10 + i);
+        }
+    });
+    assert_eq!(
+        static_token,
+        vec!["EVALSHA"; N],
+        "one script per allowed call"
+    );
+    let granted = commands_during(&redis, || {
+        for i in 0..N {
+            passes("rec", &token, 20 + i);
+        }
+    });
+    // A grant's call: the grant lookup (one script) and the reservation (one script). Grants
+    // are not cached, so a revocation holds from the next request on.
+    assert_eq!(granted, vec!["EVALSHA"; 2 * N], "{granted:?}");
+}
