@@ -21,6 +21,12 @@ if ! command -v prometheus >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
 fi
 
+step "Redis (Debian's package) for the shared-store tests"
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-cache policy redis-server 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
 step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1

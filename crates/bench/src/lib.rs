@@ -7,6 +7,8 @@
 
 use serde_json::{json, Value};
 
+pub mod redis_server;
+
 /// Protocol version of the stateless era, sent in `_meta` and in `MCP-Protocol-Version`.
 pub const STATELESS_VERSION: &str = "2026-07-28";
 /// Protocol version answered to a handshake-era `initialize` that names none.

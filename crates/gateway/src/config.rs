@@ -182,6 +182,8 @@ impl Config {
         let mut cfg: Config =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.expand_store_url()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.check()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(cfg)
@@ -217,6 +219,14 @@ impl Config {
                 self.gateway.listen
             )
         })
+    }
+
+    /// `[store] url` may carry its credentials as `${VAR}` (`redis://gw:${REDIS_PASSWORD}@…`).
+    fn expand_store_url(&mut self) -> Result<(), String> {
+        if let Some(u) = &self.store.url {
+            self.store.url = Some(expand_env(u).map_err(|e| format!("store.url: {e}"))?);
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -376,9 +386,18 @@ mod tests {
         assert!(parse("[store]\nconters = \"memory\"\n")
             .unwrap_err()
             .contains("unknown field"));
-        assert!(parse("[store]\nurl = \"redis://127.0.0.1:6379/0\"\n")
+        assert!(parse("[store]\nurl = \"redis://127.0.0.1:6379/0\"\n").is_ok());
+        assert!(parse("[store]\nurl = \"http://127.0.0.1:6379/0\"\n")
             .unwrap_err()
-            .contains("remove store.url"));
+            .contains("redis://"));
+        std::env::set_var("PORTCULLIS_TEST_REDIS_PW", "pw");
+        let mut c: Config =
+            toml::from_str("[store]\nurl = \"redis://gw:${PORTCULLIS_TEST_REDIS_PW}@h:1/0\"\n")
+                .unwrap();
+        c.expand_store_url().unwrap();
+        assert_eq!(c.store.url.as_deref(), Some("redis://gw:pw@h:1/0"));
+        c.store.url = Some("redis://${PORTCULLIS_TEST_REDIS_MISSING}@h/0".into());
+        assert!(c.expand_store_url().unwrap_err().contains("store.url"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Denial {
     pub fn store_error(detail: &str) -> Denial {
         Denial {
             rule: "(store error)".into(),
-            message: format!("The gateway could not check its rate limits ({detail}); the call was not forwarded. Try again shortly."),
+            message: format!("the limit store is unavailable, so the gateway could not check its rate limits ({detail}); the call was not forwarded. Try again shortly."),
             retry_after_secs: None,
         }
     }

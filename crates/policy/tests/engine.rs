@@ -509,6 +509,7 @@ fn store_errors_fail_closed() {
         Decision::Deny(d) => {
             assert_eq!(d.rule, "(store error)");
             assert!(d.message.contains("not forwarded"));
+            assert!(d.message.starts_with("the limit store is unavailable"));
         }
         other => panic!("{other:?}"),
     }

@@ -10,12 +10,13 @@ use portcullis_store::audit::AUDIT_FILE;
 use portcullis_store::grants::{check_label, check_server_name, GRANTS_FILE};
 use portcullis_store::{
     AuditDecision, AuditFilter, AuditLog, AuditMode, AuditRecord, Grant, GrantError, GrantStore,
-    SqliteGrants, Token,
+    Token,
 };
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use time::{Date, Month, Time, UtcDateTime};
 
 /// Where the stores are: shared by `grant` and `audit`.
@@ -200,27 +201,23 @@ impl Place {
         Ok(Place { data_dir, config })
     }
 
-    fn grants_path(&self) -> PathBuf {
-        self.data_dir.join(GRANTS_FILE)
+    /// The `[store]` of the configuration (the default: the data directory's files).
+    pub(crate) fn store(&self) -> portcullis_store::StoreConfig {
+        self.config
+            .as_ref()
+            .map(|(_, c)| c.store.clone())
+            .unwrap_or_default()
     }
 
-    /// Opens the grant store, creating the directory and file only if `create`.
-    fn grants(&self, create: bool) -> Result<Option<SqliteGrants>, String> {
-        let path = self.grants_path();
-        if !path.exists() {
-            if !create {
-                return Ok(None);
-            }
-            create_private_dir(&self.data_dir).map_err(|e| {
-                format!(
-                    "cannot create the data directory {}: {e}",
-                    self.data_dir.display()
-                )
-            })?;
-        }
-        SqliteGrants::open(&path)
-            .map(Some)
-            .map_err(|e| e.to_string())
+    /// Where the grants and approvals live, for messages (a shared Redis, or the data dir).
+    pub(crate) fn where_(&self) -> String {
+        self.store().place(&self.data_dir)
+    }
+
+    /// Opens the grant store (through the factory: the shared Redis when `[store] url` is
+    /// set), creating the data directory and file only if `create`.
+    fn grants(&self, create: bool) -> Result<Option<Arc<dyn GrantStore>>, String> {
+        self.store().open_grants(&self.data_dir, create)
     }
 
     /// Refuses a server the configuration does not name (when there is a configuration).
@@ -316,7 +313,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
                         .as_deref()
                         .map(|s| format!(" of server \"{s}\""))
                         .unwrap_or_default(),
-                    place.data_dir.display()
+                    place.where_()
                 );
             } else {
                 print_grants(&grants, now);
@@ -375,7 +372,7 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-fn existing_grants(place: &Place) -> Result<SqliteGrants, String> {
+fn existing_grants(place: &Place) -> Result<Arc<dyn GrantStore>, String> {
     place.grants(false)?.ok_or_else(|| {
         format!(
             "there are no grants in {} (no {GRANTS_FILE}); check --config / --data-dir, or \
@@ -387,7 +384,7 @@ fn existing_grants(place: &Place) -> Result<SqliteGrants, String> {
 
 fn grant_error(e: GrantError, place: &Place) -> String {
     match e {
-        GrantError::NotFound(_) => format!("{e} (data directory {})", place.data_dir.display()),
+        GrantError::NotFound(_) => format!("{e} ({})", place.where_()),
         other => other.to_string(),
     }
 }

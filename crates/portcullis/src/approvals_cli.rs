@@ -12,10 +12,11 @@ use portcullis_policy::Millis;
 use portcullis_store::audit::{arg_keys, AUDIT_FILE};
 use portcullis_store::{
     Approval, ApprovalError, ApprovalStatus, ApprovalStore, AuditDecision, AuditLog, AuditMode,
-    AuditRecord, SqliteApprovals, APPROVALS_FILE,
+    AuditRecord, APPROVALS_FILE,
 };
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// How long an approval stays usable when no validity is given: the agent's identical retry
 /// must come within this time.
@@ -258,22 +259,13 @@ fn account_name(uid: libc::uid_t) -> Option<String> {
     }
 }
 
-fn approvals_path(place: &Place) -> std::path::PathBuf {
-    place.data_dir.join(APPROVALS_FILE)
+/// Opens the approval store (through the factory: the shared Redis when `[store] url` is
+/// set), if there is one.
+fn open_existing(place: &Place) -> Result<Option<Arc<dyn ApprovalStore>>, String> {
+    place.store().open_approvals(&place.data_dir, false)
 }
 
-/// Opens the approval store of the data directory, if it has one.
-fn open_existing(place: &Place) -> Result<Option<SqliteApprovals>, String> {
-    let path = approvals_path(place);
-    if !path.exists() {
-        return Ok(None);
-    }
-    SqliteApprovals::open(&path)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-fn require_store(place: &Place) -> Result<SqliteApprovals, String> {
+fn require_store(place: &Place) -> Result<Arc<dyn ApprovalStore>, String> {
     open_existing(place)?.ok_or_else(|| {
         format!(
             "there are no approvals in {} (no {APPROVALS_FILE}); requests appear when a call \
@@ -285,7 +277,7 @@ fn require_store(place: &Place) -> Result<SqliteApprovals, String> {
 
 fn store_error(e: ApprovalError, place: &Place) -> String {
     match e {
-        ApprovalError::NotFound(_) => format!("{e} (data directory {})", place.data_dir.display()),
+        ApprovalError::NotFound(_) => format!("{e} ({})", place.where_()),
         other => other.to_string(),
     }
 }
@@ -303,7 +295,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
             let filter = status_filter(&status).map_err(|e| format!("--status: {e}"))?;
             let list = match open_existing(&place)? {
                 Some(s) => {
-                    expire_and_audit(&s, &place.data_dir, now)?;
+                    expire_and_audit(&*s, &place.data_dir, now)?;
                     s.list(filter, now).map_err(|e| e.to_string())?
                 }
                 None => Vec::new(),
@@ -329,7 +321,7 @@ pub fn approvals(a: ApprovalsArgs) -> Result<ExitCode, String> {
         ApprovalsCmd::Show { id, json } => {
             let store = require_store(&place)?;
             // Expiring first makes `show` tell the truth (and audits each expiry).
-            expire_and_audit(&store, &place.data_dir, now)?;
+            expire_and_audit(&*store, &place.data_dir, now)?;
             let ap = store.get(&id).map_err(|e| store_error(e, &place))?;
             if json {
                 print_json(&ap);
@@ -401,7 +393,7 @@ fn decide_here(
     // Refuse an unknown id before the audit log is opened (or created).
     store.get(id).map_err(|e| store_error(e, place))?;
     let log = open_audit(&place.data_dir)?;
-    let out = decide(&store, Some(&log), id, by, decision, now);
+    let out = decide(&*store, Some(&log), id, by, decision, now);
     let closed = log.close().map_err(|e| e.to_string());
     let ap = out.map_err(|e| match e {
         DecideError::Store(e) => store_error(*e, place),

@@ -2318,7 +2318,10 @@ fn connections_are_capped_in_all_and_per_client_address() {
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ),
-            Ok(_) => false, // refused (or closed)
+            Ok(n) => {
+                eprintln!("refused: {}", String::from_utf8_lossy(&b[..n]));
+                false
+            }
         }
     };
     // A place held by an earlier connection (the start-up probe) is given back when the

@@ -445,7 +445,64 @@ fn expire(conn: &Connection, now: Millis) -> Result<(), ApprovalError> {
     Ok(())
 }
 
-fn new_id() -> Result<String, ApprovalError> {
+/// A new pending request of `req` (of every backend).
+pub(crate) fn new_request(req: &ApprovalRequest, id: String, now: Millis) -> Approval {
+    Approval {
+        id,
+        fingerprint: req.fingerprint.clone(),
+        grant_id: req.grant_id.clone(),
+        grant_label: req.grant_label.clone(),
+        server: req.server.clone(),
+        tool: req.tool.clone(),
+        args: req.args.clone(),
+        rule: req.rule.clone(),
+        reason: req.reason.clone(),
+        status: ApprovalStatus::Pending,
+        created_at: now,
+        expires_at: now.saturating_add(req.timeout_ms),
+        decided_at: None,
+        decided_by: None,
+        decision_reason: None,
+        valid_until: None,
+        consumed_at: None,
+    }
+}
+
+impl Approval {
+    /// Whether it has lapsed at `now`: pending past `expires_at`, or approved and unused past
+    /// `valid_until`. (SQLite states the same rule in SQL, in `expire`.)
+    pub(crate) fn lapsed(&self, now: Millis) -> bool {
+        match self.status {
+            ApprovalStatus::Pending => self.expires_at <= now,
+            ApprovalStatus::Approved => {
+                self.consumed_at.is_none() && self.valid_until.is_none_or(|t| t <= now)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which of a fingerprint's requests (lapsed ones already marked expired) answers a check at
+/// `now`, in the order `check` asks (SQLite asks the same in SQL): an approved unused one
+/// (consumed by the check), else a denied one within its window, else a pending one; the
+/// newest of each (creation time, then id). `None`: a new request is made.
+pub(crate) fn answering(of_fingerprint: &[Approval], now: Millis) -> Option<&Approval> {
+    let newest = |want: &dyn Fn(&Approval) -> bool| {
+        of_fingerprint
+            .iter()
+            .filter(|a| want(a))
+            .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+    };
+    newest(&|a| {
+        a.status == ApprovalStatus::Approved
+            && a.consumed_at.is_none()
+            && a.valid_until.is_some_and(|t| t > now)
+    })
+    .or_else(|| newest(&|a| a.status == ApprovalStatus::Denied && now < a.expires_at))
+    .or_else(|| newest(&|a| a.status == ApprovalStatus::Pending && a.expires_at > now))
+}
+
+pub(crate) fn new_id() -> Result<String, ApprovalError> {
     let bytes = random_bytes::<8>().map_err(ApprovalError::Store)?;
     Ok(format!("{APPROVAL_ID_PREFIX}{}", hex(&bytes)))
 }
@@ -515,25 +572,7 @@ impl ApprovalStore for SqliteApprovals {
                     new: false,
                 });
             }
-            let a = Approval {
-                id,
-                fingerprint: req.fingerprint.clone(),
-                grant_id: req.grant_id.clone(),
-                grant_label: req.grant_label.clone(),
-                server: req.server.clone(),
-                tool: req.tool.clone(),
-                args: req.args.clone(),
-                rule: req.rule.clone(),
-                reason: req.reason.clone(),
-                status: ApprovalStatus::Pending,
-                created_at: now,
-                expires_at: now.saturating_add(req.timeout_ms),
-                decided_at: None,
-                decided_by: None,
-                decision_reason: None,
-                valid_until: None,
-                consumed_at: None,
-            };
+            let a = new_request(req, id, now);
             conn.prepare_cached(&format!(
                 "INSERT INTO approvals ({COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, NULL,

@@ -3,8 +3,8 @@
 //! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
 
 use crate::{
-    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, SqliteApprovals,
-    SqliteCounters, SqliteGrants, APPROVALS_FILE,
+    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, Redis, RedisApprovals,
+    RedisCounters, RedisGrants, SqliteApprovals, SqliteCounters, SqliteGrants, APPROVALS_FILE,
 };
 use portcullis_policy::CounterStore;
 use serde::Deserialize;
@@ -30,10 +30,14 @@ pub struct StoreConfig {
     /// `"sqlite"` (default) or `"memory"`.
     #[serde(default)]
     pub counters: CounterBackend,
-    /// A shared network store for several replicas (`redis://…`). Not supported by this
-    /// build: refused at start with a clear message rather than silently ignored.
+    /// A shared Redis for several replicas: `redis://[user:password@]host:port/db`, or
+    /// `rediss://…` for TLS (rustls). When set, counters live there (`counters` is ignored).
     #[serde(default)]
     pub url: Option<String>,
+    /// The prefix of every key in that Redis (default `portcullis:`), so that several
+    /// gateways can share one Redis.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// The stores of a running gateway, each behind its trait.
@@ -48,31 +52,116 @@ pub struct Stores {
 }
 
 impl StoreConfig {
-    /// Refuses what this build cannot honour (a network store URL).
+    /// Refuses what cannot work: a URL that is not `redis://` or `rediss://`, a prefix
+    /// without a URL.
     pub fn check(&self) -> Result<(), String> {
-        match &self.url {
-            None => Ok(()),
-            Some(u) => Err(format!(
-                "store.url = {u:?}: a shared network store is not available in this build yet; \
-                 remove store.url to use the embedded SQLite store in the data dir"
-            )),
+        match (&self.url, &self.prefix) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(
+                "store.prefix is set without store.url: the prefix names keys in a shared \
+                 Redis; set store.url = \"redis://host:6379/0\" or remove store.prefix"
+                    .into(),
+            ),
+            (Some(u), _) => {
+                if u.starts_with("redis://") || u.starts_with("rediss://") {
+                    self.redis().map(drop)
+                } else {
+                    Err(format!(
+                        "store.url must start with redis:// or rediss:// (TLS), got {:?}",
+                        u.split_once("://")
+                            .map_or("a URL without a scheme", |(s, _)| s)
+                    ))
+                }
+            }
         }
     }
 
-    /// Opens every store in `data_dir` (created if missing, mode 0700).
+    /// The shared Redis, when `url` is set.
+    pub fn redis(&self) -> Result<Option<Redis>, String> {
+        self.url
+            .as_deref()
+            .map(|u| {
+                Redis::new(
+                    u,
+                    self.prefix
+                        .as_deref()
+                        .unwrap_or(crate::redis::DEFAULT_PREFIX),
+                )
+            })
+            .transpose()
+    }
+
+    /// Opens every store: in the shared Redis when `url` is set, else in `data_dir`. The data
+    /// dir is created (mode 0700) either way: the audit log stays per replica there.
     pub fn open(&self, data_dir: &Path) -> Result<Stores, String> {
         self.check()?;
         create_data_dir(data_dir)?;
+        let absent = || format!("no store in {}", data_dir.display());
         Ok(Stores {
             counters: self.open_counters(Some(data_dir))?,
-            grants: open_grants(data_dir)?,
-            approvals: open_approvals(data_dir)?,
+            grants: self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+            approvals: self.open_approvals(data_dir, true)?.ok_or_else(absent)?,
         })
+    }
+
+    /// The grant store: the shared Redis's, or `grants.db` in `data_dir` (`None` when that
+    /// file does not exist and `create` is false: the CLI's read-only commands say so).
+    pub fn open_grants(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<dyn GrantStore>>, String> {
+        if let Some(redis) = self.connected()? {
+            return Ok(Some(Arc::new(RedisGrants::new(redis))));
+        }
+        if !create && !data_dir.join(crate::grants::GRANTS_FILE).exists() {
+            return Ok(None);
+        }
+        create_data_dir(data_dir)?;
+        open_grants(data_dir).map(Some)
+    }
+
+    /// The approval store: the shared Redis's, or `approvals.db` in `data_dir` (`None` as for
+    /// [`StoreConfig::open_grants`]).
+    pub fn open_approvals(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<dyn ApprovalStore>>, String> {
+        if let Some(redis) = self.connected()? {
+            return Ok(Some(Arc::new(RedisApprovals::new(redis))));
+        }
+        if !create && !data_dir.join(APPROVALS_FILE).exists() {
+            return Ok(None);
+        }
+        create_data_dir(data_dir)?;
+        open_approvals(data_dir).map(Some)
+    }
+
+    /// Where grants and approvals live, for messages: the Redis, or the data dir.
+    pub fn place(&self, data_dir: &Path) -> String {
+        match self.redis() {
+            Ok(Some(r)) => format!("{r}"),
+            _ => format!("the data directory {}", data_dir.display()),
+        }
+    }
+
+    /// The shared Redis, checked to answer (a wrong address or password fails here, at
+    /// start, rather than on the first call).
+    fn connected(&self) -> Result<Option<Redis>, String> {
+        self.check()?;
+        let redis = self.redis()?;
+        if let Some(r) = &redis {
+            r.ping()?;
+        }
+        Ok(redis)
     }
 
     /// The counter store: in memory when so configured or when there is no data dir.
     pub fn open_counters(&self, data_dir: Option<&Path>) -> Result<Arc<dyn CounterStore>, String> {
-        self.check()?;
+        if let Some(redis) = self.connected()? {
+            return Ok(Arc::new(RedisCounters::new(redis)?));
+        }
         match (self.counters, data_dir) {
             (CounterBackend::Memory, _) | (_, None) => Ok(Arc::new(MemoryCounters::new())),
             (CounterBackend::Sqlite, Some(dir)) => {
@@ -130,16 +219,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_is_sqlite_and_a_url_is_refused_with_what_to_do() {
+    fn the_default_is_sqlite_and_urls_are_checked() {
         let cfg: StoreConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(cfg.counters, CounterBackend::Sqlite);
         cfg.check().unwrap();
         let redis: StoreConfig = serde_json::from_str(r#"{"url":"redis://127.0.0.1/0"}"#).unwrap();
-        let e = redis.check().unwrap_err();
-        assert!(
-            e.contains("store.url") && e.contains("remove store.url"),
-            "{e}"
-        );
+        redis.check().unwrap();
+        let tls: StoreConfig =
+            serde_json::from_str(r#"{"url":"rediss://u:p@cache.example:6380/1","prefix":"a:"}"#)
+                .unwrap();
+        tls.check().unwrap();
+        let http: StoreConfig = serde_json::from_str(r#"{"url":"http://127.0.0.1/"}"#).unwrap();
+        let e = http.check().unwrap_err();
+        assert!(e.contains("redis://") && e.contains("\"http\""), "{e}");
+        let prefix: StoreConfig = serde_json::from_str(r#"{"prefix":"a:"}"#).unwrap();
+        assert!(prefix.check().unwrap_err().contains("store.url"));
+        // Nothing listens on port 1: the start fails with the place, not later per call.
+        let down: StoreConfig = serde_json::from_str(r#"{"url":"redis://127.0.0.1:1/0"}"#).unwrap();
+        let Err(e) = down.open_counters(None) else {
+            panic!("opened a Redis nobody runs")
+        };
+        assert!(e.contains("127.0.0.1:1"), "{e}");
         let bad = serde_json::from_str::<StoreConfig>(r#"{"counters":"disk"}"#).unwrap_err();
         assert!(bad.to_string().contains("unknown variant"), "{bad}");
     }
@@ -155,7 +255,7 @@ mod tests {
         assert!(stores.grants.list(None).unwrap().is_empty());
         let mem = StoreConfig {
             counters: CounterBackend::Memory,
-            url: None,
+            ..StoreConfig::default()
         };
         mem.open_counters(Some(&dir)).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

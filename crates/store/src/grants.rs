@@ -145,7 +145,7 @@ impl Token {
         self.0
     }
 
-    fn generate() -> Result<Token, String> {
+    pub(crate) fn generate() -> Result<Token, String> {
         let bytes = random_bytes::<TOKEN_RANDOM_BYTES>()?;
         Ok(Token(format!("{TOKEN_PREFIX}{}", hex(&bytes))))
     }
@@ -450,6 +450,33 @@ fn store(e: rusqlite::Error) -> GrantError {
     GrantError::Store(format!("sqlite: {e}"))
 }
 
+/// A new grant and its token, its arguments checked (of every backend).
+pub(crate) fn new_grant(
+    server: &str,
+    label: &str,
+    policy: Option<&str>,
+    expires_at: Option<Millis>,
+    now: Millis,
+) -> Result<(Grant, Token), GrantError> {
+    check_server_name(server)?;
+    check_label(label)?;
+    if let Some(p) = policy {
+        check_policy_name(p)?;
+    }
+    let token = Token::generate().map_err(GrantError::Store)?;
+    let grant = Grant {
+        id: new_id()?,
+        label: label.to_owned(),
+        server: server.to_owned(),
+        policy: policy.map(str::to_owned),
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        rotated_at: None,
+    };
+    Ok((grant, token))
+}
+
 /// Reads a grant from a row selected with [`COLUMNS`].
 fn grant_row(row: &Row<'_>) -> rusqlite::Result<Grant> {
     Ok(Grant {
@@ -471,7 +498,7 @@ fn by_id(conn: &Connection, id: &str) -> Result<Option<Grant>, GrantError> {
 }
 
 /// The digest the store keeps of a token.
-fn token_digest(token: &str) -> [u8; 32] {
+pub(crate) fn token_digest(token: &str) -> [u8; 32] {
     sha256(token.as_bytes())
 }
 
@@ -511,7 +538,7 @@ pub fn check_label(label: &str) -> Result<(), GrantError> {
     Ok(())
 }
 
-fn check_policy_name(policy: &str) -> Result<(), GrantError> {
+pub(crate) fn check_policy_name(policy: &str) -> Result<(), GrantError> {
     if policy.trim().is_empty() || policy.len() > 128 || policy.chars().any(char::is_control) {
         return Err(GrantError::Invalid(format!(
             "policy name {policy:?}: use 1-128 printable characters"
@@ -520,7 +547,7 @@ fn check_policy_name(policy: &str) -> Result<(), GrantError> {
     Ok(())
 }
 
-fn new_id() -> Result<String, GrantError> {
+pub(crate) fn new_id() -> Result<String, GrantError> {
     let bytes = random_bytes::<8>().map_err(GrantError::Store)?;
     Ok(format!("{GRANT_ID_PREFIX}{}", hex(&bytes)))
 }
@@ -534,22 +561,7 @@ impl GrantStore for SqliteGrants {
         expires_at: Option<Millis>,
         now: Millis,
     ) -> Result<(Grant, Token), GrantError> {
-        check_server_name(server)?;
-        check_label(label)?;
-        if let Some(p) = policy {
-            check_policy_name(p)?;
-        }
-        let token = Token::generate().map_err(GrantError::Store)?;
-        let grant = Grant {
-            id: new_id()?,
-            label: label.to_owned(),
-            server: server.to_owned(),
-            policy: policy.map(str::to_owned),
-            created_at: now,
-            expires_at,
-            revoked_at: None,
-            rotated_at: None,
-        };
+        let (grant, token) = new_grant(server, label, policy, expires_at, now)?;
         self.write(|conn| {
             let taken: bool = conn
                 .prepare_cached(
@@ -621,16 +633,7 @@ impl GrantStore for SqliteGrants {
             .query_map(params![id_or_label, server], grant_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(store)?;
-        let live: Vec<&Grant> = matches.iter().filter(|g| g.revoked_at.is_none()).collect();
-        match (matches.len(), live.as_slice()) {
-            (0, _) => Err(GrantError::NotFound(id_or_label.to_owned())),
-            (1, _) => Ok(matches.into_iter().next().expect("one match")),
-            (_, [one]) => Ok((*one).clone()),
-            _ => Err(GrantError::Ambiguous {
-                key: id_or_label.to_owned(),
-                matches,
-            }),
-        }
+        by_label(id_or_label, matches)
     }
 
     fn rotate(&self, id: &str, now: Millis) -> Result<(Grant, Token), GrantError> {
@@ -681,25 +684,51 @@ impl GrantStore for SqliteGrants {
             })
             .map_err(|e| AuthError::Store(format!("sqlite: {e}")))?
         };
-        let Some((grant, stored)) = found else {
-            return Err(AuthError::Unknown);
-        };
-        // The index found the row by digest; compare the whole digest again without
-        // data-dependent branches, so acceptance never rests on a short-circuiting compare.
-        if !bool::from(stored.as_slice().ct_eq(&digest[..])) {
-            return Err(AuthError::Unknown);
-        }
-        match grant.status(now) {
-            GrantStatus::Revoked => return Err(AuthError::Revoked(Box::new(grant))),
-            GrantStatus::Expired => return Err(AuthError::Expired(Box::new(grant))),
-            GrantStatus::Active => {}
-        }
-        if grant.server != server {
-            return Err(AuthError::WrongServer {
-                grant_server: grant.server.clone(),
-                grant: Box::new(grant),
-            });
-        }
-        Ok(grant)
+        admit(found, &digest, server, now)
     }
+}
+
+/// What a lookup by id or label found, of every backend: a label naming one grant, or one
+/// live grant and older revoked ones, resolves to it; none is `NotFound`; more is ambiguous.
+pub(crate) fn by_label(id_or_label: &str, matches: Vec<Grant>) -> Result<Grant, GrantError> {
+    let live: Vec<&Grant> = matches.iter().filter(|g| g.revoked_at.is_none()).collect();
+    match (matches.len(), live.as_slice()) {
+        (0, _) => Err(GrantError::NotFound(id_or_label.to_owned())),
+        (1, _) => Ok(matches.into_iter().next().expect("one match")),
+        (_, [one]) => Ok((*one).clone()),
+        _ => Err(GrantError::Ambiguous {
+            key: id_or_label.to_owned(),
+            matches,
+        }),
+    }
+}
+
+/// The verdict on what a backend found by a token's `digest` (the grant and its stored
+/// digest), of every backend: unknown, revoked, expired, another server's, or admitted.
+pub(crate) fn admit(
+    found: Option<(Grant, Vec<u8>)>,
+    digest: &[u8; 32],
+    server: &str,
+    now: Millis,
+) -> Result<Grant, AuthError> {
+    let Some((grant, stored)) = found else {
+        return Err(AuthError::Unknown);
+    };
+    // The index found the grant by digest; compare the whole digest again without
+    // data-dependent branches, so acceptance never rests on a short-circuiting compare.
+    if !bool::from(stored.as_slice().ct_eq(&digest[..])) {
+        return Err(AuthError::Unknown);
+    }
+    match grant.status(now) {
+        GrantStatus::Revoked => return Err(AuthError::Revoked(Box::new(grant))),
+        GrantStatus::Expired => return Err(AuthError::Expired(Box::new(grant))),
+        GrantStatus::Active => {}
+    }
+    if grant.server != server {
+        return Err(AuthError::WrongServer {
+            grant_server: grant.server.clone(),
+            grant: Box::new(grant),
+        });
+    }
+    Ok(grant)
 }

@@ -10,8 +10,10 @@
 //! - [`SqliteCounters`]: a SQLite file in WAL mode, one `BEGIN IMMEDIATE` transaction per
 //!   reservation. Exact across restarts (a daily quota stays spent) and across processes that
 //!   share the file; tens of microseconds per reservation.
+//! - [`RedisCounters`]: a shared Redis (`[store] url`), one Lua script per reservation (one
+//!   round trip). Exact across every replica sharing the Redis and key prefix.
 //!
-//! Both implement the same contract, checked by one shared test suite:
+//! All three implement the same contract, checked by one shared test suite:
 //! - a reservation charges all its counters or none, also under concurrency;
 //! - calendar windows (second … month) count per UTC-aligned bucket and reset when a new one
 //!   starts; rolling windows keep an exact log of charges, so no interval of the window's
@@ -21,16 +23,18 @@
 //! - the stores never read the clock: `now` is an argument.
 //!
 //! The rules themselves (does it fit, what is the retry, what is written) are written once,
-//! in a private module shared by both backends; a backend only supplies reads and writes of
+//! in a private module shared by every backend (the Redis script restates them, see `redis`); a backend only supplies reads and writes of
 //! its storage inside whatever makes them atomic. Dead counters (ended buckets, expired
 //! rolling charges) are dropped lazily and by a sweep at most once a minute of the callers'
 //! clock, so storage follows the live counters rather than growing without bound.
 
 mod logic;
 mod memory;
+pub mod redis;
 mod sqlite;
 
 pub use memory::MemoryCounters;
+pub use redis::{Redis, RedisApprovals, RedisCounters, RedisGrants};
 pub use sqlite::{OpenError, SqliteCounters};
 
 pub mod approvals;

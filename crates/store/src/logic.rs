@@ -66,7 +66,7 @@ pub(crate) struct Bucket {
 }
 
 /// The bucket `[start, end)` of a calendar window that contains `at`.
-fn calendar_bounds(window: Window, at: Millis) -> (Millis, Millis) {
+pub(crate) fn calendar_bounds(window: Window, at: Millis) -> (Millis, Millis) {
     window
         .bucket(at)
         .expect("only rolling windows lack a calendar bucket")
@@ -118,7 +118,7 @@ pub(crate) fn calendar_retry_after(
 
 /// Units reservation `index` asks of its counter, including what earlier reservations of the
 /// same call ask of the same key (a key named twice must fit its sum).
-fn need_of(reqs: &[Reservation], index: usize) -> u64 {
+pub(crate) fn need_of(reqs: &[Reservation], index: usize) -> u64 {
     let r = &reqs[index];
     reqs[..index]
         .iter()

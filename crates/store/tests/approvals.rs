@@ -66,9 +66,7 @@ fn mem() -> SqliteApprovals {
     SqliteApprovals::open_in_memory().unwrap()
 }
 
-#[test]
-fn a_request_is_pending_and_duplicates_reuse_its_id() {
-    let s = mem();
+fn a_request_is_pending_and_duplicates_reuse_its_id(s: Arc<dyn ApprovalStore>) {
     let (a, new) = pending(s.check(&req("fp1"), NOW).unwrap());
     assert!(new);
     assert!(a.id.starts_with("apr_") && a.id.len() == 20, "{}", a.id);
@@ -100,9 +98,7 @@ fn a_request_is_pending_and_duplicates_reuse_its_id() {
         .is_empty());
 }
 
-#[test]
-fn approved_passes_exactly_once_then_a_new_request_is_made() {
-    let s = mem();
+fn approved_passes_exactly_once_then_a_new_request_is_made(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("fp"), NOW).unwrap());
     let ok = s.approve(&a.id, "alice", 10 * MIN, NOW + MIN).unwrap();
     assert_eq!(ok.status, ApprovalStatus::Approved);
@@ -130,9 +126,7 @@ fn approved_passes_exactly_once_then_a_new_request_is_made() {
     }
 }
 
-#[test]
-fn an_unused_approval_expires_at_valid_until() {
-    let s = mem();
+fn an_unused_approval_expires_at_valid_until(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("fp"), NOW).unwrap());
     s.approve(&a.id, "alice", MIN, NOW).unwrap();
     let (b, new) = pending(s.check(&req("fp"), NOW + MIN).unwrap());
@@ -141,9 +135,7 @@ fn an_unused_approval_expires_at_valid_until() {
     assert_eq!(s.get(&a.id).unwrap().status, ApprovalStatus::Expired);
 }
 
-#[test]
-fn fifty_racing_checks_consume_an_approval_once() {
-    let s = Arc::new(mem());
+fn fifty_racing_checks_consume_an_approval_once(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("race"), NOW).unwrap());
     s.approve(&a.id, "alice", 10 * MIN, NOW).unwrap();
     let barrier = Arc::new(Barrier::new(50));
@@ -179,9 +171,7 @@ fn fifty_racing_checks_consume_an_approval_once() {
     assert!(!pending_ids.contains(&a.id));
 }
 
-#[test]
-fn a_denial_is_reported_until_the_window_ends() {
-    let s = mem();
+fn a_denial_is_reported_until_the_window_ends(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("fp"), NOW).unwrap());
     let d = s
         .deny(&a.id, "bob", "not this supplier", NOW + MIN)
@@ -214,9 +204,7 @@ fn a_denial_is_reported_until_the_window_ends() {
     }
 }
 
-#[test]
-fn a_pending_request_expires_with_the_injected_clock() {
-    let s = mem();
+fn a_pending_request_expires_with_the_injected_clock(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("fp"), NOW).unwrap());
     let listed = s.list(None, NOW + 15 * MIN - 1).unwrap();
     assert_eq!(listed[0].status, ApprovalStatus::Pending);
@@ -234,9 +222,7 @@ fn a_pending_request_expires_with_the_injected_clock() {
     assert_ne!(b.id, a.id);
 }
 
-#[test]
-fn deciding_an_expired_or_unknown_request_fails() {
-    let s = mem();
+fn deciding_an_expired_or_unknown_request_fails(s: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(s.check(&req("fp"), NOW).unwrap());
     // Not yet marked expired by anyone: approve itself notices.
     match s.approve(&a.id, "alice", MIN, NOW + 15 * MIN) {
@@ -308,8 +294,22 @@ fn approvals_survive_a_restart() {
 #[test]
 fn two_handles_on_one_file_stay_exact() {
     let db = TempDb::new("handles");
-    let h1 = Arc::new(SqliteApprovals::open(&db.0).unwrap());
-    let h2 = Arc::new(SqliteApprovals::open(&db.0).unwrap());
+    two_handles_stay_exact(
+        Arc::new(SqliteApprovals::open(&db.0).unwrap()),
+        Arc::new(SqliteApprovals::open(&db.0).unwrap()),
+    );
+}
+
+/// Two replicas on one Redis: a request made on one is seen, decided and raced on both.
+#[test]
+fn two_replicas_on_one_redis_stay_exact() {
+    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    two_handles_stay_exact(on_redis(&server), on_redis(&server));
+}
+
+fn two_handles_stay_exact(h1: Arc<dyn ApprovalStore>, h2: Arc<dyn ApprovalStore>) {
     let (a, _) = pending(h1.check(&req("fp"), NOW).unwrap());
     // The other handle sees the request, and a duplicate through it reuses the id.
     let (b, new) = pending(h2.check(&req("fp"), NOW + 1).unwrap());
@@ -346,4 +346,47 @@ fn store_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SqliteApprovals>();
     let _: Arc<dyn ApprovalStore> = Arc::new(mem());
+}
+
+/// Each shared test once per backend: SQLite in memory, and Redis on a redis-server of the
+/// test's own (skipped when none is installed, unless the test command requires it).
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(std::sync::Arc::new(super::mem()));
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[test]
+                fn $test() {
+                    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+                        return;
+                    };
+                    super::$test(super::on_redis(&server));
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_request_is_pending_and_duplicates_reuse_its_id,
+    approved_passes_exactly_once_then_a_new_request_is_made,
+    an_unused_approval_expires_at_valid_until,
+    fifty_racing_checks_consume_an_approval_once,
+    a_denial_is_reported_until_the_window_ends,
+    a_pending_request_expires_with_the_injected_clock,
+    deciding_an_expired_or_unknown_request_fails
+);
+
+/// A store on `server` (a new handle each call: another replica).
+fn on_redis(server: &portcullis_bench::redis_server::RedisServer) -> Arc<dyn ApprovalStore> {
+    Arc::new(portcullis_store::RedisApprovals::new(
+        portcullis_store::Redis::new(&server.url(), "test:").unwrap(),
+    ))
 }

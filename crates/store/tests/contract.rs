@@ -1,17 +1,19 @@
 //! The `CounterStore` contract, run against every backend: `MemoryCounters`, `SqliteCounters`
-//! in memory, and `SqliteCounters` on a file.
+//! in memory, `SqliteCounters` on a file, and `RedisCounters` on a redis-server of its own.
 
 mod common;
 
 use common::*;
+use portcullis_bench::redis_server::RedisServer;
 use portcullis_policy::{CounterStore, Millis, Ticket, Usage, Window};
-use portcullis_store::{MemoryCounters, SqliteCounters};
+use portcullis_store::{MemoryCounters, Redis, RedisCounters, SqliteCounters};
 
-/// A store under test, with whatever must outlive it (a temp file).
+/// A store under test, with whatever must outlive it (a temp file, a redis-server).
 struct Fixture {
     store: Box<dyn CounterStore>,
     // Dropped after `store`, so the connection is closed before the file is deleted.
     _db: Option<TempDb>,
+    _redis: Option<RedisServer>,
 }
 
 impl Fixture {
@@ -20,26 +22,45 @@ impl Fixture {
     }
 }
 
-fn memory() -> Fixture {
-    Fixture {
+fn memory() -> Option<Fixture> {
+    Some(Fixture {
         store: Box::new(MemoryCounters::new()),
         _db: None,
-    }
+        _redis: None,
+    })
 }
 
-fn sqlite_in_memory() -> Fixture {
-    Fixture {
+fn sqlite_in_memory() -> Option<Fixture> {
+    Some(Fixture {
         store: Box::new(SqliteCounters::open_in_memory().unwrap()),
         _db: None,
-    }
+        _redis: None,
+    })
 }
 
-fn sqlite_file() -> Fixture {
+fn sqlite_file() -> Option<Fixture> {
     let db = TempDb::new("contract");
-    Fixture {
+    Some(Fixture {
         store: Box::new(SqliteCounters::open(db.path()).unwrap()),
         _db: Some(db),
-    }
+        _redis: None,
+    })
+}
+
+/// Counters on a redis-server of the test's own; `None` (skipped) when none is installed
+/// and the test command does not require it.
+fn redis() -> Option<Fixture> {
+    let server = RedisServer::start(&[])?;
+    let store = redis_counters(&server, "contract:");
+    Some(Fixture {
+        store: Box::new(store),
+        _db: None,
+        _redis: Some(server),
+    })
+}
+
+fn redis_counters(server: &RedisServer, prefix: &str) -> RedisCounters {
+    RedisCounters::new(Redis::new(&server.url(), prefix).unwrap()).unwrap()
 }
 
 /// One `#[test]` per suite function, for one backend.
@@ -49,7 +70,7 @@ macro_rules! contract {
             $(
                 #[test]
                 fn $test() {
-                    let fixture = super::$backend();
+                    let Some(fixture) = super::$backend() else { return };
                     super::suite::$test(fixture.store());
                 }
             )*
@@ -62,6 +83,7 @@ macro_rules! contract_for_all_backends {
         contract!(memory: $($test),*);
         contract!(sqlite_in_memory: $($test),*);
         contract!(sqlite_file: $($test),*);
+        contract!(redis: $($test),*);
     };
 }
 
@@ -86,6 +108,114 @@ contract_for_all_backends!(
     lagging_clock_counts_in_the_newer_bucket,
     empty_reservation,
 );
+
+/// What only a shared store can show: several replicas (each its own `RedisCounters`, with
+/// its own connections) charge one set of counters.
+mod shared {
+    use super::*;
+    use portcullis_policy::ReserveError;
+
+    #[test]
+    fn three_replicas_grant_exactly_max() {
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let stores: Vec<RedisCounters> = (0..3).map(|_| redis_counters(&server, "gw:")).collect();
+        let refs: Vec<&dyn CounterStore> = stores.iter().map(|s| s as &dyn CounterStore).collect();
+        let a = req("a", Window::Minute, 10, 1);
+        let r = req("r", Window::Rolling(MIN), 7, 1);
+        let g = contend(
+            &refs,
+            300,
+            &[vec![a.clone(), r.clone()], vec![a.clone()]],
+            MIDNIGHT,
+        );
+        assert_eq!(used(&stores[1], &a, MIDNIGHT), 10);
+        assert_eq!(g[0] + g[1], 10, "{g:?}");
+        assert_eq!(used(&stores[2], &r, MIDNIGHT), g[0] as u64);
+    }
+
+    #[test]
+    fn prefixes_keep_gateways_apart() {
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let (one, two) = (
+            redis_counters(&server, "one:"),
+            redis_counters(&server, "two:"),
+        );
+        let r = req("calls", Window::Hour, 1, 1);
+        ok(&one, std::slice::from_ref(&r), MIDNIGHT);
+        denied(&one, std::slice::from_ref(&r), MIDNIGHT);
+        ok(&two, std::slice::from_ref(&r), MIDNIGHT);
+    }
+
+    #[test]
+    fn a_password_from_the_url_is_used() {
+        let Some(server) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+            return;
+        };
+        let r = req("calls", Window::Hour, 5, 1);
+        let without = redis_counters(&server, "p:");
+        match without.reserve(std::slice::from_ref(&r), MIDNIGHT) {
+            Err(ReserveError::Store(e)) => {
+                assert!(e.contains("NOAUTH") || e.contains("auth"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = server.url().replace("redis://", "redis://default:s3cret@");
+        let with = RedisCounters::new(Redis::new(&url, "p:").unwrap()).unwrap();
+        ok(&with, std::slice::from_ref(&r), MIDNIGHT);
+    }
+
+    #[test]
+    fn redis_down_is_a_store_error_and_recovery_is_automatic() {
+        let Some(mut server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let store = redis_counters(&server, "down:");
+        let r = req("calls", Window::Hour, 3, 1);
+        let one = std::slice::from_ref(&r);
+        ok(&store, one, MIDNIGHT);
+        server.kill();
+        for _ in 0..3 {
+            match store.reserve(one, MIDNIGHT) {
+                Err(ReserveError::Store(e)) => assert!(e.contains("redis at"), "{e}"),
+                other => panic!("expected a store error, got {other:?}"),
+            }
+            assert!(store.usage(&r.key, r.window, MIDNIGHT).is_err());
+        }
+        // Back (empty: nothing was persisted), the same store reconnects by itself, and the
+        // failed attempts charged nothing.
+        server.restart();
+        ok(&store, one, MIDNIGHT);
+        assert_eq!(used(&store, &r, MIDNIGHT), 1);
+    }
+
+    #[test]
+    fn keys_expire_with_their_window() {
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let store = redis_counters(&server, "ttl:");
+        // Caller time and Redis time differ (the contract tests run in 2026-11); the TTL is
+        // the window's remaining length in caller time plus the grace.
+        ok(&store, &[req("s", Window::Second, 5, 1)], MIDNIGHT - 1);
+        ok(&store, &[req("r", Window::Rolling(DAY), 5, 1)], MIDNIGHT);
+        let ttl = |k: &str| -> i64 {
+            let c = ::redis::Client::open(server.url()).unwrap();
+            let mut con = c.get_connection().unwrap();
+            ::redis::cmd("PTTL").arg(k).query(&mut con).unwrap()
+        };
+        let second = ttl(&format!("ttl:c:{}", key("s", Window::Second)));
+        assert!((59_000..=60_001).contains(&second), "{second}");
+        let rolling = ttl(&format!("ttl:r:{}", key("r", Window::Rolling(DAY))));
+        assert!(
+            (DAY as i64..=(DAY + MIN) as i64).contains(&rolling),
+            "{rolling}"
+        );
+    }
+}
 
 mod suite {
     use super::*;

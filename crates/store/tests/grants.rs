@@ -5,6 +5,7 @@ use portcullis_store::{
     bearer_token, AuthError, GrantError, GrantStatus, GrantStore, SqliteGrants,
 };
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// 2026-11-22T12:00:00Z.
 const NOW: u64 = 1_795_348_800_000;
@@ -44,9 +45,7 @@ fn mem() -> SqliteGrants {
     SqliteGrants::open_in_memory().unwrap()
 }
 
-#[test]
-fn create_then_authenticate() {
-    let s = mem();
+fn create_then_authenticate(s: Arc<dyn GrantStore>) {
     let (g, token) = s
         .create("odoo", "alice-laptop", Some("odoo-default"), None, NOW)
         .unwrap();
@@ -68,9 +67,7 @@ fn create_then_authenticate() {
     assert!(s.list(Some("time")).unwrap().is_empty());
 }
 
-#[test]
-fn tokens_have_the_prefix_and_256_random_bits() {
-    let s = mem();
+fn tokens_have_the_prefix_and_256_random_bits(s: Arc<dyn GrantStore>) {
     let mut seen = std::collections::HashSet::new();
     for i in 0..50 {
         let (_, t) = s.create("odoo", &format!("l{i}"), None, None, NOW).unwrap();
@@ -90,9 +87,7 @@ fn tokens_have_the_prefix_and_256_random_bits() {
     assert!(!format!("{t:?}").contains(&t.secret()[TOKEN_PREFIX.len()..]));
 }
 
-#[test]
-fn rotate_kills_the_old_token_at_once() {
-    let s = mem();
+fn rotate_kills_the_old_token_at_once(s: Arc<dyn GrantStore>) {
     let (g, old) = s.create("odoo", "ci-runner", None, None, NOW).unwrap();
     let (rotated, new) = s.rotate(&g.id, NOW + 10).unwrap();
     assert_eq!(rotated.id, g.id);
@@ -106,9 +101,7 @@ fn rotate_kills_the_old_token_at_once() {
     assert_eq!(ok, rotated);
 }
 
-#[test]
-fn revoke_refuses_the_token_as_revoked() {
-    let s = mem();
+fn revoke_refuses_the_token_as_revoked(s: Arc<dyn GrantStore>) {
     let (g, token) = s.create("odoo", "bob", None, None, NOW).unwrap();
     let r = s.revoke(&g.id, NOW + 5).unwrap();
     assert_eq!(r.revoked_at, Some(NOW + 5));
@@ -140,9 +133,7 @@ fn revoke_refuses_the_token_as_revoked() {
     assert_eq!(s.get("bob", Some("odoo")).unwrap().id, g2.id);
 }
 
-#[test]
-fn expiry_uses_the_given_clock() {
-    let s = mem();
+fn expiry_uses_the_given_clock(s: Arc<dyn GrantStore>) {
     let (g, token) = s
         .create("odoo", "temp", None, Some(NOW + 30 * DAY), NOW)
         .unwrap();
@@ -162,9 +153,7 @@ fn expiry_uses_the_given_clock() {
     );
 }
 
-#[test]
-fn a_grant_of_another_server_is_forbidden() {
-    let s = mem();
+fn a_grant_of_another_server_is_forbidden(s: Arc<dyn GrantStore>) {
     let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
     match s.authenticate(token.secret(), "time", NOW) {
         Err(e @ AuthError::WrongServer { .. }) => {
@@ -180,9 +169,7 @@ fn a_grant_of_another_server_is_forbidden() {
     }
 }
 
-#[test]
-fn missing_and_unknown_tokens() {
-    let s = mem();
+fn missing_and_unknown_tokens(s: Arc<dyn GrantStore>) {
     let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
     assert_eq!(s.authenticate("", "odoo", NOW), Err(AuthError::Missing));
     assert_eq!(AuthError::Missing.status(), 401);
@@ -226,9 +213,7 @@ fn bearer_header_parsing() {
     assert_eq!(bearer_token(Some("bearer  pcx_1 ")), Ok("pcx_1"));
 }
 
-#[test]
-fn labels_and_names_are_checked() {
-    let s = mem();
+fn labels_and_names_are_checked(s: Arc<dyn GrantStore>) {
     s.create("odoo", "alice", None, None, NOW).unwrap();
     assert_eq!(
         s.create("odoo", "alice", None, None, NOW).unwrap_err(),
@@ -335,4 +320,98 @@ fn store_is_shareable_across_threads() {
             });
         }
     });
+}
+
+/// Each shared test once per backend: SQLite in memory, and Redis on a redis-server of the
+/// test's own (skipped when none is installed, unless the test command requires it).
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(std::sync::Arc::new(super::mem()));
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[test]
+                fn $test() {
+                    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+                        return;
+                    };
+                    super::$test(super::on_redis(&server));
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    create_then_authenticate,
+    tokens_have_the_prefix_and_256_random_bits,
+    rotate_kills_the_old_token_at_once,
+    revoke_refuses_the_token_as_revoked,
+    expiry_uses_the_given_clock,
+    a_grant_of_another_server_is_forbidden,
+    missing_and_unknown_tokens,
+    labels_and_names_are_checked
+);
+
+/// A store on `server` (a new handle each call: another replica).
+fn on_redis(server: &portcullis_bench::redis_server::RedisServer) -> Arc<dyn GrantStore> {
+    Arc::new(portcullis_store::RedisGrants::new(
+        portcullis_store::Redis::new(&server.url(), "test:").unwrap(),
+    ))
+}
+
+/// Replicas share one Redis: what one does (or the CLI does) holds on every other from the
+/// next request on, with no cache to wait for.
+#[test]
+fn a_change_on_one_replica_holds_on_every_other_at_once() {
+    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    let (a, b) = (on_redis(&server), on_redis(&server));
+    let (g, token) = a.create("odoo", "alice", Some("p"), None, NOW).unwrap();
+    assert_eq!(b.authenticate(token.secret(), "odoo", NOW).unwrap(), g);
+    assert!(matches!(
+        b.create("odoo", "alice", None, None, NOW),
+        Err(GrantError::Duplicate { .. })
+    ));
+    let (_, new) = b.rotate(&g.id, NOW + 1).unwrap();
+    assert_eq!(
+        a.authenticate(token.secret(), "odoo", NOW + 2),
+        Err(AuthError::Unknown)
+    );
+    a.authenticate(new.secret(), "odoo", NOW + 2).unwrap();
+    a.revoke(&g.id, NOW + 3).unwrap();
+    assert!(matches!(
+        b.authenticate(new.secret(), "odoo", NOW + 4),
+        Err(AuthError::Revoked(_))
+    ));
+    assert_eq!(b.get("alice", None).unwrap().revoked_at, Some(NOW + 3));
+    // The label is free again, on either replica.
+    b.create("odoo", "alice", None, None, NOW + 5).unwrap();
+    assert_eq!(a.list(Some("odoo")).unwrap().len(), 2);
+}
+
+/// A Redis that does not answer is a store error at the door (HTTP 503), never a pass.
+#[test]
+fn redis_down_fails_closed() {
+    let Some(mut server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    let s = on_redis(&server);
+    let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
+    server.kill();
+    let e = s.authenticate(token.secret(), "odoo", NOW).unwrap_err();
+    assert_eq!(e.status(), 503, "{e}");
+    server.restart();
+    // Back, but empty (nothing was persisted): the token is unknown, not accepted.
+    assert_eq!(
+        s.authenticate(token.secret(), "odoo", NOW),
+        Err(AuthError::Unknown)
+    );
 }

@@ -1,0 +1,323 @@
+//! Three `portcullis serve` replicas sharing one Redis (`[store] url`), each with its own
+//! port, data dir and upstream (the recording fixture): one set of limits across the
+//! replicas, a grant revoked by the CLI refused by every replica at once, and a Redis that
+//! goes away answered with a clear error and nothing forwarded, until it comes back.
+
+mod common;
+use common::*;
+use portcullis_bench::redis_server::RedisServer;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "tok-ops-0123456789";
+
+/// `portcullis <args> --config <dir>/portcullis.toml` with `env`.
+fn cli(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("portcullis.toml"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// A stateless `tools/call` of `read_invoice` on server `server` of the replica at `port`.
+fn call(port: u16, server: &str, bearer: &str, id: usize) -> Reply {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{id}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let auth = format!("Bearer {bearer}");
+    http_request(
+        port,
+        "POST",
+        &format!("/mcp/{server}"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", auth.as_str()),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "read_invoice"),
+        ],
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+/// How many `tools/call` requests reached the upstreams of `replicas` (their record files).
+fn forwarded(replicas: &[Served]) -> usize {
+    replicas
+        .iter()
+        .map(|r| {
+            std::fs::read_to_string(r.dir.join("record.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|m| m["method"] == "tools/call")
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
+    let Some(mut redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_TEST_TOKEN", TOKEN),
+    ];
+    let fixture = fixture_server();
+    // Server `rec` admits grants (the default); `tok` a static token, so that its calls reach
+    // the relay (and the counters) without a grant lookup.
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\nprefix = \"replicas:\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\n\
+         [[servers]]\nname = \"tok\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\
+         auth = \"token\"\ntokens = [{{ label = \"ops\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{
+        "limits":[{"counter":"calls","window":"60s","max":10,"scope":"grant"}]}}});
+    let replicas: Vec<Served> = (0..3)
+        .map(|i| {
+            let dir = scratch(&format!("replica-{i}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+
+    // A grant made with the CLI against the shared Redis (through replica 0's config).
+    let out = cli(
+        &replicas[0].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = grant["token"].as_str().unwrap().to_owned();
+
+    // 1,000 concurrent calls spread over the three replicas, against max 10 per 60 s.
+    const CALLS: usize = 1_000;
+    const THREADS: usize = 40;
+    let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+    let started = Instant::now();
+    let answers: Vec<Reply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (ports, token) = (&ports, &token);
+                s.spawn(move || {
+                    (t..CALLS)
+                        .step_by(THREADS)
+                        .map(|i| call(ports[i % ports.len()], "rec", token, i))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    eprintln!("{CALLS} calls in {:?}", started.elapsed());
+    assert_eq!(answers.len(), CALLS);
+    let passed = answers
+        .iter()
+        .filter(|r| r.status == 200 && r.body.contains("called read_invoice"))
+        .count();
+    let limited: Vec<&Reply> = answers
+        .iter()
+        .filter(|r| r.status == 200 && r.body.contains("[POLICY DENIED]"))
+        .collect();
+    assert_eq!(passed, 10, "exactly max passes across the replicas");
+    assert_eq!(
+        passed + limited.len(),
+        CALLS,
+        "every other answer is a denial"
+    );
+    assert!(
+        limited.iter().all(|r| !r.body.contains("limit store")),
+        "denied by the limit, not by a store failure"
+    );
+    assert_eq!(forwarded(&replicas), 10, "counted at the upstreams");
+
+    // Revoked with the CLI (through replica 2's config): the next request on every replica
+    // is refused.
+    let out = cli(&replicas[2].dir, &env, &["grant", "revoke", "agent"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, r) in replicas.iter().enumerate() {
+        let a = call(r.port, "rec", &token, 2_000 + i);
+        assert_eq!(a.status, 401, "replica {i}: {}", a.body);
+        assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
+    }
+
+    // Redis gone: a grant cannot be checked (503 at the door), a limit cannot be reserved
+    // (a policy denial saying so); nothing is forwarded.
+    redis.kill();
+    for (i, r) in replicas.iter().enumerate() {
+        let a = call(r.port, "rec", &token, 3_000 + i);
+        assert_eq!(a.status, 503, "replica {i}: {}", a.body);
+        assert!(a.body.contains("store"), "replica {i}: {}", a.body);
+        let a = call(r.port, "tok", TOKEN, 3_100 + i);
+        if i == 0 {
+            eprintln!("without Redis: {}", a.body);
+        }
+        assert!(
+            a.body
+                .contains("[POLICY DENIED] the limit store is unavailable"),
+            "replica {i}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    assert_eq!(forwarded(&replicas), 10, "nothing forwarded without Redis");
+
+    // Back (empty: nothing was saved): every replica reconnects by itself.
+    redis.restart();
+    for (i, r) in replicas.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = call(r.port, "tok", TOKEN, 4_000 + i);
+            if a.body.contains("called read_invoice") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} did not recover: {}",
+                a.body
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(forwarded(&replicas), 13);
+}
+
+/// Top-level commands Redis received while `f` ran, as `MONITOR` shows them (a script's own
+/// commands, marked `lua`, are not round trips and are left out).
+fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{Arc, Mutex};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    s.write_all(b"MONITOR\r\n").unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut ok = String::new();
+    reader.read_line(&mut ok).unwrap();
+    assert!(ok.starts_with("+OK"), "{ok}");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let t = std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    f();
+    // MONITOR streams asynchronously: a marker command ends the window.
+    let mut marker = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    marker.write_all(b"ECHO end-of-window\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("end-of-window"))
+    {
+        assert!(Instant::now() < deadline, "MONITOR fell silent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = t.join();
+    let lines = seen.lock().unwrap().clone();
+    lines
+        .into_iter()
+        .take_while(|l| !l.contains("end-of-window"))
+        .filter(|l| !l.contains(" lua] "))
+        .map(|l| {
+            // `<time> [<db> <client>] "COMMAND" "arg" …` → COMMAND
+            l.split('"').nth(1).unwrap_or_default().to_ascii_uppercase()
+        })
+        .collect()
+}
+
+#[test]
+fn one_round_trip_per_allowed_call_for_the_counters() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_TEST_TOKEN", TOKEN),
+    ];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\n\
+         [[servers]]\nname = \"tok\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n\
+         auth = \"token\"\ntokens = [{{ label = \"ops\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n"
+    );
+    // Two limits on the call: still one reservation, one script.
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{"limits":[
+        {"counter":"calls","window":"60s","max":100,"scope":"grant"},
+        {"counter":"daily","window":"day","max":1000,"scope":"server"}]}}});
+    let gw = serve_in(
+        &scratch("round-trips"),
+        &servers,
+        &[("p.json", policy.to_string())],
+        &env,
+        &[],
+    );
+    let out = cli(
+        &gw.dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let passes = |server: &str, bearer: &str, id: usize| {
+        let a = call(gw.port, server, bearer, id);
+        assert!(a.body.contains("called read_invoice"), "{}", a.body);
+    };
+    // Warm-up: the scripts are loaded once per Redis (NOSCRIPT, SCRIPT LOAD).
+    passes("tok", TOKEN, 1);
+    passes("rec", &token, 2);
+
+    const N: usize = 5;
+    let static_token = commands_during(&redis, || {
+        for i in 0..N {
+            passes("tok", TOKEN, 10 + i);
+        }
+    });
+    assert_eq!(
+        static_token,
+        vec!["EVALSHA"; N],
+        "one script per allowed call"
+    );
+    let granted = commands_during(&redis, || {
+        for i in 0..N {
+            passes("rec", &token, 20 + i);
+        }
+    });
+    // A grant's call: the grant lookup (one script) and the reservation (one script). Grants
+    // are not cached, so a revocation holds from the next request on.
+    assert_eq!(granted, vec!["EVALSHA"; 2 * N], "{granted:?}");
+}
