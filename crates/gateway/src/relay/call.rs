@@ -1,0 +1,249 @@
+//! Deciding one `tools/call`: the policy engine's check, the counter reservation, the
+//! approval store for `approve_if` matches, and the answer or ticket that results.
+
+use super::*;
+
+impl Relay {
+    /// Decides a `tools/call`: the ticket to forward with (empty when nothing was charged), or
+    /// the answer to give instead; plus what the audit trail records.
+    pub(super) fn decide_call(&self, params: Option<&str>, caller: &Caller) -> CallOutcome {
+        let mut out = CallOutcome {
+            result: Ok(Ticket::default()),
+            expired: Vec::new(),
+            tool: None,
+            args: None,
+            audit_decision: AuditDecision::Allow,
+            rule: None,
+            message: None,
+            hold_ms: None,
+        };
+        let refuse = |mut out: CallOutcome, code: i64, msg: String| {
+            out.audit_decision = AuditDecision::Deny;
+            out.rule = Some("(invalid params)".into());
+            out.message = Some(msg.clone());
+            out.result = Err(Answer::Error(code, msg));
+            out
+        };
+        // Strict parse: duplicate keys anywhere in the params are refused, so that the
+        // gateway and the server can never read two different tool names or arguments.
+        let pv = match params.map(json::parse_strict) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return refuse(
+                    out,
+                    codes::INVALID_PARAMS,
+                    format!(
+                        "tools/call params could not be read ({e}); the call was not forwarded"
+                    ),
+                )
+            }
+            None => {
+                return refuse(
+                    out,
+                    codes::INVALID_PARAMS,
+                    "tools/call needs params with a tool name; the call was not forwarded".into(),
+                )
+            }
+        };
+        let Some(tool) = pv.get("name").and_then(Value::as_str) else {
+            return refuse(out, codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into());
+        };
+        out.tool = Some(tool.to_owned());
+        let args = pv.get("arguments");
+        out.args = args.cloned();
+        if let Some(a) = args {
+            if !a.is_object() && !a.is_null() {
+                return refuse(
+                    out,
+                    codes::INVALID_PARAMS,
+                    "tools/call params.arguments must be an object; the call was not forwarded"
+                        .into(),
+                );
+            }
+        }
+        let meta = pv.get("_meta");
+        let modern = meta.and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
+        let deny = |mut out: CallOutcome, d: Denial| {
+            out.audit_decision = if d.rule == "(hidden)" {
+                AuditDecision::Hidden
+            } else {
+                AuditDecision::Deny
+            };
+            out.rule = Some(d.rule.clone());
+            out.message = Some(d.message.clone());
+            out.result = Err(Answer::Denied(d, modern));
+            out
+        };
+        let Some(engine) = &caller.engine else {
+            return deny(out, Denial::no_policy());
+        };
+        // Modern requests carry the client's (self-reported) name per request; legacy ones
+        // gave it at initialize.
+        let client_name = match meta
+            .and_then(|m| m.pointer("/io.modelcontextprotocol~1clientInfo/name"))
+            .and_then(Value::as_str)
+        {
+            Some(n) => Some(n.to_owned()),
+            None => self.lock().client_name.clone(),
+        };
+        let who = Identity {
+            grant_id: &caller.grant_id,
+            grant_label: &caller.grant_label,
+            session_id: &caller.session_id,
+            client_name: client_name.as_deref(),
+            server: &self.cfg.server,
+        };
+        let call = Call { tool, args };
+        let shadow = engine.mode() == Mode::Shadow;
+        let decision = match engine.check(&call, &who) {
+            Check::Deny(d) => Decision::Deny(d),
+            Check::Approval(need, plan) => {
+                let Some(store) = &self.cfg.approvals else {
+                    return deny(
+                        out,
+                        Denial {
+                            rule: need.rule,
+                            message: format!("Approval required: {} This gateway has no approval store (give it a data dir), so the call was not forwarded.", need.reason),
+                            retry_after_secs: None,
+                        },
+                    );
+                };
+                let now = (self.cfg.clock)();
+                // Lapsed requests are expired (and audited) before this call is looked up.
+                out.expired = store.expire_lapsed(now).unwrap_or_default();
+                let req = ApprovalRequest {
+                    fingerprint: fingerprint(&caller.grant_id, &self.cfg.server, tool, args),
+                    grant_id: caller.grant_id.clone(),
+                    grant_label: caller.grant_label.clone(),
+                    server: self.cfg.server.clone(),
+                    tool: tool.to_owned(),
+                    args: args
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                    rule: need.rule.clone(),
+                    reason: need.reason.clone(),
+                    timeout_ms: need.timeout_ms,
+                };
+                match store.check(&req, now) {
+                    Ok(ApprovalCheck::Approved(a)) => {
+                        // Approved and consumed: this identical call passes once; limits still apply.
+                        out.message = Some(format!(
+                            "approval {} consumed (approved by {})",
+                            a.id,
+                            a.decided_by.as_deref().unwrap_or("?")
+                        ));
+                        engine.reserve(&plan, &*self.cfg.store, now)
+                    }
+                    Ok(ApprovalCheck::Denied(a)) => Decision::Deny(Denial {
+                        rule: need.rule,
+                        message: format!(
+                            "Approval denied: {}",
+                            a.decision_reason.as_deref().unwrap_or("no reason given")
+                        ),
+                        retry_after_secs: None,
+                    }),
+                    Ok(ApprovalCheck::Pending { approval, new }) => {
+                        if new {
+                            if let Some(notify) = &self.cfg.on_new_approval {
+                                notify(&approval);
+                            }
+                        }
+                        out.audit_decision = AuditDecision::Approval;
+                        out.hold_ms = need.hold_ms;
+                        out.rule = Some(need.rule);
+                        out.message = Some(format!(
+                            "{} approval {}",
+                            if new { "requested" } else { "still pending:" },
+                            approval.id
+                        ));
+                        out.result = Err(Answer::Approval(Box::new(approval), modern));
+                        return out;
+                    }
+                    Err(e) => Decision::Deny(Denial::store_error(&format!("approvals: {e}"))),
+                }
+            }
+            Check::Proceed(plan) => engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)()),
+        };
+        match decision {
+            Decision::Allow(t) => {
+                tracing::debug!(tool, "allow");
+                out.result = Ok(t);
+                out
+            }
+            Decision::Deny(d) if shadow => {
+                tracing::info!(tool, rule = %d.rule, "shadow mode: would deny, forwarding");
+                out.audit_decision = AuditDecision::ShadowDeny;
+                out.rule = Some(d.rule);
+                out.message = Some(d.message);
+                out
+            }
+            Decision::Deny(d) => {
+                tracing::info!(tool, rule = %d.rule, "deny");
+                deny(out, d)
+            }
+            Decision::NeedsApproval(..) => unreachable!("mapped above"),
+        }
+    }
+}
+
+/// What deciding a `tools/call` produced.
+pub(super) struct CallOutcome {
+    pub(super) result: Result<Ticket, Answer>,
+    /// Approvals that lapsed just before this call (audited as expired).
+    pub(super) expired: Vec<Approval>,
+    pub(super) tool: Option<String>,
+    pub(super) args: Option<Value>,
+    pub(super) audit_decision: AuditDecision,
+    pub(super) rule: Option<String>,
+    pub(super) message: Option<String>,
+    /// The matching `approve_if` entry's own hold (overrides the server's), if it has one.
+    pub(super) hold_ms: Option<u64>,
+}
+
+pub(super) enum Answer {
+    Error(i64, String),
+    Denied(Denial, bool),
+    Approval(Box<Approval>, bool),
+}
+
+impl Answer {
+    pub(super) fn line(&self, id: &RawValue) -> String {
+        match self {
+            Answer::Error(code, m) => error_line(Some(id), *code, m),
+            Answer::Denied(d, modern) => result_line(id, &denial_result(d, *modern)),
+            Answer::Approval(a, modern) => result_line(id, &approval_result(a, *modern)),
+        }
+    }
+}
+
+/// The identity of a call for approvals: grant, server, tool and the canonical JSON of the
+/// arguments (keys sorted at every depth), hashed.
+fn fingerprint(grant: &str, server: &str, tool: &str, args: Option<&Value>) -> String {
+    use sha2::Digest;
+    let canonical = args.map_or_else(|| "{}".to_string(), json::canonical);
+    let mut h = sha2::Sha256::new();
+    for part in [grant, server, tool, canonical.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `tools/call` result for a call waiting for a human: `[APPROVAL REQUIRED]`, the id, what
+/// to do, and the expiry, in words and in `_meta`.
+fn approval_result(a: &Approval, modern: bool) -> Value {
+    let expires = portcullis_policy::window::rfc3339(a.expires_at);
+    let text = format!(
+        "[APPROVAL REQUIRED] {} This call needs a human's approval first (approval {}, rule {}). Once an operator approves it (`portcullis approvals approve {}`), retry the identical call: it will pass once. The request expires at {expires}.",
+        a.reason, a.id, a.rule, a.id
+    );
+    let mut r = serde_json::json!({
+        "content": [{"type": "text", "text": text}],
+        "isError": true,
+        "_meta": {"portcullis/approval": {"id": a.id, "expiresAt": expires, "expiresAtMs": a.expires_at, "rule": a.rule}}
+    });
+    if modern {
+        r["resultType"] = serde_json::json!("complete");
+    }
+    r
+}
