@@ -550,54 +550,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 admin_token,
                 cfg.gateway.max_body_bytes,
             ));
-        // Hot reload: poll the config and policy files once a second.
-        {
-            let gw = gw.clone();
-            let config_path = a.config.clone();
-            let mut watched = cfg.watched_files(&config_path);
-            tokio::spawn(async move {
-                let stamp = |files: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
-                    files
-                        .iter()
-                        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-                        .collect()
-                };
-                let mut last = stamp(&watched);
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    let now = stamp(&watched);
-                    if now == last {
-                        continue;
-                    }
-                    last = now;
-                    match gw.reload_from(&config_path).await {
-                        Ok(n) => {
-                            tracing::info!("configuration reloaded ({n} policies)");
-                            if let Ok(c) = portcullis_gateway::config::Config::load(&config_path) {
-                                watched = c.watched_files(&config_path);
-                                last = stamp(&watched);
-                            }
-                        }
-                        Err(e) => tracing::error!("{e}"),
-                    }
-                }
-            });
-        }
-        if let (Some(log), Some(keep)) = (audit.clone(), retention) {
-            // Retention: once at start, then hourly.
-            tokio::spawn(async move {
-                loop {
-                    let cutoff = portcullis_gateway::relay::system_clock().saturating_sub(keep);
-                    let log = log.clone();
-                    match tokio::task::spawn_blocking(move || log.retain(cutoff)).await {
-                        Ok(Ok(n)) if n > 0 => tracing::info!("audit retention removed {n} records"),
-                        Ok(Err(e)) => tracing::error!("audit retention failed: {e}"),
-                        _ => {}
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-                }
-            });
-        }
+        // Hot reload of the config and policies, audit retention: the gateway's own loops.
+        gw.spawn_background(a.config.clone(), retention);
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -23,6 +23,7 @@
 //! | `mod.rs` | [`Gateway`] and its router, `/mcp` dispatch by method and era, small shared helpers |
 //! | `policies.rs` | the policy table: compiled policies by name, swapped on reload |
 //! | `auth.rs` | admission: `Host`/`Origin`, server lookup, bearer token → `Caller`, audited refusals |
+//! | `background.rs` | the gateway's loops: hot reload of the config and policies, audit retention |
 //! | `media.rs` | a POST's `Content-Type` (415) and `Accept` (406), audited refusals |
 //! | `runtime.rs` | configured servers, open sessions, upstream connections |
 //! | `stateless.rs` | 2026-07-28 requests: header checks, shared connection, cancellation |
@@ -34,6 +35,7 @@
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
 mod auth;
+mod background;
 mod era;
 mod legacy_sse;
 mod listener;
