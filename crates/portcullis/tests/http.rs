@@ -962,9 +962,11 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
     // Eight clients hammer the gateway with modern calls; each remembers the ids it got
     // answers for.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
         .map(|w| {
             let stop = stop.clone();
+            let count = count.clone();
             std::thread::spawn(move || {
                 let mut answered = Vec::new();
                 let mut n = 0;
@@ -982,13 +984,21 @@ fn after_kill_9_under_load_every_answered_call_is_audited_and_counted() {
                     let _ = s.read_to_end(&mut raw);
                     if String::from_utf8_lossy(&raw).contains("called read_invoice") {
                         answered.push(id);
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 answered
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Under way: at least 1.5 s and 50 answers (a busy machine takes longer to get there).
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500)
+        || (count.load(std::sync::atomic::Ordering::Relaxed) < 50
+            && t0.elapsed() < Duration::from_secs(20))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // kill -9 the gateway mid-flight.
     unsafe {
         libc_kill(gw.child.id() as i32, 9);
@@ -2176,6 +2186,15 @@ fn slow_heads_short_bodies_and_idle_connections_are_closed_in_time() {
         &[("p.json", policy.to_string())],
     );
     let p = gw.port;
+    let r = http(
+        p,
+        "POST",
+        "/mcp/rec",
+        &[CT, JSON_SSE],
+        init_body().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
     let connect = || TcpStream::connect(("127.0.0.1", p)).unwrap();
     // A head that never ends: a header line every 200 ms.
     let mut head = connect();
@@ -2207,17 +2226,9 @@ fn slow_heads_short_bodies_and_idle_connections_are_closed_in_time() {
         .unwrap();
     // Nothing at all.
     let mut silent = connect();
-    // Meanwhile a client is served at once: a session and a call.
+    // Meanwhile a client is served at once: a call on a session opened before them (its
+    // upstream started then, so only the call itself is timed).
     let t0 = Instant::now();
-    let r = http(
-        p,
-        "POST",
-        "/mcp/rec",
-        &[CT, JSON_SSE],
-        init_body().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let sid = r.session_id();
     let r = http(
         p,
         "POST",
