@@ -8,7 +8,7 @@ use crate::config::{Auth, Config};
 use crate::relay::Caller;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use portcullis_store::{bearer_token, AuditDecision, AuditRecord, AuthError, GrantStore};
+use portcullis_store::{bearer_token, AuthError, GrantStore};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -189,18 +189,13 @@ impl Gateway {
     /// writing its audit record.
     async fn refuse(&self, server: &ServerRt, e: AuthError) -> Box<Response> {
         if !self.events.is_empty() {
-            let mut rec = AuditRecord::new(
-                crate::relay::system_clock(),
-                server.name.clone(),
+            let rec = super::refusal(
+                &server.name,
                 "(authentication)",
-                AuditDecision::Deny,
+                format!("(auth: {})", e.code()),
+                e.to_string(),
+                e.grant().map(|g| (g.id.as_str(), g.label.as_str())),
             );
-            rec.rule = Some(format!("(auth: {})", e.code()));
-            rec.message = Some(e.to_string());
-            if let Some(g) = e.grant() {
-                rec.grant_id = Some(g.id.clone());
-                rec.grant_label = Some(g.label.clone());
-            }
             self.events.record(rec).await;
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
@@ -217,13 +212,6 @@ pub(super) async fn admit(
 ) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
     if !gw.host_ok(headers) {
         if !gw.events.is_empty() {
-            let mut rec = AuditRecord::new(
-                crate::relay::system_clock(),
-                server,
-                "(authentication)",
-                AuditDecision::Deny,
-            );
-            rec.rule = Some("(forbidden origin)".into());
             let h = |k: &str| {
                 headers
                     .get(k)
@@ -233,7 +221,13 @@ pub(super) async fn admit(
                     .take(200)
                     .collect::<String>()
             };
-            rec.message = Some(format!("Host {:?}, Origin {:?}", h("host"), h("origin")));
+            let rec = super::refusal(
+                server,
+                "(authentication)",
+                "(forbidden origin)".into(),
+                format!("Host {:?}, Origin {:?}", h("host"), h("origin")),
+                None,
+            );
             gw.events.record(rec).await;
         }
         return Err(Box::new(json_status(

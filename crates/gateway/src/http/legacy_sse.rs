@@ -6,14 +6,14 @@ use super::media::{check, Rule};
 use super::routes::GetSink;
 use super::session::Session;
 use super::streams::holding;
-use super::{client_ip, json_status, random_hex, refuse_invalid, rpc_status, Gateway, Peer};
+use super::{client_ip, json_status, random_hex, refuse_invalid, Gateway, Peer};
 use crate::resume::SseItem;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use portcullis_mcp::{codes, error_line, Message};
+use portcullis_mcp::Message;
 use portcullis_policy::sync::LockExt;
 use serde_json::json;
 use std::convert::Infallible;
@@ -128,15 +128,9 @@ pub(super) async fn sse_message(
             json!({"error": "unknown_session", "message": "Unknown or ended session; open /sse/<server> again."}),
         );
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return rpc_status(
-            StatusCode::BAD_REQUEST,
-            error_line(
-                None,
-                codes::PARSE_ERROR,
-                "the body is not UTF-8; nothing was forwarded",
-            ),
-        );
+    let text = match super::body_text(&body) {
+        Ok(t) => t,
+        Err(r) => return *r,
     };
     if let Err(e) = Message::parse(text) {
         return refuse_invalid(&gw, &srv.name, &caller, &e).await;

@@ -12,7 +12,6 @@ use super::{json_status, Gateway};
 use crate::relay::Caller;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use portcullis_store::{AuditDecision, AuditRecord};
 use serde_json::json;
 
 /// What a POST must declare before its body is read as a message.
@@ -120,16 +119,13 @@ pub(super) async fn check(
         return Ok(());
     };
     if !gw.events.is_empty() {
-        let mut rec = AuditRecord::new(
-            crate::relay::system_clock(),
+        let rec = super::refusal(
             server,
             "(media type)",
-            AuditDecision::Deny,
+            format!("({})", code.replace('_', " ")),
+            why,
+            Some((&caller.grant_id, &caller.grant_label)),
         );
-        rec.rule = Some(format!("({})", code.replace('_', " ")));
-        rec.message = Some(why);
-        rec.grant_id = Some(caller.grant_id.clone());
-        rec.grant_label = Some(caller.grant_label.clone());
         gw.events.record(rec).await;
     }
     Err(json_status(

@@ -331,15 +331,9 @@ async fn mcp(
             {
                 return r;
             }
-            let Ok(text) = std::str::from_utf8(&body) else {
-                return rpc_status(
-                    StatusCode::BAD_REQUEST,
-                    error_line(
-                        None,
-                        codes::PARSE_ERROR,
-                        "the body is not UTF-8; nothing was forwarded",
-                    ),
-                );
+            let text = match body_text(&body) {
+                Ok(t) => t,
+                Err(r) => return *r,
             };
             let msg = match Message::parse(text) {
                 Ok(m) => m,
@@ -442,21 +436,56 @@ fn parse_error_response(e: &ParseError) -> Response {
     )
 }
 
+/// The audit record of a refusal at the door: `method` names the check (`(authentication)`,
+/// `(media type)`, `(invalid message)`), `rule` why, `who` the grant when it is known.
+pub(super) fn refusal(
+    server: &str,
+    method: &str,
+    rule: String,
+    message: String,
+    who: Option<(&str, &str)>,
+) -> AuditRecord {
+    let mut rec = AuditRecord::new(
+        crate::relay::system_clock(),
+        server,
+        method,
+        AuditDecision::Deny,
+    );
+    rec.rule = Some(rule);
+    rec.message = Some(message);
+    if let Some((id, label)) = who {
+        rec.grant_id = Some(id.to_owned());
+        rec.grant_label = Some(label.to_owned());
+    }
+    rec
+}
+
+/// The request body as text, or the `-32700` answer for a body that is not UTF-8.
+pub(super) fn body_text(body: &[u8]) -> Result<&str, Box<Response>> {
+    std::str::from_utf8(body).map_err(|_| {
+        Box::new(rpc_status(
+            StatusCode::BAD_REQUEST,
+            error_line(
+                None,
+                codes::PARSE_ERROR,
+                "the body is not UTF-8; nothing was forwarded",
+            ),
+        ))
+    })
+}
+
 /// A body that is not a message we can handle, from an admitted caller: audited (as the
 /// relay audits a bad line on stdio), then answered with [`parse_error_response`]. Nothing is
 /// forwarded.
 async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseError) -> Response {
     if !gw.events.is_empty() {
-        let mut rec = AuditRecord::new(
-            crate::relay::system_clock(),
+        let rec = refusal(
             server,
             "(invalid message)",
-            AuditDecision::Deny,
+            "(invalid message)".into(),
+            e.to_string(),
+            Some((&caller.grant_id, &caller.grant_label)),
         );
-        rec.rule = Some("(invalid message)".into());
-        rec.message = Some(e.to_string());
-        rec.grant_id = Some(caller.grant_id.clone());
-        rec.grant_label = Some(caller.grant_label.clone());
         if gw.events.emit(rec, None).await.is_err() {
             return rpc_status(
                 StatusCode::SERVICE_UNAVAILABLE,
