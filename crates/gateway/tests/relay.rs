@@ -273,6 +273,53 @@ fn tools_list_pages_lose_hidden_tools_only() {
     assert_eq!(got["result"]["nextCursor"], "c3");
 }
 
+/// The names of the tools in the client's copy of a `tools/list` page the server answered
+/// with `tools`.
+fn listed_through(r: &Bound, tools: Value) -> Vec<String> {
+    let up = server(&r.send(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#))[0]["id"].clone();
+    let got = &client(
+        &r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":tools}}).to_string()),
+    )[0];
+    assert_eq!(got["id"], 9);
+    got["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn hide_denied_lists_only_what_the_policy_could_allow_and_decides_as_before() {
+    let policy = |mode: &str| {
+        json!({"version":"1","default":"deny","hide_denied":true,"mode":mode,"tools":{
+            "read":{},
+            "pay":{"deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":500}]}]},
+            "wipe":{"deny_if":[{"conditions":[]}]}
+        }})
+        .to_string()
+    };
+    let page =
+        json!([{"name":"read"},{"name":"pay"},{"name":"wipe"},{"name":"write","inputSchema":{}}]);
+    let (r, _) = relay(&policy("enforce"));
+    assert_eq!(listed_through(&r, page.clone()), ["read", "pay"]);
+    // The calls the listing leaves out are refused by their own rule, never forwarded.
+    for (name, rule) in [
+        ("write", "(default deny)"),
+        ("wipe", "/tools/wipe/deny_if/0"),
+    ] {
+        let outs = r.send(&format!(
+            r#"{{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{{"name":"{name}"}}}}"#
+        ));
+        assert!(server(&outs).is_empty(), "{name} reached the server");
+        let a = &client(&outs)[0];
+        assert_eq!(a["result"]["_meta"]["portcullis/decision"]["rule"], rule);
+    }
+    // Shadow mode only observes: everything stays listed.
+    let (r, _) = relay(&policy("shadow"));
+    assert_eq!(listed_through(&r, page), ["read", "pay", "wipe", "write"]);
+}
+
 #[test]
 fn the_names_a_server_lists_are_recorded_for_metrics_and_nothing_else() {
     let listed = Arc::new(ListedTools::default());

@@ -16,6 +16,7 @@ pub const TOP_KEYS: &[&str] = &[
     "version",
     "default",
     "hide",
+    "hide_denied",
     "all_tools",
     "tools",
     "mode",
@@ -86,6 +87,10 @@ pub struct PolicyDoc {
     /// Tools removed from `tools/list` and denied; `"*"` hides all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hide: Vec<String>,
+    /// (ext) Also remove from `tools/list` every tool the policy can never allow (see
+    /// [`crate::Engine::is_listed`]); calls to them are denied as without it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hide_denied: bool,
     /// Rules applied to every call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all_tools: Option<Rules>,
@@ -541,6 +546,23 @@ impl Parser {
                 }
             }
         }
+        let hide_denied = match m.get("hide_denied") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.err(
+                    &root.key("hide_denied"),
+                    format!(
+                        "hide_denied must be true or false (a JSON boolean), found {}",
+                        match other {
+                            Value::String(s) => format!("the string {s:?}"),
+                            o => type_name(o).to_string(),
+                        }
+                    ),
+                );
+                false
+            }
+        };
         let all_tools = m
             .get("all_tools")
             .map(|a| self.rules(a, &root.key("all_tools"), "all_tools"));
@@ -575,6 +597,7 @@ impl Parser {
             mode,
             default: default?,
             hide,
+            hide_denied,
             all_tools,
             tools,
         })

@@ -494,6 +494,9 @@ struct CRules {
     approve_if: Vec<CApproval>,
     /// Indices into `Engine::limits`.
     limits: Vec<u32>,
+    /// These rules refuse every call whatever its arguments and caller: a `deny_if` entry
+    /// with no conditions, or a limit whose fixed increment exceeds its `max`.
+    refuses_all: bool,
 }
 
 impl CRules {
@@ -524,6 +527,8 @@ pub struct Engine {
     doc: PolicyDoc,
     default_deny: bool,
     hide_all: bool,
+    /// (ext) `hide_denied`, in force only in enforce mode.
+    hide_denied: bool,
     mode: Mode,
     tools: FxHashMap<Box<str>, ToolEntry>,
     all: CRules,
@@ -581,10 +586,12 @@ impl Engine {
         for h in &doc.hide {
             tools.insert(h.as_str().into(), ToolEntry::Hidden);
         }
+        let mode = doc.mode.unwrap_or(Mode::Enforce);
         Engine {
             default_deny: doc.default == doc::Default::Deny,
             hide_all,
-            mode: doc.mode.unwrap_or(Mode::Enforce),
+            hide_denied: doc.hide_denied && mode == Mode::Enforce,
+            mode,
             tools,
             all,
             limits,
@@ -602,9 +609,23 @@ impl Engine {
         self.mode
     }
 
-    /// Whether `tools/list` shows this tool (hidden tools are removed; denied ones stay).
+    /// Whether `tools/list` shows this tool. Tools under `hide` (or every tool, for `"*"`) are
+    /// removed. (ext) With `hide_denied` in enforce mode, so is every tool the policy can never
+    /// allow, whatever the arguments and the caller: one refused by `default: "deny"` (not a
+    /// key of `tools`), or one whose own rules or `all_tools` refuse every call (a `deny_if`
+    /// with no conditions, a limit whose fixed increment exceeds its `max`). Every other tool
+    /// stays listed, however unlikely its conditions are to pass. Calls are decided by
+    /// [`Engine::check`] as without the option. Costs one lookup, like the check itself.
     pub fn is_listed(&self, tool: &str) -> bool {
-        !self.hide_all && !matches!(self.tools.get(tool), Some(ToolEntry::Hidden))
+        if self.hide_all {
+            return false;
+        }
+        let refused = match self.tools.get(tool) {
+            Some(ToolEntry::Hidden) => return false,
+            Some(ToolEntry::Rules(r)) => r.refuses_all,
+            None => self.default_deny,
+        };
+        !(self.hide_denied && (refused || self.all.refuses_all))
     }
 
     /// Steps 2–5 of the evaluation order: hide, default deny, require/deny_if (tool, then
@@ -893,11 +914,17 @@ fn compile_rules(r: &Rules, base: &str, limits: &mut Vec<CLimit>) -> CRules {
         ids.push(limits.len() as u32);
         limits.push(compile_limit(l, format!("{base}/limits/{i}")));
     }
+    let refuses_all = r.deny_if.iter().any(|e| e.conditions.is_empty())
+        || ids.iter().any(|&id| {
+            let l = &limits[id as usize];
+            matches!(l.amount, Amount::Fixed(n) if n > l.max)
+        });
     CRules {
         require,
         deny_if,
         approve_if,
         limits: ids,
+        refuses_all,
     }
 }
 

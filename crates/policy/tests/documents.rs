@@ -176,6 +176,16 @@ fn json_schema_matches_the_parser() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(ops, doc::OPS);
+    // The top-level extensions are marked as such, and `hide_denied` is a boolean that is off
+    // unless set, as the parser reads it.
+    for key in ["mode", "description", "hide_denied"] {
+        let d = schema["properties"][key]["description"].as_str().unwrap();
+        assert!(d.starts_with("(ext)"), "{key}: {d}");
+    }
+    assert_eq!(schema["properties"]["hide_denied"]["type"], "boolean");
+    assert_eq!(schema["properties"]["hide_denied"]["default"], false);
+    let minimal = parse(r#"{"version":"1","default":"deny"}"#).unwrap();
+    assert!(!minimal.hide_denied);
     // The extensions of conditions are marked as such.
     let condition = schema.pointer("/$defs/condition/properties").unwrap();
     for key in ["style", "base", "schemes"] {

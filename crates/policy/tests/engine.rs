@@ -252,6 +252,156 @@ fn hide_wins_and_star_hides_all() {
     assert!(!e.is_listed("anything"));
 }
 
+/// A default-deny policy with one tool of each kind `hide_denied` must tell apart, with the
+/// option set to `hide_denied` and the mode to `mode`.
+fn mixed_policy(hide_denied: Value, mode: &str) -> Engine {
+    let gt = |n: u64| json!([{"path":"args.amount","op":"gt","value":n}]);
+    engine(json!({
+        "version":"1","default":"deny","hide_denied":hide_denied,"mode":mode,
+        "hide":["drop"],
+        "tools":{
+            "read":{},
+            "refund":{"deny_if":[{"conditions":gt(500)}]},
+            "pay":{"require":[{"conditions":[{"path":"args.reason","op":"exists","value":true}]}]},
+            "not_for_alice":{"deny_if":[{"conditions":[{"path":"grant.label","op":"eq","value":"alice-laptop"}]}]},
+            "approve":{"approve_if":[{"conditions":[]}]},
+            "wipe":{"deny_if":[{"conditions":gt(1)},{"conditions":[],"on_deny":"Never."}]},
+            "bulk":{"limits":[{"counter":"bulk","window":"minute","max":5,"scope":"grant","increment":6}]},
+            "drop":{}
+        }
+    }))
+}
+
+/// Which of `names` the engine lists.
+fn listed<'a>(e: &Engine, names: &[&'a str]) -> Vec<&'a str> {
+    names.iter().copied().filter(|n| e.is_listed(n)).collect()
+}
+
+const MIXED: &[&str] = &[
+    "read",
+    "refund",
+    "pay",
+    "not_for_alice",
+    "approve",
+    "wipe",
+    "bulk",
+    "drop",
+    "unlisted_tool",
+];
+
+#[test]
+fn hide_denied_unlists_exactly_the_tools_the_policy_can_never_allow() {
+    let e = mixed_policy(json!(true), "enforce");
+    // Listed: every tool some call could pass, even one whose only condition reads the caller
+    // (the listing is worked out once per policy, not per caller).
+    assert_eq!(
+        listed(&e, MIXED),
+        ["read", "refund", "pay", "not_for_alice", "approve"]
+    );
+    // Without the option (or in shadow mode, which only observes) only `hide` unlists.
+    let all_but_drop: Vec<&str> = MIXED.iter().copied().filter(|n| *n != "drop").collect();
+    for (option, mode) in [(json!(false), "enforce"), (json!(true), "shadow")] {
+        let plain = mixed_policy(option.clone(), mode);
+        assert_eq!(listed(&plain, MIXED), all_but_drop, "{option} {mode}");
+    }
+}
+
+#[test]
+fn hide_denied_changes_no_decision() {
+    let with = mixed_policy(json!(true), "enforce");
+    let without = mixed_policy(json!(false), "enforce");
+    let args = [None, Some(json!({"amount": 9, "reason": "r"}))];
+    for tool in MIXED {
+        for a in &args {
+            for who in [alice(), bob()] {
+                let call = Call {
+                    tool,
+                    args: a.as_ref(),
+                };
+                assert_eq!(
+                    with.check(&call, &who),
+                    without.check(&call, &who),
+                    "{tool}"
+                );
+            }
+        }
+    }
+    // The unlisted ones keep their own rule, not `(hidden)`.
+    let rule = |tool: &str| {
+        let d = deny_of(with.check(&Call { tool, args: None }, &alice()));
+        (d.rule, d.message)
+    };
+    assert_eq!(
+        rule("unlisted_tool"),
+        (
+            "(default deny)".to_string(),
+            "Tool \"unlisted_tool\" is not allowed by this policy (default deny).".to_string()
+        )
+    );
+    assert_eq!(
+        rule("wipe"),
+        ("/tools/wipe/deny_if/1".to_string(), "Never.".to_string())
+    );
+    assert_eq!(rule("drop").0, "(hidden)");
+    let store = TestCounters::default();
+    match with.decide(
+        &Call {
+            tool: "bulk",
+            args: None,
+        },
+        &alice(),
+        &store,
+        NOON,
+    ) {
+        Decision::Deny(d) => {
+            assert_eq!(d.rule, "/tools/bulk/limits/0");
+            assert!(d.message.contains("can never pass"), "{}", d.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hide_denied_under_default_allow_and_all_tools() {
+    let e = engine(json!({
+        "version":"1","default":"allow","hide_denied":true,
+        "all_tools":{"deny_if":[{"conditions":[{"path":"args.dry_run","op":"eq","value":false}]}]},
+        "tools":{"wipe":{"deny_if":[{"conditions":[]}]},"refund":{"deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1}]}]}}
+    }));
+    // Default allow: unlisted tools may be called, so they stay; only the refused-always goes.
+    assert_eq!(
+        listed(&e, &["anything", "refund", "wipe"]),
+        ["anything", "refund"]
+    );
+    // An unconditional deny under all_tools refuses every call of every tool: nothing is listed.
+    let e = engine(json!({
+        "version":"1","default":"allow","hide_denied":true,
+        "all_tools":{"deny_if":[{"conditions":[],"on_deny":"Maintenance."}]},
+        "tools":{"read":{}}
+    }));
+    assert_eq!(listed(&e, &["anything", "read"]), Vec::<&str>::new());
+    assert_eq!(
+        deny_of(e.check(
+            &Call {
+                tool: "read",
+                args: None
+            },
+            &alice()
+        ))
+        .rule,
+        "/all_tools/deny_if/0"
+    );
+    // An increment that fits `max` leaves the tool listed; only one that cannot fit unlists.
+    let e = engine(json!({
+        "version":"1","default":"deny","hide_denied":true,
+        "tools":{
+            "fits":{"limits":[{"counter":"a","window":"hour","max":5,"scope":"grant","increment":5}]},
+            "budget":{"limits":[{"counter":"b","window":"hour","max":5,"scope":"grant","increment_from":"args.n"}]}
+        }
+    }));
+    assert_eq!(listed(&e, &["fits", "budget"]), ["fits", "budget"]);
+}
+
 #[test]
 fn evaluation_order_require_then_deny_if_then_all_tools_then_limits() {
     let e = engine(json!({

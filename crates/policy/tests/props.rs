@@ -1,5 +1,5 @@
-//! Property tests: documents round-trip through the serializer, and the evaluator never
-//! panics, whatever JSON the agent sends.
+//! Property tests: documents round-trip through the serializer, the evaluator never panics,
+//! whatever JSON the agent sends, and a tool left out of `tools/list` is never allowed.
 
 mod common;
 use common::*;
@@ -7,7 +7,7 @@ use portcullis_policy::doc::{
     Approval, Condition, Default, Entry, Limit, Mode, Op, PolicyDoc, Rules,
 };
 use portcullis_policy::norm::PathStyle;
-use portcullis_policy::{parse, Call, Engine, Scope};
+use portcullis_policy::{parse, Call, Decision, Engine, Scope};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -189,14 +189,16 @@ fn arb_doc() -> impl Strategy<Value = PolicyDoc> {
         prop::option::of(arb_rules()),
         prop::collection::btree_map("[a-z_./]{1,10}", arb_rules(), 0..4),
         prop::option::of("[a-z ]{0,20}"),
+        any::<bool>(),
     )
         .prop_map(
-            |(deny, mode, hide, all_tools, tools, description)| PolicyDoc {
+            |(deny, mode, hide, all_tools, tools, description, hide_denied)| PolicyDoc {
                 version: "1".into(),
                 description,
                 mode,
                 default: if deny { Default::Deny } else { Default::Allow },
                 hide,
+                hide_denied,
                 all_tools,
                 tools: tools.into_iter().collect(),
             },
@@ -226,6 +228,25 @@ proptest! {
             let _ = engine.decide(&call, &bob(), &store, NOON + t);
             let _ = engine.check(&Call { tool: name, args: None }, &alice());
             let _ = engine.is_listed(name);
+        }
+    }
+
+    /// A tool that `tools/list` leaves out (by `hide` or by `hide_denied`) is never let
+    /// through in enforce mode, whatever the arguments and the caller.
+    #[test]
+    fn an_unlisted_tool_is_never_allowed(doc in arb_doc(), tool in "[a-z_./]{1,10}", args in arb_json()) {
+        let names: Vec<String> = doc.tools.iter().map(|(n, _)| n.clone()).collect();
+        let engine = Engine::compile(doc);
+        prop_assume!(engine.mode() == Mode::Enforce);
+        let store = TestCounters::default();
+        for name in names.iter().map(String::as_str).chain([tool.as_str()]) {
+            if engine.is_listed(name) {
+                continue;
+            }
+            for who in [alice(), bob()] {
+                let d = engine.decide(&Call { tool: name, args: Some(&args) }, &who, &store, NOON);
+                prop_assert!(!matches!(d, Decision::Allow(_)), "{} was allowed: {:?}", name, d);
+            }
         }
     }
 }

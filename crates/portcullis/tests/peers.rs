@@ -471,6 +471,76 @@ fn a_request_method_sent_as_a_notification_never_reaches_the_server() {
         .any(|l| l.contains("delete_invoice") || l.contains("passwd")));
 }
 
+/// `hide_denied` (an extension): the agent is shown only the tools the policy could allow; a
+/// call to one it was not shown is refused by its own rule and never reaches the server.
+#[test]
+fn hide_denied_lists_only_the_allowed_tools_and_still_refuses_the_rest() {
+    let dir = scratch("hide-denied");
+    let record = dir.join("record.jsonl");
+    let policy = write_policy(
+        &dir,
+        &json!({"version":"1","default":"deny","hide_denied":true,"tools":{
+            "read_invoice":{},
+            "pay_invoice":{"deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":100}]}]},
+            "delete_invoice":{"deny_if":[{"conditions":[],"on_deny":"Invoices are never deleted."}]}
+        }}),
+    );
+    let mut raw = Raw::start(&policy, &record);
+    raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h","version":"1"}}}"#);
+    assert_eq!(raw.recv()["id"], "init");
+    raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    raw.send(br#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#);
+    let list = raw.recv();
+    assert_eq!(list["id"], "list");
+    assert_eq!(names(&list["result"]), ["read_invoice", "pay_invoice"]);
+    // What is listed is allowed.
+    for (id, name, args) in [
+        ("r", "read_invoice", json!({"id":1})),
+        ("p", "pay_invoice", json!({"id":1,"amount":5})),
+    ] {
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":args}});
+        raw.send(call.to_string().as_bytes());
+        let a = raw.recv();
+        assert_eq!(a["id"], id);
+        assert!(
+            text(&a["result"]).starts_with(&format!("called {name}")),
+            "{a}"
+        );
+    }
+    // What is not listed is refused as without the option.
+    for (name, rule, says) in [
+        (
+            "delete_invoice",
+            "/tools/delete_invoice/deny_if/0",
+            "[POLICY DENIED] Invoices are never deleted.",
+        ),
+        (
+            "slow",
+            "(default deny)",
+            "[POLICY DENIED] Tool \"slow\" is not allowed by this policy (default deny).",
+        ),
+    ] {
+        let call = json!({"jsonrpc":"2.0","id":name,"method":"tools/call","params":{"name":name,"arguments":{"id":1}}});
+        raw.send(call.to_string().as_bytes());
+        let a = raw.recv();
+        assert_eq!(a["id"], name);
+        assert_eq!(a["result"]["isError"], true, "{a}");
+        assert_eq!(a["result"]["_meta"]["portcullis/decision"]["rule"], rule);
+        assert_eq!(text(&a["result"]), says);
+    }
+    raw.finish();
+    let seen = std::fs::read_to_string(&record).unwrap();
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        seen.len(),
+        5,
+        "initialize, initialized, the listing and the two allowed calls: {seen:#?}"
+    );
+    assert!(!seen
+        .iter()
+        .any(|l| l.contains("delete_invoice") || l.contains("\"slow\"")));
+}
+
 #[test]
 fn a_crashed_server_answers_in_flight_calls_fast_and_comes_back() {
     let dir = scratch("crash");

@@ -58,8 +58,9 @@ pub(super) fn record_listed(listed: &ListedTools, server: &str, msg: &Message) {
     }
 }
 
-/// Removes hidden tools from a `tools/list` result page, keeping everything else raw
-/// (cursor, `_meta`, each tool's exact JSON).
+/// Removes from a `tools/list` result page the tools the policy does not list
+/// ([`Engine::is_listed`]: `hide`, and with `hide_denied` the tools it can never allow),
+/// keeping everything else raw (cursor, `_meta`, each tool's exact JSON).
 pub(super) fn filter_tools_list(msg: &mut Message, engine: &Engine) {
     let Some(result) = msg.get("result") else {
         return;
