@@ -49,9 +49,13 @@ enum GrantCmd {
         /// Who holds it, e.g. alice-laptop or ci-runner.
         #[arg(long)]
         label: String,
-        /// Name of the policy the grant carries. Without one, every call is denied.
-        #[arg(long)]
+        /// Name of the policy the grant carries. Default: the server's own policy (its
+        /// `policy =` in the config, registered under the server's name).
+        #[arg(long, conflicts_with = "no_policy")]
         policy: Option<String>,
+        /// A grant with no policy: every call through it is denied with rule `(no policy)`.
+        #[arg(long)]
+        no_policy: bool,
         /// Expiry: a duration from now (30d, 12h, 2w) or a UTC date/time (2027-01-31,
         /// 2027-01-31T18:00:00Z). Default: never.
         #[arg(long, value_name = "WHEN")]
@@ -221,6 +225,16 @@ impl Place {
     }
 
     /// Refuses a server the configuration does not name (when there is a configuration).
+    /// The policy a grant of `server` carries by default: the server's own (registered under
+    /// the server's name), when the config gives it one.
+    fn server_policy(&self, server: &str) -> Option<String> {
+        let (_, cfg) = self.config.as_ref()?;
+        cfg.servers
+            .iter()
+            .find(|s| s.name == server && s.policy.is_some())
+            .map(|s| s.name.clone())
+    }
+
     fn check_server(&self, server: &str) -> Result<(), String> {
         let Some((path, cfg)) = &self.config else {
             return Ok(());
@@ -271,6 +285,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
             server,
             label,
             policy,
+            no_policy,
             expires,
             json,
         } => {
@@ -287,6 +302,17 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
                     "--expires is in the past; give a duration (30d) or a future date".into(),
                 );
             }
+            let policy = match (policy, no_policy) {
+                (Some(p), _) => Some(p),
+                (None, true) => None,
+                (None, false) => Some(place.server_policy(&server).ok_or_else(|| {
+                    format!(
+                        "the server \"{server}\" has no policy of its own in the config; give \
+                         --policy NAME (a [policies] name), or --no-policy for a grant that \
+                         denies every call"
+                    )
+                })?),
+            };
             let store = place.grants(true)?.expect("created");
             let (g, token) = store
                 .create(&server, &label, policy.as_deref(), expires_at, now)

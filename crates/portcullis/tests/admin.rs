@@ -13,14 +13,15 @@ use common::Scratch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
-/// A fresh directory with a config naming servers `odoo` and `time` and `data_dir = "data"`.
+/// A fresh directory with a config naming servers `odoo` and `time` (which has a policy of its
+/// own) and `data_dir = "data"`.
 fn with_config(name: &str) -> Scratch {
     let d = Scratch::new(name);
     std::fs::write(
         d.join("portcullis.toml"),
         "[gateway]\ndata_dir = \"data\"\n\n\
          [[servers]]\nname = \"odoo\"\ncommand = [\"true\"]\nauth = \"none\"\n\n\
-         [[servers]]\nname = \"time\"\ncommand = [\"true\"]\nauth = \"none\"\n",
+         [[servers]]\nname = \"time\"\ncommand = [\"true\"]\nauth = \"none\"\npolicy = \"time.json\"\n",
     )
     .unwrap();
     d
@@ -210,15 +211,46 @@ fn grant_errors_say_what_to_do() {
         ],
     );
     assert!(err.contains("--expires"), "{err}");
-    // No policy: created, with a warning that every call will be denied.
-    let (_, warn) = ok(
+    // A server without a policy of its own: say which to choose.
+    let err = fails(
         cwd,
         &["grant", "create", "--server", "odoo", "--label", "nopol"],
+    );
+    assert!(
+        err.contains("no policy of its own") && err.contains("--no-policy"),
+        "{err}"
+    );
+    // A server with one: the grant carries it, and says so.
+    let (out, _) = ok(
+        cwd,
+        &["grant", "create", "--server", "time", "--label", "clock"],
+    );
+    assert!(out.contains("policy \"time\""), "{out}");
+    // No policy, asked for: created, with a warning that every call will be denied.
+    let (_, warn) = ok(
+        cwd,
+        &[
+            "grant",
+            "create",
+            "--server",
+            "odoo",
+            "--label",
+            "nopol",
+            "--no-policy",
+        ],
     );
     assert!(warn.contains("(no policy)"), "{warn}");
     let err = fails(
         cwd,
-        &["grant", "create", "--server", "odoo", "--label", "nopol"],
+        &[
+            "grant",
+            "create",
+            "--server",
+            "odoo",
+            "--label",
+            "nopol",
+            "--no-policy",
+        ],
     );
     assert!(err.contains("already has a live grant"), "{err}");
     let err = fails(cwd, &["grant", "rotate", "ghost"]);

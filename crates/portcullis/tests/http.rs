@@ -823,6 +823,7 @@ fn grants_decide_who_gets_in_and_every_decision_is_audited() {
             "rec",
             "--label",
             "no-policy",
+            "--no-policy",
             "--json",
         ],
     );
