@@ -128,6 +128,11 @@ pub struct ServerConfig {
     /// Hold-open for calls needing approval (`"30s"`): keep the request open and forward it the
     /// moment a human approves; unset answers `[APPROVAL REQUIRED]` at once.
     pub hold: Option<String>,
+    /// How each `tools/call`'s arguments are checked against the `inputSchema` the server
+    /// listed: `"enforce"` (default: mismatches, and tools whose schema cannot be obtained, are
+    /// refused), `"warn"` (logged and audited, forwarded), `"off"`.
+    #[serde(default)]
+    pub validate_arguments: crate::schemas::ValidateArguments,
 }
 
 /// Authentication mode of a server.

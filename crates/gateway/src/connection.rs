@@ -124,8 +124,38 @@ impl Connection {
         caller: &Caller,
         extra: Vec<(String, String)>,
     ) {
+        if let Some(tool) = self.relay.needs_listing(line) {
+            self.fetch_listing(&tool, line).await;
+        }
         let outs = self.relay.from_client(line, caller);
         self.dispatch(outs, extra, None).await;
+    }
+
+    /// Lists the server's tools (page by page, until `tool` is seen) so that a call to it can
+    /// be checked against its schema (`validate_arguments = "enforce"`); bounded: a server
+    /// that does not answer leaves the schema unknown, and the call is then refused.
+    async fn fetch_listing(&self, tool: &str, like: &str) {
+        let mut cursor: Option<String> = None;
+        for _ in 0..LISTING_PAGES {
+            let (req, up, rx) = self.relay.listing_request(cursor.as_deref(), like);
+            if self
+                .transport()
+                .send(req, Some(up), Vec::new())
+                .await
+                .is_err()
+            {
+                let _ = self.relay.undeliverable(up, "listing");
+                return;
+            }
+            match tokio::time::timeout(LISTING_WAIT, rx).await {
+                Ok(Ok(Some(next))) if !self.relay.knows_schema(tool) => cursor = Some(next),
+                Ok(_) => return,
+                Err(_) => {
+                    let _ = self.relay.undeliverable(up, "listing timed out");
+                    return;
+                }
+            }
+        }
     }
 
     /// Delivers relay outputs, then sends what goes upstream; a request that cannot be sent
@@ -160,6 +190,12 @@ impl Connection {
         self.transport().shutdown(grace).await;
     }
 }
+
+/// Most `tools/list` pages fetched to learn one tool's schema.
+const LISTING_PAGES: usize = 32;
+
+/// How long one page of that listing is waited for.
+const LISTING_WAIT: Duration = Duration::from_secs(10);
 
 impl Receiver for Connection {
     fn receive(&self, inbound: Inbound) -> BoxFuture<'_, ()> {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod relay;
 mod resume;
+pub mod schemas;
 pub mod stdio;
 pub mod upstream;
 pub mod webhook;

@@ -614,3 +614,192 @@ fn every_request_leaves_an_audit_record_before_its_answer() {
         (AuditDecision::Error, Some("lost: exit 3"))
     );
 }
+
+/// A relay checking arguments as `mode` says, with `pay_invoice` limited to 5 a minute and
+/// denied above 10000, and the server's listing already seen when `listed`.
+fn validating(
+    mode: portcullis_gateway::schemas::ValidateArguments,
+    listed: bool,
+) -> (Bound, Arc<MemoryCounters>) {
+    let (mut r, store) = relay(
+        r#"{"version":"1","default":"deny","tools":{"pay_invoice":{
+            "deny_if":[{"conditions":[{"path":"args.amount","op":"gt","value":10000}],"on_deny":"Too much."}],
+            "limits":[{"counter":"c","window":"minute","max":5,"scope":"grant"}]}}}"#,
+    );
+    r.relay = r.relay.validating(Default::default(), mode);
+    if listed {
+        // Two pages: the schema is on the second.
+        for (id, tools) in [
+            (
+                100,
+                json!([{"name":"read_invoice","inputSchema":{"type":"object"}}]),
+            ),
+            (
+                101,
+                json!([{"name":"pay_invoice","inputSchema":{"type":"object",
+                    "properties":{"amount":{"type":"integer"}},"required":["amount"]}}]),
+            ),
+        ] {
+            let up = server(&r.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#
+            )))[0]["id"]
+                .clone();
+            r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":tools}}).to_string());
+        }
+    }
+    (r, store)
+}
+
+const STRING_AMOUNT: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pay_invoice","arguments":{"amount":"20000"}}}"#;
+
+#[test]
+fn arguments_of_another_type_than_listed_are_refused_under_enforce() {
+    use portcullis_gateway::schemas::ValidateArguments::Enforce;
+    let (r, store) = validating(Enforce, true);
+    let outs = r.send(STRING_AMOUNT);
+    assert!(server(&outs).is_empty(), "nothing forwarded: {outs:?}");
+    let answer = &client(&outs)[0];
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["error"]["code"], -32602);
+    let msg = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("arguments.amount: expected integer, got string") && !msg.contains("20000"),
+        "{msg}"
+    );
+    let rec = &audits(&outs)[0];
+    assert_eq!(rec.decision, portcullis_store::AuditDecision::Deny);
+    assert_eq!(rec.rule.as_deref(), Some("(invalid arguments)"));
+    assert_eq!(
+        store.usage(&key(), Window::Minute, NOON).unwrap().used,
+        0,
+        "nothing charged"
+    );
+    // The same call with a number is decided by the policy as usual.
+    let denied = client(&r.send(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"pay_invoice","arguments":{"amount":20000}}}"#,
+    ));
+    assert!(denied[0]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Too much."));
+    let ok = r.send(
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"pay_invoice","arguments":{"amount":20}}}"#,
+    );
+    assert_eq!(server(&ok).len(), 1);
+    assert_eq!(store.usage(&key(), Window::Minute, NOON).unwrap().used, 1);
+    // A missing required argument names its place too.
+    let missing = client(&r.send(
+        r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"pay_invoice"}}"#,
+    ));
+    assert!(
+        missing[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("arguments: \"amount\" is a required property"),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn a_denied_call_is_refused_by_the_policy_before_its_schema_is_consulted() {
+    use portcullis_gateway::schemas::ValidateArguments::Enforce;
+    let (r, _) = validating(Enforce, true);
+    let got = client(&r.send(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_invoice","arguments":{"id":"x"}}}"#,
+    ));
+    assert!(
+        got[0]["result"]["isError"] == true,
+        "default deny, as before: {got:?}"
+    );
+}
+
+#[test]
+fn under_enforce_a_tool_whose_schema_was_never_listed_is_refused() {
+    use portcullis_gateway::schemas::ValidateArguments::Enforce;
+    let (r, store) = validating(Enforce, false);
+    let outs = r.send(STRING_AMOUNT);
+    assert!(server(&outs).is_empty());
+    let msg = client(&outs)[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(msg.contains("list the tools (tools/list)"), "{msg}");
+    assert_eq!(store.usage(&key(), Window::Minute, NOON).unwrap().used, 0);
+    // The link fetches the listing first: a request of the gateway's own, answered, recorded,
+    // swallowed; the page's cursor is handed back.
+    assert_eq!(
+        r.needs_listing(STRING_AMOUNT).as_deref(),
+        Some("pay_invoice")
+    );
+    let (line, up, mut rx) = r.listing_request(None, STRING_AMOUNT);
+    let req: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (req["method"].as_str(), req["id"].as_u64()),
+        (Some("tools/list"), Some(up))
+    );
+    let back = r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"tools":[
+        {"name":"pay_invoice","inputSchema":{"type":"object","properties":{"amount":{"type":"integer"}}}}],
+        "nextCursor":"p2"}}).to_string());
+    assert!(
+        back.is_empty(),
+        "the gateway's own listing is not passed to the client"
+    );
+    assert_eq!(rx.try_recv().unwrap().as_deref(), Some("p2"));
+    assert_eq!(r.needs_listing(STRING_AMOUNT), None);
+    let outs = r.send(STRING_AMOUNT);
+    assert!(server(&outs).is_empty());
+    assert!(client(&outs)[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("arguments.amount"));
+}
+
+#[test]
+fn under_warn_and_off_mismatched_arguments_are_forwarded() {
+    use portcullis_gateway::schemas::ValidateArguments::{Off, Warn};
+    let (r, store) = validating(Warn, true);
+    let outs = r.send(STRING_AMOUNT);
+    let sent = &server(&outs)[0];
+    assert_eq!(sent["params"]["arguments"]["amount"], "20000");
+    // The call's audit record goes out with its answer.
+    let back = r
+        .from_server(&json!({"jsonrpc":"2.0","id":sent["id"],"result":{"content":[]}}).to_string());
+    let rec = &audits(&back)[0];
+    assert_eq!(rec.decision, portcullis_store::AuditDecision::Allow);
+    assert_eq!(rec.rule.as_deref(), Some("(invalid arguments)"));
+    assert!(rec
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("arguments.amount: expected integer"));
+    assert_eq!(store.usage(&key(), Window::Minute, NOON).unwrap().used, 1);
+    // Not listed yet: forwarded as before.
+    let (r, _) = validating(Warn, false);
+    assert_eq!(server(&r.send(STRING_AMOUNT)).len(), 1);
+    assert_eq!(
+        r.needs_listing(STRING_AMOUNT),
+        None,
+        "only enforce fetches a listing"
+    );
+    let (r, _) = validating(Off, true);
+    let outs = r.send(STRING_AMOUNT);
+    let sent = &server(&outs)[0];
+    let back = r
+        .from_server(&json!({"jsonrpc":"2.0","id":sent["id"],"result":{"content":[]}}).to_string());
+    assert_eq!(audits(&back)[0].rule, None);
+}
+
+#[test]
+fn a_listing_is_fetched_once_until_the_server_says_its_tools_changed() {
+    use portcullis_gateway::schemas::ValidateArguments::Enforce;
+    let (r, _) = validating(Enforce, true);
+    let bogus =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"no_such_tool"}}"#;
+    assert_eq!(
+        r.needs_listing(bogus),
+        None,
+        "the whole listing was seen: not a tool"
+    );
+    r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
+    assert_eq!(r.needs_listing(bogus).as_deref(), Some("no_such_tool"));
+}

@@ -1,7 +1,9 @@
 //! Checks a policy against a server's real tool list (`validate --tools`): policy keys that
 //! name no tool, and `args.*` paths that the tool's `inputSchema` does not declare — the typos
-//! that make a rule silently never match; and string comparisons (`regex`, `eq`, `contains`)
-//! on arguments that look like paths or URLs, which a respelling slips past.
+//! that make a rule silently never match; comparisons with a value of another JSON type than
+//! the schema declares for the argument (`gt 10000` on a string), which never match a call
+//! that follows the schema; and string comparisons (`regex`, `eq`, `contains`) on arguments
+//! that look like paths or URLs, which a respelling slips past.
 
 use crate::doc::{suggest, tool_locator, Op, PolicyDoc, ValidationError};
 use crate::path::{Path, Root, Step};
@@ -83,6 +85,46 @@ pub fn lint(doc: &PolicyDoc, tools: &[Value]) -> Vec<ValidationError> {
                     });
                 }
             }
+        }
+    }
+    for (locator, tool, c) in doc.conditions() {
+        let Ok(p) = Path::parse(&c.path) else {
+            continue;
+        };
+        if p.root() != Root::Args {
+            continue;
+        }
+        let operands: Vec<&Value> = match c.op {
+            Op::Eq | Op::Neq | Op::Lt | Op::Lte | Op::Gt | Op::Gte => vec![&c.value],
+            Op::In | Op::NotIn => c
+                .value
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let candidates: Vec<(&str, &Value)> = match tool {
+            Some(t) => by_name.iter().filter(|(n, _)| *n == t).copied().collect(),
+            None => by_name.clone(),
+        };
+        let mismatch = candidates.iter().find_map(|(t, s)| {
+            let declared = declared_types(schema_at(s, p.steps())?)?;
+            let v = operands.iter().find(|v| !type_fits(v, &declared))?;
+            Some((*t, declared, *v))
+        });
+        if let Some((t, declared, v)) = mismatch {
+            out.push(ValidationError {
+                locator: format!("{locator}.value"),
+                message: format!(
+                    "{} is declared {} in the inputSchema of {t:?}, but {:?} compares it with {} ({}), which a call that follows the schema never equals or orders against; compare with a {} (validate_arguments = \"enforce\" refuses calls that send another type)",
+                    c.path,
+                    declared.join(" or "),
+                    c.op.as_str(),
+                    crate::json::type_name(v),
+                    v,
+                    declared.join(" or "),
+                ),
+            });
         }
     }
     for (locator, tool, c) in doc.conditions() {
@@ -213,6 +255,30 @@ fn schema_at<'s>(schema: &'s Value, steps: &[Step]) -> Option<&'s Value> {
     Some(cur)
 }
 
+/// The JSON types a schema declares (`type: "string"` or `type: ["string", "null"]`); `None`
+/// when it does not say.
+fn declared_types(schema: &Value) -> Option<Vec<&str>> {
+    match schema.get("type")? {
+        Value::String(t) => Some(vec![t.as_str()]),
+        Value::Array(ts) => {
+            let ts: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+            (!ts.is_empty()).then_some(ts)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a value is of one of the declared JSON types (an integer is also a `number`; a
+/// whole float such as `5.0` is also an `integer`, as JSON Schema counts it).
+fn type_fits(v: &Value, declared: &[&str]) -> bool {
+    let whole = v.as_f64().is_some_and(|f| f.fract() == 0.0);
+    declared.iter().any(|d| match *d {
+        "number" => v.is_number(),
+        "integer" => v.is_number() && whole,
+        d => crate::json::type_name(v) == d,
+    })
+}
+
 /// Walks `steps` through a JSON Schema; `Some(reason)` when a step is certainly undeclared.
 /// (Unlike [`schema_at`], it tells an undeclared field from a schema that does not say.)
 /// Schemas that do not say (no `properties`, or `additionalProperties` allowed) pass.
@@ -249,6 +315,52 @@ fn undeclared(schema: &Value, steps: &[Step]) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn comparisons_with_another_type_than_declared() {
+        let tools = vec![
+            json!({"name": "pay", "inputSchema": {"type": "object", "properties": {
+            "amount": {"type": "integer"}, "ref": {"type": "string"},
+            "rate": {"type": "number"}, "tag": {"type": ["string", "null"]}}}}),
+        ];
+        let found = |op: &str, path: &str, value: Value| {
+            let doc = crate::doc::from_value(&json!({"version": "1", "default": "allow",
+                "tools": {"pay": {"deny_if": [{"conditions": [
+                    {"path": path, "op": op, "value": value}]}]}}}))
+            .unwrap();
+            lint(&doc, &tools)
+                .into_iter()
+                .map(|e| format!("{} {}", e.locator, e.message))
+                .collect::<Vec<_>>()
+        };
+        let m = found("gt", "args.ref", json!(10000));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(
+                "tools.pay.deny_if[0].conditions[0].value args.ref is declared string"
+            ) && m[0].contains("\"gt\" compares it with integer (10000)"),
+            "{m:?}"
+        );
+        let m = found("eq", "args.amount", json!("5"));
+        assert!(
+            m.len() == 1
+                && m[0].contains("declared integer")
+                && m[0].contains("with string (\"5\")"),
+            "{m:?}"
+        );
+        assert_eq!(found("in", "args.amount", json!([1, "2"])).len(), 1);
+        assert_eq!(found("eq", "args.amount", json!(5.0)), Vec::<String>::new());
+        assert_eq!(found("gt", "args.rate", json!(10)), Vec::<String>::new());
+        assert_eq!(found("eq", "args.tag", Value::Null), Vec::<String>::new());
+        assert_eq!(
+            found("regex", "args.ref", json!("^A")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            found("gt", "args.amount", json!(10000)),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn words_split_names() {

@@ -296,6 +296,11 @@ pub struct StdioArgs {
     /// Extra header for the remote server, `Name: value` (values may use ${VAR}); repeatable.
     #[arg(long)]
     header: Vec<String>,
+    /// Check each call's arguments against the inputSchema the server lists: enforce (refuse
+    /// mismatches, and calls to a tool whose schema cannot be obtained), warn (log, audit,
+    /// forward) or off.
+    #[arg(long, default_value = "enforce", value_name = "enforce|warn|off")]
+    validate_arguments: portcullis_gateway::schemas::ValidateArguments,
 }
 
 /// `portcullis stdio --policy P -- cmd…`.
@@ -373,7 +378,8 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
             })
             .transpose()?
             .unwrap_or(0),
-    });
+    })
+    .validating(Default::default(), a.validate_arguments);
     let caller = portcullis_gateway::Caller {
         engine,
         grant_id: format!("local:{label}"),

@@ -460,10 +460,11 @@ fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     );
 
     let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
-    // The gateway's own era probe (server/discover) aside.
+    // The gateway's own era probe (server/discover) aside, and its own tools/list (it lists
+    // the tools to learn their schemas before the first call: validate_arguments = enforce).
     let seen: Vec<&str> = seen
         .lines()
-        .filter(|l| !l.contains("\"server/discover\""))
+        .filter(|l| !l.contains("\"server/discover\"") && !l.contains("\"tools/list\""))
         .collect();
     assert_eq!(
         seen.len(),
@@ -1733,7 +1734,7 @@ fn an_approve_if_entry_sets_its_own_hold_over_the_servers() {
     // The server holds for 20 s; one entry answers at once ("0s"), another holds 1 s.
     let servers = open_recording_server("hold = \"20s\"\n");
     let policy = json!({"version":"1","default":"deny","tools":{
-        "refund":{"approve_if":[{"conditions":[],"reason":"Refunds need a human.","hold":"0s"}]},
+        "delete_invoice":{"approve_if":[{"conditions":[],"reason":"Refunds need a human.","hold":"0s"}]},
         "pay_invoice":{"approve_if":[{"conditions":[{"path":"args.amount","op":"gt","value":1000}],"reason":"Big payment.","hold":"1s"}]}}});
     let gw = serve("hold-entry", &servers, &[("p.json", policy.to_string())]);
     let text = |r: &Reply| {
@@ -1743,7 +1744,7 @@ fn an_approve_if_entry_sets_its_own_hold_over_the_servers() {
             .unwrap_or_default()
             .to_string()
     };
-    let (r, took) = timed_stateless_call(gw.port, "e1", "refund", json!({"id": 7}));
+    let (r, took) = timed_stateless_call(gw.port, "e1", "delete_invoice", json!({"id": 7}));
     assert!(
         text(&r).starts_with("[APPROVAL REQUIRED] Refunds need a human."),
         "{}",
@@ -1765,7 +1766,7 @@ fn an_approve_if_entry_sets_its_own_hold_over_the_servers() {
     );
     let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap_or_default();
     assert!(
-        !seen.contains("\"refund\"") && !seen.contains("\"pay_invoice\""),
+        !seen.contains("\"delete_invoice\"") && !seen.contains("\"pay_invoice\""),
         "nothing reached the upstream: {seen}"
     );
 }

@@ -341,15 +341,14 @@ struct Raw {
 
 impl Raw {
     fn start(policy: &str, record: &Path) -> Raw {
+        Raw::start_with(policy, record, &[])
+    }
+    /// With extra `portcullis stdio` options.
+    fn start_with(policy: &str, record: &Path, options: &[&str]) -> Raw {
         let mut child = Command::new(bin())
-            .args([
-                "stdio",
-                "--policy",
-                policy,
-                "--",
-                "python3",
-                &fixture_server(),
-            ])
+            .args(["stdio", "--policy", policy])
+            .args(options)
+            .args(["--", "python3", &fixture_server()])
             .env("RECORD", record)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -417,13 +416,86 @@ fn the_bad_input_corpus_never_reaches_a_real_upstream_process() {
     assert_eq!(text(&good["result"]), "called read_invoice with {\"id\":1}");
     raw.finish();
     let seen = std::fs::read_to_string(&record).unwrap();
-    let seen: Vec<&str> = seen.lines().collect();
+    // The gateway's own tools/list aside (it lists once to learn the schemas:
+    // validate_arguments = enforce).
+    let listings = seen
+        .lines()
+        .filter(|l| l.contains("\"tools/list\""))
+        .count();
+    assert_eq!(
+        listings, 1,
+        "one listing, however many unknown names were called"
+    );
+    let seen: Vec<&str> = seen
+        .lines()
+        .filter(|l| !l.contains("\"tools/list\""))
+        .collect();
     assert_eq!(
         seen.len(),
         3,
         "only initialize, initialized and the good call reached the server: {seen:#?}"
     );
     assert!(seen[2].contains("\"read_invoice\"") && seen[2].contains("\"id\":1}"));
+}
+
+/// A numeric rule is bypassed by a string where the server coerces strings ("20000"): through
+/// the real binary, the call is checked against the schema the server lists (fetched by the
+/// gateway itself when the client has not listed) and refused under the default (enforce),
+/// never reaching the server; under warn it is forwarded.
+#[test]
+fn arguments_of_another_type_than_the_schema_never_reach_the_server() {
+    let dir = scratch("schema-args");
+    let policy = write_policy(
+        &dir,
+        &json!({"version":"1","default":"allow","tools":{"pay_invoice":{"deny_if":[
+            {"conditions":[{"path":"args.amount","op":"gt","value":10000}]}]}}}),
+    );
+    let bad = br#"{"jsonrpc":"2.0","id":"bad","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":1,"amount":"20000"}}}"#;
+    for (options, forwarded) in [
+        (&[][..], false),
+        (&["--validate-arguments", "warn"][..], true),
+    ] {
+        let record = dir.join(format!("record-{forwarded}.jsonl"));
+        let mut raw = Raw::start_with(&policy, &record, options);
+        raw.send(br#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"n","version":"1"}}}"#);
+        assert_eq!(raw.recv()["id"], "init");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw.send(bad);
+        let a = raw.recv();
+        assert_eq!(a["id"], "bad");
+        if forwarded {
+            assert_eq!(
+                text(&a["result"]),
+                r#"called pay_invoice with {"amount":"20000","id":1}"#
+            );
+        } else {
+            assert_eq!(a["error"]["code"], -32602, "{a}");
+            let m = a["error"]["message"].as_str().unwrap();
+            assert!(
+                m.contains("arguments.amount: expected number, got string"),
+                "{m}"
+            );
+        }
+        raw.send(br#"{"jsonrpc":"2.0","id":"good","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":1,"amount":20}}}"#);
+        assert_eq!(
+            text(&raw.recv()["result"]),
+            r#"called pay_invoice with {"amount":20,"id":1}"#
+        );
+        raw.finish();
+        let seen = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(
+            seen.contains("\"20000\""),
+            forwarded,
+            "the bad call reached the server: {forwarded}: {seen}"
+        );
+        assert_eq!(
+            seen.lines()
+                .filter(|l| l.contains("\"tools/list\""))
+                .count(),
+            usize::from(!forwarded),
+            "under enforce the gateway listed the tools once itself: {seen}"
+        );
+    }
 }
 
 /// A `tools/call` without an id (a notification) would reach a server that dispatches on the
@@ -460,7 +532,20 @@ fn a_request_method_sent_as_a_notification_never_reaches_the_server() {
     assert_eq!(raw.recv()["id"], "good");
     raw.finish();
     let seen = std::fs::read_to_string(&record).unwrap();
-    let seen: Vec<&str> = seen.lines().collect();
+    // The gateway's own tools/list aside (it lists once to learn the schemas:
+    // validate_arguments = enforce).
+    let listings = seen
+        .lines()
+        .filter(|l| l.contains("\"tools/list\""))
+        .count();
+    assert_eq!(
+        listings, 1,
+        "one listing, however many unknown names were called"
+    );
+    let seen: Vec<&str> = seen
+        .lines()
+        .filter(|l| !l.contains("\"tools/list\""))
+        .collect();
     assert_eq!(
         seen.len(),
         3,

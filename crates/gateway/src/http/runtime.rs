@@ -9,6 +9,7 @@ use crate::config::{expand_env, Auth, ServerConfig};
 use crate::connection::{ClientTx, Connection};
 use crate::events::Events;
 use crate::relay::{Relay, RelayConfig};
+use crate::schemas::{ToolSchemas, ValidateArguments};
 use crate::upstream::stdio::ChildSpec;
 use crate::upstream::UpstreamSpec;
 use portcullis_policy::sync::LockExt;
@@ -23,6 +24,10 @@ pub(super) struct ServerRt {
     audit_arguments: bool,
     /// Hold-open for calls needing approval, ms (0: off).
     hold_ms: u64,
+    /// How calls' arguments are checked, and the schemas this server listed (shared by every
+    /// connection to it).
+    validate: ValidateArguments,
+    schemas: Arc<ToolSchemas>,
     pub(super) auth: Auth,
     pub(super) tokens: Vec<(String, String)>,
     pub(super) modern: tokio::sync::OnceCell<Arc<Conn>>,
@@ -86,6 +91,8 @@ impl ServerRt {
                 .as_deref()
                 .and_then(portcullis_policy::window::parse_duration)
                 .unwrap_or(0),
+            validate: s.validate_arguments,
+            schemas: Arc::new(ToolSchemas::default()),
             auth: s.auth,
             tokens,
             modern: tokio::sync::OnceCell::new(),
@@ -196,6 +203,7 @@ impl Gateway {
         if let Some(m) = &self.metrics {
             relay = relay.recording_listed(m.listed().clone());
         }
+        relay = relay.validating(server.schemas.clone(), server.validate);
         let relay = Arc::new(relay);
         // Client-bound lines go straight into the router, on the task that produced them.
         let router = Arc::new(Routes::default());

@@ -1,7 +1,9 @@
-//! Deciding one `tools/call`: the policy engine's check, the counter reservation, the
-//! approval store for `approve_if` matches, and the answer or ticket that results.
+//! Deciding one `tools/call`: the policy engine's check, the arguments checked against the
+//! tool's listed input schema, the counter reservation, the approval store for `approve_if`
+//! matches, and the answer or ticket that results.
 
 use super::*;
+use crate::schemas::ArgCheck;
 
 impl Relay {
     /// Decides a `tools/call`: the ticket to forward with (empty when nothing was charged), or
@@ -16,6 +18,7 @@ impl Relay {
             rule: None,
             message: None,
             hold_ms: None,
+            warning: None,
         };
         let refuse = |mut out: CallOutcome, code: i64, msg: String| {
             out.audit_decision = AuditDecision::Deny;
@@ -95,7 +98,24 @@ impl Relay {
         };
         let call = Call { tool, args };
         let shadow = engine.mode() == Mode::Shadow;
-        let decision = match engine.check(&call, &who) {
+        let check = engine.check(&call, &who);
+        // A call the policy lets through (or would, in shadow mode) has its arguments checked
+        // before anything is reserved or asked; a denied one is refused as it is (its schema
+        // is never revealed).
+        if shadow || !matches!(check, Check::Deny(_)) {
+            match self.check_arguments(tool, args) {
+                Ok(warning) => out.warning = warning,
+                Err(msg) => {
+                    tracing::info!(tool, "invalid arguments: {msg}");
+                    out.audit_decision = AuditDecision::Deny;
+                    out.rule = Some(INVALID_ARGUMENTS.into());
+                    out.message = Some(msg.clone());
+                    out.result = Err(Answer::Error(codes::INVALID_PARAMS, msg));
+                    return out;
+                }
+            }
+        }
+        let decision = match check {
             Check::Deny(d) => Decision::Deny(d),
             Check::Approval(need, plan) => {
                 let Some(store) = &self.cfg.approvals else {
@@ -186,6 +206,41 @@ impl Relay {
     }
 }
 
+/// The audit rule of a call refused (or, under `warn`, flagged) for its arguments.
+pub const INVALID_ARGUMENTS: &str = "(invalid arguments)";
+
+impl Relay {
+    /// Checks a call's arguments against the schema its server listed, as `validate_arguments`
+    /// says: `Ok(None)` passes, `Ok(Some(warning))` passes flagged, `Err(answer)` refuses.
+    fn check_arguments(&self, tool: &str, args: Option<&Value>) -> Result<Option<String>, String> {
+        let Some((schemas, mode)) = &self.validate else {
+            return Ok(None);
+        };
+        let server = &self.cfg.server;
+        let enforce = *mode == ValidateArguments::Enforce;
+        match schemas.check(server, tool, args) {
+            ArgCheck::Valid => Ok(None),
+            ArgCheck::Invalid(found) if enforce => Err(format!(
+                "tools/call arguments do not match the inputSchema server {server:?} lists for tool {tool:?}: {found}; the call was not forwarded"
+            )),
+            ArgCheck::Invalid(found) => {
+                tracing::warn!(server, tool, "arguments do not match the tool's inputSchema (validate_arguments = warn, forwarded): {found}");
+                Ok(Some(format!("warning: arguments do not match the inputSchema: {found} (forwarded: validate_arguments = warn)")))
+            }
+            ArgCheck::Unknown if enforce => Err(format!(
+                "server {server:?} has not listed a tool {tool:?} with an inputSchema, so its arguments cannot be checked (validate_arguments = enforce); list the tools (tools/list) and retry; the call was not forwarded"
+            )),
+            ArgCheck::Unknown => Ok(None),
+            // The server's own schema is broken (or points outside itself): not something a
+            // caller can cause, so the call passes, flagged.
+            ArgCheck::Unusable(why) => {
+                tracing::warn!(server, tool, "arguments not checked: the tool's inputSchema cannot be compiled: {why}");
+                Ok(Some(format!("warning: arguments not checked: the tool's inputSchema cannot be compiled ({why})")))
+            }
+        }
+    }
+}
+
 /// What deciding a `tools/call` produced.
 pub(super) struct CallOutcome {
     pub(super) result: Result<Ticket, Answer>,
@@ -198,6 +253,8 @@ pub(super) struct CallOutcome {
     pub(super) message: Option<String>,
     /// The matching `approve_if` entry's own hold (overrides the server's), if it has one.
     pub(super) hold_ms: Option<u64>,
+    /// Arguments that did not match the schema, under `warn` (audited with the call).
+    pub(super) warning: Option<String>,
 }
 
 pub(super) enum Answer {

@@ -58,6 +58,39 @@ pub(super) fn record_listed(listed: &ListedTools, server: &str, msg: &Message) {
     }
 }
 
+/// Records the `inputSchema` of each tool of a `tools/list` result page, as the server sent
+/// it.
+pub(super) fn record_schemas(schemas: &ToolSchemas, server: &str, msg: &Message) {
+    #[derive(serde::Deserialize)]
+    struct Tool {
+        name: String,
+        #[serde(rename = "inputSchema")]
+        input_schema: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        tools: Vec<Value>,
+        #[serde(rename = "nextCursor")]
+        next_cursor: Option<Value>,
+    }
+    let Some(page) = msg
+        .get("result")
+        .and_then(|r| serde_json::from_str::<Page>(r.get()).ok())
+    else {
+        return;
+    };
+    for t in page
+        .tools
+        .into_iter()
+        .filter_map(|t| serde_json::from_value::<Tool>(t).ok())
+    {
+        schemas.record(server, &t.name, &t.input_schema);
+    }
+    if page.next_cursor.is_none() {
+        schemas.set_complete(server, true);
+    }
+}
+
 /// Removes from a `tools/list` result page the tools the policy does not list
 /// ([`Engine::is_listed`]: `hide`, and with `hide_denied` the tools it can never allow),
 /// keeping everything else raw (cursor, `_meta`, each tool's exact JSON).

@@ -8,15 +8,19 @@
 //! - server→client request ids → fresh downstream ids (answers mapped back);
 //! - `params._meta.progressToken` → an upstream token unique on the connection;
 //! - `notifications/cancelled` `requestId` in both directions;
-//! - `tools/call` decided (deny / reserve; [`call`]), `tools/list` pages filtered for hidden
-//!   tools ([`messages`]).
+//! - `tools/call` decided (arguments checked against the listed schema, deny / reserve;
+//!   [`call`]), `tools/list` pages filtered for hidden tools and their schemas recorded
+//!   ([`messages`]).
 
 mod call;
 mod messages;
 
 use crate::metrics::ListedTools;
+use crate::schemas::{ToolSchemas, ValidateArguments};
 use call::Answer;
-use messages::{filter_tools_list, parse_error_line, record_listed, upstream_status};
+use messages::{
+    filter_tools_list, parse_error_line, record_listed, record_schemas, upstream_status,
+};
 use portcullis_mcp::{
     codes, denial_result, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION,
 };
@@ -145,6 +149,10 @@ enum Pending {
     },
     /// Portcullis' own request (e.g. the replayed `initialize`); its answer is swallowed.
     Internal,
+    /// Portcullis' own `tools/list` (to learn the schemas before a call): its answer is
+    /// recorded, swallowed, and its `nextCursor` (or `None`: last page, or an error) handed to
+    /// whoever waits.
+    Listing(tokio::sync::oneshot::Sender<Option<String>>),
 }
 
 /// The audit record of a request in flight, completed when its answer comes back.
@@ -189,6 +197,9 @@ pub struct Relay {
     state: Mutex<State>,
     /// Where the names of the tools this server lists are recorded (metrics' `tool` label).
     listed: Option<Arc<ListedTools>>,
+    /// Where the listed input schemas are recorded, and how calls are checked against them
+    /// (`None`: `validate_arguments = "off"`).
+    validate: Option<(Arc<ToolSchemas>, ValidateArguments)>,
 }
 
 fn raw(text: String) -> Box<RawValue> {
@@ -215,7 +226,81 @@ impl Relay {
                 ..Default::default()
             }),
             listed: None,
+            validate: None,
         }
+    }
+
+    /// Records the input schemas of every `tools/list` answer into `schemas`, and checks each
+    /// `tools/call`'s arguments against them as `mode` says (`off`: neither).
+    pub fn validating(mut self, schemas: Arc<ToolSchemas>, mode: ValidateArguments) -> Relay {
+        self.validate = (mode != ValidateArguments::Off).then_some((schemas, mode));
+        self
+    }
+
+    /// The tool a client line calls, when it is a `tools/call` under `enforce` to a tool whose
+    /// schema has not been seen, and no whole listing has been since the server's tools last
+    /// changed (so a bogus name costs one listing, not one each): the link then fetches the
+    /// server's listing
+    /// ([`Relay::listing_request`]) before passing the line on. `None` otherwise (cheaply when
+    /// arguments are not enforced).
+    pub fn needs_listing(&self, line: &str) -> Option<String> {
+        let (schemas, ValidateArguments::Enforce) = self.validate.as_ref()? else {
+            return None;
+        };
+        #[derive(serde::Deserialize)]
+        struct Params {
+            name: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Req {
+            method: String,
+            params: Params,
+        }
+        let r: Req = serde_json::from_str(line).ok()?;
+        (r.method == "tools/call" && schemas.worth_listing(&self.cfg.server, &r.params.name))
+            .then_some(r.params.name)
+    }
+
+    /// Whether the tool's schema is known now (after a fetched listing).
+    pub fn knows_schema(&self, tool: &str) -> bool {
+        self.validate
+            .as_ref()
+            .is_some_and(|(s, _)| s.knows(&self.cfg.server, tool))
+    }
+
+    /// Portcullis' own `tools/list` request (one page, from `cursor`), carrying the version
+    /// `_meta` of the client line `like` (for a server of the stateless era): the line, its
+    /// upstream id, and where the page's `nextCursor` will be handed once it is recorded.
+    pub fn listing_request(
+        &self,
+        cursor: Option<&str>,
+        like: &str,
+    ) -> (String, u64, tokio::sync::oneshot::Receiver<Option<String>>) {
+        let mut params = serde_json::Map::new();
+        if let Some(c) = cursor {
+            params.insert("cursor".into(), Value::from(c));
+        }
+        let meta = serde_json::from_str::<Value>(like)
+            .ok()
+            .and_then(|v| v.pointer("/params/_meta").cloned())
+            .and_then(|m| match m {
+                Value::Object(mut o) => {
+                    o.retain(|k, _| k.starts_with("io.modelcontextprotocol/"));
+                    (!o.is_empty()).then_some(Value::Object(o))
+                }
+                _ => None,
+            });
+        if let Some(m) = meta {
+            params.insert("_meta".into(), m);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut st = self.lock();
+        let up = st.next_up;
+        st.next_up += 1;
+        st.pending.insert(up, Pending::Listing(tx));
+        let line =
+            Message::request(&up.to_string(), "tools/list", Some(&Value::Object(params))).to_json();
+        (line, up, rx)
     }
 
     /// Records the names in every `tools/list` answer of the server into `listed`.
@@ -336,6 +421,15 @@ impl Relay {
                     t.rec.decision = outcome.audit_decision;
                     t.rec.rule = outcome.rule.clone();
                     t.rec.message = outcome.message.clone();
+                    if let Some(w) = &outcome.warning {
+                        t.rec
+                            .rule
+                            .get_or_insert_with(|| call::INVALID_ARGUMENTS.into());
+                        t.rec.message = Some(match t.rec.message.take() {
+                            Some(m) => format!("{m}; {w}"),
+                            None => w.clone(),
+                        });
+                    }
                 }
                 pre = expired_audits;
                 let hold_ms = outcome.hold_ms.unwrap_or(self.cfg.hold_ms);
@@ -515,6 +609,12 @@ impl Relay {
                             None => return Vec::new(),
                         }
                     }
+                    "notifications/tools/list_changed" => {
+                        // The next call to a tool not seen yet fetches the listing again.
+                        if let Some((schemas, _)) = &self.validate {
+                            schemas.set_complete(&self.cfg.server, false);
+                        }
+                    }
                     _ => {
                         // 2026-07-28 listen streams: the subscription id is the id of the
                         // listen request, which upstream is ours; give the client its own.
@@ -547,15 +647,26 @@ impl Relay {
             tracing::warn!("dropping a server response to an unknown request id");
             return Vec::new();
         };
-        let Pending::Client {
-            client_id,
-            what,
-            token,
-            trail,
-        } = pending
-        else {
-            // Portcullis' own request: note capabilities from a replayed initialize.
-            return Vec::new();
+        let (client_id, what, token, trail) = match pending {
+            Pending::Client {
+                client_id,
+                what,
+                token,
+                trail,
+            } => (client_id, what, token, trail),
+            Pending::Listing(tx) => {
+                drop(st);
+                self.record_listing(&msg);
+                let next = msg.value("result").and_then(|r| {
+                    r.get("nextCursor")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                let _ = tx.send(next);
+                return Vec::new();
+            }
+            // Portcullis' own request (a replayed initialize): swallowed.
+            Pending::Internal => return Vec::new(),
         };
         st.by_client.remove(client_id.get());
         if let Some(t) = token {
@@ -578,9 +689,7 @@ impl Relay {
             }
             What::ToolsList(engine) => {
                 drop(st);
-                if let Some(listed) = &self.listed {
-                    record_listed(listed, &self.cfg.server, &msg);
-                }
+                self.record_listing(&msg);
                 if let Some(engine) = &engine {
                     filter_tools_list(&mut msg, engine);
                 } else if let Some(r) = msg.value("result") {
@@ -605,6 +714,17 @@ impl Relay {
             .into_iter()
             .chain([Out::Client(msg.to_json())])
             .collect()
+    }
+
+    /// Records a `tools/list` answer as the server sent it: the names (metrics) and the
+    /// input schemas (argument checks).
+    fn record_listing(&self, msg: &Message) {
+        if let Some(listed) = &self.listed {
+            record_listed(listed, &self.cfg.server, msg);
+        }
+        if let Some((schemas, _)) = &self.validate {
+            record_schemas(schemas, &self.cfg.server, msg);
+        }
     }
 
     /// A request could not be written upstream: answer the client and refund its quota (the
