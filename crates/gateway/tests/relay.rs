@@ -803,3 +803,38 @@ fn a_listing_is_fetched_once_until_the_server_says_its_tools_changed() {
     r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
     assert_eq!(r.needs_listing(bogus).as_deref(), Some("no_such_tool"));
 }
+
+/// A 2026-07-28 listen stream: every notification on it, `tools/list_changed` included, reaches
+/// the client with the client's own subscription id (the id of its listen request), and one
+/// for a subscription that is not this client's is dropped.
+#[test]
+fn listen_stream_notifications_carry_the_clients_subscription_id() {
+    let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    let listen = r.send(
+        r#"{"jsonrpc":"2.0","id":"L1","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}"#,
+    );
+    let up = match &listen[..] {
+        [.., Out::Server(_, Some(up))] => *up,
+        other => panic!("{other:?}"),
+    };
+    for method in [
+        "notifications/tools/list_changed",
+        "notifications/resources/list_changed",
+    ] {
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"_meta":{{"io.modelcontextprotocol/subscriptionId":{up}}}}}}}"#
+        );
+        let out = client(&r.from_server(&note));
+        assert_eq!(out.len(), 1, "{method}: {out:?}");
+        assert_eq!(
+            out[0]["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1",
+            "{method}: {}",
+            out[0]
+        );
+    }
+    let stray = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{{"_meta":{{"io.modelcontextprotocol/subscriptionId":{}}}}}}}"#,
+        up + 1000
+    );
+    assert!(client(&r.from_server(&stray)).is_empty());
+}

@@ -609,13 +609,13 @@ impl Relay {
                             None => return Vec::new(),
                         }
                     }
-                    "notifications/tools/list_changed" => {
-                        // The next call to a tool not seen yet fetches the listing again.
-                        if let Some((schemas, _)) = &self.validate {
-                            schemas.set_complete(&self.cfg.server, false);
-                        }
-                    }
                     _ => {
+                        if msg.method() == Some("notifications/tools/list_changed") {
+                            // The next call to a tool not seen yet fetches the listing again.
+                            if let Some((schemas, _)) = &self.validate {
+                                schemas.set_complete(&self.cfg.server, false);
+                            }
+                        }
                         // 2026-07-28 listen streams: the subscription id is the id of the
                         // listen request, which upstream is ours; give the client its own.
                         if let Some(mut p) = msg.value("params") {
