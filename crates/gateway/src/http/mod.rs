@@ -35,6 +35,8 @@
 
 mod auth;
 mod era;
+#[doc(hidden)]
+pub mod fuzzing;
 mod legacy_sse;
 mod listener;
 mod media;
