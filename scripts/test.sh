@@ -46,6 +46,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzzing: a short run of each parser target (AFL++ on stable; see docs/fuzzing.md)"
+scripts/fuzz.sh --seconds 15
+
 step "MCP conformance suite: the fixture direct, then through the gateway (HTTP and stdio upstreams)"
 scripts/conformance.sh
 scripts/conformance-gateway.sh

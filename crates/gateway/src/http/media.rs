@@ -24,7 +24,7 @@ pub(super) enum Rule {
 }
 
 /// Whether `Content-Type` is `application/json` (parameters such as `charset` allowed).
-fn content_type_ok(headers: &HeaderMap) -> bool {
+pub(super) fn content_type_ok(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -64,7 +64,7 @@ fn allows(accept: &str, ty: &str, sub: &str) -> bool {
 
 /// Whether `Accept` (every such header, joined) allows both answers of the transport; a
 /// request without `Accept` is accepted.
-fn accept_ok(headers: &HeaderMap) -> bool {
+pub(super) fn accept_ok(headers: &HeaderMap) -> bool {
     let values: Vec<&str> = headers
         .get_all("accept")
         .iter()
@@ -78,7 +78,7 @@ fn accept_ok(headers: &HeaderMap) -> bool {
 }
 
 /// A header's value for a message: at most 200 characters, `-` when absent.
-fn shown(headers: &HeaderMap, name: &str) -> String {
+pub(super) fn shown(headers: &HeaderMap, name: &str) -> String {
     let values: Vec<String> = headers
         .get_all(name)
         .iter()

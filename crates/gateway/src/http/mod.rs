@@ -37,6 +37,8 @@
 mod auth;
 mod background;
 mod era;
+#[doc(hidden)]
+pub mod fuzzing;
 mod legacy_sse;
 mod listener;
 mod media;
