@@ -172,8 +172,12 @@ impl Connection {
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 let to = self.events.as_ref();
-                for (line, up) in deliver(to, &self.to_client, queue, self, stream_of.take()).await
-                {
+                let (send, unrecorded) =
+                    deliver(to, &self.to_client, queue, self, stream_of.take()).await;
+                for up in unrecorded {
+                    next.extend(self.relay.undeliverable(up, UNRECORDED));
+                }
+                for (line, up) in send {
                     if let Err(e) = self.transport().send(line, up, extra.clone()).await {
                         if let Some(up) = up {
                             next.extend(self.relay.undeliverable(up, &e.to_string()));
@@ -190,6 +194,10 @@ impl Connection {
         self.transport().shutdown(grace).await;
     }
 }
+
+/// Why a call whose write-ahead record could not be written was not forwarded.
+const UNRECORDED: &str =
+    "the gateway could not write its audit record, so the call was not forwarded";
 
 /// Most `tools/list` pages fetched to learn one tool's schema.
 const LISTING_PAGES: usize = 32;
@@ -225,19 +233,29 @@ impl Receiver for Connection {
 
 /// Delivers relay outputs in order: each event is emitted (durably, in durable mode) before
 /// any client line after it goes out; if that fails, the client gets an error in place of
-/// the answer (fail closed). Returns the lines for the upstream; held calls are handed to
+/// the answer (fail closed). A call's write-ahead record is made durable before its line
+/// goes upstream; a call whose record cannot be written is not sent. Returns the lines for
+/// the upstream and the upstream ids of the calls held back so; held calls are handed to
 /// [`hold`].
-pub async fn deliver(
+async fn deliver(
     events: Option<&Events>,
     to_client: &ClientTx,
     outs: Vec<Out>,
     conn: &Arc<Connection>,
     stream_of: Option<String>,
-) -> Vec<(String, Option<u64>)> {
+) -> (Vec<(String, Option<u64>)>, Vec<u64>) {
     let mut upstream = Vec::new();
+    let mut unrecorded = Vec::new();
     let mut audit_failed = false;
+    let mut ahead_failed = false;
     for o in outs {
         match o {
+            Out::Forwarding(rec, args) => {
+                if let Some(e) = events {
+                    ahead_failed = e.forwarding(*rec, args).await.is_err();
+                }
+            }
+            Out::Server(_, Some(up)) if std::mem::take(&mut ahead_failed) => unrecorded.push(up),
             Out::Audit(rec, args) => {
                 if let Some(e) = events {
                     if e.emit(*rec, args).await.is_err() {
@@ -269,7 +287,7 @@ pub async fn deliver(
             }
         }
     }
-    upstream
+    (upstream, unrecorded)
 }
 
 /// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays

@@ -30,22 +30,55 @@ pub trait EventSink: Send + Sync {
     /// A sink that promises durability returns the commit the caller must wait for before
     /// the answer goes out; a best-effort sink (metrics) returns `None`.
     fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit>;
+
+    /// Takes the write-ahead record of a call about to be forwarded (its answer's event
+    /// follows through [`emit`](Self::emit), carrying the same
+    /// [`intent`](AuditRecord::intent)). Only a sink that records calls durably before they
+    /// run takes it; the default ignores it, so nothing is counted twice.
+    fn forwarding(&self, _event: &Event, _keep_args: bool) -> Option<Commit> {
+        None
+    }
+
+    /// Whether this sink wants [`forwarding`](Self::forwarding) records.
+    fn writes_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// The audit log as an event sink: durable mode commits before the answer (group commit),
 /// async mode queues with its bounded loss window.
 pub struct AuditEvents(pub Arc<AuditLog>);
 
-impl EventSink for AuditEvents {
-    fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+impl AuditEvents {
+    /// The record of `event` as the log keeps it (arguments hashed, values when kept).
+    fn record(&self, event: &Event, keep_args: bool) -> AuditRecord {
         let mut rec = event.record.clone();
         if let Some(a) = &event.args {
             self.0.set_args(&mut rec, a, keep_args);
         }
+        rec
+    }
+}
+
+impl EventSink for AuditEvents {
+    fn emit(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+        let rec = self.record(event, keep_args);
         let log = self.0.clone();
         Some(Box::pin(async move {
             log.append(rec).await.map_err(|e| e.to_string())
         }))
+    }
+
+    fn forwarding(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+        let rec = self.record(event, keep_args);
+        let log = self.0.clone();
+        Some(Box::pin(async move {
+            log.begin(rec).await.map_err(|e| e.to_string())
+        }))
+    }
+
+    fn writes_ahead(&self) -> bool {
+        self.0.writes_ahead()
     }
 }
 
@@ -88,13 +121,34 @@ impl Events {
         self.sinks.is_empty()
     }
 
+    /// Whether a sink records forwarded calls before they go upstream (the audit log in
+    /// durable mode): the relay then emits their write-ahead records.
+    pub fn writes_ahead(&self) -> bool {
+        self.sinks.iter().any(|s| s.writes_ahead())
+    }
+
     /// Emits one event to every sink and waits for the durable ones. An error means the
     /// event could not be made durable: the caller fails closed (withholds the answer).
     pub async fn emit(&self, record: AuditRecord, args: Option<Value>) -> Result<(), String> {
-        let event = Event { record, args };
+        self.fan_out(Event { record, args }, |s, e, k| s.emit(e, k))
+            .await
+    }
+
+    /// Emits the write-ahead record of a call about to be forwarded and waits until it is
+    /// durable. An error means it is not: the caller must not forward the call.
+    pub async fn forwarding(&self, record: AuditRecord, args: Option<Value>) -> Result<(), String> {
+        self.fan_out(Event { record, args }, |s, e, k| s.forwarding(e, k))
+            .await
+    }
+
+    async fn fan_out(
+        &self,
+        event: Event,
+        take: impl Fn(&dyn EventSink, &Event, bool) -> Option<Commit>,
+    ) -> Result<(), String> {
         let mut failed = None;
         for sink in self.sinks.iter() {
-            if let Some(commit) = sink.emit(&event, self.keep_args) {
+            if let Some(commit) = take(sink.as_ref(), &event, self.keep_args) {
                 if let Err(e) = commit.await {
                     tracing::error!("event sink failed (audit write): {e}");
                     failed = Some(e);

@@ -350,10 +350,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     // With a data dir, every decision is also written to its durable audit log.
     let audit = match &a.data_dir {
         Some(dir) => Some(portcullis_gateway::events::Events::audit(Some(
-            std::sync::Arc::new(portcullis_store::factory::open_audit(
-                dir,
-                portcullis_store::AuditMode::Durable,
-            )?),
+            open_serving_audit(dir, portcullis_store::AuditMode::Durable)?,
         ))),
         None => None,
     };
@@ -379,7 +376,8 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
             .transpose()?
             .unwrap_or(0),
     })
-    .validating(Default::default(), a.validate_arguments);
+    .validating(Default::default(), a.validate_arguments)
+    .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()));
     let caller = portcullis_gateway::Caller {
         engine,
         grant_id: format!("local:{label}"),
@@ -496,9 +494,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         mode => {
             let mode: portcullis_store::AuditMode =
                 mode.parse().map_err(|e| format!("gateway.audit: {e}"))?;
-            Some(std::sync::Arc::new(portcullis_store::factory::open_audit(
-                &dir, mode,
-            )?))
+            Some(open_serving_audit(&dir, mode)?)
         }
     };
     let retention = cfg
@@ -626,4 +622,22 @@ pub fn demo_upstream() -> Result<ExitCode, String> {
     rt.block_on(portcullis_demo::serve_stdio())
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit log a gateway serves with: opened in `mode`, and the calls that a stopped
+/// gateway forwarded without seeing their answers settled as outcome unknown (said once).
+fn open_serving_audit(
+    dir: &std::path::Path,
+    mode: portcullis_store::AuditMode,
+) -> Result<std::sync::Arc<portcullis_store::AuditLog>, String> {
+    let log = portcullis_store::factory::open_audit(dir, mode)?;
+    match log.settle_unfinished() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} call(s) forwarded by a gateway that stopped before their answers are recorded \
+             with outcome unknown (see `portcullis audit --json`)"
+        ),
+        Err(e) => tracing::warn!("cannot settle the calls of a stopped gateway: {e}"),
+    }
+    Ok(std::sync::Arc::new(log))
 }

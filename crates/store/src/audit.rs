@@ -20,6 +20,18 @@
 //!   the duration of one commit (and never a committed one). [`AuditLog::flush`] commits
 //!   everything queued before it, at once.
 //!
+//! # Write-ahead records of forwarded calls
+//!
+//! In durable mode a forwarded `tools/call` is recorded twice in one row: [`AuditLog::begin`]
+//! commits the decision with `upstream_status = "in flight"` **before** the call's bytes go
+//! upstream, and the answer's record ([`AuditLog::append`] of a record carrying the same
+//! [`AuditRecord::intent`]) completes that row in place. Both go through the same group
+//! commit. A process that dies between the two leaves the row in flight; the next
+//! `serve`/`stdio` on the data directory marks the rows of processes that no longer run as
+//! [`OUTCOME_UNKNOWN`] ([`AuditLog::settle_unfinished`]), so a crash never hides a call the
+//! upstream may have executed. In async mode there is no write-ahead row (its loss window
+//! is the promise).
+//!
 //! The queue is bounded ([`QUEUE_CAPACITY`] records): when the disk cannot keep up,
 //! appenders wait (asynchronously) for room rather than growing memory without bound.
 //!
@@ -71,8 +83,24 @@ const DELETE_CHUNK: i64 = 10_000;
 /// How long a connection waits for another's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version` (2: the `intent` column).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns added after version 1, each added to an older database when it is opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("intent", "TEXT")];
+
+/// Created after [`ADDED_COLUMNS`] exist.
+const INDEXES: &str = "
+    -- The write-ahead rows still in flight (completed rows have no intent).
+    CREATE INDEX IF NOT EXISTS audit_intent ON audit (intent) WHERE intent IS NOT NULL;
+";
+
+/// `upstream_status` of a write-ahead row whose answer has not come yet.
+pub const IN_FLIGHT: &str = "in flight";
+
+/// `upstream_status` of a forwarded call whose gateway stopped before the answer came: the
+/// upstream may or may not have executed it.
+pub const OUTCOME_UNKNOWN: &str = "unknown: the gateway stopped before the answer";
 
 const SCHEMA: &str = "
     -- The HMAC key of audited arguments ('args_key'), random per database.
@@ -102,7 +130,8 @@ const SCHEMA: &str = "
         upstream_status TEXT,
         upstream_ms     INTEGER,
         gateway_us      INTEGER NOT NULL,
-        counters        TEXT                  -- JSON array; NULL when empty
+        counters        TEXT,                 -- JSON array; NULL when empty
+        intent          TEXT                  -- '<pid>:<start>:<n>' while a forwarded call is in flight
     );
     CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 ";
@@ -225,6 +254,11 @@ pub struct AuditRecord {
     pub gateway_us: u64,
     /// Keys of the counters the call consumed.
     pub counters: Vec<String>,
+    /// The write-ahead key of a forwarded call (durable mode): the record passed to
+    /// [`AuditLog::begin`] and the answer's record carry the same one, and the second
+    /// completes the row of the first. Not part of the exported record.
+    #[serde(skip)]
+    pub intent: Option<u64>,
 }
 
 impl AuditRecord {
@@ -365,15 +399,21 @@ struct Row {
     arg_keys: Option<String>,
     args: Option<String>,
     counters: Option<String>,
+    /// The write-ahead key (`<owner>:<n>`), when the row begins or completes a forwarded call.
+    intent: Option<String>,
+    /// Whether the row begins a forwarded call (else it completes one, or stands alone).
+    begins: bool,
 }
 
 impl Row {
-    fn new(mut rec: AuditRecord) -> Row {
+    fn new(mut rec: AuditRecord, owner: Option<&str>, begins: bool) -> Row {
         let list = |v: &[String]| (!v.is_empty()).then(|| Value::from(v).to_string());
         Row {
             arg_keys: list(&rec.arg_keys),
             args: rec.args.take().map(|a| a.to_string()),
             counters: list(&rec.counters),
+            intent: owner.and_then(|o| rec.intent.map(|n| format!("{o}:{n}"))),
+            begins,
             rec,
         }
     }
@@ -417,6 +457,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
         upstream_ms: row.get(17).map_err(store)?,
         gateway_us: row.get(18).map_err(store)?,
         counters: json(row, 19)?.unwrap_or_default(),
+        intent: None,
     })
 }
 
@@ -442,6 +483,8 @@ pub struct AuditLog {
     key: [u8; 32],
     mode: AuditMode,
     path: PathBuf,
+    /// This process's prefix of write-ahead keys: `<pid>:<ms at open>`.
+    owner: String,
 }
 
 impl fmt::Debug for AuditLog {
@@ -487,6 +530,20 @@ impl AuditLog {
                 )));
             }
             tx.execute_batch(SCHEMA).map_err(store)?;
+            for (column, kind) in ADDED_COLUMNS {
+                let present: bool = tx
+                    .query_row(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('audit') WHERE name = ?1",
+                        [column],
+                        |r| r.get(0),
+                    )
+                    .map_err(store)?;
+                if !present {
+                    tx.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {column} {kind}"))
+                        .map_err(store)?;
+                }
+            }
+            tx.execute_batch(INDEXES).map_err(store)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(store)?;
             let stored: Option<Vec<u8>> = tx
@@ -540,6 +597,7 @@ impl AuditLog {
             key,
             mode,
             path,
+            owner: format!("{}:{}", std::process::id(), now_ms()),
         })
     }
 
@@ -589,14 +647,80 @@ impl AuditLog {
     /// the caller should fail closed.
     ///
     /// Cancelling the future does not withdraw the record: once queued it is written.
+    ///
+    /// A record carrying an [`intent`](AuditRecord::intent) completes the row its
+    /// [`begin`](Self::begin) wrote (or stands alone when there is none, as in async mode).
     pub async fn append(&self, rec: AuditRecord) -> Result<(), AuditError> {
-        let row = Box::new(Row::new(rec));
+        let row = Box::new(self.row(rec, false));
         self.slots
             .acquire()
             .await
             .map_err(|_| AuditError::Closed)?
             .forget();
         self.enqueue(row).await
+    }
+
+    /// Write-ahead (durable mode): commits `rec` (which carries an
+    /// [`intent`](AuditRecord::intent)) as a call in flight before it is forwarded; the
+    /// answer's record completes it. Async mode writes nothing here (the answer's record is
+    /// the only one) and returns at once.
+    pub async fn begin(&self, mut rec: AuditRecord) -> Result<(), AuditError> {
+        if self.mode != AuditMode::Durable || rec.intent.is_none() {
+            return Ok(());
+        }
+        rec.upstream_status.get_or_insert_with(|| IN_FLIGHT.into());
+        let row = Box::new(self.row(rec, true));
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .forget();
+        self.enqueue(row).await
+    }
+
+    /// Whether forwarded calls are recorded before they go upstream ([`begin`](Self::begin)).
+    pub fn writes_ahead(&self) -> bool {
+        self.mode == AuditMode::Durable
+    }
+
+    /// The row for `rec`: its write-ahead key only where a row of it exists or is begun
+    /// (durable mode).
+    fn row(&self, rec: AuditRecord, begins: bool) -> Row {
+        let owner = (self.mode == AuditMode::Durable).then_some(self.owner.as_str());
+        Row::new(rec, owner, begins)
+    }
+
+    /// Marks the write-ahead rows of processes that no longer run as [`OUTCOME_UNKNOWN`]
+    /// (their gateway stopped between forwarding a call and its answer); returns how many.
+    /// Rows of running processes (another `stdio` gateway on the same data directory) are
+    /// left alone; so are all rows where liveness cannot be told (no `/proc`).
+    pub fn settle_unfinished(&self) -> Result<u64, AuditError> {
+        let conn = self.reader();
+        let owners: Vec<String> = conn
+            .prepare(
+                "SELECT DISTINCT substr(intent, 1, instr(intent, ':') - 1) FROM audit
+                 WHERE intent IS NOT NULL",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(store)?;
+        let mut total = 0u64;
+        for pid in owners {
+            if process_runs(&pid) {
+                continue;
+            }
+            let n = conn
+                .execute(
+                    "UPDATE audit SET upstream_status = ?1, intent = NULL
+                     WHERE intent IS NOT NULL AND intent LIKE ?2",
+                    params![OUTCOME_UNKNOWN, format!("{pid}:%")],
+                )
+                .map_err(store)?;
+            total += n as u64;
+        }
+        Ok(total)
     }
 
     async fn enqueue(&self, row: Box<Row>) -> Result<(), AuditError> {
@@ -613,7 +737,7 @@ impl AuditLog {
     /// [`append`](Self::append) for synchronous code. Must not be called from inside an
     /// async runtime (it blocks the thread).
     pub fn append_blocking(&self, rec: AuditRecord) -> Result<(), AuditError> {
-        let row = Box::new(Row::new(rec));
+        let row = Box::new(self.row(rec, false));
         loop {
             match self.slots.try_acquire() {
                 Ok(p) => {
@@ -827,6 +951,37 @@ fn clamp(t: Millis) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
 
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Whether the process `pid` (a decimal string) runs; true when that cannot be told.
+fn process_runs(pid: &str) -> bool {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false; // not a key this build writes: nobody will complete it
+    }
+    if pid == std::process::id().to_string() {
+        return true;
+    }
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid).exists()
+}
+
+/// `UPDATE` of every [`COLUMNS`] field of the row with `intent = ?21`, which it clears.
+static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let set: Vec<String> = COLUMNS
+        .split(", ")
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .collect();
+    format!(
+        "UPDATE audit SET {}, intent = NULL WHERE intent = ?21",
+        set.join(", ")
+    )
+});
+
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
@@ -902,42 +1057,59 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store)?;
         {
-            let mut stmt = tx
+            let mut insert = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                     ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                    "INSERT INTO audit ({COLUMNS}, intent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+                     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
                 ))
                 .map_err(store)?;
+            let mut complete = tx.prepare_cached(&COMPLETE).map_err(store)?;
             for row in rows {
                 let Row {
                     rec: r,
                     arg_keys,
                     args,
                     counters,
+                    intent,
+                    begins,
                 } = row;
-                stmt.execute(params![
-                    clamp(r.time),
-                    r.request_id,
-                    r.grant_id,
-                    r.grant_label,
-                    r.server,
-                    r.session,
-                    r.method,
-                    r.tool,
-                    r.decision.as_str(),
-                    r.rule,
-                    r.message,
-                    r.policy_name,
-                    r.policy_hash,
+                let key = intent.as_deref();
+                let decision = r.decision.as_str();
+                let gateway_us = clamp(r.gateway_us);
+                let none: Option<&str> = None;
+                let mut fields: [&dyn rusqlite::ToSql; 21] = [
+                    &clamp(r.time),
+                    &r.request_id,
+                    &r.grant_id,
+                    &r.grant_label,
+                    &r.server,
+                    &r.session,
+                    &r.method,
+                    &r.tool,
+                    &decision,
+                    &r.rule,
+                    &r.message,
+                    &r.policy_name,
+                    &r.policy_hash,
                     arg_keys,
-                    r.args_hmac,
+                    &r.args_hmac,
                     args,
-                    r.upstream_status,
-                    r.upstream_ms,
-                    clamp(r.gateway_us),
+                    &r.upstream_status,
+                    &r.upstream_ms,
+                    &gateway_us,
                     counters,
-                ])
-                .map_err(store)?;
+                    &key,
+                ];
+                // A completion updates its write-ahead row; without one (its begin failed,
+                // or was never written) it is inserted like any record.
+                let completed =
+                    !begins && key.is_some() && complete.execute(&fields[..]).map_err(store)? > 0;
+                if !completed {
+                    if !begins {
+                        fields[20] = &none;
+                    }
+                    insert.execute(&fields[..]).map_err(store)?;
+                }
             }
         }
         tx.commit().map_err(store)

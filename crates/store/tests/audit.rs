@@ -1,6 +1,6 @@
 //! The audit log: durability (group commit), concurrency, queries, retention, export.
 
-use portcullis_store::audit::arg_keys;
+use portcullis_store::audit::{arg_keys, IN_FLIGHT, OUTCOME_UNKNOWN};
 use portcullis_store::{AuditDecision, AuditFilter, AuditLog, AuditMode, AuditRecord};
 use rusqlite::Connection;
 use serde_json::json;
@@ -124,6 +124,154 @@ fn durable_records_survive_a_process_abort() {
     let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
     let got = log.query(&AuditFilter::default()).unwrap();
     assert_eq!(got.len(), 100);
+}
+
+/// A forwarded call's write-ahead record: the record `i` with its intent key and no answer.
+fn begun(i: u64) -> AuditRecord {
+    let mut r = record(i);
+    r.intent = Some(i);
+    r.upstream_status = None;
+    r.upstream_ms = None;
+    r
+}
+
+/// The answer's record of [`begun`]`(i)`.
+fn answered(i: u64) -> AuditRecord {
+    let mut r = record(i);
+    r.intent = Some(i);
+    r
+}
+
+#[test]
+fn a_forwarded_call_is_on_disk_before_it_goes_up_and_its_answer_completes_the_same_row() {
+    let db = TempDb::new("write-ahead");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    assert!(log.writes_ahead());
+    rt().block_on(async {
+        log.begin(begun(1)).await.unwrap();
+        assert_eq!(rows_on_disk(db.path()), 1, "committed when begin returns");
+        let got = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(got[0].upstream_status.as_deref(), Some(IN_FLIGHT));
+        assert_eq!(got[0].upstream_ms, None);
+        log.append(answered(1)).await.unwrap();
+    });
+    assert_eq!(
+        rows_on_disk(db.path()),
+        1,
+        "completed in place, not a second row"
+    );
+    let got = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(got, vec![record(1)]);
+    // The completed row is no longer in flight: nothing to settle, even for a dead owner.
+    assert_eq!(log.settle_unfinished().unwrap(), 0);
+    // An answer whose write-ahead row is missing (its begin failed) stands alone.
+    rt().block_on(log.append(answered(2))).unwrap();
+    assert_eq!(rows_on_disk(db.path()), 2);
+}
+
+#[test]
+fn async_mode_writes_no_write_ahead_row() {
+    let db = TempDb::new("write-ahead-async");
+    let log = AuditLog::open(db.path(), AuditMode::Async { max_delay_ms: 5 }).unwrap();
+    assert!(!log.writes_ahead());
+    rt().block_on(async {
+        log.begin(begun(1)).await.unwrap();
+        log.flush().await.unwrap();
+        assert_eq!(rows_on_disk(db.path()), 0);
+        log.append(answered(1)).await.unwrap();
+        log.flush().await.unwrap();
+    });
+    assert_eq!(log.query(&AuditFilter::default()).unwrap(), vec![record(1)]);
+}
+
+/// Run only as the child of [`calls_in_flight_at_a_crash_show_as_outcome_unknown`]: ten calls
+/// forwarded, four answered, then the process dies.
+#[test]
+fn in_flight_child() {
+    let Ok(path) = std::env::var("PORTCULLIS_AUDIT_IN_FLIGHT_CHILD") else {
+        return;
+    };
+    let log = AuditLog::open(&path, AuditMode::Durable).unwrap();
+    rt().block_on(async {
+        for i in 0..10 {
+            log.begin(begun(i)).await.unwrap();
+        }
+        for i in 0..4 {
+            log.append(answered(i)).await.unwrap();
+        }
+    });
+    std::process::abort();
+}
+
+#[test]
+fn calls_in_flight_at_a_crash_show_as_outcome_unknown() {
+    let db = TempDb::new("in-flight");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "in_flight_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PORTCULLIS_AUDIT_IN_FLIGHT_CHILD", db.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the child should have aborted");
+    assert_eq!(
+        rows_on_disk(db.path()),
+        10,
+        "every forwarded call has its row"
+    );
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let status = |log: &AuditLog| -> Vec<Option<String>> {
+        log.query(&AuditFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.upstream_status)
+            .collect()
+    };
+    let before = status(&log);
+    assert_eq!(before[..4], vec![Some("ok".to_string()); 4]);
+    assert_eq!(before[4..], vec![Some(IN_FLIGHT.to_string()); 6]);
+    // The child is gone: its six unanswered calls are settled as outcome unknown, once.
+    assert_eq!(log.settle_unfinished().unwrap(), 6);
+    assert_eq!(log.settle_unfinished().unwrap(), 0);
+    let after = status(&log);
+    assert_eq!(after[..4], vec![Some("ok".to_string()); 4]);
+    assert_eq!(after[4..], vec![Some(OUTCOME_UNKNOWN.to_string()); 6]);
+    // This process's own calls in flight are left alone (it still runs).
+    rt().block_on(log.begin(begun(20))).unwrap();
+    assert_eq!(log.settle_unfinished().unwrap(), 0);
+}
+
+#[test]
+fn a_version_1_database_gains_the_intent_column() {
+    let db = TempDb::new("v1");
+    {
+        let c = Connection::open(db.path()).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE audit (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, request_id TEXT,
+               grant_id TEXT, grant_label TEXT, server TEXT NOT NULL, session TEXT,
+               method TEXT NOT NULL, tool TEXT, decision TEXT NOT NULL, rule TEXT, message TEXT,
+               policy_name TEXT, policy_hash TEXT, arg_keys TEXT, args_hmac TEXT, args TEXT,
+               upstream_status TEXT, upstream_ms INTEGER, gateway_us INTEGER NOT NULL,
+               counters TEXT);
+             INSERT INTO audit (time, server, method, decision, gateway_us)
+               VALUES (1, 'odoo', 'tools/list', 'allow', 3);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    rt().block_on(async {
+        log.begin(begun(1)).await.unwrap();
+        log.append(answered(1)).await.unwrap();
+    });
+    let got = log.query(&AuditFilter::default()).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].method, "tools/list");
+    assert_eq!(got[1], record(1));
 }
 
 #[test]

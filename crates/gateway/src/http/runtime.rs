@@ -203,7 +203,9 @@ impl Gateway {
         if let Some(m) = &self.metrics {
             relay = relay.recording_listed(m.listed().clone());
         }
-        relay = relay.validating(server.schemas.clone(), server.validate);
+        relay = relay
+            .validating(server.schemas.clone(), server.validate)
+            .writing_ahead(self.events.writes_ahead());
         let relay = Arc::new(relay);
         // Client-bound lines go straight into the router, on the task that produced them.
         let router = Arc::new(Routes::default());

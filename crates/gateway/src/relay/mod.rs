@@ -52,6 +52,11 @@ pub enum Out {
     /// An audit record, with the call's arguments (for the keyed hash, and the values when the
     /// server keeps them). It must be written before any `Client` line after it is delivered.
     Audit(Box<AuditRecord>, Option<Value>),
+    /// The write-ahead record of a `tools/call` about to be forwarded (durable audit, see
+    /// [`Relay::writing_ahead`]): it must be durable before the `Server` line after it is
+    /// sent, and if it cannot be written that line must not be sent. The call's answer
+    /// completes it (an `Audit` with the same [`AuditRecord::intent`]).
+    Forwarding(Box<AuditRecord>, Option<Value>),
     /// Hold-open: a call waiting for a human's approval, kept open by the link (see
     /// [`Hold`]).
     Hold(Box<Hold>),
@@ -200,7 +205,12 @@ pub struct Relay {
     /// Where the listed input schemas are recorded, and how calls are checked against them
     /// (`None`: `validate_arguments = "off"`).
     validate: Option<(Arc<ToolSchemas>, ValidateArguments)>,
+    /// Emit [`Out::Forwarding`] before each forwarded `tools/call`.
+    write_ahead: bool,
 }
+
+/// Write-ahead keys, unique in this process (the audit log prefixes its process's own id).
+static NEXT_INTENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).expect("valid JSON")
@@ -227,7 +237,16 @@ impl Relay {
             }),
             listed: None,
             validate: None,
+            write_ahead: false,
         }
+    }
+
+    /// Emits an [`Out::Forwarding`] record before every forwarded `tools/call` (when the
+    /// audit log is durable: the call is on disk before it can run), completed by the
+    /// answer's record.
+    pub fn writing_ahead(mut self, on: bool) -> Relay {
+        self.write_ahead = on && self.cfg.audit;
+        self
     }
 
     /// Records the input schemas of every `tools/list` answer into `schemas`, and checks each
@@ -520,6 +539,10 @@ impl Relay {
         let _ = params;
         if let Some(t) = trail.as_mut() {
             t.rec.gateway_us = started.elapsed().as_micros() as u64;
+            if self.write_ahead && matches!(what, What::ToolsCall(_)) {
+                t.rec.intent = Some(NEXT_INTENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                pre.push(Out::Forwarding(Box::new(t.rec.clone()), t.args.clone()));
+            }
         }
         st.by_client.insert(client_id.get().to_owned(), up);
         st.pending.insert(
