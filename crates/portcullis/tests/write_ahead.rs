@@ -46,6 +46,20 @@ fn calls_audited(dir: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// A POST to the gateway's `rec` server with `headers` beside the media types.
+fn post(port: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut all = vec![CT, ACCEPT];
+    all.extend_from_slice(headers);
+    http_request(
+        port,
+        "POST",
+        "/mcp/rec",
+        &all,
+        body.as_bytes(),
+        Duration::from_secs(60),
+    )
+}
+
 fn statuses(records: &[Value], tool: &str) -> Vec<String> {
     records
         .iter()
@@ -65,28 +79,16 @@ fn calls_in_flight_when_the_gateway_is_killed_are_audited_and_settled_as_outcome
     let files = [("p.json", POLICY.to_string())];
     let mut gw = serve_in(&dir, &servers(), &files, &[], &[]);
     let port = gw.port;
-    let init = http_request(
+    let init = post(
         port,
-        "POST",
-        "/mcp/rec",
-        &[CT, ACCEPT],
-        br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
-        Duration::from_secs(10),
+        &[],
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
     );
     assert_eq!(init.status, 200, "{}", init.body);
     let sid = init.session_id();
     let post = move |body: String| {
         let sid = sid.clone();
-        std::thread::spawn(move || {
-            http_request(
-                port,
-                "POST",
-                "/mcp/rec",
-                &[CT, ACCEPT, ("Mcp-Session-Id", &sid)],
-                body.as_bytes(),
-                Duration::from_secs(60),
-            )
-        })
+        std::thread::spawn(move || post(port, &[("Mcp-Session-Id", &sid)], &body))
     };
     // One call answered before the crash, five that the upstream holds for a minute.
     let done = post(
@@ -164,22 +166,17 @@ fn an_answered_call_has_one_complete_record_in_durable_and_async_modes() {
         let cfg = format!("audit = \"{mode}\"\n{}", servers());
         let gw = serve_in(&dir, &cfg, &files, &[], &[]);
         let call = |id: u32, tool: &str| {
-            http_request(
+            let headers = [
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", tool),
+            ];
+            post(
                 gw.port,
-                "POST",
-                "/mcp/rec",
-                &[
-                    CT,
-                    ACCEPT,
-                    ("MCP-Protocol-Version", "2026-07-28"),
-                    ("Mcp-Method", "tools/call"),
-                    ("Mcp-Name", tool),
-                ],
-                format!(
+                &headers,
+                &format!(
                     r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
-                )
-                .as_bytes(),
-                Duration::from_secs(20),
+                ),
             )
         };
         let ok = call(1, "read_invoice");

@@ -651,13 +651,7 @@ impl AuditLog {
     /// A record carrying an [`intent`](AuditRecord::intent) completes the row its
     /// [`begin`](Self::begin) wrote (or stands alone when there is none, as in async mode).
     pub async fn append(&self, rec: AuditRecord) -> Result<(), AuditError> {
-        let row = Box::new(self.row(rec, false));
-        self.slots
-            .acquire()
-            .await
-            .map_err(|_| AuditError::Closed)?
-            .forget();
-        self.enqueue(row).await
+        self.enqueue(Box::new(self.row(rec, false))).await
     }
 
     /// Write-ahead (durable mode): commits `rec` (which carries an
@@ -669,13 +663,7 @@ impl AuditLog {
             return Ok(());
         }
         rec.upstream_status.get_or_insert_with(|| IN_FLIGHT.into());
-        let row = Box::new(self.row(rec, true));
-        self.slots
-            .acquire()
-            .await
-            .map_err(|_| AuditError::Closed)?
-            .forget();
-        self.enqueue(row).await
+        self.enqueue(Box::new(self.row(rec, true))).await
     }
 
     /// Whether forwarded calls are recorded before they go upstream ([`begin`](Self::begin)).
@@ -723,7 +711,13 @@ impl AuditLog {
         Ok(total)
     }
 
+    /// Waits for room in the queue, then queues `row` (durable: and waits for its commit).
     async fn enqueue(&self, row: Box<Row>) -> Result<(), AuditError> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .forget();
         match self.mode {
             AuditMode::Durable => {
                 let (done, wait) = oneshot::channel();
