@@ -39,6 +39,10 @@ pub trait EventSink: Send + Sync {
         None
     }
 
+    /// Told how long a request waited for another sink's durable commit (audit commit
+    /// latency, for metrics); the default ignores it.
+    fn committed(&self, _waited: std::time::Duration) {}
+
     /// Whether this sink wants [`forwarding`](Self::forwarding) records.
     fn writes_ahead(&self) -> bool {
         false
@@ -147,12 +151,20 @@ impl Events {
         take: impl Fn(&dyn EventSink, &Event, bool) -> Option<Commit>,
     ) -> Result<(), String> {
         let mut failed = None;
+        let mut waited = None;
         for sink in self.sinks.iter() {
             if let Some(commit) = take(sink.as_ref(), &event, self.keep_args) {
+                let start = std::time::Instant::now();
                 if let Err(e) = commit.await {
                     tracing::error!("event sink failed (audit write): {e}");
                     failed = Some(e);
                 }
+                *waited.get_or_insert_with(Default::default) += start.elapsed();
+            }
+        }
+        if let (Some(w), None) = (waited, &failed) {
+            for sink in self.sinks.iter() {
+                sink.committed(w);
             }
         }
         failed.map_or(Ok(()), Err)

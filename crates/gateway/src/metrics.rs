@@ -119,6 +119,12 @@ struct ApprovalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    server: String,
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
     server: String,
     kind: String,
@@ -152,6 +158,8 @@ pub struct MetricsSink {
     refusals: Family<RefusalLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     approvals: Family<ApprovalLabels, Counter>,
+    upstream_events: Family<UpstreamLabels, Counter>,
+    audit_commit_seconds: Histogram,
 }
 
 impl MetricsSink {
@@ -194,6 +202,19 @@ impl MetricsSink {
             "Approval events (required: a call was held for a human; expired)",
             approvals.clone(),
         );
+        let upstream_events = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "portcullis_upstream_events",
+            "Upstream health changes by server and event (lost: the connection or process died; \
+             restarted: the process came back and the session was replayed)",
+            upstream_events.clone(),
+        );
+        let audit_commit_seconds = seconds_histogram();
+        registry.register(
+            "portcullis_audit_commit_seconds",
+            "Time a request waited for its audit record to be durable (group commit)",
+            audit_commit_seconds.clone(),
+        );
         MetricsSink {
             registry,
             servers: servers.into_iter().map(Into::into).collect(),
@@ -204,6 +225,8 @@ impl MetricsSink {
             refusals,
             reloads,
             approvals,
+            upstream_events,
+            audit_commit_seconds,
         }
     }
 
@@ -241,6 +264,19 @@ impl MetricsSink {
                     .get_or_create(&RefusalLabels {
                         server,
                         reason: refusal_reason(rec.rule.as_deref()).into(),
+                    })
+                    .inc();
+            }
+            crate::relay::UPSTREAM => {
+                let event = match rec.rule.as_deref() {
+                    Some(crate::relay::UPSTREAM_LOST) => "lost",
+                    Some(crate::relay::UPSTREAM_RESTARTED) => "restarted",
+                    _ => OTHER,
+                };
+                self.upstream_events
+                    .get_or_create(&UpstreamLabels {
+                        server,
+                        event: event.into(),
                     })
                     .inc();
             }
@@ -353,6 +389,10 @@ impl EventSink for MetricsSink {
     fn emit(&self, event: &Event, _keep_args: bool) -> Option<Commit> {
         self.observe(&event.record);
         None
+    }
+
+    fn committed(&self, waited: std::time::Duration) {
+        self.audit_commit_seconds.observe(waited.as_secs_f64());
     }
 }
 

@@ -424,9 +424,10 @@ fn upstream_loss_answers_everything_in_flight() {
 #[test]
 fn replay_after_restart_reopens_the_session() {
     let (r, _) = relay(r#"{"version":"1","default":"allow"}"#);
+    let before = r.replay_after_restart();
     assert!(
-        r.replay_after_restart().is_empty(),
-        "nothing to replay before initialize"
+        before.iter().all(|o| matches!(o, Out::Audit(..))),
+        "nothing to replay before initialize, only the restart recorded: {before:?}"
     );
     let up = server(&r.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"claude-code","version":"1"}}}"#))[0]["id"].clone();
     r.from_server(&json!({"jsonrpc":"2.0","id":up,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"s","version":"1"}}}).to_string());
@@ -606,9 +607,18 @@ fn every_request_leaves_an_audit_record_before_its_answer() {
     );
     let outs = r.send("not json");
     assert_eq!(audits(&outs)[0].rule.as_deref(), Some("(invalid message)"));
-    // A lost upstream: the record says so.
+    // A lost upstream: an event says so, and the record of the call in flight.
     r.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t"}}"#);
-    let rec = &audits(&r.upstream_lost("exit 3"))[0];
+    let lost = audits(&r.upstream_lost("exit 3"));
+    assert_eq!(
+        (
+            lost[0].method.as_str(),
+            lost[0].rule.as_deref(),
+            lost[0].message.as_deref()
+        ),
+        ("(upstream)", Some("(upstream lost)"), Some("exit 3"))
+    );
+    let rec = &lost[1];
     assert_eq!(
         (rec.decision, rec.upstream_status.as_deref()),
         (AuditDecision::Error, Some("lost: exit 3"))

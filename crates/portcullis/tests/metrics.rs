@@ -23,12 +23,17 @@ fn start(test: &Scratch) -> Served {
 
 /// [`start`] with more environment and arguments.
 fn start_with(test: &Scratch, env: &[(&str, &str)], args: &[&str]) -> Served {
+    let policy =
+        json!({"version":"1","default":"deny","hide":["crash"],"tools":{"read_invoice":{}}});
+    start_policy(test, &policy, env, args)
+}
+
+/// [`start_with`] with another policy.
+fn start_policy(test: &Scratch, policy: &Value, env: &[(&str, &str)], args: &[&str]) -> Served {
     let servers = format!(
         "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
         fixture_server()
     );
-    let policy =
-        json!({"version":"1","default":"deny","hide":["crash"],"tools":{"read_invoice":{}}});
     serve_in(
         test,
         &servers,
@@ -184,6 +189,62 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     assert!(committed >= 9.0, "{text}");
     assert_eq!(sample(text, "portcullis_audit_failed_total"), Some(0.0));
     assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn upstream_crashes_restarts_and_audit_commit_latency_are_measured() {
+    let test = Scratch::new("metrics-upstream");
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{},"crash":{}}});
+    let gw = start_policy(&test, &policy, &[], &[]);
+    let r = call(&gw, 1, "read_invoice");
+    assert!(r.body.contains("called read_invoice"), "{}", r.body);
+    // The upstream process exits; the stateless connection's child is restarted and the
+    // next call is served by it.
+    let r = call(&gw, 2, "crash");
+    assert!(r.body.contains("error"), "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call(&gw, 3, "read_invoice");
+        if r.body.contains("called read_invoice") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never came back: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = scrape(&gw, Some(ADMIN)).body;
+    let events = |event: &str| {
+        sample(
+            &text,
+            &format!(r#"portcullis_upstream_events_total{{server="rec",event="{event}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(events("lost") >= 1.0, "{text}");
+    assert!(events("restarted") >= 1.0, "{text}");
+    // Every request waited for its durable audit commit, and that wait is measured.
+    let commits = sample(&text, "portcullis_audit_commit_seconds_count").unwrap();
+    assert!(commits >= 3.0, "{text}");
+    let sum = sample(&text, "portcullis_audit_commit_seconds_sum").unwrap();
+    assert!(sum > 0.0, "{text}");
+    // The audit trail says the same.
+    let out = std::process::Command::new(bin())
+        .args(["audit", "--data-dir"])
+        .arg(test.join("data"))
+        .args(["--json", "--limit", "0"])
+        .output()
+        .unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rules: Vec<&str> = records
+        .iter()
+        .filter(|r| r["method"] == "(upstream)")
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"(upstream lost)"), "{records:?}");
+    assert!(rules.contains(&"(upstream restarted)"), "{records:?}");
 }
 
 /// `application/x-www-form-urlencoded` value: everything but unreserved characters escaped.

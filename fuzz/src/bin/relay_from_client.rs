@@ -54,7 +54,7 @@ fn main() {
                             "the client got a line that is not JSON: {l:?}"
                         );
                     }
-                    Out::Audit(..) | Out::Hold(_) => {}
+                    Out::Audit(..) | Out::Forwarding(..) | Out::Hold(_) => {}
                 }
             }
         }

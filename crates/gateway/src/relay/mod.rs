@@ -209,6 +209,14 @@ pub struct Relay {
     write_ahead: bool,
 }
 
+/// The `method` of the audit records of the upstream's health.
+pub const UPSTREAM: &str = "(upstream)";
+/// The rule of the record of an upstream connection lost (its process exited, its stream
+/// broke for good).
+pub const UPSTREAM_LOST: &str = "(upstream lost)";
+/// The rule of the record of an upstream process restarted (the session replayed).
+pub const UPSTREAM_RESTARTED: &str = "(upstream restarted)";
+
 /// Write-ahead keys, unique in this process (the audit log prefixes its process's own id).
 static NEXT_INTENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -789,16 +797,40 @@ impl Relay {
         audit.into_iter().chain([answer]).collect()
     }
 
+    /// The audit event of the upstream's health changing (`rule`: [`UPSTREAM_LOST`] or
+    /// [`UPSTREAM_RESTARTED`]), when auditing.
+    fn upstream_event(&self, rule: &str, why: &str) -> Option<Out> {
+        self.cfg.audit.then(|| {
+            let decision = if rule == UPSTREAM_LOST {
+                AuditDecision::Error
+            } else {
+                AuditDecision::Allow
+            };
+            let mut r = AuditRecord::new(
+                (self.cfg.clock)(),
+                self.cfg.server.clone(),
+                UPSTREAM,
+                decision,
+            );
+            r.rule = Some(rule.to_owned());
+            r.message = Some(why.to_owned());
+            Out::Audit(Box::new(r), None)
+        })
+    }
+
     /// The upstream connection died: every request in flight gets a clear error now. Quota
     /// stays charged (the server may have acted before it died).
     pub fn upstream_lost(&self, why: &str) -> Vec<Out> {
+        let mut out: Vec<Out> = self
+            .upstream_event(UPSTREAM_LOST, why)
+            .into_iter()
+            .collect();
         let mut st = self.lock();
         let pending: Vec<(u64, Pending)> = st.pending.drain().collect();
         st.by_client.clear();
         st.tokens.clear();
         st.server_reqs.clear();
         st.server_reqs_rev.clear();
-        let mut out = Vec::new();
         for (_, p) in pending {
             if let Pending::Client {
                 client_id, trail, ..
@@ -821,14 +853,16 @@ impl Relay {
     /// `initialize`, then `notifications/initialized`), and a `tools/list_changed` for the
     /// client if the server declared it. Empty when the client never initialized.
     pub fn replay_after_restart(&self) -> Vec<Out> {
+        let event = self.upstream_event(UPSTREAM_RESTARTED, "the server process was restarted");
         let mut st = self.lock();
         let Some(params) = st.init_params.clone() else {
-            return Vec::new();
+            return event.into_iter().collect();
         };
         let up = st.next_up;
         st.next_up += 1;
         st.pending.insert(up, Pending::Internal);
-        let mut out = vec![
+        let mut out: Vec<Out> = event.into_iter().collect();
+        out.extend([
             Out::Server(
                 Message::request(&up.to_string(), "initialize", Some(&params)).to_json(),
                 None,
@@ -837,7 +871,7 @@ impl Relay {
                 Message::notification("notifications/initialized", None).to_json(),
                 None,
             ),
-        ];
+        ]);
         if st.tools_list_changed {
             out.push(Out::Client(
                 Message::notification("notifications/tools/list_changed", None).to_json(),
