@@ -102,7 +102,10 @@ const SCHEMA: &str = "
         upstream_status TEXT,
         upstream_ms     INTEGER,
         gateway_us      INTEGER NOT NULL,
-        counters        TEXT                  -- JSON array; NULL when empty
+        counters        TEXT,                 -- JSON array; NULL when empty
+        issuer          TEXT,                 -- OAuth: the token's issuer, subject, client
+        subject         TEXT,
+        client_id       TEXT
     );
     CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 ";
@@ -225,6 +228,12 @@ pub struct AuditRecord {
     pub gateway_us: u64,
     /// Keys of the counters the call consumed.
     pub counters: Vec<String>,
+    /// The OAuth access token's issuer (`auth = "oauth"`).
+    pub issuer: Option<String>,
+    /// The OAuth access token's subject.
+    pub subject: Option<String>,
+    /// The OAuth client the access token was issued to.
+    pub client_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -382,7 +391,11 @@ impl Row {
 /// The columns, in the order [`Writer::commit`] binds and [`read_row`] reads them.
 const COLUMNS: &str = "time, request_id, grant_id, grant_label, server, session, method, tool, \
      decision, rule, message, policy_name, policy_hash, arg_keys, args_hmac, args, \
-     upstream_status, upstream_ms, gateway_us, counters";
+     upstream_status, upstream_ms, gateway_us, counters, issuer, subject, client_id";
+
+/// Columns added after the first release, each `TEXT`: [`AuditLog::open`] adds them to an
+/// older log.
+const ADDED_COLUMNS: [&str; 3] = ["issuer", "subject", "client_id"];
 
 /// Rebuilds a record from a row selected with [`COLUMNS`].
 fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
@@ -417,6 +430,9 @@ fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
         upstream_ms: row.get(17).map_err(store)?,
         gateway_us: row.get(18).map_err(store)?,
         counters: json(row, 19)?.unwrap_or_default(),
+        issuer: row.get(20).map_err(store)?,
+        subject: row.get(21).map_err(store)?,
+        client_id: row.get(22).map_err(store)?,
     })
 }
 
@@ -487,6 +503,16 @@ impl AuditLog {
                 )));
             }
             tx.execute_batch(SCHEMA).map_err(store)?;
+            let present: Vec<String> = tx
+                .prepare("SELECT name FROM pragma_table_info('audit')")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(store)?;
+            for col in ADDED_COLUMNS {
+                if !present.iter().any(|p| p == col) {
+                    tx.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {col} TEXT"))
+                        .map_err(store)?;
+                }
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(store)?;
             let stored: Option<Vec<u8>> = tx
@@ -905,7 +931,7 @@ impl Writer {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                     ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                     ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
                 ))
                 .map_err(store)?;
             for row in rows {
@@ -936,6 +962,9 @@ impl Writer {
                     r.upstream_ms,
                     clamp(r.gateway_us),
                     counters,
+                    r.issuer,
+                    r.subject,
+                    r.client_id,
                 ])
                 .map_err(store)?;
             }
