@@ -37,10 +37,11 @@ fn provider(dir: &Path) -> Option<Provider> {
         .spawn()
         .expect("node runs");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "oidc-provider did not start");
+    // Whatever it prints later is drained: a closed pipe would end it.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let keys: Value = serde_json::from_str(&std::fs::read_to_string(keys_path).unwrap()).unwrap();
     Some(Provider {
         _bg: Bg(child),
@@ -552,4 +553,54 @@ fn tokens_are_judged_by_the_policy_their_principal_maps_to() {
             "no audit record {rule}: {records:#?}"
         );
     }
+}
+
+#[test]
+fn the_python_sdk_signs_in_with_pkce_and_calls_through_the_gateway() {
+    let (Some(py), dir) = (peer("venv/bin/python"), Scratch::new("oauth-sdk")) else {
+        return;
+    };
+    let Some(idp) = provider(&dir) else { return };
+    let gw = gateway(&dir, &idp);
+    let url = format!("http://127.0.0.1:{}/mcp/rec", gw.port);
+    // The SDK starts without a token: the 401 names the metadata, which names the provider;
+    // it registers, signs alice in (authorization code + PKCE, resource = the server) and
+    // retries. alice is in the group staff: the staff policy judges her calls.
+    let out = run_driver(
+        &py,
+        "oauth_client.py",
+        std::slice::from_ref(&url),
+        &json!([{"op": "list_tools"},
+            {"op": "call", "name": "pay_invoice", "args": {"id": 2, "amount": 1}},
+            {"op": "call", "name": "delete_invoice", "args": {"id": 2}}]),
+        &[],
+    );
+    assert_eq!(out["prm_resource"], url);
+    let r = out["results"].as_array().unwrap();
+    assert!(
+        r[0]["tools"].as_array().is_some_and(|t| !t.is_empty()),
+        "{out}"
+    );
+    assert_eq!(
+        text(&r[1]),
+        "called pay_invoice with {\"amount\":1,\"id\":2}",
+        "{out}"
+    );
+    assert!(text(&r[2]).starts_with("[POLICY DENIED]"), "{out}");
+    let client = out["client_id"].as_str().unwrap();
+    let records = audit(&gw);
+    assert!(
+        records.iter().any(|r| r["tool"] == "pay_invoice"
+            && r["decision"] == "allow"
+            && r["subject"] == "alice"
+            && r["client_id"] == client
+            && r["issuer"] == idp.issuer.as_str()
+            && r["policy_name"] == "staff"),
+        "{records:#?}"
+    );
+    // The SDK's first, tokenless request was refused at the door and audited.
+    assert!(records
+        .iter()
+        .any(|r| r["rule"] == "(oauth: missing_token)"));
+    assert!(!upstream_saw(&gw).contains("Bearer"));
 }
