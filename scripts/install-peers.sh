@@ -33,4 +33,9 @@ if [ ! -f .peers/node/.filesystem.done ]; then
       @modelcontextprotocol/server-filesystem@2026.8.31)
   touch .peers/node/.filesystem.done
 fi
+# The authorization server behind the OAuth tests (tests/oauth.rs, tests/peers/oidc_provider.mjs).
+if [ ! -f .peers/node/.oidc.done ]; then
+  (cd .peers/node && npm install --silent --no-audit --no-fund oidc-provider@9.13.3)
+  touch .peers/node/.oidc.done
+fi
 echo "peers ready under .peers/"

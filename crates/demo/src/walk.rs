@@ -131,6 +131,7 @@ pub async fn walkthrough_with(
         session_id: format!("demo-{}", std::process::id()),
         policy: Some(("demo".into(), "demo".into())),
         request_id: None,
+        principal: None,
     };
     let (client_end, gateway_end) = tokio::io::duplex(1 << 16);
     let (g_in, g_out) = tokio::io::split(gateway_end);

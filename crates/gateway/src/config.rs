@@ -22,6 +22,9 @@ pub struct Config {
     /// `[store]`: where counters, grants and approvals live (embedded SQLite by default).
     #[serde(default)]
     pub store: portcullis_store::StoreConfig,
+    /// `[oauth]`: the authorization server whose access tokens servers with `auth = "oauth"`
+    /// accept, and which policy each principal gets.
+    pub oauth: Option<OAuthConfig>,
     /// Directory the file lives in (relative paths resolve against it).
     #[serde(skip)]
     pub base: PathBuf,
@@ -133,12 +136,25 @@ pub struct ServerConfig {
     /// refused), `"warn"` (logged and audited, forwarded), `"off"`.
     #[serde(default)]
     pub validate_arguments: crate::schemas::ValidateArguments,
+    /// `auth = "oauth"`: the audience access tokens must carry; unset, the server's canonical
+    /// resource URI `<oauth.public_url>/mcp/<name>`.
+    pub audience: Option<String>,
+    /// `auth = "oauth"`: scopes every access token for this server must carry; a token without
+    /// them is answered 403 `insufficient_scope` naming them.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
 }
 
 /// Authentication mode of a server.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Auth {
+    /// OAuth 2.1 access tokens of the `[oauth]` issuer (the gateway as a resource server).
+    #[serde(rename = "oauth")]
+    OAuth,
+    /// OAuth access tokens, and grant tokens (`pcx_…`) side by side.
+    #[serde(rename = "oauth+grant")]
+    OAuthGrant,
     /// Grants from the store (`portcullis grant create`), the default.
     #[default]
     Grant,
@@ -146,6 +162,204 @@ pub enum Auth {
     Token,
     /// None (loopback only).
     None,
+}
+
+impl Auth {
+    /// The name written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::OAuth => "oauth",
+            Auth::OAuthGrant => "oauth+grant",
+            Auth::Grant => "grant",
+            Auth::Token => "token",
+            Auth::None => "none",
+        }
+    }
+
+    /// Whether OAuth access tokens are accepted.
+    pub fn oauth(self) -> bool {
+        matches!(self, Auth::OAuth | Auth::OAuthGrant)
+    }
+}
+
+/// The signature algorithms accepted unless `[oauth] algorithms` says otherwise: asymmetric
+/// only (the issuer's published public keys verify them).
+pub const DEFAULT_OAUTH_ALGORITHMS: [&str; 4] = ["RS256", "PS256", "ES256", "EdDSA"];
+
+/// Every algorithm `[oauth] algorithms` may name.
+pub const OAUTH_ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// `[oauth]`: the gateway as an OAuth 2.1 resource server (the MCP authorization spec).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// The authorization server's issuer identifier (exactly as its tokens' `iss`); its
+    /// metadata is discovered at `/.well-known/openid-configuration` or RFC 8414's
+    /// `/.well-known/oauth-authorization-server`.
+    pub issuer: String,
+    /// The gateway's externally visible base URL (`https://mcp.example.com`, behind a reverse
+    /// proxy its public address): resources are `<public_url>/mcp/<server>`.
+    pub public_url: String,
+    /// Scopes listed in the Protected Resource Metadata.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    /// Accepted JWS algorithms (default RS256, PS256, ES256, EdDSA); `none` and the
+    /// symmetric HS* are refused.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds (at most 300).
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Longest wait for the issuer's metadata or keys, seconds.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// The issuer's keys are fetched again after this long, seconds; a token naming an
+    /// unknown `kid` fetches them at once (at most every 10 seconds).
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_secs: u64,
+    /// The claim holding the principal's groups or roles (an array of strings, or one).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Principal → policy, first match wins; no match is refused (403).
+    #[serde(default)]
+    pub rules: Vec<OAuthRule>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    DEFAULT_OAUTH_ALGORITHMS.map(String::from).to_vec()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_fetch_timeout() -> u64 {
+    5
+}
+fn default_jwks_max_age() -> u64 {
+    300
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// `[[oauth.rules]]`: principals matching every given field get `policy`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthRule {
+    /// The policy's name: a server's name or a `[policies]` key.
+    pub policy: String,
+    /// Only for these servers (unset: every server).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The token's `sub`.
+    pub subject: Option<String>,
+    /// The token's `client_id` (or `azp`).
+    pub client_id: Option<String>,
+    /// A scope the token carries.
+    pub scope: Option<String>,
+    /// A value of the groups claim.
+    pub group: Option<String>,
+}
+
+/// A base URL `[oauth]` accepts: `https://…`, or `http://` on a loopback host (local use and
+/// tests); no query or fragment.
+fn check_base_url(key: &str, u: &str) -> Result<(), String> {
+    let rest = if let Some(r) = u.strip_prefix("https://") {
+        r
+    } else if let Some(r) = u.strip_prefix("http://") {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+            return Err(format!(
+                "oauth.{key} {u:?}: use https:// (plain http is accepted only on localhost)"
+            ));
+        }
+        r
+    } else {
+        return Err(format!("oauth.{key} {u:?}: write an https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("oauth.{key} {u:?} has no host"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "oauth.{key} {u:?}: drop the query and fragment (a base URL has neither)"
+        ));
+    }
+    Ok(())
+}
+
+impl OAuthConfig {
+    /// `public_url` without a trailing `/`.
+    pub fn base(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    fn check(
+        &self,
+        servers: &[ServerConfig],
+        policies: &BTreeMap<String, PathBuf>,
+    ) -> Result<(), String> {
+        check_base_url("issuer", &self.issuer)?;
+        check_base_url("public_url", &self.public_url)?;
+        if self.algorithms.is_empty() {
+            return Err(
+                "oauth.algorithms is empty; remove it for the default (RS256, PS256, ES256, EdDSA)"
+                    .into(),
+            );
+        }
+        for a in &self.algorithms {
+            if !OAUTH_ALGORITHMS.contains(&a.as_str()) {
+                let why = if a.eq_ignore_ascii_case("none") {
+                    "unsigned tokens are never accepted"
+                } else if a.to_ascii_uppercase().starts_with("HS") {
+                    "symmetric algorithms are refused: the gateway verifies with the issuer's published public keys"
+                } else {
+                    "unknown algorithm"
+                };
+                return Err(format!(
+                    "oauth.algorithms {a:?}: {why}; use some of {}",
+                    OAUTH_ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        if self.leeway_secs > 300 {
+            return Err(format!(
+                "oauth.leeway_secs {} is above 300; clocks that far apart need fixing (NTP)",
+                self.leeway_secs
+            ));
+        }
+        for (key, v) in [
+            ("fetch_timeout_secs", self.fetch_timeout_secs),
+            ("jwks_max_age_secs", self.jwks_max_age_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("oauth.{key} must be at least 1"));
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("oauth.rules[{i}]");
+            if !policies.contains_key(&r.policy)
+                && !servers
+                    .iter()
+                    .any(|s| s.name == r.policy && s.policy.is_some())
+            {
+                return Err(format!(
+                    "{at}: policy {:?} is not configured; name a [policies] key or a server with a policy",
+                    r.policy
+                ));
+            }
+            for s in &r.servers {
+                if !servers.iter().any(|c| &c.name == s) {
+                    return Err(format!(
+                        "{at}: servers names {s:?}, which is not configured"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A static token.
@@ -309,11 +523,27 @@ impl Config {
             if s.auth == Auth::Token && s.tokens.is_empty() {
                 return Err(format!("{at}: auth = \"token\" but no tokens configured; add tokens = [{{ label = \"…\", token = \"${{VAR}}\" }}], or use grants (the default)"));
             }
+            if s.auth.oauth() && self.oauth.is_none() {
+                return Err(format!("{at}: auth = \"{}\" needs an [oauth] table (issuer, public_url, rules); see docs/oauth.md", s.auth.as_str()));
+            }
+            if !s.auth.oauth() && (s.audience.is_some() || !s.required_scopes.is_empty()) {
+                return Err(format!("{at}: audience and required_scopes apply to OAuth; add auth = \"oauth\" (or \"oauth+grant\")"));
+            }
+            if let Some(a) = &s.audience {
+                if a.is_empty() {
+                    return Err(format!(
+                        "{at}: audience is empty; remove it to use the server's resource URI"
+                    ));
+                }
+            }
             if s.auth != Auth::Token && !s.tokens.is_empty() {
                 return Err(format!(
                     "{at}: tokens are listed but auth is not \"token\"; add auth = \"token\""
                 ));
             }
+        }
+        if let Some(o) = &self.oauth {
+            o.check(&self.servers, &self.policies)?;
         }
         Ok(())
     }
@@ -374,6 +604,77 @@ mod tests {
         assert!(parse("[[servers]]\nname = \"a\"\ncomand = [\"x\"]\n")
             .unwrap_err()
             .contains("unknown field"));
+    }
+
+    #[test]
+    fn the_oauth_table() {
+        let srv =
+            "[[servers]]\nname = \"a\"\ncommand = [\"x\"]\npolicy = \"p.json\"\nauth = \"oauth\"\n";
+        let oauth =
+            "[oauth]\nissuer = \"https://id.example\"\npublic_url = \"https://gw.example\"\n";
+        let ok = parse(&format!(
+            "{oauth}[[oauth.rules]]\ngroup = \"staff\"\npolicy = \"a\"\n{srv}"
+        ))
+        .unwrap();
+        let o = ok.oauth.unwrap();
+        assert_eq!(
+            o.algorithms, DEFAULT_OAUTH_ALGORITHMS,
+            "asymmetric by default"
+        );
+        assert_eq!((o.leeway_secs, o.fetch_timeout_secs), (30, 5));
+        assert_eq!(ok.servers[0].auth, Auth::OAuth);
+        assert!(parse(srv).unwrap_err().contains("needs an [oauth] table"));
+        let both = srv.replace("\"oauth\"", "\"oauth+grant\"");
+        assert_eq!(
+            parse(&format!("{oauth}{both}")).unwrap().servers[0].auth,
+            Auth::OAuthGrant
+        );
+        for (extra, says) in [
+            (
+                "algorithms = [\"HS256\"]\n",
+                "symmetric algorithms are refused",
+            ),
+            (
+                "algorithms = [\"none\"]\n",
+                "unsigned tokens are never accepted",
+            ),
+            ("algorithms = []\n", "remove it for the default"),
+            ("leeway_secs = 3600\n", "above 300"),
+            ("fetch_timeout_secs = 0\n", "at least 1"),
+        ] {
+            let e = parse(&format!("{oauth}{extra}{srv}")).unwrap_err();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        let http_issuer = oauth.replace("https://id.example", "http://id.example");
+        assert!(parse(&format!("{http_issuer}{srv}"))
+            .unwrap_err()
+            .contains("use https://"));
+        assert!(parse(&format!(
+            "{}{srv}",
+            oauth.replace("https://gw.example", "https://gw.example/?x=1")
+        ))
+        .unwrap_err()
+        .contains("drop the query"));
+        let local = oauth.replace("https://id.example", "http://127.0.0.1:9");
+        assert!(
+            parse(&format!("{local}{srv}")).is_ok(),
+            "plain http on loopback"
+        );
+        assert!(
+            parse(&format!("{oauth}[[oauth.rules]]\npolicy = \"nope\"\n{srv}"))
+                .unwrap_err()
+                .contains("policy \"nope\" is not configured")
+        );
+        assert!(parse(&format!(
+            "{oauth}[[oauth.rules]]\npolicy = \"a\"\nservers = [\"b\"]\n{srv}"
+        ))
+        .unwrap_err()
+        .contains("\"b\", which is not configured"));
+        let aud_on_grant =
+            "[[servers]]\nname = \"g\"\ncommand = [\"x\"]\naudience = \"https://x\"\n";
+        assert!(parse(&format!("{oauth}{aud_on_grant}"))
+            .unwrap_err()
+            .contains("add auth = \"oauth\""));
     }
 
     #[test]

@@ -667,6 +667,9 @@ mod tests {
             "(reload)",
             AuditDecision::Error,
         ));
+        let mut lost = AuditRecord::new(1, "odoo", crate::relay::UPSTREAM, AuditDecision::Error);
+        lost.rule = Some(crate::relay::UPSTREAM_LOST.into());
+        sink.observe(&lost);
         let text = sink.render(&Snapshot {
             audit: Some(AuditStats::default()),
             sessions: vec![("odoo".into(), "handshake", 1)],

@@ -61,6 +61,7 @@ fn relay() -> (Relay, Caller) {
         session_id: "s1".into(),
         policy: Some(("odoo".into(), "abc123".into())),
         request_id: None,
+        principal: None,
     };
     (relay, caller)
 }

@@ -56,6 +56,7 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             session_id: "s1".into(),
             policy: Some(("odoo".into(), "abc123".into())),
             request_id: None,
+            principal: None,
         },
     }
 }

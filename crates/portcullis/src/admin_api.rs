@@ -454,6 +454,8 @@ async fn servers(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> Respo
                 Auth::Grant => "grant",
                 Auth::Token => "token",
                 Auth::None => "none",
+                Auth::OAuth => "oauth",
+                Auth::OAuthGrant => "oauth+grant",
             };
             json!({"name": s.name, "transport": transport, "policy": policy, "auth": auth})
         })

@@ -385,6 +385,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         session_id: format!("stdio-{}", std::process::id()),
         policy: policy_id,
         request_id: None,
+        principal: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -83,11 +83,17 @@ const DELETE_CHUNK: i64 = 10_000;
 /// How long a connection waits for another's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Schema version stored in `PRAGMA user_version` (2: the `intent` column).
+/// Schema version stored in `PRAGMA user_version` (2: the `intent`, `issuer`, `subject` and
+/// `client_id` columns).
 const SCHEMA_VERSION: i64 = 2;
 
 /// Columns added after version 1, each added to an older database when it is opened.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("intent", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("intent", "TEXT"),
+    ("issuer", "TEXT"),
+    ("subject", "TEXT"),
+    ("client_id", "TEXT"),
+];
 
 /// Created after [`ADDED_COLUMNS`] exist.
 const INDEXES: &str = "
@@ -131,6 +137,9 @@ const SCHEMA: &str = "
         upstream_ms     INTEGER,
         gateway_us      INTEGER NOT NULL,
         counters        TEXT,                 -- JSON array; NULL when empty
+        issuer          TEXT,                 -- OAuth: the token's issuer, subject, client
+        subject         TEXT,
+        client_id       TEXT,
         intent          TEXT                  -- '<pid>:<start>:<n>' while a forwarded call is in flight
     );
     CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
@@ -254,6 +263,12 @@ pub struct AuditRecord {
     pub gateway_us: u64,
     /// Keys of the counters the call consumed.
     pub counters: Vec<String>,
+    /// The OAuth access token's issuer (`auth = "oauth"`).
+    pub issuer: Option<String>,
+    /// The OAuth access token's subject.
+    pub subject: Option<String>,
+    /// The OAuth client the access token was issued to.
+    pub client_id: Option<String>,
     /// The write-ahead key of a forwarded call (durable mode): the record passed to
     /// [`AuditLog::begin`] and the answer's record carry the same one, and the second
     /// completes the row of the first. Not part of the exported record.
@@ -422,7 +437,10 @@ impl Row {
 /// The columns, in the order [`Writer::commit`] binds and [`read_row`] reads them.
 const COLUMNS: &str = "time, request_id, grant_id, grant_label, server, session, method, tool, \
      decision, rule, message, policy_name, policy_hash, arg_keys, args_hmac, args, \
-     upstream_status, upstream_ms, gateway_us, counters";
+     upstream_status, upstream_ms, gateway_us, counters, issuer, subject, client_id";
+
+/// How many names [`COLUMNS`] lists; `intent` is bound after them, as `?{N_COLUMNS + 1}`.
+const N_COLUMNS: usize = 23;
 
 /// Rebuilds a record from a row selected with [`COLUMNS`].
 fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
@@ -457,6 +475,9 @@ fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
         upstream_ms: row.get(17).map_err(store)?,
         gateway_us: row.get(18).map_err(store)?,
         counters: json(row, 19)?.unwrap_or_default(),
+        issuer: row.get(20).map_err(store)?,
+        subject: row.get(21).map_err(store)?,
+        client_id: row.get(22).map_err(store)?,
         intent: None,
     })
 }
@@ -963,7 +984,17 @@ fn process_runs(pid: &str) -> bool {
     !proc.join("self").exists() || proc.join(pid).exists()
 }
 
-/// `UPDATE` of every [`COLUMNS`] field of the row with `intent = ?21`, which it clears.
+/// `INSERT` of the [`COLUMNS`] and `intent`.
+static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let params: Vec<String> = (1..=N_COLUMNS + 1).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO audit ({COLUMNS}, intent) VALUES ({})",
+        params.join(", ")
+    )
+});
+
+/// `UPDATE` of every [`COLUMNS`] field of the row whose `intent` is the last parameter,
+/// which it clears.
 static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let set: Vec<String> = COLUMNS
         .split(", ")
@@ -971,8 +1002,9 @@ static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .map(|(i, c)| format!("{c} = ?{}", i + 1))
         .collect();
     format!(
-        "UPDATE audit SET {}, intent = NULL WHERE intent = ?21",
-        set.join(", ")
+        "UPDATE audit SET {}, intent = NULL WHERE intent = ?{}",
+        set.join(", "),
+        N_COLUMNS + 1
     )
 });
 
@@ -1051,12 +1083,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(store)?;
         {
-            let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO audit ({COLUMNS}, intent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-                     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
-                ))
-                .map_err(store)?;
+            let mut insert = tx.prepare_cached(&INSERT).map_err(store)?;
             let mut complete = tx.prepare_cached(&COMPLETE).map_err(store)?;
             for row in rows {
                 let Row {
@@ -1071,7 +1098,7 @@ impl Writer {
                 let decision = r.decision.as_str();
                 let gateway_us = clamp(r.gateway_us);
                 let none: Option<&str> = None;
-                let mut fields: [&dyn rusqlite::ToSql; 21] = [
+                let mut fields: [&dyn rusqlite::ToSql; N_COLUMNS + 1] = [
                     &clamp(r.time),
                     &r.request_id,
                     &r.grant_id,
@@ -1092,6 +1119,9 @@ impl Writer {
                     &r.upstream_ms,
                     &gateway_us,
                     counters,
+                    &r.issuer,
+                    &r.subject,
+                    &r.client_id,
                     &key,
                 ];
                 // A completion updates its write-ahead row; without one (its begin failed,
@@ -1100,7 +1130,7 @@ impl Writer {
                     !begins && key.is_some() && complete.execute(&fields[..]).map_err(store)? > 0;
                 if !completed {
                     if !begins {
-                        fields[20] = &none;
+                        fields[N_COLUMNS] = &none;
                     }
                     insert.execute(&fields[..]).map_err(store)?;
                 }
@@ -1138,5 +1168,17 @@ fn take(m: Msg, rows: &mut Vec<Row>, waiters: &mut Vec<Done>) -> bool {
             waiters.push(done);
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_count_matches_the_column_list() {
+        assert_eq!(COLUMNS.split(", ").count(), N_COLUMNS);
+        assert!(INSERT.ends_with(&format!("?{})", N_COLUMNS + 1)));
+        assert!(COMPLETE.ends_with(&format!("intent = ?{}", N_COLUMNS + 1)));
     }
 }

@@ -36,6 +36,7 @@ fn main() {
             session_id: "s1".into(),
             policy: Some(("odoo".into(), "abc123".into())),
             request_id: None,
+            principal: None,
         };
         for line in text.split('\n').take(16) {
             let valid = Message::parse(line).is_ok();

@@ -1,6 +1,8 @@
 //! Admission at the door: the `Host`/`Origin` rule, the server lookup, the bearer token →
-//! [`Caller`] (the grant lookup), and the audited refusals of each.
+//! [`Caller`] (the grant lookup, or an OAuth access token's principal), and the audited
+//! refusals of each.
 
+use super::oauth::{OAuth, Refusal};
 use super::policies::Policies;
 use super::runtime::ServerRt;
 use super::{json_status, Gateway};
@@ -16,25 +18,42 @@ use std::sync::Arc;
 /// Who may call: the `Host`/`Origin` rule, and the bearer token → [`Caller`] lookup.
 pub(super) struct Authenticator {
     grants: Option<Arc<dyn GrantStore>>,
+    /// The OAuth resource server, when the config has an `[oauth]` table.
+    oauth: Option<OAuth>,
     allowed_hosts: Vec<String>,
     allowed_origins: Vec<String>,
+}
+
+/// A refusal at the door: of a grant or static token, or of an OAuth request.
+enum Refused {
+    Grant(AuthError),
+    OAuth(Refusal),
 }
 
 impl Authenticator {
     /// Loopback names and the configured `allowed_hosts`/`allowed_origins`; the grant store
     /// when grants are in use.
-    pub(super) fn new(cfg: &Config, grants: Option<Arc<dyn GrantStore>>) -> Authenticator {
+    pub(super) fn new(
+        cfg: &Config,
+        grants: Option<Arc<dyn GrantStore>>,
+    ) -> Result<Authenticator, String> {
         let mut allowed_hosts = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "[::1]".to_string(),
         ];
         allowed_hosts.extend(cfg.gateway.allowed_hosts.iter().cloned());
-        Authenticator {
+        Ok(Authenticator {
             grants,
+            oauth: OAuth::new(cfg)?,
             allowed_hosts,
             allowed_origins: cfg.gateway.allowed_origins.clone(),
-        }
+        })
+    }
+
+    /// The OAuth resource server, when configured.
+    pub(super) fn oauth(&self) -> Option<&OAuth> {
+        self.oauth.as_ref()
     }
 
     /// The grant store, when grants are in use.
@@ -107,6 +126,7 @@ impl Authenticator {
                 session_id,
                 policy: server_policy(),
                 request_id: None,
+                principal: None,
             }),
             Auth::Token => {
                 let header = headers.get("authorization").and_then(|h| h.to_str().ok());
@@ -128,39 +148,106 @@ impl Authenticator {
                         session_id,
                         policy: server_policy(),
                         request_id: None,
+                        principal: None,
                     }),
                     None => Err(AuthError::Unknown),
                 }
             }
             Auth::Grant => {
-                let Some(grants) = &self.grants else {
-                    return Err(AuthError::Store("no grant store is configured".into()));
-                };
                 let header = headers.get("authorization").and_then(|h| h.to_str().ok());
-                let token = bearer_token(header)?;
-                let g = grants.authenticate(token, &server.name, crate::relay::system_clock())?;
-                let policy = g.policy.as_ref().and_then(|name| {
-                    policies
-                        .get(name)
-                        .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
-                });
-                if g.policy.is_some() && policy.is_none() {
-                    tracing::warn!(grant = %g.id, "grant names policy {:?}, which is not configured: every call is denied", g.policy);
-                }
-                let (engine, policy) = match policy {
-                    Some((e, p)) => (Some(e), Some(p)),
-                    None => (None, None),
-                };
-                Ok(Caller {
-                    engine,
-                    grant_id: g.id,
-                    grant_label: g.label,
-                    session_id,
-                    policy,
-                    request_id: None,
-                })
+                self.grant_caller(server, bearer_token(header)?, policies, session_id)
             }
+            // Admitted by `oauth_caller`; never asked here.
+            Auth::OAuth | Auth::OAuthGrant => Err(AuthError::Missing),
         }
+    }
+
+    /// The caller of a grant token: the grant, with the policy it carries.
+    fn grant_caller(
+        &self,
+        server: &ServerRt,
+        token: &str,
+        policies: &Policies,
+        session_id: String,
+    ) -> Result<Caller, AuthError> {
+        let Some(grants) = &self.grants else {
+            return Err(AuthError::Store("no grant store is configured".into()));
+        };
+        let g = grants.authenticate(token, &server.name, crate::relay::system_clock())?;
+        let policy = g.policy.as_ref().and_then(|name| {
+            policies
+                .get(name)
+                .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
+        });
+        if g.policy.is_some() && policy.is_none() {
+            tracing::warn!(grant = %g.id, "grant names policy {:?}, which is not configured: every call is denied", g.policy);
+        }
+        let (engine, policy) = match policy {
+            Some((e, p)) => (Some(e), Some(p)),
+            None => (None, None),
+        };
+        Ok(Caller {
+            engine,
+            grant_id: g.id,
+            grant_label: g.label,
+            session_id,
+            policy,
+            request_id: None,
+            principal: None,
+        })
+    }
+
+    /// The caller of a server with `auth = "oauth"` (or `"oauth+grant"`, where grant tokens
+    /// go the grant's way): the access token's principal, with the policy the rules give it.
+    async fn oauth_caller(
+        &self,
+        server: &ServerRt,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        policies: &Policies,
+        session_id: String,
+    ) -> Result<Caller, Refused> {
+        let oauth = self
+            .oauth
+            .as_ref()
+            .ok_or_else(|| Refused::OAuth(Refusal::Unavailable("no [oauth] table".into())))?;
+        let in_query = query.is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv.split('=').next() == Some("access_token"))
+        });
+        if in_query {
+            return Err(Refused::OAuth(Refusal::InQuery));
+        }
+        let header = headers.get("authorization").and_then(|h| h.to_str().ok());
+        let token = bearer_token(header).map_err(|_| Refused::OAuth(Refusal::Missing))?;
+        if server.auth == Auth::OAuthGrant
+            && token.starts_with(portcullis_store::grants::TOKEN_PREFIX)
+        {
+            return self
+                .grant_caller(server, token, policies, session_id)
+                .map_err(Refused::Grant);
+        }
+        let p = oauth
+            .principal(&server.name, token)
+            .await
+            .map_err(Refused::OAuth)?;
+        let (name, p) = oauth.policy_for(&server.name, p).map_err(Refused::OAuth)?;
+        let (engine, policy) = match policies.get(&name) {
+            Some((e, h)) => (Some(e.clone()), Some((name, h.clone()))),
+            None => {
+                tracing::warn!(principal = %p.label(), "oauth rule names policy {name:?}, which is not configured: every call is denied");
+                (None, None)
+            }
+        };
+        Ok(Caller {
+            engine,
+            grant_id: p.grant_id(),
+            grant_label: p.label(),
+            session_id,
+            policy,
+            request_id: None,
+            principal: Some(Arc::new(p)),
+        })
     }
 }
 
@@ -176,13 +263,53 @@ impl Gateway {
         &self,
         server: &ServerRt,
         headers: &HeaderMap,
+        query: Option<&str>,
     ) -> Result<Caller, Box<Response>> {
         let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let policies = self.policies.now();
-        match self.auth.caller(server, headers, &policies, session_id) {
+        let outcome = if server.auth.oauth() {
+            self.auth
+                .oauth_caller(server, headers, query, &policies, session_id)
+                .await
+        } else {
+            self.auth
+                .caller(server, headers, &policies, session_id)
+                .map_err(Refused::Grant)
+        };
+        match outcome {
             Ok(c) => Ok(c),
-            Err(e) => Err(self.refuse(server, e).await),
+            Err(Refused::Grant(e)) => Err(self.refuse(server, e).await),
+            Err(Refused::OAuth(r)) => Err(self.refuse_oauth(server, r).await),
         }
+    }
+
+    /// Answers a refused OAuth request (400/401/403/503, with its `WWW-Authenticate`
+    /// challenge and a JSON body) after writing its audit record.
+    async fn refuse_oauth(&self, server: &ServerRt, r: Refusal) -> Box<Response> {
+        let oauth = self.auth.oauth();
+        if !self.events.is_empty() {
+            let p = r.principal();
+            let (id, label) = p.map(|p| (p.grant_id(), p.label())).unzip();
+            let mut rec = super::refusal(
+                &server.name,
+                "(authentication)",
+                format!("(oauth: {})", r.code()),
+                r.message(),
+                id.as_deref().zip(label.as_deref()),
+            );
+            if let Some(p) = p {
+                p.audit(&mut rec);
+            }
+            self.events.record(rec).await;
+        }
+        let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let mut resp = json_status(status, json!({"error": r.code(), "message": r.message()}));
+        if let Some(c) = oauth.and_then(|o| o.challenge(&server.name, &r)) {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+                resp.headers_mut().insert("www-authenticate", v);
+            }
+        }
+        Box::new(resp)
     }
 
     /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
@@ -204,11 +331,13 @@ impl Gateway {
 }
 
 /// The checks every request passes first, in the spec's order: `Host`/`Origin` (403), the
-/// server (404), the bearer token (401/403, audited).
+/// server (404), the bearer token or access token (400/401/403, audited). `query` is the
+/// request URI's query (an access token there is refused).
 pub(super) async fn admit(
     gw: &Arc<Gateway>,
     server: &str,
     headers: &HeaderMap,
+    query: Option<&str>,
 ) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
     if !gw.host_ok(headers) {
         if !gw.events.is_empty() {
@@ -241,6 +370,6 @@ pub(super) async fn admit(
             json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
         )));
     };
-    let caller = gw.caller(&srv, headers).await?;
+    let caller = gw.caller(&srv, headers, query).await?;
     Ok((srv, caller))
 }

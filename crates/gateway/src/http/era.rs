@@ -50,6 +50,7 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
         session_id: "probe".into(),
         policy: None,
         request_id: None,
+        principal: None,
     };
     conn.link
         .from_client_with(&probe, &caller, Vec::new())

@@ -36,7 +36,7 @@ fn authenticator() -> &'static Authenticator {
             "[gateway]\nallowed_hosts = [\"gw.example\"]\nallowed_origins = [\"https://app.example\"]\n",
         )
         .expect("the fuzzing configuration parses");
-        Authenticator::new(&cfg, None)
+        Authenticator::new(&cfg, None).expect("no [oauth] table, nothing to build")
     })
 }
 

@@ -46,9 +46,10 @@ pub(super) async fn sse_open(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
     peer: Option<Peer>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (srv, caller) = match admit(&gw, &server, &headers).await {
+    let (srv, caller) = match admit(&gw, &server, &headers, uri.query()).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -109,10 +110,11 @@ pub(super) async fn sse_message(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
     axum::extract::Query(q): axum::extract::Query<SessionQuery>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (srv, caller) = match admit(&gw, &server, &headers).await {
+    let (srv, caller) = match admit(&gw, &server, &headers, uri.query()).await {
         Ok(x) => x,
         Err(r) => return *r,
     };

@@ -1,5 +1,6 @@
 //! The HTTP face: `/mcp/<server>` (Streamable HTTP, both MCP eras), `/sse/<server>` (legacy
-//! HTTP+SSE), `/healthz`, `/readyz`.
+//! HTTP+SSE), `/.well-known/oauth-protected-resource/…` (RFC 9728, servers with OAuth),
+//! `/healthz`, `/readyz`.
 //!
 //! Order of checks on every request (spec §4.4): `Host`/`Origin` (403), the server (404),
 //! the bearer token (401/403), the body cap (413); for a POST its `Content-Type` (415) and
@@ -23,6 +24,7 @@
 //! | `mod.rs` | [`Gateway`] and its router, `/mcp` dispatch by method and era, small shared helpers |
 //! | `policies.rs` | the policy table: compiled policies by name, swapped on reload |
 //! | `auth.rs` | admission: `Host`/`Origin`, server lookup, bearer token → `Caller`, audited refusals |
+//! | `oauth/` | the OAuth resource server: resource metadata, issuer keys, access tokens → principal → policy |
 //! | `background.rs` | the gateway's loops: hot reload of the config and policies, audit retention |
 //! | `media.rs` | a POST's `Content-Type` (415) and `Accept` (406), audited refusals |
 //! | `runtime.rs` | configured servers, open sessions, upstream connections |
@@ -42,6 +44,7 @@ pub mod fuzzing;
 mod legacy_sse;
 mod listener;
 mod media;
+mod oauth;
 mod policies;
 mod routes;
 mod runtime;
@@ -50,6 +53,7 @@ mod stateless;
 mod streams;
 
 pub use listener::{serve, Limits};
+pub use oauth::Principal;
 pub use policies::Policies;
 
 use crate::config::{expand_env, Config};
@@ -60,7 +64,7 @@ use crate::upstream::UpstreamSpec;
 use auth::{admit, Authenticator};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use legacy_sse::{sse_message, sse_open};
@@ -124,7 +128,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             rt,
             policies: PolicyTable::new(policies),
-            auth: Authenticator::new(cfg, grants),
+            auth: Authenticator::new(cfg, grants)?,
             store,
             events: crate::events::Events::new(sinks),
             metrics,
@@ -159,6 +163,14 @@ impl Gateway {
             .route("/mcp", any(mcp_default))
             .route("/sse/{server}", get(sse_open))
             .route("/sse/{server}/messages", axum::routing::post(sse_message))
+            .route(
+                "/.well-known/oauth-protected-resource",
+                get(oauth::metadata::root_metadata),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/{*rest}",
+                get(oauth::metadata::resource_metadata),
+            )
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(|| async { "ready\n" }))
             .layer(DefaultBodyLimit::max(max_body))
@@ -252,6 +264,7 @@ impl Gateway {
 async fn mcp_default(
     State(gw): State<Arc<Gateway>>,
     peer: Option<Peer>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -265,7 +278,7 @@ async fn mcp_default(
         );
     }
     let name = gw.rt.servers().keys().next().expect("one").clone();
-    mcp(State(gw), Path(name), peer, method, headers, body).await
+    mcp(State(gw), Path(name), peer, uri, method, headers, body).await
 }
 
 /// The client's address, as the listener records it (absent when the router is served
@@ -280,11 +293,12 @@ async fn mcp(
     State(gw): State<Arc<Gateway>>,
     Path(server): Path<String>,
     peer: Option<Peer>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (srv, caller) = match admit(&gw, &server, &headers).await {
+    let (srv, caller) = match admit(&gw, &server, &headers, uri.query()).await {
         Ok(x) => x,
         Err(r) => return *r,
     };

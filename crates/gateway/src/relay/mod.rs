@@ -135,6 +135,9 @@ pub struct Caller {
     /// The client's own request id when the face rewrote it (stateless HTTP), for the audit
     /// trail; `None` uses the id the relay sees.
     pub request_id: Option<String>,
+    /// The OAuth principal behind the caller (`auth = "oauth"`): its issuer, subject and
+    /// client go into every audit record.
+    pub principal: Option<Arc<crate::http::Principal>>,
 }
 
 /// The wall clock.
@@ -395,6 +398,9 @@ impl Relay {
         r.grant_id = Some(caller.grant_id.clone());
         r.grant_label = Some(caller.grant_label.clone());
         r.session = Some(caller.session_id.clone());
+        if let Some(p) = &caller.principal {
+            p.audit(&mut r);
+        }
         if let Some((name, hash)) = &caller.policy {
             r.policy_name = Some(name.clone());
             r.policy_hash = Some(hash.clone());

@@ -86,10 +86,22 @@ pub fn serve_in(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Served {
+    serve_at(free_port(), dir, servers, files, env, args)
+}
+
+/// [`serve_in`] on a port the caller chose (a config that names the gateway's own address,
+/// such as `[oauth] public_url`).
+pub fn serve_at(
+    port: u16,
+    dir: &Path,
+    servers: &str,
+    files: &[(&str, String)],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Served {
     for (f, text) in files {
         std::fs::write(dir.join(f), text).unwrap();
     }
-    let port = free_port();
     let cfg = format!(
         "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmax_body_bytes = 65536\n\n{servers}"
     );
