@@ -48,7 +48,7 @@ pub fn when(ms: u64) -> String {
 
 /// A risk badge (`low`, `medium`, `high`, `critical`).
 pub fn risk_badge(risk: &str) -> String {
-    let r = esc(risk);
+    let r = esc(&risk.to_ascii_lowercase());
     format!("<span class=\"badge risk-{r}\">{r}</span>")
 }
 

@@ -55,8 +55,12 @@ async fn all_tools(st: &Console) -> (Vec<(String, Value)>, Vec<(String, String)>
     (tools, failed)
 }
 
-fn risk_of(t: &Value) -> &str {
-    t["classification"]["risk"].as_str().unwrap_or("medium")
+/// The tool's risk level, lower-case (`low` … `critical`).
+fn risk_of(t: &Value) -> String {
+    t["classification"]["risk"]
+        .as_str()
+        .unwrap_or("medium")
+        .to_ascii_lowercase()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,10 +279,10 @@ pub(crate) async fn catalogue(
             esc(&urlenc(name)),
             esc(name),
             if t["hidden_by_policy"] == json!(true) { " <span class=\"tag\">hidden</span>" } else { "" },
-            esc(c["summary"].as_str().unwrap_or(desc)),
+            esc(desc),
             esc(server),
             esc(category),
-            risk_badge(risk_of(t)),
+            risk_badge(&risk_of(t)),
             evidence.join("")
         );
     }
