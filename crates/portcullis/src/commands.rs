@@ -544,15 +544,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }
         say("  /admin/api/  (admin API; OpenAPI at /admin/api/openapi.json)".into());
         say("  /metrics     (Prometheus; admin token)".into());
+        say("  /ui/         (web console; sign in with the admin token)".into());
+        // The admin operations, with two faces: the admin API and the web console.
+        let ops = std::sync::Arc::new(crate::ops::Ops::new(
+            gw.clone(),
+            cfg.clone(),
+            a.config.clone(),
+        ));
+        let max_body = cfg.gateway.max_body_bytes;
         let app = gw
-            .router(cfg.gateway.max_body_bytes)
-            .merge(crate::admin_api::router(
-                gw.clone(),
-                cfg.clone(),
-                a.config.clone(),
-                admin_token,
-                cfg.gateway.max_body_bytes,
-            ));
+            .router(max_body)
+            .merge(crate::admin_api::router(ops.clone(), admin_token, max_body))
+            .merge(crate::console::router(ops, admin_token, max_body));
         // Hot reload of the config and policies, audit retention: the gateway's own loops.
         gw.spawn_background(a.config.clone(), retention);
         let shutdown = async {

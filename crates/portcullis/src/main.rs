@@ -11,6 +11,8 @@ mod admin;
 mod admin_api;
 mod approvals_cli;
 mod commands;
+mod console;
+mod ops;
 mod scan;
 
 /// Portcullis: a policy gateway for MCP tool calls.
