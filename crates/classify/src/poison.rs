@@ -88,7 +88,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             "asks for credentials or secret files",
         ),
         p(
-            r"(?i)\b(before|instead\s+of)\s+(using|calling)\s+(any|every|all|the\s+other|other)\s+tools?\b",
+            r"(?i)\b(before|instead\s+of)\s+(using|calling)\s+(any\s+other|any|every|all|the\s+other|other)\s+tools?\b",
             "other-tool",
             "tries to change how the model uses other tools",
         ),
@@ -99,7 +99,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         ),
         p(r"<!--", "hidden-text", "a hidden HTML comment"),
         p(
-            r"(?i)\b(also|first|then|always|afterwards|and\s+then)\s+(call|invoke|use|run|execute)\s+(the\s+)?`?[a-z][a-z0-9]*_[a-z0-9_]+`?",
+            r"(?i)\b(also|then|afterwards|and\s+then)\s+(call|invoke|run|execute)\s+(the\s+)?`?[a-z][a-z0-9]*_[a-z0-9_]+`?\b[^=]",
             "other-tool",
             "orders the model to call another tool",
         ),
@@ -109,7 +109,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             "changes how the model uses another tool",
         ),
         p(
-            r"(?i)\b(read|send|include|pass|attach|upload|provide|copy|forward|leak|collect|add)\b.{0,60}?\b(api[\s_-]?keys?|private\s+keys?|passwords?|access\s+tokens?|secret\s+keys?|credentials|session\s+cookies?|environment\s+variables|\.env\b)",
+            r"(?i)\b(read|send|include|pass|attach|upload|provide|copy|forward|leak|collect)\s+(the\s+|your\s+|any\s+|all\s+|every\s+|their\s+)[^.]{0,40}?\b(api[\s_-]?keys?|private\s+keys?|passwords?|access\s+tokens?|secret\s+keys?|credentials|session\s+cookies?|environment\s+variables|\.env\b)",
             "secret",
             "asks for credentials or secrets",
         ),

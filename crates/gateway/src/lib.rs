@@ -9,6 +9,7 @@
 mod bridge;
 pub mod config;
 pub mod connection;
+pub mod definition;
 pub mod events;
 pub mod http;
 pub mod metrics;

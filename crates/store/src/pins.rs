@@ -18,7 +18,7 @@
 //! The store never reads the clock: `now` is an argument.
 
 // `PinError::NotQuarantined` carries the pin (the caller shows where it stands).
-#![allow(clippy::result_large_err)]
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 use portcullis_policy::Millis;
 use rusqlite::{params, Connection, OptionalExtension};
