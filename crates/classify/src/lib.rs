@@ -76,6 +76,17 @@ pub use catalog::{
     catalog_index_html, catalog_index_markdown, catalog_page_html, catalog_page_markdown, page_slug,
 };
 pub use catchall::{CatchAll, CatchAllKind};
+pub use poison::{Finding, LONG_DESCRIPTION};
+
+/// The signs of tool poisoning in one tool definition (an element of a `tools/list` result's
+/// `tools`): every text the model reads (description, title, the schema's descriptions,
+/// defaults and examples), each finding with its field and evidence. Empty when clean.
+pub fn poisoning_findings(tool: &Value) -> Vec<Finding> {
+    features::model_visible_texts(tool)
+        .iter()
+        .flat_map(|(field, text)| poison::scan(field, text))
+        .collect()
+}
 pub use policy::{counter_name, starter_policy, tool_policy, Preset};
 
 use catchall::ArgRules;
@@ -774,10 +785,10 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
     }
 
     // 6. Poisoning.
-    let mut poisoning = Vec::new();
-    for (field, text) in features::model_visible_texts(tool) {
-        poisoning.extend(poison::scan(&field, &text));
-    }
+    let poisoning: Vec<String> = poisoning_findings(tool)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
 
     // Risk.
     let mut risk = category.base_risk();

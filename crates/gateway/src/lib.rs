@@ -9,9 +9,11 @@
 mod bridge;
 pub mod config;
 pub mod connection;
+pub mod definition;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod pinning;
 pub mod relay;
 mod resume;
 pub mod schemas;

@@ -216,7 +216,7 @@ pub(crate) fn status_filter(s: &str) -> Result<Option<ApprovalStatus>, String> {
 
 /// The approver's default name: `$USER` (or `$LOGNAME`); when neither is set (cron, systemd
 /// units, containers), the account name of the current uid; failing that, `uid N`.
-fn default_by() -> Result<String, String> {
+pub(crate) fn default_by() -> Result<String, String> {
     let from_env = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()));
@@ -432,7 +432,7 @@ fn expire_and_audit(store: &dyn ApprovalStore, data_dir: &Path, now: Millis) -> 
     Ok(())
 }
 
-fn open_audit(data_dir: &Path) -> Result<AuditLog, String> {
+pub(crate) fn open_audit(data_dir: &Path) -> Result<AuditLog, String> {
     create_private_dir(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     AuditLog::open(data_dir.join(AUDIT_FILE), AuditMode::Durable).map_err(|e| e.to_string())

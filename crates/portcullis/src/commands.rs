@@ -489,6 +489,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         counters: store,
         grants,
         approvals,
+        // Tool pins: opened (pins.db is created) but not yet consulted by the relay.
+        pins: _,
     } = store_cfg.open(&dir)?;
     let audit = match cfg.gateway.audit.as_str() {
         "off" => None,

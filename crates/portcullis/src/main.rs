@@ -13,6 +13,7 @@ mod approvals_cli;
 mod commands;
 mod console;
 mod ops;
+mod pins_cli;
 mod scan;
 
 /// Portcullis: a policy gateway for MCP tool calls.
@@ -54,6 +55,9 @@ enum Command {
     /// The approval queue: `list` (pending by default), `show ID`, `approve ID`,
     /// `deny ID --reason TEXT`; each decision is audited.
     Approvals(approvals_cli::ApprovalsArgs),
+    /// Tool pins: `list` (`--json`), `diff SERVER TOOL` (approved vs listed, member by
+    /// member), `approve SERVER TOOL` (re-pins), `reject SERVER TOOL`; each decision audited.
+    Pins(pins_cli::PinsArgs),
     /// Walk through Portcullis in front of a demo Odoo-like server, then print a client config.
     Demo(commands::DemoArgs),
     /// The demo's Odoo-like MCP server on stdio (used by `demo` and its client snippet).
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Grant(a) => admin::grant(a),
         Command::Audit(a) => admin::audit(a),
         Command::Approvals(a) => approvals_cli::approvals(a),
+        Command::Pins(a) => pins_cli::pins(a),
         Command::Demo(a) => commands::demo(a),
         Command::DemoUpstream => commands::demo_upstream(),
     };

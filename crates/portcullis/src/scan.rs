@@ -675,9 +675,13 @@ fn flags(c: &Classification) -> String {
     f.join(",")
 }
 
-/// The evidence shown in the WHY column: the first item, unless it is only the note that a
+/// The evidence shown in the WHY column: for a poisoning suspect its first finding (field,
+/// sign and the text found); otherwise the first item, unless it is only the note that a
 /// namespace prefix was stripped.
 fn why(c: &Classification) -> &str {
+    if let Some(finding) = c.poisoning.first() {
+        return finding;
+    }
     let mut it = c.evidence.iter();
     match it.next() {
         Some(first) if first.starts_with("namespace prefix") => {

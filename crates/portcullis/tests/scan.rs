@@ -146,6 +146,13 @@ fn scan_from_file_prints_each_tool_with_its_category() {
     }
     assert!(rows["run_sql"].2.starts_with("catch-all"), "{out}");
     assert!(rows["list_gadgets"].2.starts_with("poisoning"), "{out}");
+    // The WHY of a poisoning suspect is its first finding: the field and the text found.
+    assert!(
+        rows["list_gadgets"]
+            .2
+            .contains("description tells the model to discard"),
+        "{out}"
+    );
     assert_eq!(rows["list_gadgets"].0, "High", "{out}");
     assert!(rows["delete_widget"].2.contains("\"delete\""), "{out}");
     // Sorted by risk, highest first.

@@ -1,10 +1,11 @@
 //! The one place a deployment's stores are chosen: `[store]` in `portcullis.toml` (or the
-//! stdio face's `--data-dir`) becomes counters, grants, approvals and the audit log behind
+//! stdio face's `--data-dir`) becomes counters, grants, approvals, pins and the audit log behind
 //! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
 
 use crate::{
-    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, Redis, RedisApprovals,
-    RedisCounters, RedisGrants, SqliteApprovals, SqliteCounters, SqliteGrants, APPROVALS_FILE,
+    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, PinStore, Redis,
+    RedisApprovals, RedisCounters, RedisGrants, RedisPins, SqliteApprovals, SqliteCounters,
+    SqliteGrants, SqlitePins, APPROVALS_FILE, PINS_FILE,
 };
 use portcullis_policy::CounterStore;
 use serde::Deserialize;
@@ -49,6 +50,8 @@ pub struct Stores {
     pub grants: Arc<dyn GrantStore>,
     /// Approval requests of `approve_if` calls.
     pub approvals: Arc<dyn ApprovalStore>,
+    /// Tool pins (definitions as approved; quarantined changes).
+    pub pins: Arc<dyn PinStore>,
 }
 
 impl StoreConfig {
@@ -101,7 +104,25 @@ impl StoreConfig {
             counters: self.open_counters(Some(data_dir))?,
             grants: self.open_grants(data_dir, true)?.ok_or_else(absent)?,
             approvals: self.open_approvals(data_dir, true)?.ok_or_else(absent)?,
+            pins: self.open_pins(data_dir, true)?.ok_or_else(absent)?,
         })
+    }
+
+    /// The pin store: the shared Redis's, or `pins.db` in `data_dir` (`None` as for
+    /// [`StoreConfig::open_grants`]).
+    pub fn open_pins(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> Result<Option<Arc<dyn PinStore>>, String> {
+        if let Some(redis) = self.connected()? {
+            return Ok(Some(Arc::new(RedisPins::new(redis))));
+        }
+        if !create && !data_dir.join(PINS_FILE).exists() {
+            return Ok(None);
+        }
+        create_data_dir(data_dir)?;
+        open_pins(data_dir).map(Some)
     }
 
     /// The grant store: the shared Redis's, or `grants.db` in `data_dir` (`None` when that
@@ -203,6 +224,14 @@ pub fn open_approvals(data_dir: &Path) -> Result<Arc<dyn ApprovalStore>, String>
     ))
 }
 
+/// The pin store of a data dir.
+pub fn open_pins(data_dir: &Path) -> Result<Arc<dyn PinStore>, String> {
+    let path = data_dir.join(PINS_FILE);
+    Ok(Arc::new(
+        SqlitePins::open(&path).map_err(|e| cannot_open(&path, e))?,
+    ))
+}
+
 /// The audit log of a data dir, in `mode`.
 pub fn open_audit(data_dir: &Path, mode: AuditMode) -> Result<AuditLog, String> {
     let path = data_dir.join(crate::audit::AUDIT_FILE);
@@ -249,10 +278,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portcullis-factory-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let stores = StoreConfig::default().open(&dir.join("data")).unwrap();
-        for f in [COUNTERS_FILE, crate::grants::GRANTS_FILE, APPROVALS_FILE] {
+        for f in [
+            COUNTERS_FILE,
+            crate::grants::GRANTS_FILE,
+            APPROVALS_FILE,
+            PINS_FILE,
+        ] {
             assert!(dir.join("data").join(f).exists(), "{f}");
         }
         assert!(stores.grants.list(None).unwrap().is_empty());
+        assert!(stores.pins.list(None).unwrap().is_empty());
         let mem = StoreConfig {
             counters: CounterBackend::Memory,
             ..StoreConfig::default()

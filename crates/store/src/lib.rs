@@ -2,7 +2,7 @@
 //!
 //! State behind traits, chosen in one place ([`factory`], `[store]` in the config): counters
 //! (the implementations of [`CounterStore`](portcullis_policy::CounterStore) that keep the
-//! engine's rate limits and quotas), grants, approvals, and the durable audit log.
+//! engine's rate limits and quotas), grants, approvals, tool pins, and the durable audit log.
 //!
 //! - [`MemoryCounters`]: a hash map behind one mutex. The fastest (a reservation costs well
 //!   under a microsecond), exact within one process, forgotten on restart. For a single
@@ -34,7 +34,7 @@ pub mod redis;
 mod sqlite;
 
 pub use memory::MemoryCounters;
-pub use redis::{Redis, RedisApprovals, RedisCounters, RedisGrants};
+pub use redis::{Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins};
 pub use sqlite::{OpenError, SqliteCounters};
 
 pub mod approvals;
@@ -42,6 +42,7 @@ pub mod audit;
 mod authority;
 pub mod factory;
 pub mod grants;
+pub mod pins;
 mod secret;
 
 pub use approvals::{
@@ -56,3 +57,4 @@ pub use grants::{
     bearer_token, AuthError, Grant, GrantError, GrantOpenError, GrantStatus, GrantStore,
     SqliteGrants, Token,
 };
+pub use pins::{Pin, PinError, PinState, PinStore, SqlitePins, PINS_FILE};

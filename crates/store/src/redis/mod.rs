@@ -1,4 +1,4 @@
-//! The shared network store: counters, grants and approvals of several gateway replicas in
+//! The shared network store: counters, grants, approvals and tool pins of several gateway replicas in
 //! one Redis (`[store] url = "redis://…"` or `"rediss://…"`), each under a key prefix so that
 //! several gateways can share one Redis.
 //!
@@ -22,14 +22,17 @@
 //! | `P af:<fingerprint>` | set | the approval ids of one fingerprint |
 //! | `P approvals` | sorted set | every approval id, by creation time |
 //! | `P ap:open` | set | the ids of pending and approved (not yet used) requests |
+//! | `P pins` | hash | tool pins: field `["server","tool"]` (JSON), value the pin (JSON) |
 
 mod approvals;
 mod counters;
 mod grants;
+mod pins;
 
 pub use approvals::RedisApprovals;
 pub use counters::RedisCounters;
 pub use grants::RedisGrants;
+pub use pins::RedisPins;
 
 use ::redis::{Client, Connection, RedisResult};
 use portcullis_policy::sync::LockExt;
