@@ -25,6 +25,9 @@ pub struct Config {
     /// `[oauth]`: the authorization server whose access tokens servers with `auth = "oauth"`
     /// accept, and which policy each principal gets.
     pub oauth: Option<OAuthConfig>,
+    /// `[telemetry]`: OpenTelemetry traces (off unless an OTLP endpoint is set).
+    #[serde(default)]
+    pub telemetry: crate::traces::TelemetryConfig,
     /// Directory the file lives in (relative paths resolve against it).
     #[serde(skip)]
     pub base: PathBuf,
@@ -451,6 +454,7 @@ impl Config {
     fn check(&self) -> Result<(), String> {
         let addr = self.listen_addr()?;
         self.store.check()?;
+        self.telemetry.check()?;
         let audit = self.gateway.audit.as_str();
         if audit != "off" && audit.parse::<portcullis_store::AuditMode>().is_err() {
             return Err(format!(
@@ -704,6 +708,22 @@ mod tests {
         assert_eq!(c.store.url.as_deref(), Some("redis://gw:pw@h:1/0"));
         c.store.url = Some("redis://${PORTCULLIS_TEST_REDIS_MISSING}@h/0".into());
         assert!(c.expand_store_url().unwrap_err().contains("store.url"));
+    }
+
+    #[test]
+    fn the_telemetry_section() {
+        let c = parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.25\nservice_name = \"gw\"\n").unwrap();
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(c.telemetry.sampling_ratio, Some(0.25));
+        assert_eq!(parse("").unwrap().telemetry, Default::default());
+        let e = parse("[telemetry]\nsampling_ratio = 2.0\n").unwrap_err();
+        assert!(e.contains("telemetry.sampling_ratio"), "{e}");
+        let e = parse("[telemetry]\notlp_endpoint = \"localhost:4318\"\n").unwrap_err();
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        assert!(parse("[telemetry]\nendpoint = \"http://x\"\n").is_err());
     }
 
     #[test]

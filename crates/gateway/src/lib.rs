@@ -18,6 +18,7 @@ pub mod relay;
 mod resume;
 pub mod schemas;
 pub mod stdio;
+pub mod traces;
 pub mod upstream;
 pub mod webhook;
 

@@ -480,6 +480,15 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         cfg.gateway.listen = l.clone();
     }
     let addr = cfg.listen_addr()?;
+    // Read and check the telemetry settings now, so a bad OTEL_* value stops the start.
+    let telemetry =
+        portcullis_gateway::traces::Telemetry::resolve(&cfg.telemetry, |k| std::env::var(k).ok())?;
+    if let Some(t) = &telemetry {
+        tracing::warn!(
+            "telemetry is configured ({}) but this build has no span exporter yet: no traces are sent",
+            t.traces_url
+        );
+    }
     let dir = cfg.resolve(&cfg.gateway.data_dir);
     let mut store_cfg = cfg.store.clone();
     if a.memory_counters {
