@@ -14,6 +14,7 @@ const WHO: Identity = Identity {
     session_id: "s",
     client_name: None,
     server: "srv",
+    principal: None,
 };
 
 /// Compiles the recommended policy for `t` alone, after checking that it validates and that

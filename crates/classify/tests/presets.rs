@@ -14,6 +14,7 @@ const WHO: Identity = Identity {
     session_id: "s",
     client_name: None,
     server: "srv",
+    principal: None,
 };
 
 fn classes() -> Vec<Classification> {

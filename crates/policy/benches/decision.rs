@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
         session_id: "s1",
         client_name: None,
         server: "odoo",
+        principal: None,
     };
     let seed_args = json!({"move_id": 4211, "attachment_id": 0});
     let refund_args = json!({"amount": 2500, "currency": "usd", "reason": "duplicate charge"});

@@ -32,6 +32,9 @@ pub struct Identity<'a> {
     pub client_name: Option<&'a str>,
     /// Upstream server name (`scope: "server"`).
     pub server: &'a str,
+    /// An OAuth caller's principal as a JSON object (`issuer`, `subject`, `client_id`,
+    /// `scopes`, `groups`), read by `principal.*` paths; `None` for grant callers.
+    pub principal: Option<&'a Value>,
 }
 
 /// A `tools/call` as the engine sees it.

@@ -1,5 +1,6 @@
 //! Condition paths: `args.a.b[0].c`, (ext) `args.files[*]` for every element of an array,
-//! and (ext) `grant.label`, `grant.id`, `session.client_name`. Parsed once at load into steps;
+//! and (ext) `grant.label`, `grant.id`, `session.client_name`, `principal.*` (an OAuth caller's
+//! issuer, subject, client_id, scopes, groups). Parsed once at load into steps;
 //! resolved per call without allocation for `args.*`.
 
 use crate::engine::Identity;
@@ -17,7 +18,12 @@ pub enum Root {
     GrantLabel,
     /// The MCP client's name from `initialize`/`_meta` (ext).
     SessionClientName,
+    /// (ext) A member of the OAuth principal: `principal.subject`, `principal.groups`, …
+    Principal,
 }
+
+/// The members of `principal.*` (strings, but `scopes` and `groups`: arrays of strings).
+pub const PRINCIPAL_FIELDS: &[&str] = &["issuer", "subject", "client_id", "scopes", "groups"];
 
 /// One step into the arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +56,13 @@ pub struct Path {
 }
 
 /// The roots a path may start with, for messages.
-pub const ROOTS: &[&str] = &["args.", "grant.id", "grant.label", "session.client_name"];
+pub const ROOTS: &[&str] = &[
+    "args.",
+    "grant.id",
+    "grant.label",
+    "session.client_name",
+    "principal.",
+];
 
 impl Path {
     /// Parses a path, or explains what is wrong with it.
@@ -66,16 +78,31 @@ impl Path {
             "session.client_name" => return Ok(root_of(Root::SessionClientName)),
             _ => {}
         }
+        if let Some(field) = text.strip_prefix("principal.") {
+            if !PRINCIPAL_FIELDS.contains(&field) {
+                return Err(format!(
+                    "path {text:?}: the principal's members are principal.{}",
+                    PRINCIPAL_FIELDS.join(", principal.")
+                ));
+            }
+            return Ok(Path {
+                root: Root::Principal,
+                steps: vec![Step::Key(field.into())],
+                text: text.into(),
+            });
+        }
         let Some(rest) = text.strip_prefix("args.") else {
             let hint = if text.starts_with("grant.") || text.starts_with("session.") {
-                "the identity paths are grant.id, grant.label and session.client_name".to_string()
+                "the identity paths are grant.id, grant.label, session.client_name and principal.*"
+                    .to_string()
             } else if text.starts_with("state.") {
                 "state.* paths are Intercept's; in policy v1 counters are `limits` entries"
                     .to_string()
             } else if !text.contains('.') && !text.is_empty() {
                 format!("did you mean \"args.{text}\"?")
             } else {
-                "paths start with args. (or grant.id, grant.label, session.client_name)".to_string()
+                "paths start with args. (or grant.id, grant.label, session.client_name, principal.*)"
+                    .to_string()
             };
             return Err(format!("path {text:?} does not start with args. ({hint})"));
         };
@@ -137,7 +164,8 @@ impl Path {
         self.root
     }
 
-    /// The steps after `args.` (empty for identity paths).
+    /// The steps after `args.` (empty for identity paths but `principal.*`, whose one step is
+    /// the member).
     pub fn steps(&self) -> &[Step] {
         &self.steps
     }
@@ -187,6 +215,11 @@ impl Path {
             Root::GrantId => return owned(who.grant_id),
             Root::GrantLabel => return owned(who.grant_label),
             Root::SessionClientName => return who.client_name.and_then(owned),
+            Root::Principal => {
+                return walk(who.principal, &self.steps)
+                    .filter(|v| !v.is_null())
+                    .map(|v| Cow::Owned(v.clone()))
+            }
             Root::Args => {}
         }
         walk(args, &self.steps).map(Cow::Borrowed)
@@ -217,7 +250,29 @@ mod tests {
             session_id: "s1",
             client_name: None,
             server: "odoo",
+            principal: None,
         }
+    }
+
+    #[test]
+    fn principal_paths_read_the_oauth_principal_and_are_absent_for_grants() {
+        let p = json!({"issuer": "https://id", "subject": "u1", "client_id": null,
+                       "scopes": ["mcp"], "groups": ["finance"]});
+        let mut w = who();
+        w.principal = Some(&p);
+        let r = |t: &str, w: &Identity| {
+            Path::parse(t)
+                .unwrap()
+                .resolve(None, w)
+                .map(|v| v.into_owned())
+        };
+        assert_eq!(r("principal.subject", &w), Some(json!("u1")));
+        assert_eq!(r("principal.groups", &w), Some(json!(["finance"])));
+        assert_eq!(r("principal.client_id", &w), None);
+        assert_eq!(r("principal.subject", &who()), None);
+        let e = Path::parse("principal.email").unwrap_err();
+        assert!(e.contains("principal.subject"), "{e}");
+        assert!(Path::parse("principal.groups[0]").is_err());
     }
 
     #[test]

@@ -1480,3 +1480,36 @@ fn explanations_go_with_the_engine_message_not_with_on_deny() {
         "Denied by rule /tools/t/deny_if/0 (args.n gt 1)."
     );
 }
+
+#[test]
+fn principal_paths_fence_a_tool_to_an_oauth_group() {
+    let e = cond_engine("principal.groups", "contains", json!("finance"));
+    let call = Call {
+        tool: "t",
+        args: None,
+    };
+    let finance = json!({"issuer": "https://id.example", "subject": "u1", "client_id": "app",
+                         "scopes": ["mcp"], "groups": ["staff", "finance"]});
+    let staff = json!({"issuer": "https://id.example", "subject": "u2", "client_id": "app",
+                       "scopes": ["mcp"], "groups": ["staff"]});
+    let who = |p| portcullis_policy::Identity {
+        principal: Some(p),
+        ..alice()
+    };
+    assert!(matches!(e.check(&call, &who(&finance)), Check::Proceed(_)));
+    assert_eq!(
+        deny_of(e.check(&call, &who(&staff))).rule,
+        "/tools/t/require/0"
+    );
+    // A grant caller has no principal: the fence holds it out too.
+    assert_eq!(deny_of(e.check(&call, &alice())).rule, "/tools/t/require/0");
+    let e = cond_engine("principal.subject", "eq", json!("u2"));
+    assert!(matches!(e.check(&call, &who(&staff)), Check::Proceed(_)));
+    let bad = Engine::from_json(
+        &json!({"version":"1","default":"deny","tools":{"t":{"require":[{"conditions":[
+            {"path":"principal.email","op":"eq","value":"x"}]}]}}})
+        .to_string(),
+    )
+    .unwrap_err();
+    assert!(format!("{bad:?}").contains("principal.subject"), "{bad:?}");
+}

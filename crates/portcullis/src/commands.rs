@@ -217,6 +217,7 @@ pub fn check(a: &CheckArgs) -> Result<ExitCode, String> {
         session_id: "check",
         client_name: None,
         server: "check",
+        principal: None,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

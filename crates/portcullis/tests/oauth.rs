@@ -137,7 +137,9 @@ required_scopes = ["mcp:admin"]
     let reader = json!({"version": "1", "default": "deny", "hide": ["delete_invoice"],
         "tools": {"read_invoice": {"limits": limit}}});
     let staff = json!({"version": "1", "default": "deny",
-        "tools": {"read_invoice": {"limits": limit}, "pay_invoice": {}}});
+        "tools": {"read_invoice": {"limits": limit}, "pay_invoice": {"require": [{
+            "conditions": [{"path": "principal.subject", "op": "in", "value": ["alice"]}],
+            "on_deny": "only alice signs payments"}]}}});
     serve_at(
         port,
         dir,
@@ -470,6 +472,23 @@ fn tokens_are_judged_by_the_policy_their_principal_maps_to() {
     assert_eq!(
         text(&out["results"][1]),
         "called pay_invoice with {\"amount\":5,\"id\":1}"
+    );
+
+    // bob is staff too, but the policy's principal.subject condition keeps him from paying.
+    let bob = idp.forge(
+        &json!({"iss": idp.issuer, "sub": "bob", "aud": url, "client_id": "app",
+            "scope": "mcp:tools", "groups": ["staff"], "iat": t, "exp": t + 300}),
+        false,
+    );
+    let out = drive(&bob, &json!([read, pay]));
+    assert_eq!(
+        text(&out["results"][0]),
+        "called read_invoice with {\"id\":1}"
+    );
+    let denied = text(&out["results"][1]);
+    assert!(
+        denied.starts_with("[POLICY DENIED]") && denied.contains("only alice signs payments"),
+        "{denied}"
     );
 
     // No rule for the client stranger: 403, audited.

@@ -537,6 +537,7 @@ const WHO: Identity = Identity {
     session_id: "s1",
     client_name: None,
     server: "shop",
+    principal: None,
 };
 
 fn check(e: &Engine, tool: &str, args: Value) -> Check {

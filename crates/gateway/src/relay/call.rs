@@ -95,6 +95,7 @@ impl Relay {
             session_id: &caller.session_id,
             client_name: client_name.as_deref(),
             server: &self.cfg.server,
+            principal: caller.principal.as_deref().map(|p| &p.view),
         };
         let call = Call { tool, args };
         let shadow = engine.mode() == Mode::Shadow;

@@ -101,6 +101,7 @@ pub fn alice() -> Identity<'static> {
         session_id: "sess-1",
         client_name: Some("claude-code"),
         server: "odoo",
+        principal: None,
     }
 }
 
@@ -111,6 +112,7 @@ pub fn bob() -> Identity<'static> {
         session_id: "sess-2",
         client_name: None,
         server: "odoo",
+        principal: None,
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// The values of the configured groups claim.
     pub groups: Vec<String>,
+    /// The fields above as one JSON object, built once: what a policy's `principal.*` paths
+    /// read.
+    pub view: Value,
 }
 
 /// One string or an array of strings (other values are ignored).
@@ -49,12 +52,22 @@ impl Principal {
             Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
             _ => strings(claims.get("scp")),
         };
+        let client_id = text("client_id").or_else(|| text("azp"));
+        let groups = strings(claims.get(groups_claim));
+        let view = serde_json::json!({
+            "issuer": issuer,
+            "subject": subject,
+            "client_id": client_id,
+            "scopes": scopes,
+            "groups": groups,
+        });
         Ok(Principal {
             issuer,
             subject,
-            client_id: text("client_id").or_else(|| text("azp")),
+            client_id,
             scopes,
-            groups: strings(claims.get(groups_claim)),
+            groups,
+            view,
         })
     }
 
@@ -141,6 +154,8 @@ mod tests {
         assert_eq!(p.client_id.as_deref(), Some("app"));
         assert_eq!(p.scopes, ["mcp:read", "mcp:write"]);
         assert_eq!(p.groups, ["admin"]);
+        assert_eq!(p.view["groups"], json!(["admin"]));
+        assert_eq!(p.view["client_id"], json!("app"));
         assert_eq!(p.label(), "oauth:alice");
         assert!(p.grant_id().starts_with("oauth_") && p.grant_id().len() == 22);
         let bob = Principal {
@@ -166,6 +181,7 @@ mod tests {
             client_id: Some("app".into()),
             scopes: vec!["mcp:read".into()],
             groups: vec!["staff".into()],
+            ..Principal::default()
         };
         let rules = vec![
             rule("admin", |r| r.group = Some("admins".into())),
