@@ -228,6 +228,29 @@ pub struct OAuthConfig {
     /// Principal → policy, first match wins; no match is refused (403).
     #[serde(default)]
     pub rules: Vec<OAuthRule>,
+    /// `[oauth.introspection]`: opaque (non-JWT) access tokens are checked at the issuer's
+    /// introspection endpoint (RFC 7662). Unset: only JWT access tokens are accepted.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// `[oauth.introspection]`: how the gateway asks the issuer about an opaque token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The gateway's client at the authorization server (HTTP Basic authentication).
+    pub client_id: String,
+    /// Its secret (may be `${VAR}`).
+    pub client_secret: String,
+    /// The endpoint; unset: the issuer metadata's `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    /// An active answer is reused for this long (never past the token's `exp`), seconds; 0
+    /// asks on every request, so a revoked token is refused at once.
+    #[serde(default = "default_introspection_cache")]
+    pub cache_secs: u64,
+}
+
+fn default_introspection_cache() -> u64 {
+    30
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -339,6 +362,14 @@ impl OAuthConfig {
         ] {
             if v == 0 {
                 return Err(format!("oauth.{key} must be at least 1"));
+            }
+        }
+        if let Some(i) = &self.introspection {
+            if let Some(e) = &i.endpoint {
+                check_base_url("introspection.endpoint", e)?;
+            }
+            if i.client_id.is_empty() {
+                return Err("oauth.introspection.client_id is empty: name the gateway's client at the authorization server".into());
             }
         }
         for (i, r) in self.rules.iter().enumerate() {

@@ -69,6 +69,20 @@ impl Provider {
         r.json()["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// Revokes `token` at the provider (RFC 7009), as its client.
+    fn revoke(&self, client: &str, token: &str) {
+        let body = format!("token={token}&client_id={client}&client_secret={client}-secret");
+        let r = http_request(
+            self.port,
+            "POST",
+            "/token/revocation",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+            Duration::from_secs(10),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
     /// A token signed with the issuer's own key (or, `rogue`, a key it never published).
     fn forge(&self, claims: &Value, rogue: bool) -> String {
         let (kid, der) = if rogue {
@@ -95,7 +109,8 @@ fn now() -> u64 {
 
 /// The gateway in front of the recording fixture: `rec` (`auth = "oauth"`, scope `mcp:tools`)
 /// and `admin` (`auth = "oauth+grant"`, scope `mcp:admin`); the client `svc-reader` gets the
-/// policy `reader`, the group `staff` the policy `staff`, anyone else nothing.
+/// policy `reader` (and so does `svc-opaque`, whose tokens are opaque: the gateway introspects
+/// them), the group `staff` the policy `staff`, anyone else nothing.
 fn gateway(dir: &Path, idp: &Provider) -> Served {
     let port = free_port();
     let fixture = fixture_server();
@@ -107,8 +122,17 @@ public_url = "http://127.0.0.1:{port}"
 scopes_supported = ["mcp:tools", "mcp:admin"]
 leeway_secs = 5
 
+[oauth.introspection]
+client_id = "gateway"
+client_secret = "gateway-secret"
+cache_secs = 0
+
 [[oauth.rules]]
 client_id = "svc-reader"
+policy = "reader"
+
+[[oauth.rules]]
+client_id = "svc-opaque"
 policy = "reader"
 
 [[oauth.rules]]
@@ -622,4 +646,84 @@ fn the_python_sdk_signs_in_with_pkce_and_calls_through_the_gateway() {
         .iter()
         .any(|r| r["rule"] == "(oauth: missing_token)"));
     assert!(!upstream_saw(&gw).contains("Bearer"));
+}
+
+#[test]
+fn opaque_tokens_are_introspected_at_the_issuer() {
+    let (Some(py), dir) = (peer("venv/bin/python"), Scratch::new("oauth-opaque")) else {
+        return;
+    };
+    let Some(idp) = provider(&dir) else { return };
+    let gw = gateway(&dir, &idp);
+    let url = format!("http://127.0.0.1:{}/mcp/rec", gw.port);
+    // svc-opaque's tokens are opaque (not JWTs): only the introspection endpoint knows them.
+    let opaque = idp.client_token("svc-opaque", "mcp:tools", &url);
+    assert_ne!(
+        opaque.split('.').count(),
+        3,
+        "the provider issued a JWT: {opaque}"
+    );
+    let read = json!({"op": "call", "name": "read_invoice", "args": {"id": 7}});
+    let out = run_driver(
+        &py,
+        "client2.py",
+        &[
+            "auto".into(),
+            "--url".into(),
+            url.clone(),
+            "--token".into(),
+            opaque.clone(),
+        ],
+        &json!([read]),
+        &[],
+    );
+    assert_eq!(
+        text(&out["results"][0]),
+        "called read_invoice with {\"id\":7}",
+        "{out}"
+    );
+    // A token for another resource is active but not for this one; a revoked one is inactive;
+    // an invented one is unknown: each 401, audited, and none reaches the upstream.
+    let admin_url = format!("http://127.0.0.1:{}/mcp/admin", gw.port);
+    let elsewhere = idp.client_token("svc-opaque", "mcp:tools", &admin_url);
+    let revoked = idp.client_token("svc-opaque", "mcp:tools", &url);
+    idp.revoke("svc-opaque", &revoked);
+    for (marker, token, says) in [
+        (
+            "opaque-elsewhere",
+            elsewhere.as_str(),
+            "audience is not this resource",
+        ),
+        ("opaque-revoked", revoked.as_str(), "not active"),
+        ("opaque-invented", "invented-opaque-token", "not active"),
+    ] {
+        let r = post(&gw, "/mcp/rec", Some(token), marker);
+        assert_eq!(r.status, 401, "{marker}: {}", r.body);
+        assert!(
+            challenge(&r).contains("error=\"invalid_token\""),
+            "{marker}"
+        );
+        let msg = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains(says), "{marker}: {msg}");
+        assert!(
+            !upstream_saw(&gw).contains(marker),
+            "{marker} reached the upstream"
+        );
+    }
+    let records = audit(&gw);
+    assert!(
+        records.iter().any(|r| r["tool"] == "read_invoice"
+            && r["decision"] == "allow"
+            && r["client_id"] == "svc-opaque"
+            && r["policy_name"] == "reader"),
+        "{records:#?}"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["rule"] == "(oauth: invalid_token)")
+            .count(),
+        3,
+        "{records:#?}"
+    );
 }

@@ -5,7 +5,9 @@
 // Issuer http://127.0.0.1:<port>. Access tokens for any resource indicator are JWTs (RS256)
 // whose audience is that resource, with scopes mcp:tools and mcp:admin. Dynamic client
 // registration is open; the static client `svc-reader` (secret `svc-reader-secret`) and
-// `stranger` (secret `stranger-secret`) use client credentials. Login and consent are
+// `stranger` (secret `stranger-secret`) use client credentials, and so does `svc-opaque`
+// (secret `svc-opaque-secret`), whose access tokens are opaque; the client `gateway` (secret
+// `gateway-secret`) may introspect them (RFC 7662) and revocation is on (RFC 7009). Login and consent are
 // scripted: every interaction signs in the user `alice` (groups: staff) and grants what was
 // asked, so a client completes the authorization-code flow with plain HTTP redirects.
 //
@@ -59,6 +61,23 @@ const provider = new Provider(issuer, {
       scope: 'mcp:tools mcp:admin',
     },
     {
+      client_id: 'svc-opaque',
+      client_secret: 'svc-opaque-secret',
+      grant_types: ['client_credentials'],
+      token_endpoint_auth_method: 'client_secret_post',
+      response_types: [],
+      redirect_uris: [],
+      scope: 'mcp:tools',
+    },
+    {
+      client_id: 'gateway',
+      client_secret: 'gateway-secret',
+      grant_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      response_types: [],
+      redirect_uris: [],
+    },
+    {
       client_id: 'stranger',
       client_secret: 'stranger-secret',
       grant_types: ['client_credentials'],
@@ -74,15 +93,17 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     registration: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: (ctx, client, oneOf) => oneOf ?? undefined,
       useGrantedResource: () => true,
-      getResourceServerInfo: (ctx, resource) => ({
+      getResourceServerInfo: (ctx, resource, client) => ({
         scope: 'mcp:tools mcp:admin',
         audience: resource,
         accessTokenTTL: 300,
-        accessTokenFormat: 'jwt',
+        accessTokenFormat: client?.clientId === 'svc-opaque' ? 'opaque' : 'jwt',
         jwt: { sign: { alg: 'RS256' } },
       }),
     },

@@ -33,6 +33,8 @@ pub(super) struct Keys {
 
 #[derive(Default)]
 struct State {
+    /// The issuer's metadata document, once discovered.
+    metadata: Option<Value>,
     jwks_uri: Option<String>,
     keys: Vec<Jwk>,
     /// The last successful fetch.
@@ -100,12 +102,42 @@ impl Keys {
         select(&st.keys, kid, &fits).ok_or_else(|| unknown(kid))
     }
 
+    /// An `https` endpoint the issuer's metadata names (`jwks_uri`, `introspection_endpoint`),
+    /// discovering the metadata first if needed.
+    async fn endpoint(&self, st: &mut State, member: &str) -> Result<String, String> {
+        if st.metadata.is_none() {
+            st.metadata = Some(self.discover().await?);
+        }
+        let doc = st.metadata.as_ref().expect("discovered");
+        let uri = doc
+            .get(member)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("the issuer's metadata has no {member}"))?;
+        if !secure_url(uri) {
+            return Err(format!(
+                "the issuer's {member} {uri:?} is not https (plain http only on localhost)"
+            ));
+        }
+        Ok(uri.to_owned())
+    }
+
+    /// The issuer's `introspection_endpoint` (RFC 8414), from its metadata.
+    pub(super) async fn introspection_endpoint(&self) -> Result<String, String> {
+        let mut st = self.state.lock().await;
+        self.endpoint(&mut st, "introspection_endpoint").await
+    }
+
+    /// The HTTP client for the issuer (timeouts set, no redirects).
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Discovers the JWKS URI (once) and fetches the key set.
     async fn fetch(&self, st: &mut State) -> Result<Vec<Jwk>, String> {
         let uri = match &st.jwks_uri {
             Some(u) => u.clone(),
             None => {
-                let u = self.discover().await?;
+                let u = self.endpoint(st, "jwks_uri").await?;
                 st.jwks_uri = Some(u.clone());
                 u
             }
@@ -123,10 +155,10 @@ impl Keys {
             .collect())
     }
 
-    /// The issuer's `jwks_uri`, from the first metadata document found: RFC 8414
+    /// The issuer's metadata, the first document found: RFC 8414
     /// (`/.well-known/oauth-authorization-server`, path inserted), then OpenID Connect
     /// discovery (path inserted, then appended). The document must name the issuer exactly.
-    async fn discover(&self) -> Result<String, String> {
+    async fn discover(&self) -> Result<Value, String> {
         let iss = self.issuer.trim_end_matches('/');
         let (origin, path) = match iss.find("://").map(|i| i + 3) {
             Some(start) => match iss[start..].find('/') {
@@ -153,16 +185,7 @@ impl Keys {
                             self.issuer
                         ));
                     }
-                    let uri = doc
-                        .get("jwks_uri")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| format!("{url} has no jwks_uri"))?;
-                    if !secure_url(uri) {
-                        return Err(format!(
-                            "{url}: jwks_uri {uri:?} is not https (plain http only on localhost)"
-                        ));
-                    }
-                    return Ok(uri.to_owned());
+                    return Ok(doc);
                 }
                 Err(e) => errors.push(e),
             }
@@ -176,29 +199,34 @@ impl Keys {
 
     /// GETs a JSON document (200 only, at most [`MAX_DOCUMENT`] bytes, within the timeout).
     async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let mut resp = self
+        let resp = self
             .client
             .get(url)
             .header("accept", "application/json")
             .send()
             .await
             .map_err(|e| format!("cannot fetch {url}: {e}"))?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(format!("{url} answered {}", resp.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("cannot read {url}: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(format!("{url} is larger than {MAX_DOCUMENT} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{url} is not JSON: {e}"))
+        read_json(resp, url).await
     }
+}
+
+/// The JSON body of a 200 answer, at most [`MAX_DOCUMENT`] bytes.
+pub(super) async fn read_json(mut resp: reqwest::Response, url: &str) -> Result<Value, String> {
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT {
+            return Err(format!("{url} is larger than {MAX_DOCUMENT} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{url} is not JSON: {e}"))
 }
 
 fn unknown(kid: Option<&str>) -> KeyError {

@@ -8,8 +8,10 @@
 //! | `metadata.rs` | Protected Resource Metadata (RFC 9728) at `/.well-known/oauth-protected-resource/…` |
 //! | `keys.rs` | issuer discovery (RFC 8414, OpenID Connect) and the cached JWKS, fail closed |
 //! | `token.rs` | JWT checks: algorithm allow-list, key fit, signature, `iss`, `aud`, `exp`/`nbf` |
+//! | `introspect.rs` | opaque tokens asked about at the issuer's introspection endpoint (RFC 7662) |
 //! | `principal.rs` | [`Principal`] from the claims; the rules that map it to a policy |
 
+mod introspect;
 mod keys;
 pub(super) mod metadata;
 mod principal;
@@ -36,6 +38,7 @@ struct Resource {
 pub(crate) struct OAuth {
     cfg: OAuthConfig,
     keys: keys::Keys,
+    introspector: Option<introspect::Introspector>,
     algorithms: Vec<Algorithm>,
     resources: HashMap<String, Resource>,
 }
@@ -54,7 +57,8 @@ pub(super) enum Refusal {
     Scope(Vec<String>, Box<Principal>),
     /// 403: no `[[oauth.rules]]` entry gives this principal a policy on this server.
     NoPolicy(Box<Principal>),
-    /// 503: the issuer's keys cannot be fetched, so no token can be judged.
+    /// 503: the issuer's keys (or its introspection endpoint) cannot be reached, so no token
+    /// can be judged.
     Unavailable(String),
 }
 
@@ -89,7 +93,7 @@ impl Refusal {
             Refusal::Invalid(why) => why.clone(),
             Refusal::Scope(need, _) => format!("the token lacks scope {}; request a token with it", need.join(" ")),
             Refusal::NoPolicy(p) => format!("no oauth rule gives {} (client {}) a policy on this server; ask the operator to add one", p.label(), p.client_id.as_deref().unwrap_or("-")),
-            Refusal::Unavailable(why) => format!("the authorization server's keys cannot be fetched, so the token cannot be checked: {why}"),
+            Refusal::Unavailable(why) => format!("the authorization server cannot be reached, so the token cannot be checked: {why}"),
         }
     }
 
@@ -146,9 +150,15 @@ impl OAuth {
                 (s.name.clone(), r)
             })
             .collect();
+        let introspector = o
+            .introspection
+            .as_ref()
+            .map(introspect::Introspector::new)
+            .transpose()?;
         Ok(Some(OAuth {
             cfg: o.clone(),
             keys,
+            introspector,
             algorithms,
             resources,
         }))
@@ -222,12 +232,22 @@ impl OAuth {
             algorithms: &self.algorithms,
             leeway_secs: self.cfg.leeway_secs,
         };
-        let claims = token::validate(token, &self.keys, &expect)
-            .await
-            .map_err(|e| match e {
-                token::TokenError::Invalid(s) => Refusal::Invalid(s),
-                token::TokenError::Unavailable(s) => Refusal::Unavailable(s),
-            })?;
+        let claims = match &self.introspector {
+            // Not a JWT: an opaque token, which only the issuer can judge.
+            Some(i) if token.split('.').count() != 3 => {
+                let expect = introspect::Expect {
+                    issuer: &self.cfg.issuer,
+                    audience: &res.audience,
+                    leeway_secs: self.cfg.leeway_secs,
+                };
+                i.claims(token, &self.keys, &expect).await
+            }
+            _ => token::validate(token, &self.keys, &expect).await,
+        }
+        .map_err(|e| match e {
+            token::TokenError::Invalid(s) => Refusal::Invalid(s),
+            token::TokenError::Unavailable(s) => Refusal::Unavailable(s),
+        })?;
         let p =
             Principal::from_claims(&claims, &self.cfg.groups_claim).map_err(Refusal::Invalid)?;
         let missing = p.missing_scopes(&res.required_scopes);
