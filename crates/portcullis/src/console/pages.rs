@@ -484,10 +484,20 @@ pub(crate) async fn grant_create(
 ) -> Response {
     let s = or_answer!(st.changer(&headers, f.csrf.as_deref()));
     let opt = |v: &str| Some(v.trim()).filter(|v| !v.is_empty()).map(str::to_owned);
+    // "The server's own" (the empty choice) is the server's policy, as `portcullis grant
+    // create` without --policy; a server without one gets a grant that denies every call, and
+    // the page says so.
+    let policy = opt(&f.policy).or_else(|| {
+        st.ops
+            .servers()
+            .into_iter()
+            .find(|s| s.name == f.server.trim())
+            .and_then(|s| s.policy)
+    });
     match st.ops.create_grant(
         f.server.trim(),
         f.label.trim(),
-        opt(&f.policy).as_deref(),
+        policy.as_deref(),
         opt(&f.expires).as_deref(),
     ) {
         Ok(i) => {
