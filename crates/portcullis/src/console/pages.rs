@@ -755,7 +755,7 @@ fn records_rows(recs: &[AuditRecord]) -> String {
     for r in recs {
         let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"d-{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td class=\"d-{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
             when(r.time),
             esc(r.grant_label.as_deref().unwrap_or("")),
             esc(&r.server),
