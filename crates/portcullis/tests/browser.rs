@@ -222,6 +222,24 @@ fn the_console_in_headless_chromium() {
         "the save",
         "var n = document.querySelector('.notice.ok'); return !!n && n.textContent.startsWith('Saved and reloaded')",
     );
+    // The builder, reloaded from the saved document, shows the same rows.
+    for (tool, control, want) in [
+        ("read_invoice", "select.mode", "limit"),
+        ("read_invoice", "input.max", "10"),
+        ("read_invoice", "select.window", "minute"),
+        ("delete_invoice", "select.mode", "hide"),
+        ("search_invoices", "select.mode", "allow"),
+        ("search_invoices", "select.arg-path", "args.customer"),
+        ("search_invoices", "input.arg-value", "ACME"),
+        ("pay_invoice", "select.mode", "approve"),
+        ("render_note", "select.mode", "allow"),
+    ] {
+        assert_eq!(
+            b.property(&row(tool, control), "value"),
+            json!(want),
+            "{tool} {control}"
+        );
+    }
     // What is in force is what the builder built.
     let in_force = http_request(
         port,
