@@ -324,7 +324,8 @@ fn preview_page(
             '-' => "del",
             _ => "same",
         };
-        let _ = writeln!(body, "<span class=\"{class}\">{k} {}</span>", esc(l));
+        // The newline inside the span: a block span followed by one would show a blank line.
+        let _ = write!(body, "<span class=\"{class}\">{k} {}\n</span>", esc(l));
     }
     body.push_str("</pre>\n");
     let _ = write!(
