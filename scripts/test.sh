@@ -27,6 +27,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
 fi
 
+step "Chromium and chromedriver (Debian's packages) for the console's browser test"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt-cache policy chromium-driver 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
+
 step "real MCP peers (PyPI, npm) under .peers/"
 scripts/install-peers.sh
 export PORTCULLIS_REQUIRE_PEERS=1

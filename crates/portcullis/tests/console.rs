@@ -125,6 +125,8 @@ fn sign_in_csrf_csp_escaping_and_the_builder_save_path() {
     assert!(r
         .headers
         .contains("content-security-policy: default-src 'none'; script-src 'self'"));
+    // No referrer to other sites; the console's own posts keep their Origin (not "null").
+    assert!(r.headers.contains("referrer-policy: same-origin"));
     assert!(
         r.body
             .contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"),

@@ -82,7 +82,7 @@ fn row(server: &str, tool: &Value) -> String {
          <option value=\"deny\">Deny</option><option value=\"hide\">Hide</option>\
          <option value=\"limit\">Rate-limit</option><option value=\"approve\">Require approval</option>\
          <option value=\"custom\">Custom (raw JSON)</option></select></td>\n\
-         <td class=\"limit-cell\"><input class=\"max\" type=\"number\" min=\"1\" value=\"10\" aria-label=\"Most calls of {n}\"> per \
+         <td class=\"limit-cell\"><input class=\"max\" type=\"number\" min=\"1\" value=\"10\" aria-label=\"Most calls of {n}\"> <span>per</span> \
          <select class=\"window\" aria-label=\"Window of {n}\">{windows}</select> \
          <select class=\"scope\" aria-label=\"Scope of {n}\">{scopes}</select> \
          <select class=\"per\" aria-label=\"Counter key of {n}\">{per}</select></td>\n\
@@ -324,7 +324,8 @@ fn preview_page(
             '-' => "del",
             _ => "same",
         };
-        let _ = writeln!(body, "<span class=\"{class}\">{k} {}</span>", esc(l));
+        // The newline inside the span: a block span followed by one would show a blank line.
+        let _ = write!(body, "<span class=\"{class}\">{k} {}\n</span>", esc(l));
     }
     body.push_str("</pre>\n");
     let _ = write!(

@@ -106,8 +106,8 @@ pub fn router(ops: Arc<Ops>, token_hash: [u8; 32], max_body: usize) -> axum::Rou
     ui
 }
 
-/// The headers of every console answer: CSP, no sniffing, no referrer, no caching, no
-/// framing.
+/// The headers of every console answer: CSP, no sniffing, no referrer to other sites, no
+/// caching, no framing.
 async fn secure_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
@@ -118,9 +118,12 @@ async fn secure_headers(mut r: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null`
+    // with the console's own form posts and fetches, which the Origin rule refuses. Other
+    // sites still get no referrer.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {

@@ -87,7 +87,7 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap) -> Response {
         };
         let _ = write!(
             body,
-            "<tr><th scope=\"row\"><a href=\"/ui/catalogue?server={0}\">{1}</a></th><td>{2}</td><td>{3}</td><td>{health}</td>",
+            "<tr><th scope=\"row\"><a href=\"/ui/catalogue?server={0}\">{1}</a></th><td data-label=\"Transport\">{2}</td><td data-label=\"Policy\">{3}</td><td data-label=\"Health\">{health}</td>",
             esc(&urlenc(&srv.name)),
             esc(&srv.name),
             srv.transport,
@@ -101,7 +101,7 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap) -> Response {
                 .iter()
                 .filter(|(sv, t)| *sv == srv.name && risk_of(t) == r)
                 .count();
-            let _ = write!(body, "<td>{n}</td>");
+            let _ = write!(body, "<td data-label=\"{r} risk\">{n}</td>");
         }
         body.push_str("</tr>\n");
     }
@@ -129,7 +129,7 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap) -> Response {
                 body,
                 "<dl class=\"stats\"><div><dt>Calls</dt><dd>{}</dd></div><div><dt>Denied</dt><dd>{}</dd></div><div><dt>Held for approval</dt><dd>{}</dd></div><div><dt>Shadow denials</dt><dd>{}</dd></div></dl>",
                 calls.count(),
-                n(AuditDecision::Deny),
+                n(AuditDecision::Deny) + n(AuditDecision::Hidden),
                 n(AuditDecision::Approval),
                 n(AuditDecision::ShadowDeny)
             );
@@ -367,7 +367,7 @@ fn grants_table(grants: &[Grant], csrf: &str) -> String {
         };
         let _ = writeln!(
             o,
-            "<tr data-grant=\"{}\"><th scope=\"row\">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"status-{status}\">{status}</td><td>{}</td><td>{}</td><td>{actions}</td></tr>",
+            "<tr data-grant=\"{}\"><th scope=\"row\">{}</th><td data-label=\"Id\"><code>{}</code></td><td data-label=\"Server\">{}</td><td data-label=\"Policy\">{}</td><td data-label=\"Status\" class=\"status-{status}\">{status}</td><td data-label=\"Expires\">{}</td><td data-label=\"Created\">{}</td><td>{actions}</td></tr>",
             esc(&g.label),
             esc(&g.label),
             esc(&g.id),
@@ -484,10 +484,20 @@ pub(crate) async fn grant_create(
 ) -> Response {
     let s = or_answer!(st.changer(&headers, f.csrf.as_deref()));
     let opt = |v: &str| Some(v.trim()).filter(|v| !v.is_empty()).map(str::to_owned);
+    // "The server's own" (the empty choice) is the server's policy, as `portcullis grant
+    // create` without --policy; a server without one gets a grant that denies every call, and
+    // the page says so.
+    let policy = opt(&f.policy).or_else(|| {
+        st.ops
+            .servers()
+            .into_iter()
+            .find(|s| s.name == f.server.trim())
+            .and_then(|s| s.policy)
+    });
     match st.ops.create_grant(
         f.server.trim(),
         f.label.trim(),
-        opt(&f.policy).as_deref(),
+        policy.as_deref(),
         opt(&f.expires).as_deref(),
     ) {
         Ok(i) => {
@@ -745,7 +755,7 @@ fn records_rows(recs: &[AuditRecord]) -> String {
     for r in recs {
         let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"d-{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td class=\"d-{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
             when(r.time),
             esc(r.grant_label.as_deref().unwrap_or("")),
             esc(&r.server),

@@ -7,6 +7,8 @@
   var meta = document.querySelector('meta[name="csrf-token"]');
   var csrf = meta ? meta.content : "";
   var WINDOWS = ["second", "minute", "hour", "day", "week", "month"];
+  // The on_deny message the builder writes for an argument rule ("Refused: args.x eq 7.").
+  var AUTO_MESSAGE = /^Refused: args\.\S+ \S+ [\s\S]*\.$/;
 
   document.addEventListener("click", function (ev) {
     var b = ev.target.closest ? ev.target.closest("button[data-copy]") : null;
@@ -187,9 +189,11 @@
       }
       var p = q(row, "arg-path").value;
       if (p) {
+        // A message written by hand is kept; the one the rows wrote follows the rule.
+        var op = q(row, "arg-op").value, v = q(row, "arg-value").value, kept = first("deny_if", "on_deny");
         r.deny_if = [{
-          conditions: [{ path: p, op: q(row, "arg-op").value, value: argValue(q(row, "arg-value").value) }],
-          on_deny: first("deny_if", "on_deny") || ("Refused: " + p + " " + q(row, "arg-op").value + " " + q(row, "arg-value").value + ".")
+          conditions: [{ path: p, op: op, value: argValue(v) }],
+          on_deny: kept && !AUTO_MESSAGE.test(kept) ? kept : "Refused: " + p + " " + op + " " + v + "."
         }];
       }
       return r;
