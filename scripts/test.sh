@@ -49,6 +49,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (all targets, benches included)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the fuzz targets compile (their own workspace; checked before the long test run)"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
+
 step "cargo test"
 cargo test --workspace --locked
 
