@@ -653,7 +653,7 @@ mod tests {
     }
 
     #[test]
-    fn every_series_the_example_alerts_use_is_exposed() {
+    fn every_series_the_example_alerts_and_dashboard_use_is_exposed() {
         let sink = MetricsSink::new(["odoo"]);
         let mut call = call("odoo", "t", AuditDecision::Approval, None);
         call.upstream_ms = Some(1);
@@ -678,7 +678,12 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../examples/prometheus/alerts.yml"
         );
-        let rules = std::fs::read_to_string(path).unwrap();
+        let mut rules = std::fs::read_to_string(path).unwrap();
+        let dashboard = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/grafana/portcullis.json"
+        );
+        rules.push_str(&std::fs::read_to_string(dashboard).unwrap());
         let mut used: Vec<&str> = rules
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("portcullis_"))
@@ -690,7 +695,7 @@ mod tests {
             assert!(
                 text.lines()
                     .any(|l| l.split([' ', '{']).next() == Some(name)),
-                "alerts.yml uses {name}, which the metrics do not expose: {text}"
+                "alerts.yml or the Grafana dashboard uses {name}, which the metrics do not expose: {text}"
             );
         }
     }

@@ -447,3 +447,56 @@ fn the_example_prometheus_config_and_alert_rules_are_valid_and_fire() {
         );
     }
 }
+
+#[test]
+fn every_query_of_the_example_grafana_dashboard_parses() {
+    let Some(promtool) = system_tool("promtool") else {
+        return;
+    };
+    let text = std::fs::read_to_string(repo().join("examples/grafana/portcullis.json")).unwrap();
+    let dash: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    // Each query becomes a recording rule, so that promtool's parser judges it; Grafana's
+    // variables get values first.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$server", ".*");
+            n += 1;
+            rules.push_str(&format!(
+                "      - record: dashboard:q{n}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            ));
+        }
+    }
+    let test = Scratch::new("metrics-grafana");
+    std::fs::write(test.join("dashboard.rules.yml"), &rules).unwrap();
+    let out = Command::new(&promtool)
+        .args(["check", "rules", "dashboard.rules.yml"])
+        .current_dir(&*test)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a dashboard query does not parse: {}{}\n{rules}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("{n} rules found")),
+        "{}",
+        stdout(&out)
+    );
+}
