@@ -75,6 +75,9 @@ pub struct GatewayConfig {
     /// Most SSE streams open at once from one client address: Streamable HTTP GET streams
     /// (one per session at a time: a new one supersedes the old) and legacy `/sse` sessions.
     pub max_streams_per_client: usize,
+    /// `true` (default): Prometheus metrics at `GET /metrics`. `false`: no metrics are kept
+    /// and `/metrics` answers 404.
+    pub metrics: bool,
 }
 
 impl Default for GatewayConfig {
@@ -97,6 +100,7 @@ impl Default for GatewayConfig {
             max_connections: 1024,
             max_connections_per_ip: 256,
             max_streams_per_client: 64,
+            metrics: true,
         }
     }
 }

@@ -522,9 +522,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         audit.clone(),
         Some(approvals),
         // Metrics: a second event sink, scraped at /metrics with the admin token.
-        Some(std::sync::Arc::new(
-            portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
-        )),
+        cfg.gateway.metrics.then(|| {
+            std::sync::Arc::new(portcullis_gateway::metrics::MetricsSink::new(
+                cfg.servers.iter().map(|s| &s.name),
+            ))
+        }),
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -422,6 +422,7 @@ const TOOL: &str = "echo";
 /// Scenarios run once, beside the policy × audit matrix (names for `--only`).
 const HANDSHAKE: &str = "http c=1 seed/audit=async handshake era";
 const MEMORY_COUNTERS: &str = "http c=1 seed/audit=async memory counters";
+const METRICS_OFF: &str = "http c=1 seed/audit=async metrics off";
 const IDLE_MEMORY: &str = "memory per idle session";
 const DENY_PATH: &str = "http c=1 deny path";
 
@@ -782,13 +783,14 @@ impl Harness {
         &self,
         tag: &str,
         audit: &str,
+        gateway_toml: &str,
         server_toml: &str,
         serve_args: &[&str],
     ) -> Result<Gateway, String> {
         let port = free_port();
         let data = self.dir.join(format!("data-{tag}"));
         let cfg = format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\naudit = \"{audit}\"\nworkers = {}\n\n[[servers]]\nname = \"bench\"\n{server_toml}",
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\naudit = \"{audit}\"\nworkers = {}\n{gateway_toml}\n[[servers]]\nname = \"bench\"\n{server_toml}",
             data.display().to_string(),
             self.workers,
         );
@@ -894,7 +896,7 @@ impl Harness {
                     format!("http open {}/s {tag}", self.rate),
                 ];
                 let extras: &[&str] = match (policy, audit) {
-                    ("seed", "async") => &[HANDSHAKE, MEMORY_COUNTERS, IDLE_MEMORY],
+                    ("seed", "async") => &[HANDSHAKE, MEMORY_COUNTERS, METRICS_OFF, IDLE_MEMORY],
                     ("args", "async") => &[DENY_PATH],
                     _ => &[],
                 };
@@ -904,6 +906,7 @@ impl Harness {
                 let gw = self.gateway(
                     &format!("{policy}-{audit}"),
                     audit,
+                    "",
                     &format!("{up}policy = \"{policy}.json\"\n"),
                     &[],
                 )?;
@@ -975,6 +978,7 @@ impl Harness {
                         let mem = self.gateway(
                             "seed-async-memory",
                             audit,
+                            "",
                             &format!("{up}policy = \"seed.json\"\n"),
                             &["--memory-counters"],
                         )?;
@@ -985,6 +989,27 @@ impl Harness {
                             &direct,
                             &v,
                             mem.proc.pid(),
+                            self.warmup,
+                            &self.seq_work(),
+                        )?);
+                    }
+                    if self.wanted(METRICS_OFF) {
+                        // The same gateway without its metrics sink: the row beside
+                        // `http c=1 seed/audit=async` (metrics on) is what metrics cost.
+                        let bare = self.gateway(
+                            "seed-async-nometrics",
+                            audit,
+                            "metrics = false\n",
+                            &format!("{up}policy = \"seed.json\"\n"),
+                            &[],
+                        )?;
+                        let v = self.via(&bare, Era::Stateless);
+                        out.push(self.side_by_side(
+                            METRICS_OFF.into(),
+                            &format!("sequential {what}, `[gateway] metrics = false` (compare with the metrics-on row `http c=1 seed/audit=async`)"),
+                            &direct,
+                            &v,
+                            bare.proc.pid(),
                             self.warmup,
                             &self.seq_work(),
                         )?);
@@ -1070,7 +1095,7 @@ impl Harness {
         );
         // Each target with the process (tree) that serves it, kept alive until the end.
         let mut targets: Vec<(String, Target, Proc)> = Vec::new();
-        let gw = self.gateway("peers", "durable", &cmd, &[])?;
+        let gw = self.gateway("peers", "durable", "", &cmd, &[])?;
         targets.push(("portcullis".into(), self.via(&gw, Era::Handshake), gw.proc));
         for name in peers {
             match start_peer(script, name, &self.upstream, self.gateway_cpu) {
