@@ -500,3 +500,38 @@ fn every_query_of_the_example_grafana_dashboard_parses() {
         stdout(&out)
     );
 }
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let test = Scratch::new("metrics-off");
+    let servers = format!(
+        // Lands in the [gateway] table the helper writes just above.
+        "metrics = false\n\n[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\nauth = \"token\"\ntokens = [{{ label = \"alice\", token = \"${{PORTCULLIS_TEST_TOKEN}}\" }}]\n",
+        fixture_server()
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let gw = serve_in(
+        &test,
+        &servers,
+        &[("p.json", policy.to_string())],
+        &[
+            ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
+            ("PORTCULLIS_TEST_TOKEN", ALICE),
+        ],
+        &[],
+    );
+    traffic(&gw);
+    let r = scrape(&gw, Some(ADMIN));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["error"], "metrics_off");
+    // The gateway itself works as before.
+    let call = mcp(
+        &gw,
+        ALICE,
+        9,
+        "tools/call",
+        json!({"name": "read_invoice", "arguments": {"id": 1}}),
+    );
+    assert_eq!(call.status, 200, "{}", call.body);
+    assert!(!call.body.contains("POLICY DENIED"), "{}", call.body);
+}
