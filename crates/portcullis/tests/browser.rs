@@ -112,22 +112,8 @@ fn the_console_in_headless_chromium() {
         {"name": "render_note", "description": format!("Render a note. {MARKUP}"),
          "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
     ]});
-    let servers = format!(
-        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"rec.json\"\nenv = {{ TOOLS_JSON = \"{}\" }}\n",
-        fixture_server(),
-        dir.join("tools.json").display()
-    );
     let policy = json!({"version": "1", "default": "deny", "tools": {"render_note": {}}});
-    let gw = serve_in(
-        &dir,
-        &servers,
-        &[
-            ("tools.json", tools.to_string()),
-            ("rec.json", policy.to_string()),
-        ],
-        &[("PORTCULLIS_ADMIN_TOKEN", ADMIN)],
-        &[],
-    );
+    let gw = serve_rec(&dir, &tools, &policy, ADMIN);
     let port = gw.port;
     let base = format!("http://127.0.0.1:{port}");
     let shots = shots_dir(&dir);

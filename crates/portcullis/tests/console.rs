@@ -61,22 +61,8 @@ fn sign_in_csrf_csp_escaping_and_the_builder_save_path() {
         {"name": "delete_invoice", "description": "Delete an invoice.",
          "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}}
     ]});
-    let servers = format!(
-        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"rec.json\"\nenv = {{ TOOLS_JSON = \"{}\" }}\n",
-        fixture_server(),
-        dir.join("tools.json").display()
-    );
     let policy = json!({"version": "1", "default": "deny", "tools": {"read_invoice": {}}});
-    let gw = serve_in(
-        &dir,
-        &servers,
-        &[
-            ("tools.json", tools.to_string()),
-            ("rec.json", policy.to_string()),
-        ],
-        &[("PORTCULLIS_ADMIN_TOKEN", ADMIN)],
-        &[],
-    );
+    let gw = serve_rec(&dir, &tools, &policy, ADMIN);
     let port = gw.port;
 
     // Not signed in: to the sign-in page.

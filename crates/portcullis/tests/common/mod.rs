@@ -89,6 +89,31 @@ pub fn serve_in(
     serve_at(free_port(), dir, servers, files, env, args)
 }
 
+/// `serve` in front of the recording fixture as server `rec`, listing `tools` (its
+/// `TOOLS_JSON`), under `policy` (`rec.json`), with the admin token `admin`.
+pub fn serve_rec(
+    dir: &Path,
+    tools: &serde_json::Value,
+    policy: &serde_json::Value,
+    admin: &str,
+) -> Served {
+    let servers = format!(
+        "[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"rec.json\"\nenv = {{ TOOLS_JSON = \"{}\" }}\n",
+        fixture_server(),
+        dir.join("tools.json").display()
+    );
+    serve_in(
+        dir,
+        &servers,
+        &[
+            ("tools.json", tools.to_string()),
+            ("rec.json", policy.to_string()),
+        ],
+        &[("PORTCULLIS_ADMIN_TOKEN", admin)],
+        &[],
+    )
+}
+
 /// [`serve_in`] on a port the caller chose (a config that names the gateway's own address,
 /// such as `[oauth] public_url`).
 pub fn serve_at(
