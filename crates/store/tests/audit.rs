@@ -244,8 +244,11 @@ fn calls_in_flight_at_a_crash_show_as_outcome_unknown() {
     assert_eq!(log.settle_unfinished().unwrap(), 0);
 }
 
+/// A version 1 database (the first release's table) gains the columns added since — the
+/// write-ahead `intent`, the OAuth principal's `issuer`, `subject` and `client_id` — keeps its
+/// records, and opening it again adds nothing twice.
 #[test]
-fn a_version_1_database_gains_the_intent_column() {
+fn a_version_1_database_gains_the_columns_added_since() {
     let db = TempDb::new("v1");
     {
         let c = Connection::open(db.path()).unwrap();
@@ -268,10 +271,20 @@ fn a_version_1_database_gains_the_intent_column() {
         log.begin(begun(1)).await.unwrap();
         log.append(answered(1)).await.unwrap();
     });
+    let mut oauth = record(2);
+    oauth.issuer = Some("https://id.example".into());
+    oauth.subject = Some("alice".into());
+    oauth.client_id = Some("app".into());
+    log.append_blocking(oauth.clone()).unwrap();
     let got = log.query(&AuditFilter::default()).unwrap();
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     assert_eq!(got[0].method, "tools/list");
+    assert_eq!(got[0].subject, None);
     assert_eq!(got[1], record(1));
+    assert_eq!(got[2], oauth);
+    drop(log);
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    assert_eq!(log.query(&AuditFilter::default()).unwrap().len(), 3);
 }
 
 #[test]
