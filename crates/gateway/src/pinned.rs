@@ -349,7 +349,14 @@ impl ToolPins {
                 }))
             }
             Ok(Some(p)) => (p.state, denial_of(&p)),
-            Ok(None) => (PinState::Quarantined, Some(unlisted(server, tool, false))),
+            Ok(None) => (
+                PinState::Quarantined,
+                Some(Denial {
+                    rule: RULE_UNLISTED.into(),
+                    message: format!("Tool {tool:?} of server {server} has no pin any more; it is judged again at the server's next listing: list the tools (tools/list) and retry; the call was not forwarded"),
+                    retry_after_secs: None,
+                }),
+            ),
             Err(e) => {
                 tracing::error!(server, tool, "pin store: {e}");
                 return Verdict::Deny(Denial {
@@ -359,20 +366,17 @@ impl ToolPins {
                 });
             }
         };
+        let gone = denial.as_ref().is_some_and(|d| d.rule == RULE_UNLISTED);
         let mut views = self.write();
         if let Some(v) = views.get_mut(server) {
-            if let Some(e) = v.tools.get_mut(tool) {
-                if e.hash == entry.hash {
-                    e.state = state;
-                    e.denial = denial.clone();
-                    e.checked_at = now;
-                    if state == PinState::Pinned {
-                        // Pinned to the definition listed: nothing to refuse.
-                    } else if denial.as_ref().is_some_and(|d| d.rule == RULE_UNLISTED) {
-                        // The pin is gone: judge the tool again at the next listing.
-                        e.generation = e.generation.wrapping_sub(1);
-                    }
-                }
+            if gone {
+                // The pin is gone (a store emptied): the next call lists and judges again.
+                v.tools.remove(tool);
+                v.complete = None;
+            } else if let Some(e) = v.tools.get_mut(tool).filter(|e| e.hash == entry.hash) {
+                e.state = state;
+                e.denial = denial.clone();
+                e.checked_at = now;
             }
         }
         match denial {
@@ -480,6 +484,22 @@ mod tests {
         assert!(
             matches!(p.call("s", "read", 2 + RECHECK_MS), Verdict::Deny(d) if d.rule == RULE_QUARANTINED)
         );
+    }
+
+    #[test]
+    fn a_pin_gone_from_the_store_makes_the_next_call_list_again() {
+        let p = pins();
+        let v1 = json!({"name": "read", "description": "Reads."});
+        p.judge_page("s", TOFU, std::slice::from_ref(&v1), true, 1);
+        let fresh = ToolPins::new(Arc::new(SqlitePins::open_in_memory().unwrap()), None);
+        // The same view over an emptied store (a Redis restarted empty).
+        *fresh.views.write().unwrap() = std::mem::take(&mut *p.views.write().unwrap());
+        assert!(
+            matches!(fresh.call("s", "read", 2 + RECHECK_MS), Verdict::Deny(d) if d.rule == RULE_UNLISTED)
+        );
+        assert!(fresh.worth_listing("s", "read"));
+        fresh.judge_page("s", TOFU, std::slice::from_ref(&v1), true, 3 + RECHECK_MS);
+        assert_eq!(fresh.call("s", "read", 4 + RECHECK_MS), Verdict::Pass);
     }
 
     #[test]
