@@ -284,6 +284,8 @@ impl ToolPins {
     /// Reads the pin, judges `seen` against it and saves what the rules say (again if
     /// another writer won the race): the pin as it stands, whether it newly awaits an
     /// operator, and whether anything was written.
+    // `PinError::NotQuarantined` carries a pin; this is not a hot path.
+    #[allow(clippy::result_large_err)]
     fn settle(
         &self,
         seen: &Seen<'_>,

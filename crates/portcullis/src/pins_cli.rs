@@ -171,6 +171,7 @@ fn get(store: &dyn PinStore, server: &str, tool: &str) -> Result<Pin, String> {
 }
 
 /// The pin of `tool` on `server`, or [`PinError::NotFound`].
+#[allow(clippy::result_large_err)] // `PinError::NotQuarantined` carries a pin
 pub(crate) fn find(store: &dyn PinStore, server: &str, tool: &str) -> Result<Pin, PinError> {
     store.get(server, tool)?.ok_or_else(|| PinError::NotFound {
         server: server.to_owned(),
@@ -195,7 +196,7 @@ pub(crate) enum PinDecideError {
     /// The approver's name is empty.
     Invalid(String),
     /// The store refused or failed.
-    Store(PinError),
+    Store(Box<PinError>),
     /// The decision was made but its audit record could not be written.
     Audit {
         /// The pin as decided.
@@ -242,7 +243,7 @@ pub(crate) fn decide_pin(
     } else {
         store.reject(server, tool, by, now)
     }
-    .map_err(PinDecideError::Store)?;
+    .map_err(|e| PinDecideError::Store(Box::new(e)))?;
     let verb = if approve { "approved" } else { "rejected" };
     if let Some(log) = audit {
         let mut rec = AuditRecord::new(now, server, PIN_METHOD, AuditDecision::Approval);

@@ -97,8 +97,7 @@ fn answer_of(r: &Reply) -> Value {
         .body
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
-        .filter(|d| d.contains("\"id\""))
-        .last()
+        .rfind(|d| d.contains("\"id\""))
         .unwrap_or_else(|| panic!("no answer: {} {}", r.status, r.body));
     serde_json::from_str(data.trim()).unwrap()
 }
@@ -267,6 +266,33 @@ fn strict_hides_new_tools_until_the_admin_api_approves_and_poison_is_quarantined
         server_toml("strict", &strict_tools, "pinning = \"strict\""),
         server_toml("poison", &poison_tools, "poisoning = \"quarantine\"")
     );
+    // A webhook receiver that checks the HMAC signature of what it gets.
+    let hook_port = free_port();
+    let hook_log = dir.join("hook.log");
+    let receiver = format!(
+        r#"
+import hashlib, hmac, http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        want = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(want, self.headers.get("X-Portcullis-Signature", ""))
+        line = ("valid " if ok else "INVALID ") + self.headers.get("X-Portcullis-Event", "") + " " + body.decode()
+        open(sys.argv[1], "a").write(line + "\n")
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
+"#
+    );
+    let _hook = Bg(Command::new("python3")
+        .args(["-c", &receiver, hook_log.to_str().unwrap()])
+        .spawn()
+        .unwrap());
+    wait_port(hook_port);
+    // Keys before the first [[servers]] belong to [gateway].
+    let servers = format!(
+        "approval_webhook = \"http://127.0.0.1:{hook_port}/hook\"\napproval_webhook_secret = \"hook-secret\"\n{servers}"
+    );
     let files = [("p.json", POLICY.to_string())];
     let gw = serve_in(
         &dir,
@@ -355,6 +381,37 @@ fn strict_hides_new_tools_until_the_admin_api_approves_and_poison_is_quarantined
         "{denied}"
     );
     assert_eq!(received(&dir, "peek"), 0);
+
+    // Each tool that newly awaited an operator was announced once, signed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let announced = loop {
+        let log = std::fs::read_to_string(&hook_log).unwrap_or_default();
+        if log.lines().count() >= 3 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pins: Vec<Value> = announced
+        .lines()
+        .map(|l| {
+            let body = l
+                .strip_prefix("valid pin.quarantined ")
+                .unwrap_or_else(|| panic!("unsigned or another event: {l}"));
+            serde_json::from_str(body).unwrap()
+        })
+        .collect();
+    assert_eq!(pins.len(), 3, "{announced}");
+    for (server, tool, state) in [
+        ("strict", "read_invoice", "pending"),
+        ("strict", "pay_invoice", "pending"),
+        ("poison", "peek", "quarantined"),
+    ] {
+        assert!(
+            pins.iter()
+                .any(|v| v["server"] == server && v["tool"] == tool && v["state"] == state),
+            "{server}/{tool}: {announced}"
+        );
+    }
 
     let records = audited(&dir.join("data"));
     assert!(

@@ -88,7 +88,7 @@ impl Ops {
                 system_clock(),
             )
             .map_err(|e| match e {
-                PinDecideError::Store(e) => pin_error(e),
+                PinDecideError::Store(e) => pin_error(*e),
                 e @ PinDecideError::Invalid(_) => {
                     OpError::new(Kind::Invalid, "invalid_decision", e.to_string())
                 }
