@@ -571,3 +571,94 @@ fn the_stdio_face_never_forwards_a_call_blind_and_judges_a_changed_listing_befor
     assert!(text(&ok).starts_with("called read_invoice"), "{ok}");
     assert_eq!(received(&dir, "read_invoice"), 2);
 }
+
+/// A console request with the session cookie (and a form body).
+fn ui(port: u16, method: &str, path: &str, cookie: &str, form: Option<&str>) -> Reply {
+    let c = format!("portcullis_console={cookie}");
+    let mut h = vec![("Cookie", c.as_str())];
+    if form.is_some() {
+        h.push(("Content-Type", "application/x-www-form-urlencoded"));
+    }
+    http_request(
+        port,
+        method,
+        path,
+        &h,
+        form.unwrap_or("").as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn the_console_shows_a_quarantined_tool_with_its_changes_and_approves_it() {
+    let dir = Scratch::new("pin-relay-console");
+    let tools = dir.join("tools.json");
+    write_tools(&tools, &v1());
+    let files = [("p.json", POLICY.to_string())];
+    let gw = serve_in(
+        &dir,
+        &server_toml("rec", &tools, ""),
+        &files,
+        &[("PORTCULLIS_ADMIN_TOKEN", ADMIN)],
+        &[],
+    );
+    assert_eq!(listed(gw.port, "rec", 1), ["pay_invoice", "read_invoice"]);
+    write_tools(&tools, &v2());
+    assert_eq!(listed(gw.port, "rec", 2), ["pay_invoice"]);
+
+    let r = http_request(
+        gw.port,
+        "POST",
+        "/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("token={ADMIN}").as_bytes(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: portcullis_console="))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = ui(gw.port, "GET", "/ui/pins", &cookie, None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Awaiting review (1)"), "{}", page.body);
+    assert!(page
+        .body
+        .contains("<code>inputSchema.properties.path</code>"));
+    assert!(page.body.contains("/ui/pins/rec/read_invoice/approve"));
+    let csrf = page
+        .body
+        .split_once("name=\"csrf-token\" content=\"")
+        .unwrap()
+        .1
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    // Without the CSRF token nothing is decided.
+    let r = ui(
+        gw.port,
+        "POST",
+        "/ui/pins/rec/read_invoice/approve",
+        &cookie,
+        Some("x=1"),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(call(gw.port, "rec", 3, "read_invoice")["isError"], true);
+    let r = ui(
+        gw.port,
+        "POST",
+        "/ui/pins/rec/read_invoice/approve",
+        &cookie,
+        Some(&format!("csrf={csrf}")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Awaiting review (0)"), "{}", r.body);
+    let ok = call(gw.port, "rec", 4, "read_invoice");
+    assert!(text(&ok).starts_with("called read_invoice"), "{ok}");
+}
