@@ -143,6 +143,16 @@ pub struct ServerConfig {
     /// refused), `"warn"` (logged and audited, forwarded), `"off"`.
     #[serde(default)]
     pub validate_arguments: crate::schemas::ValidateArguments,
+    /// Tool pinning (docs/pinning.md): `"tofu"` (default: a tool's first listed definition
+    /// is its pin; a later change is quarantined until an operator reviews it), `"strict"`
+    /// (a new tool is hidden until approved), `"off"`.
+    #[serde(default)]
+    pub pinning: crate::pinning::Pinning,
+    /// Poisoned definitions (instructions to the model, requests for secrets…):
+    /// `"warn"` (default: logged, audited, kept with the pin, still callable),
+    /// `"quarantine"` (quarantined like a changed definition, even at first sight), `"off"`.
+    #[serde(default)]
+    pub poisoning: crate::pinning::Poisoning,
     /// `auth = "oauth"`: the audience access tokens must carry; unset, the server's canonical
     /// resource URI `<oauth.public_url>/mcp/<name>`.
     pub audience: Option<String>,

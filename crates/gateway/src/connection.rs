@@ -148,7 +148,7 @@ impl Connection {
                 return;
             }
             match tokio::time::timeout(LISTING_WAIT, rx).await {
-                Ok(Ok(Some(next))) if !self.relay.knows_schema(tool) => cursor = Some(next),
+                Ok(Ok(Some(next))) if !self.relay.knows_tool(tool) => cursor = Some(next),
                 Ok(_) => return,
                 Err(_) => {
                     let _ = self.relay.undeliverable(up, "listing timed out");

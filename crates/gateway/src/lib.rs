@@ -13,6 +13,7 @@ pub mod definition;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod pinned;
 pub mod pinning;
 pub mod relay;
 mod resume;

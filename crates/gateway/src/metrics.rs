@@ -280,6 +280,8 @@ impl MetricsSink {
                     })
                     .inc();
             }
+            // Pin events of listings and operators' pin decisions are not requests.
+            crate::pinned::PIN_METHOD => {}
             "(approval)" => {
                 let event = if rec
                     .message

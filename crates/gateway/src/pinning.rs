@@ -1,4 +1,5 @@
-//! What a listed tool means for its pin (pure rules, not yet called by the relay): first sight
+//! What a listed tool means for its pin (pure rules; the relay applies them through
+//! `pinned.rs`): first sight
 //! pins (`tofu`) or waits for approval (`strict`); a definition that differs from the
 //! approved one, or (under `poisoning = "quarantine"`) looks poisoned, is quarantined; a
 //! server back on the approved definition is pinned again. And the denial a call to a
@@ -33,6 +34,30 @@ pub enum Poisoning {
     Warn,
     /// Not looked for.
     Off,
+}
+
+impl std::str::FromStr for Pinning {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tofu" => Ok(Pinning::Tofu),
+            "strict" => Ok(Pinning::Strict),
+            "off" => Ok(Pinning::Off),
+            _ => Err(format!("{s:?}: give tofu, strict or off")),
+        }
+    }
+}
+
+impl std::str::FromStr for Poisoning {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quarantine" => Ok(Poisoning::Quarantine),
+            "warn" => Ok(Poisoning::Warn),
+            "off" => Ok(Poisoning::Off),
+            _ => Err(format!("{s:?}: give quarantine, warn or off")),
+        }
+    }
 }
 
 /// One tool as listed now.

@@ -18,6 +18,10 @@
 //! | `GET /admin/api/approvals/{id}` | one approval request |
 //! | `POST /admin/api/approvals/{id}/approve` | approve `{by?, valid_for?}`; audited |
 //! | `POST /admin/api/approvals/{id}/deny` | deny `{reason, by?}`; audited |
+//! | `GET /admin/api/pins[?server=&state=]` | tool pins, sorted by server and tool |
+//! | `GET /admin/api/pins/{server}/{tool}` | one pin and its diff (approved vs listed) |
+//! | `POST /admin/api/pins/{server}/{tool}/approve` | approve the listed definition `{by?}`; audited |
+//! | `POST /admin/api/pins/{server}/{tool}/reject` | reject the listed definition `{by?}`; audited |
 //!
 //! `GET /metrics` (Prometheus/OpenMetrics text, [`portcullis_gateway::metrics`]) sits beside
 //! the API, outside `/admin/api`, behind the same admin token: what agents call and are refused
@@ -176,6 +180,10 @@ pub fn router(ops: Arc<Ops>, token_hash: [u8; 32], max_body: usize) -> axum::Rou
         .route("/approvals/{id}", get(approval_get))
         .route("/approvals/{id}/approve", post(approval_approve))
         .route("/approvals/{id}/deny", post(approval_deny))
+        .route("/pins", get(pins_list))
+        .route("/pins/{server}/{tool}", get(pin_get))
+        .route("/pins/{server}/{tool}/approve", post(pin_approve))
+        .route("/pins/{server}/{tool}/reject", post(pin_reject))
         // Unknown routes under the prefix only: the rest of the gateway is untouched.
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
@@ -666,6 +674,96 @@ async fn approval_deny(
     let b: DenyBody = refused!(body_json(&body));
     let by = b.by.as_deref().unwrap_or(API_APPROVER);
     answer(st.ops.deny(&id, by, &b.reason).await, |a| approval_json(&a))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tool pins
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinsQuery {
+    /// Only this server's pins.
+    server: Option<String>,
+    /// pinned, quarantined, pending or rejected.
+    state: Option<String>,
+}
+
+/// `GET /admin/api/pins[?server=&state=]`: pins sorted by server and tool.
+async fn pins_list(
+    State(st): State<Arc<AdminState>>,
+    q: Result<Query<PinsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    admitted!(st, headers);
+    let q = refused!(query(q));
+    answer(
+        st.ops.pins(q.server.as_deref(), q.state.as_deref()).await,
+        |list| serde_json::to_value(list).unwrap_or(Value::Null),
+    )
+}
+
+/// `GET /admin/api/pins/{server}/{tool}`: the pin and the members its listed definition
+/// changes.
+async fn pin_get(
+    State(st): State<Arc<AdminState>>,
+    Path((server, tool)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    admitted!(st, headers);
+    answer(st.ops.pin(&server, &tool).await, |d| {
+        serde_json::to_value(d).unwrap_or(Value::Null)
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PinDecisionBody {
+    /// Who decides [default: `admin-api`].
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn pin_decide(
+    st: Arc<AdminState>,
+    server: &str,
+    tool: &str,
+    body: &[u8],
+    approve: bool,
+) -> Response {
+    let b: PinDecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PinDecisionBody::default()
+    } else {
+        refused!(body_json(body))
+    };
+    let by = b.by.as_deref().unwrap_or(API_APPROVER);
+    answer(st.ops.decide_pin(server, tool, by, approve).await, |p| {
+        serde_json::to_value(p).unwrap_or(Value::Null)
+    })
+}
+
+/// `POST /admin/api/pins/{server}/{tool}/approve {by?}`: the listed definition becomes the
+/// pin; the next call passes. Audited.
+async fn pin_approve(
+    State(st): State<Arc<AdminState>>,
+    Path((server, tool)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admitted!(st, headers);
+    pin_decide(st, &server, &tool, &body, true).await
+}
+
+/// `POST /admin/api/pins/{server}/{tool}/reject {by?}`: the listed definition is refused;
+/// the tool stays quarantined while the server lists it. Audited.
+async fn pin_reject(
+    State(st): State<Arc<AdminState>>,
+    Path((server, tool)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admitted!(st, headers);
+    pin_decide(st, &server, &tool, &body, false).await
 }
 
 #[cfg(test)]

@@ -302,6 +302,28 @@ pub struct StdioArgs {
     /// forward) or off.
     #[arg(long, default_value = "enforce", value_name = "enforce|warn|off")]
     validate_arguments: portcullis_gateway::schemas::ValidateArguments,
+    /// Tool pinning, with --data-dir (pins.db): tofu (a tool's first listed definition is its
+    /// pin; a changed one is hidden and refused until approved), strict (new tools too), off.
+    #[arg(long, default_value = "tofu", value_name = "tofu|strict|off")]
+    pinning: portcullis_gateway::pinning::Pinning,
+    /// Poisoned tool definitions, with --data-dir: warn (log, audit, still callable),
+    /// quarantine (hidden and refused until approved), off.
+    #[arg(long, default_value = "warn", value_name = "warn|quarantine|off")]
+    poisoning: portcullis_gateway::pinning::Poisoning,
+}
+
+/// The gateway's pins over `store`, poisoning found by the classifier's detectors.
+pub(crate) fn tool_pins(
+    store: std::sync::Arc<dyn portcullis_store::PinStore>,
+) -> std::sync::Arc<portcullis_gateway::pinned::ToolPins> {
+    let scan: portcullis_gateway::pinned::PoisonCheck =
+        std::sync::Arc::new(|tool: &serde_json::Value| {
+            portcullis_classify::poisoning_findings(tool)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        });
+    std::sync::Arc::new(portcullis_gateway::pinned::ToolPins::new(store, Some(scan)))
 }
 
 /// `portcullis stdio --policy P -- cmd…`.
@@ -379,6 +401,17 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     })
     .validating(Default::default(), a.validate_arguments)
     .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()));
+    // With a data dir, listed tools are judged against their pins (pins.db).
+    let relay = match &a.data_dir {
+        Some(dir) => relay.pinning(
+            tool_pins(portcullis_store::factory::open_pins(dir)?),
+            portcullis_gateway::pinned::PinSettings {
+                pinning: a.pinning,
+                poisoning: a.poisoning,
+            },
+        ),
+        None => relay,
+    };
     let caller = portcullis_gateway::Caller {
         engine,
         grant_id: format!("local:{label}"),
@@ -499,8 +532,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         counters: store,
         grants,
         approvals,
-        // Tool pins: opened (pins.db is created) but not yet consulted by the relay.
-        pins: _,
+        pins,
     } = store_cfg.open(&dir)?;
     let audit = match cfg.gateway.audit.as_str() {
         "off" => None,
@@ -527,6 +559,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 cfg.servers.iter().map(|s| &s.name),
             ))
         }),
+        // Tool pins: every listing judged, calls to tools not pinned refused.
+        Some(tool_pins(pins)),
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();

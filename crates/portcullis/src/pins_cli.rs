@@ -8,12 +8,14 @@ use crate::approvals_cli::{default_by, open_audit};
 use clap::{Args, Subcommand};
 use portcullis_gateway::definition;
 use portcullis_policy::window::rfc3339;
-use portcullis_store::{AuditDecision, AuditRecord, Pin, PinState, PinStore, PINS_FILE};
+use portcullis_store::{
+    AuditDecision, AuditLog, AuditRecord, Pin, PinError, PinState, PinStore, PINS_FILE,
+};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// The audit record's method for pin decisions.
-pub(crate) const PIN_METHOD: &str = "(pin)";
+pub(crate) const PIN_METHOD: &str = portcullis_gateway::pinned::PIN_METHOD;
 
 /// `portcullis pins …` arguments.
 #[derive(Args)]
@@ -128,12 +130,7 @@ pub fn pins(a: PinsArgs) -> Result<ExitCode, String> {
         PinsCmd::Diff { server, tool, json } => {
             let store = require_store(&place)?;
             let p = get(&*store, &server, &tool)?;
-            let empty = serde_json::json!({});
-            let old = p.definition.as_ref().unwrap_or(&empty);
-            let changes = match &p.candidate {
-                Some(new) => definition::diff(old, new),
-                None => Vec::new(),
-            };
+            let changes = changes(&p);
             if json {
                 outln!(
                     "{}",
@@ -170,16 +167,103 @@ pub fn pins(a: PinsArgs) -> Result<ExitCode, String> {
 }
 
 fn get(store: &dyn PinStore, server: &str, tool: &str) -> Result<Pin, String> {
-    store
-        .get(server, tool)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            portcullis_store::PinError::NotFound {
-                server: server.to_owned(),
-                tool: tool.to_owned(),
-            }
-            .to_string()
-        })
+    find(store, server, tool).map_err(|e| e.to_string())
+}
+
+/// The pin of `tool` on `server`, or [`PinError::NotFound`].
+#[allow(clippy::result_large_err)] // `PinError::NotQuarantined` carries a pin
+pub(crate) fn find(store: &dyn PinStore, server: &str, tool: &str) -> Result<Pin, PinError> {
+    store.get(server, tool)?.ok_or_else(|| PinError::NotFound {
+        server: server.to_owned(),
+        tool: tool.to_owned(),
+    })
+}
+
+/// The members that differ between a pin's approved definition and the one listed now
+/// (none when nothing awaits review).
+pub(crate) fn changes(p: &Pin) -> Vec<definition::Change> {
+    let empty = serde_json::json!({});
+    let old = p.definition.as_ref().unwrap_or(&empty);
+    match &p.candidate {
+        Some(new) => definition::diff(old, new),
+        None => Vec::new(),
+    }
+}
+
+/// Why a pin decision failed.
+#[derive(Debug)]
+pub(crate) enum PinDecideError {
+    /// The approver's name is empty.
+    Invalid(String),
+    /// The store refused or failed.
+    Store(Box<PinError>),
+    /// The decision was made but its audit record could not be written.
+    Audit {
+        /// The pin as decided.
+        pin: Box<Pin>,
+        /// Why the record failed.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for PinDecideError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinDecideError::Invalid(m) => f.write_str(m),
+            PinDecideError::Store(e) => write!(f, "{e}"),
+            PinDecideError::Audit { pin, error } => write!(
+                f,
+                "the pin is {} but its audit record could not be written: {error}",
+                pin.state
+            ),
+        }
+    }
+}
+
+/// Approves (`approve`) or rejects the listed definition of `tool` on `server`, then writes
+/// the decision's audit record (method `(pin)`) to `audit` (`None`: auditing is off). The one
+/// code path of the CLI and the admin API. Blocking.
+pub(crate) fn decide_pin(
+    store: &dyn PinStore,
+    audit: Option<&AuditLog>,
+    server: &str,
+    tool: &str,
+    by: &str,
+    approve: bool,
+    now: u64,
+) -> Result<Pin, PinDecideError> {
+    let by = by.trim();
+    if by.is_empty() || by.chars().any(char::is_control) {
+        return Err(PinDecideError::Invalid(
+            "the approver's name is empty; give it (--by NAME, or \"by\" in the body)".into(),
+        ));
+    }
+    let p = if approve {
+        store.approve(server, tool, by, now)
+    } else {
+        store.reject(server, tool, by, now)
+    }
+    .map_err(|e| PinDecideError::Store(Box::new(e)))?;
+    let verb = if approve { "approved" } else { "rejected" };
+    if let Some(log) = audit {
+        let mut rec = AuditRecord::new(now, server, PIN_METHOD, AuditDecision::Approval);
+        rec.tool = Some(tool.to_owned());
+        rec.message = Some(format!(
+            "{verb} the definition of {tool} by {by}{}",
+            p.hash
+                .as_deref()
+                .filter(|_| approve)
+                .map(|h| format!(" (pinned {h})"))
+                .unwrap_or_default()
+        ));
+        if let Err(e) = log.append_blocking(rec) {
+            return Err(PinDecideError::Audit {
+                pin: Box::new(p),
+                error: e.to_string(),
+            });
+        }
+    }
+    Ok(p)
 }
 
 fn decide(
@@ -194,32 +278,10 @@ fn decide(
         Some(b) => b,
         None => default_by()?,
     };
-    let now = now_ms();
-    let p = if approve {
-        store.approve(server, tool, &by, now)
-    } else {
-        store.reject(server, tool, &by, now)
-    }
-    .map_err(|e| e.to_string())?;
+    let log = open_audit(&place.data_dir)?;
+    let p = decide_pin(&*store, Some(&log), server, tool, &by, approve, now_ms())
+        .map_err(|e| e.to_string())?;
     let verb = if approve { "approved" } else { "rejected" };
-    let mut rec = AuditRecord::new(now, server, PIN_METHOD, AuditDecision::Approval);
-    rec.tool = Some(tool.to_owned());
-    rec.message = Some(format!(
-        "{verb} the definition of {tool} by {by}{}",
-        p.hash
-            .as_deref()
-            .filter(|_| approve)
-            .map(|h| format!(" (pinned {h})"))
-            .unwrap_or_default()
-    ));
-    open_audit(&place.data_dir)?
-        .append_blocking(rec)
-        .map_err(|e| {
-            format!(
-                "the pin is {} but its audit record could not be written: {e}",
-                p.state
-            )
-        })?;
     outln!("{server}/{tool}: {verb} by {by}; now {}", p.state);
     Ok(ExitCode::SUCCESS)
 }

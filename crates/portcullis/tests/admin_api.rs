@@ -34,6 +34,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/api/approvals/{id}"),
     ("post", "/admin/api/approvals/{id}/approve"),
     ("post", "/admin/api/approvals/{id}/deny"),
+    ("get", "/admin/api/pins"),
+    ("get", "/admin/api/pins/{server}/{tool}"),
+    ("post", "/admin/api/pins/{server}/{tool}/approve"),
+    ("post", "/admin/api/pins/{server}/{tool}/reject"),
 ];
 
 struct Gw {
@@ -653,6 +657,7 @@ fn openapi_document_lists_exactly_the_served_routes() {
         let path = p
             .replace("{name}", "rec")
             .replace("{server}", "rec")
+            .replace("{tool}", "read_invoice")
             .replace("{id}", "grt_0000000000000000");
         let body = match *m {
             "put" => Some(json!({"version": "1", "default": "deny"})),

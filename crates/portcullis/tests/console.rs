@@ -135,6 +135,7 @@ fn sign_in_csrf_csp_escaping_and_the_builder_save_path() {
         "/ui/policies/rec",
         "/ui/grants",
         "/ui/approvals",
+        "/ui/pins",
         "/ui/audit",
     ] {
         let r = req(port, "GET", page, Some(&cookie), None);

@@ -1,7 +1,7 @@
 //! `portcullis pins list|diff|approve|reject` on a data dir whose pins were written by the
 //! gateway's own rules (`portcullis_gateway::pinning::judge`): a tool pinned on first sight,
 //! then listed with a changed description and a new `path` argument (quarantined).
-//! The relay does not consult pins yet; these tests cover the operator's side.
+//! These tests cover the operator's side; `pin_relay.rs` covers the request path.
 
 use portcullis_gateway::pinning::{judge, Pinning, Seen};
 use portcullis_store::{PinState, PinStore, SqlitePins, PINS_FILE};

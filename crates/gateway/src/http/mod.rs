@@ -99,6 +99,8 @@ pub struct Gateway {
     metrics: Option<Arc<MetricsSink>>,
     approvals: Option<Arc<dyn ApprovalStore>>,
     on_new_approval: Option<ApprovalHook>,
+    /// Tool pins: the store and the judged view of each server's tools (`None`: no data dir).
+    pins: Option<Arc<crate::pinned::ToolPins>>,
     timeout: Duration,
     /// Open SSE streams per client address.
     streams: Arc<streams::StreamCaps>,
@@ -115,6 +117,7 @@ impl Gateway {
         audit: Option<Arc<AuditLog>>,
         approvals: Option<Arc<dyn ApprovalStore>>,
         metrics: Option<Arc<MetricsSink>>,
+        pins: Option<Arc<crate::pinned::ToolPins>>,
     ) -> Result<Arc<Gateway>, String> {
         let policies = Self::load_policies(cfg)?;
         let rt = Runtime::new(&cfg.servers)?;
@@ -125,6 +128,24 @@ impl Gateway {
         if let Some(m) = &metrics {
             sinks.push(m.clone());
         }
+        let webhook = match &cfg.gateway.approval_webhook {
+            None => None,
+            Some(url) => {
+                let secret =
+                    expand_env(cfg.gateway.approval_webhook_secret.as_deref().unwrap_or(""))?;
+                Some(Arc::new(crate::webhook::Webhook::new(url, &secret)?))
+            }
+        };
+        // A tool newly quarantined (or pending) is announced like an approval request.
+        if let (Some(pins), Some(hook)) = (&pins, &webhook) {
+            let hook = hook.clone();
+            pins.announce_to(Arc::new(move |p: &portcullis_store::Pin| {
+                hook.notify(
+                    "pin.quarantined",
+                    serde_json::to_value(p).unwrap_or(Value::Null),
+                );
+            }));
+        }
         Ok(Arc::new(Gateway {
             rt,
             policies: PolicyTable::new(policies),
@@ -134,12 +155,10 @@ impl Gateway {
             metrics,
             audit,
             approvals,
-            on_new_approval: match &cfg.gateway.approval_webhook {
+            on_new_approval: match &webhook {
                 None => None,
-                Some(url) => {
-                    let secret =
-                        expand_env(cfg.gateway.approval_webhook_secret.as_deref().unwrap_or(""))?;
-                    let hook = Arc::new(crate::webhook::Webhook::new(url, &secret)?);
+                Some(hook) => {
+                    let hook = hook.clone();
                     let f: Arc<dyn Fn(&portcullis_store::Approval) + Send + Sync> =
                         Arc::new(move |a: &portcullis_store::Approval| {
                             hook.notify(
@@ -150,6 +169,7 @@ impl Gateway {
                     Some(f)
                 }
             },
+            pins,
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
             streams: streams::StreamCaps::new(cfg.gateway.max_streams_per_client),
             next: AtomicU64::new(1),
@@ -192,6 +212,11 @@ impl Gateway {
     /// The grant store, when grants are in use.
     pub fn grants(&self) -> Option<&Arc<dyn GrantStore>> {
         self.auth.grants()
+    }
+
+    /// The tool pins, when the gateway keeps them.
+    pub fn pins(&self) -> Option<&Arc<crate::pinned::ToolPins>> {
+        self.pins.as_ref()
     }
 
     /// The audit log, unless auditing is off.

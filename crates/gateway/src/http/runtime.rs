@@ -8,6 +8,7 @@ use super::Gateway;
 use crate::config::{expand_env, Auth, ServerConfig};
 use crate::connection::{ClientTx, Connection};
 use crate::events::Events;
+use crate::pinned::PinSettings;
 use crate::relay::{Relay, RelayConfig};
 use crate::schemas::{ToolSchemas, ValidateArguments};
 use crate::upstream::stdio::ChildSpec;
@@ -28,6 +29,8 @@ pub(super) struct ServerRt {
     /// connection to it).
     validate: ValidateArguments,
     schemas: Arc<ToolSchemas>,
+    /// `pinning` and `poisoning`.
+    pins: PinSettings,
     pub(super) auth: Auth,
     pub(super) tokens: Vec<(String, String)>,
     pub(super) modern: tokio::sync::OnceCell<Arc<Conn>>,
@@ -93,6 +96,10 @@ impl ServerRt {
                 .unwrap_or(0),
             validate: s.validate_arguments,
             schemas: Arc::new(ToolSchemas::default()),
+            pins: PinSettings {
+                pinning: s.pinning,
+                poisoning: s.poisoning,
+            },
             auth: s.auth,
             tokens,
             modern: tokio::sync::OnceCell::new(),
@@ -202,6 +209,9 @@ impl Gateway {
         });
         if let Some(m) = &self.metrics {
             relay = relay.recording_listed(m.listed().clone());
+        }
+        if let Some(pins) = &self.pins {
+            relay = relay.pinning(pins.clone(), server.pins);
         }
         relay = relay
             .validating(server.schemas.clone(), server.validate)

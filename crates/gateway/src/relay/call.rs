@@ -104,6 +104,12 @@ impl Relay {
         // before anything is reserved or asked; a denied one is refused as it is (its schema
         // is never revealed).
         if shadow || !matches!(check, Check::Deny(_)) {
+            // A tool whose listed definition is not the pinned one is refused whatever the
+            // policy says (nothing reserved, nothing forwarded).
+            if let Some(d) = self.pin_check(tool) {
+                tracing::info!(tool, rule = %d.rule, "deny: pin");
+                return deny(out, d);
+            }
             match self.check_arguments(tool, args) {
                 Ok(warning) => out.warning = warning,
                 Err(msg) => {

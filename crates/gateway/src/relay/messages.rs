@@ -91,10 +91,11 @@ pub(super) fn record_schemas(schemas: &ToolSchemas, server: &str, msg: &Message)
     }
 }
 
-/// Removes from a `tools/list` result page the tools the policy does not list
-/// ([`Engine::is_listed`]: `hide`, and with `hide_denied` the tools it can never allow),
-/// keeping everything else raw (cursor, `_meta`, each tool's exact JSON).
-pub(super) fn filter_tools_list(msg: &mut Message, engine: &Engine) {
+/// Removes from a `tools/list` result page the tools `keep` refuses (the policy's
+/// [`Engine::is_listed`] — `hide`, and with `hide_denied` the tools it can never allow — and
+/// the tools whose pin is not pinned), keeping everything else raw (cursor, `_meta`, each
+/// tool's exact JSON).
+pub(super) fn filter_tools_list(msg: &mut Message, keep: impl Fn(&str) -> bool) {
     let Some(result) = msg.get("result") else {
         return;
     };
@@ -117,7 +118,7 @@ pub(super) fn filter_tools_list(msg: &mut Message, engine: &Engine) {
             serde_json::from_str::<Named>(t.get())
                 .ok()
                 .and_then(|n| n.name)
-                .is_some_and(|n| engine.is_listed(&n))
+                .is_some_and(|n| keep(&n))
         })
         .collect();
     if kept.len() == before {

@@ -16,6 +16,7 @@ mod call;
 mod messages;
 
 use crate::metrics::ListedTools;
+use crate::pinned::{PinSettings, ToolPins, Verdict};
 use crate::schemas::{ToolSchemas, ValidateArguments};
 use call::Answer;
 use messages::{
@@ -34,7 +35,7 @@ use portcullis_store::{
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -210,6 +211,9 @@ pub struct Relay {
     validate: Option<(Arc<ToolSchemas>, ValidateArguments)>,
     /// Emit [`Out::Forwarding`] before each forwarded `tools/call`.
     write_ahead: bool,
+    /// Where listed tools are judged against their pins, and this server's settings (`None`:
+    /// `pinning = "off"`, or no pin store).
+    pins: Option<(Arc<ToolPins>, PinSettings)>,
 }
 
 /// The `method` of the audit records of the upstream's health.
@@ -249,7 +253,15 @@ impl Relay {
             listed: None,
             validate: None,
             write_ahead: false,
+            pins: None,
         }
+    }
+
+    /// Judges every listed tool against its pin in `pins` (hiding and refusing what is not
+    /// pinned) as `settings` say; `pinning = "off"`: neither.
+    pub fn pinning(mut self, pins: Arc<ToolPins>, settings: PinSettings) -> Relay {
+        self.pins = (settings.pinning != crate::pinning::Pinning::Off).then_some((pins, settings));
+        self
     }
 
     /// Emits an [`Out::Forwarding`] record before every forwarded `tools/call` (when the
@@ -267,16 +279,20 @@ impl Relay {
         self
     }
 
-    /// The tool a client line calls, when it is a `tools/call` under `enforce` to a tool whose
-    /// schema has not been seen, and no whole listing has been since the server's tools last
-    /// changed (so a bogus name costs one listing, not one each): the link then fetches the
-    /// server's listing
-    /// ([`Relay::listing_request`]) before passing the line on. `None` otherwise (cheaply when
-    /// arguments are not enforced).
+    /// The tool a client line calls, when that call must wait for a listing of the gateway's
+    /// own: under `validate_arguments = "enforce"` its schema has not been seen, or under
+    /// pinning it has not been judged since the server's tools last changed — in either case
+    /// only while no whole listing has been seen since (so a bogus name costs one listing, not
+    /// one each). The link then fetches the server's listing ([`Relay::listing_request`])
+    /// before passing the line on. `None` otherwise (cheaply when neither applies).
     pub fn needs_listing(&self, line: &str) -> Option<String> {
-        let (schemas, ValidateArguments::Enforce) = self.validate.as_ref()? else {
-            return None;
+        let enforce = match self.validate.as_ref() {
+            Some((schemas, ValidateArguments::Enforce)) => Some(schemas),
+            _ => None,
         };
+        if enforce.is_none() && self.pins.is_none() {
+            return None;
+        }
         #[derive(serde::Deserialize)]
         struct Params {
             name: String,
@@ -287,15 +303,32 @@ impl Relay {
             params: Params,
         }
         let r: Req = serde_json::from_str(line).ok()?;
-        (r.method == "tools/call" && schemas.worth_listing(&self.cfg.server, &r.params.name))
-            .then_some(r.params.name)
+        if r.method != "tools/call" {
+            return None;
+        }
+        let server = &self.cfg.server;
+        let tool = &r.params.name;
+        let schema = enforce.is_some_and(|s| s.worth_listing(server, tool));
+        let pin = self
+            .pins
+            .as_ref()
+            .is_some_and(|(p, _)| p.worth_listing(server, tool));
+        (schema || pin).then_some(r.params.name)
     }
 
-    /// Whether the tool's schema is known now (after a fetched listing).
-    pub fn knows_schema(&self, tool: &str) -> bool {
-        self.validate
-            .as_ref()
-            .is_some_and(|(s, _)| s.knows(&self.cfg.server, tool))
+    /// Whether a fetched listing has told the relay what a call to `tool` needs: its schema
+    /// (under `enforce`) and a fresh judgement of its pin.
+    pub fn knows_tool(&self, tool: &str) -> bool {
+        let server = &self.cfg.server;
+        let schema = match &self.validate {
+            Some((s, ValidateArguments::Enforce)) => s.knows(server, tool),
+            _ => true,
+        };
+        schema
+            && self
+                .pins
+                .as_ref()
+                .is_none_or(|(p, _)| p.fresh(server, tool))
     }
 
     /// Portcullis' own `tools/list` request (one page, from `cursor`), carrying the version
@@ -652,6 +685,11 @@ impl Relay {
                             if let Some((schemas, _)) = &self.validate {
                                 schemas.set_complete(&self.cfg.server, false);
                             }
+                            // Every tool is judged again at the next listing; a call meanwhile
+                            // waits for one.
+                            if let Some((pins, _)) = &self.pins {
+                                pins.list_changed(&self.cfg.server);
+                            }
                         }
                         // 2026-07-28 listen streams: the subscription id is the id of the
                         // listen request, which upstream is ours; give the client its own.
@@ -693,14 +731,14 @@ impl Relay {
             } => (client_id, what, token, trail),
             Pending::Listing(tx) => {
                 drop(st);
-                self.record_listing(&msg);
+                let (_, audits) = self.record_listing(&msg);
                 let next = msg.value("result").and_then(|r| {
                     r.get("nextCursor")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 });
                 let _ = tx.send(next);
-                return Vec::new();
+                return audits;
             }
             // Portcullis' own request (a replayed initialize): swallowed.
             Pending::Internal => return Vec::new(),
@@ -716,6 +754,7 @@ impl Relay {
             t.rec.upstream_status = Some(upstream_status(&msg));
             Out::Audit(Box::new(t.rec), t.args)
         });
+        let mut pin_audits = Vec::new();
         match what {
             What::ToolsCall(ticket) if msg.is_error_response() && !ticket.held.is_empty() => {
                 // A JSON-RPC error: the tool did not run; give the quota back.
@@ -726,9 +765,10 @@ impl Relay {
             }
             What::ToolsList(engine) => {
                 drop(st);
-                self.record_listing(&msg);
+                let (blocked, audits) = self.record_listing(&msg);
+                pin_audits = audits;
                 if let Some(engine) = &engine {
-                    filter_tools_list(&mut msg, engine);
+                    filter_tools_list(&mut msg, |n| engine.is_listed(n) && !blocked.contains(n));
                 } else if let Some(r) = msg.value("result") {
                     // No policy: nothing is callable; list nothing.
                     let mut r = r;
@@ -747,20 +787,107 @@ impl Relay {
             }
             _ => {}
         }
-        audit
+        pin_audits
             .into_iter()
+            .chain(audit)
             .chain([Out::Client(msg.to_json())])
             .collect()
     }
 
-    /// Records a `tools/list` answer as the server sent it: the names (metrics) and the
-    /// input schemas (argument checks).
-    fn record_listing(&self, msg: &Message) {
+    /// Records a `tools/list` answer as the server sent it: the names (metrics), the input
+    /// schemas (argument checks), and each tool judged against its pin. Returns the tools to
+    /// hide from the client and the audit records of what the pins found.
+    fn record_listing(&self, msg: &Message) -> (HashSet<String>, Vec<Out>) {
         if let Some(listed) = &self.listed {
             record_listed(listed, &self.cfg.server, msg);
         }
         if let Some((schemas, _)) = &self.validate {
             record_schemas(schemas, &self.cfg.server, msg);
+        }
+        match &self.pins {
+            Some((pins, settings)) => self.judge_listing(pins, *settings, msg),
+            None => (HashSet::new(), Vec::new()),
+        }
+    }
+
+    /// Judges a `tools/list` page against the pins (see [`crate::pinned`]).
+    fn judge_listing(
+        &self,
+        pins: &ToolPins,
+        settings: PinSettings,
+        msg: &Message,
+    ) -> (HashSet<String>, Vec<Out>) {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tools: Vec<Value>,
+            #[serde(rename = "nextCursor")]
+            next_cursor: Option<Value>,
+        }
+        let Some(page) = msg
+            .get("result")
+            .and_then(|r| serde_json::from_str::<Page>(r.get()).ok())
+        else {
+            return (HashSet::new(), Vec::new());
+        };
+        let now = (self.cfg.clock)();
+        let server = &self.cfg.server;
+        let judged = pins.judge_page(
+            server,
+            settings,
+            &page.tools,
+            page.next_cursor.is_none(),
+            now,
+        );
+        let mut audits = Vec::new();
+        if self.cfg.audit {
+            for p in &judged.awaiting {
+                let mut r = AuditRecord::new(
+                    now,
+                    server.clone(),
+                    crate::pinned::PIN_METHOD,
+                    AuditDecision::Hidden,
+                );
+                r.tool = Some(p.tool.clone());
+                r.rule = Some(
+                    match p.state {
+                        portcullis_store::PinState::Pending => crate::pinned::RULE_PENDING,
+                        _ => crate::pinned::RULE_QUARANTINED,
+                    }
+                    .into(),
+                );
+                r.message = Some(format!(
+                    "{} {}: {}",
+                    p.tool,
+                    p.state,
+                    p.reason.as_deref().unwrap_or("awaits review")
+                ));
+                audits.push(Out::Audit(Box::new(r), None));
+            }
+            for (tool, findings) in &judged.warnings {
+                let mut r = AuditRecord::new(
+                    now,
+                    server.clone(),
+                    crate::pinned::PIN_METHOD,
+                    AuditDecision::Allow,
+                );
+                r.tool = Some(tool.clone());
+                r.rule = Some("(pin poisoning warning)".into());
+                r.message = Some(format!(
+                    "the definition looks poisoned (poisoning = \"warn\": still callable): {}",
+                    findings.join("; ")
+                ));
+                audits.push(Out::Audit(Box::new(r), None));
+            }
+        }
+        (judged.blocked, audits)
+    }
+
+    /// What the pins say of a call to `tool` (`None`: pass on to the policy).
+    fn pin_check(&self, tool: &str) -> Option<Denial> {
+        let (pins, _) = self.pins.as_ref()?;
+        match pins.call(&self.cfg.server, tool, (self.cfg.clock)()) {
+            Verdict::Pass => None,
+            Verdict::Deny(d) => Some(d),
         }
     }
 

@@ -53,12 +53,13 @@ pub fn risk_badge(risk: &str) -> String {
 }
 
 /// The pages of the navigation: path and label.
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/ui/", "Overview"),
     ("/ui/catalogue", "Catalogue"),
     ("/ui/policies", "Policies"),
     ("/ui/grants", "Grants"),
     ("/ui/approvals", "Approvals"),
+    ("/ui/pins", "Pins"),
     ("/ui/audit", "Audit"),
 ];
 

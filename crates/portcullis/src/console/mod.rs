@@ -16,11 +16,13 @@
 //! | `mod.rs` | router, sessions, sign-in, CSRF, security headers, assets |
 //! | `html.rs` | escaping and the page frame |
 //! | `pages.rs` | overview, catalogue, grants, approvals, audit |
+//! | `pins.rs` | tool pins: what awaits review (with its diff), approve, reject, every pin |
 //! | `builder.rs` | the policy builder: rows per tool, raw JSON, validation, diff, save |
 
 mod builder;
 mod html;
 mod pages;
+mod pins;
 
 use crate::ops::Ops;
 use axum::extract::{DefaultBodyLimit, State};
@@ -96,6 +98,9 @@ pub fn router(ops: Arc<Ops>, token_hash: [u8; 32], max_body: usize) -> axum::Rou
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}/approve", post(pages::approve))
         .route("/ui/approvals/{id}/deny", post(pages::deny))
+        .route("/ui/pins", get(pins::pins))
+        .route("/ui/pins/{server}/{tool}/approve", post(pins::approve))
+        .route("/ui/pins/{server}/{tool}/reject", post(pins::reject))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/audit/export", get(pages::audit_export))
         .route("/ui/{*rest}", get(not_found))

@@ -10,11 +10,13 @@
 //! | `audit.rs` | query the audit log |
 //! | `counters.rs` | the usage of each limit of a server's policy |
 //! | `approvals.rs` | the approval queue: list, get, approve, deny (audited) |
+//! | `pins.rs` | tool pins: list, one with its diff, approve, reject (audited) |
 
 pub mod approvals;
 pub mod audit;
 pub mod counters;
 pub mod grants;
+pub mod pins;
 pub mod policies;
 pub mod servers;
 
