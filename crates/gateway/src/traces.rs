@@ -1,6 +1,7 @@
 //! W3C trace context and the `[telemetry]` settings for OpenTelemetry traces: parsing and
 //! writing `traceparent` (HTTP header or `params._meta.traceparent`), and resolving the
-//! exporter settings from `portcullis.toml` and the standard `OTEL_*` variables.
+//! exporter settings from `portcullis.toml` and the standard `OTEL_*` variables. The spans
+//! themselves are made in [`crate::spans`] and exported by [`crate::otlp`].
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -59,6 +60,9 @@ pub struct Telemetry {
     pub sampling_ratio: f64,
     /// `service.name` resource attribute.
     pub service_name: String,
+    /// How long finished spans wait to be batched, ms (`OTEL_BSP_SCHEDULE_DELAY`, default
+    /// 5000).
+    pub export_delay_ms: u64,
 }
 
 impl Telemetry {
@@ -97,10 +101,17 @@ impl Telemetry {
         let service_name = env("OTEL_SERVICE_NAME")
             .or_else(|| file.service_name.clone())
             .unwrap_or_else(|| "portcullis".to_string());
+        let export_delay_ms = match env("OTEL_BSP_SCHEDULE_DELAY") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                format!("OTEL_BSP_SCHEDULE_DELAY {v:?}: write a number of milliseconds")
+            })?,
+            None => 5000,
+        };
         Ok(Some(Telemetry {
             traces_url,
             sampling_ratio,
             service_name,
+            export_delay_ms,
         }))
     }
 }

@@ -386,6 +386,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         policy: policy_id,
         request_id: None,
         principal: None,
+        trace: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -483,12 +484,20 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     // Read and check the telemetry settings now, so a bad OTEL_* value stops the start.
     let telemetry =
         portcullis_gateway::traces::Telemetry::resolve(&cfg.telemetry, |k| std::env::var(k).ok())?;
-    if let Some(t) = &telemetry {
-        tracing::warn!(
-            "telemetry is configured ({}) but this build has no span exporter yet: no traces are sent",
-            t.traces_url
-        );
-    }
+    // Traces: spans of every request, exported over OTLP/HTTP from a thread of their own.
+    let tracer = match &telemetry {
+        Some(t) => {
+            let tracer = portcullis_gateway::spans::Tracer::start(t)
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?;
+            tracing::info!(
+                "traces: exporting to {} (sampling ratio {})",
+                t.traces_url,
+                t.sampling_ratio
+            );
+            Some(std::sync::Arc::new(tracer))
+        }
+        None => None,
+    };
     let dir = cfg.resolve(&cfg.gateway.data_dir);
     let mut store_cfg = cfg.store.clone();
     if a.memory_counters {
@@ -524,6 +533,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         Some(std::sync::Arc::new(
             portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
         )),
+        tracer,
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
