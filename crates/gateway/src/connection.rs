@@ -209,8 +209,15 @@ impl Connection {
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 let to = self.events.as_ref();
-                let (send, unrecorded) =
-                    deliver(to, &self.to_client, queue, self, stream_of.take(), &mut span).await;
+                let (send, unrecorded) = deliver(
+                    to,
+                    &self.to_client,
+                    queue,
+                    self,
+                    stream_of.take(),
+                    &mut span,
+                )
+                .await;
                 for up in unrecorded {
                     next.extend(self.relay.undeliverable(up, UNRECORDED));
                 }
@@ -384,9 +391,7 @@ async fn deliver(
 /// object, or a line that does not parse; it then goes as it is).
 fn with_traceparent(line: &str, tp: &str) -> Option<String> {
     let mut msg = Message::parse(line).ok()?;
-    let mut params = msg
-        .value("params")
-        .unwrap_or_else(|| serde_json::json!({}));
+    let mut params = msg.value("params").unwrap_or_else(|| serde_json::json!({}));
     let p = params.as_object_mut()?;
     let meta = p
         .entry("_meta")

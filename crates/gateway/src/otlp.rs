@@ -280,10 +280,7 @@ impl Poster {
             Err(e) => e.to_string(),
         };
         self.failed += spans.len() as u64;
-        if self
-            .last_warning
-            .is_none_or(|t| t.elapsed() >= WARN_EVERY)
-        {
+        if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
             self.last_warning = Some(Instant::now());
             let lost = dropped.swap(0, Ordering::Relaxed);
             tracing::warn!(
