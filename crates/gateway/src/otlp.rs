@@ -174,10 +174,17 @@ const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A failed export is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// What the export thread is handed.
+enum Msg {
+    Span(SpanData),
+    /// Post what is waiting now, then say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Hands finished spans to the background exporter. Cloning shares the queue.
 #[derive(Clone)]
 pub struct Exporter {
-    tx: tokio::sync::mpsc::Sender<SpanData>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -201,8 +208,18 @@ impl Exporter {
     /// Queues one span; never waits. A full queue drops it (counted, reported with the next
     /// failure or batch).
     pub fn export(&self, span: SpanData) {
-        if self.tx.try_send(span).is_err() {
+        if self.tx.try_send(Msg::Span(span)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Posts what is queued now and waits for that (at most `within`): for a gateway about
+    /// to stop.
+    pub async fn flush(&self, within: Duration) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let asked = tokio::time::timeout(within, self.tx.send(Msg::Flush(done)));
+        if matches!(asked.await, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(within, wait).await;
         }
     }
 }
@@ -211,7 +228,7 @@ async fn run(
     url: String,
     service_name: String,
     delay: Duration,
-    mut rx: tokio::sync::mpsc::Receiver<SpanData>,
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
     dropped: Arc<AtomicU64>,
 ) {
     let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
@@ -233,12 +250,18 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            s = rx.recv() => match s {
-                Some(s) => {
+            m = rx.recv() => match m {
+                Some(Msg::Span(s)) => {
                     batch.push(s);
                     if batch.len() >= BATCH {
                         post.send(std::mem::take(&mut batch), &dropped).await;
                     }
+                }
+                Some(Msg::Flush(done)) => {
+                    if !batch.is_empty() {
+                        post.send(std::mem::take(&mut batch), &dropped).await;
+                    }
+                    let _ = done.send(());
                 }
                 None => {
                     if !batch.is_empty() {

@@ -78,6 +78,11 @@ impl Tracer {
         })
     }
 
+    /// Posts the spans finished so far (at most `within`): for a gateway about to stop.
+    pub async fn flush(&self, within: Duration) {
+        self.exporter.flush(within).await;
+    }
+
     fn export(&self, s: SpanData) {
         self.exporter.export(s);
     }

@@ -498,6 +498,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }
         None => None,
     };
+    let gw_tracer = tracer.clone();
     let dir = cfg.resolve(&cfg.gateway.data_dir);
     let mut store_cfg = cfg.store.clone();
     if a.memory_counters {
@@ -533,7 +534,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         Some(std::sync::Arc::new(
             portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
         )),
-        tracer,
+        gw_tracer,
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -591,6 +592,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         let limits = portcullis_gateway::http::Limits::new(&cfg.gateway);
         portcullis_gateway::http::serve(listener, app, limits, shutdown).await;
         gw.shutdown().await;
+        if let Some(t) = &tracer {
+            t.flush(std::time::Duration::from_secs(5)).await;
+        }
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)

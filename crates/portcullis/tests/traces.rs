@@ -609,3 +609,78 @@ fn sampling_follows_the_caller_and_telemetry_off_exports_nothing() {
         gw.stderr()
     );
 }
+
+#[test]
+fn a_dead_collector_never_fails_a_request_and_is_reported_once() {
+    let test = Scratch::new("traces-dead-collector");
+    let (up, upstream) = recording_upstream();
+    let gw = serve_in(
+        &test,
+        &format!(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n\n{}",
+            free_port(),
+            http_server(up)
+        ),
+        &[("p.json", POLICY.to_string())],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+        &[],
+    );
+    let sid = open_session(gw.port, "up");
+    for id in 10..16 {
+        let a = call(
+            gw.port,
+            "up",
+            &sid,
+            id,
+            json!({"name": "echo", "arguments": {}}),
+            &[],
+        );
+        assert_eq!(a["result"]["content"][0]["text"], "echoed", "{a}");
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    assert_eq!(upstream_calls(&upstream, "echo").len(), 6);
+    let log = gw.stderr();
+    assert_eq!(
+        log.matches("trace export to").count(),
+        1,
+        "one warning for several failed batches: {log}"
+    );
+}
+
+#[test]
+fn spans_still_waiting_are_posted_when_the_gateway_stops() {
+    let test = Scratch::new("traces-flush");
+    let (otlp, received) = otlp_receiver();
+    let (up, _upstream) = recording_upstream();
+    let mut gw = serve_in(
+        &test,
+        &format!(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{otlp}\"\n\n{}",
+            http_server(up)
+        ),
+        &[("p.json", POLICY.to_string())],
+        // Far longer than the test: only the stop posts them.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+        &[],
+    );
+    let sid = open_session(gw.port, "up");
+    call(
+        gw.port,
+        "up",
+        &sid,
+        10,
+        json!({"name": "echo", "arguments": {}}),
+        &[("traceparent", TP_HEADER)],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "posted before the stop"
+    );
+    terminate(&mut gw.child, Duration::from_secs(10));
+    let all = spans(&received);
+    assert!(
+        all.iter().any(|(_, s)| hex(&s.trace_id) == TP_HEADER[3..35] && s.kind == SpanKind::Server as i32),
+        "{all:?}"
+    );
+}
