@@ -354,6 +354,25 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         ))),
         None => None,
     };
+    // Traces from the standard OTEL_* variables (stdio has no config file): every request's
+    // spans, and the trace context passed on to the server.
+    let telemetry = portcullis_gateway::traces::Telemetry::resolve(&Default::default(), |k| {
+        std::env::var(k).ok()
+    })?;
+    let tracer = match &telemetry {
+        Some(t) => Some(std::sync::Arc::new(
+            portcullis_gateway::spans::Tracer::start(t)
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?,
+        )),
+        None => None,
+    };
+    let audit = match (audit, &tracer) {
+        (Some(e), _) => Some(e.traced(tracer.clone())),
+        (None, Some(_)) => {
+            Some(portcullis_gateway::events::Events::new(Vec::new()).traced(tracer.clone()))
+        }
+        (None, None) => None,
+    };
     // With a data dir, approve_if calls wait for a human (`portcullis approvals …`).
     let approvals = match &a.data_dir {
         Some(dir) => Some(portcullis_store::factory::open_approvals(dir)?),
@@ -426,6 +445,9 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         Default::default(),
     ))
     .map_err(|e| e.to_string())?;
+    if let Some(t) = &tracer {
+        rt.block_on(t.flush(std::time::Duration::from_secs(5)));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -684,3 +684,83 @@ fn spans_still_waiting_are_posted_when_the_gateway_stops() {
         "{all:?}"
     );
 }
+
+#[test]
+fn the_stdio_face_continues_a_meta_context_from_the_otel_variables() {
+    let test = Scratch::new("traces-stdio");
+    let (otlp, received) = otlp_receiver();
+    let policy = test.join("p.json");
+    std::fs::write(
+        &policy,
+        r#"{"version":"1","default":"deny","tools":{"read_invoice":{}}}"#,
+    )
+    .unwrap();
+    let record = test.join("record.jsonl");
+    let mut child = Command::new(bin())
+        .args([
+            "stdio",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--log",
+            "warn",
+            "--",
+        ])
+        .args(["python3", &fixture_server()])
+        .env("RECORD", &record)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{otlp}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "read_invoice", "arguments": {"id": 1}, "_meta": {"traceparent": TP_META}}}),
+    ];
+    for l in &lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut answered = false;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if serde_json::from_str::<Value>(&line).is_ok_and(|v| v["id"] == 2) {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no answer to the call");
+    drop(stdin);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)));
+    // Posted at the end (the batch delay is far longer than the test).
+    let all: Vec<Span> = spans(&received).into_iter().map(|(_, s)| s).collect();
+    let req = all
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32 && s.name == "tools/call read_invoice")
+        .unwrap_or_else(|| panic!("{all:?}"));
+    assert_eq!(hex(&req.trace_id), &TP_META[3..35]);
+    assert_eq!(hex(&req.parent_span_id), &TP_META[36..52]);
+    let up = all
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id == req.span_id)
+        .unwrap();
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    let call: Value = recorded
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["method"] == "tools/call")
+        .unwrap();
+    assert_eq!(
+        call["params"]["_meta"]["traceparent"],
+        format!("00-{}-{}-01", &TP_META[3..35], hex(&up.span_id))
+    );
+}
