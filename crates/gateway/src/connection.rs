@@ -239,6 +239,10 @@ impl Connection {
                 }
                 queue = next;
             }
+            // A request that ended without its own record (held for an approval).
+            if let (Some(s), Some(t)) = (span, self.tracer()) {
+                s.finish(t, None, None);
+            }
         })
     }
 
@@ -343,7 +347,9 @@ async fn deliver(
             Out::Server(_, Some(up)) if std::mem::take(&mut ahead_failed) => unrecorded.push(up),
             Out::Audit(rec, args) => {
                 if let Some(e) = events {
-                    let traced = span.take().map(|s| (s, (*rec).clone(), now_ns()));
+                    let traced = span
+                        .take_if(|s| s.is_for(&rec))
+                        .map(|s| (s, (*rec).clone(), now_ns()));
                     if e.emit(*rec, args).await.is_err() {
                         audit_failed = true;
                     }

@@ -45,7 +45,7 @@ impl Tracer {
     /// A continued trace keeps the caller's sampled flag (parent-based sampling).
     pub fn request(&self, line: &str, header: Option<TraceContext>) -> Option<RequestSpan> {
         let msg = Message::parse(line).ok()?;
-        msg.method()?;
+        let method = msg.method()?.to_owned();
         msg.id()?;
         let meta = if line.contains("traceparent") {
             TraceContext::from_meta(msg.value("params").as_ref())
@@ -70,6 +70,7 @@ impl Tracer {
             }
         };
         Some(RequestSpan {
+            method,
             ctx,
             parent,
             start_ns: now_ns(),
@@ -113,6 +114,9 @@ impl Step {
 /// timed so far.
 #[derive(Debug)]
 pub struct RequestSpan {
+    /// The request's method: its audit record is the one with the same method (other records
+    /// can come first, such as an expired approval's).
+    method: String,
     ctx: TraceContext,
     parent: Option<[u8; 8]>,
     start_ns: u64,
@@ -133,6 +137,11 @@ impl RequestSpan {
     /// This request's own context (its span id is the request span's).
     pub fn context(&self) -> TraceContext {
         self.ctx
+    }
+
+    /// Whether `rec` is this request's own record (the one that finishes it).
+    pub fn is_for(&self, rec: &AuditRecord) -> bool {
+        rec.method == self.method
     }
 
     /// Records a step that ran from `start_ns` until now.
@@ -167,7 +176,8 @@ impl RequestSpan {
 
     /// Ends the request with its audit record (server, method, tool, decision, rule, grant
     /// label, upstream status) and exports it with its children, when sampled. `rec`: `None`
-    /// when the request ended without one (the upstream was lost).
+    /// when the request ended without one (the upstream was lost, the call is held for an
+    /// approval).
     pub fn finish(mut self, tracer: &Tracer, rec: Option<&AuditRecord>, lost: Option<&str>) {
         if !self.ctx.sampled {
             return;
@@ -177,8 +187,11 @@ impl RequestSpan {
         let trace_id = self.ctx.trace_id;
         let me = self.ctx.span_id;
         let mut attrs: Vec<(&'static str, AttrValue)> = Vec::new();
-        let mut name = String::from("mcp request");
+        let mut name = std::mem::take(&mut self.method);
         let mut error = lost.map(str::to_owned);
+        if rec.is_none() {
+            attrs.push(("mcp.method.name", AttrValue::Str(name.clone())));
+        }
         if let Some(r) = rec {
             name = match &r.tool {
                 Some(t) => format!("{} {t}", r.method),
@@ -304,6 +317,85 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tracer(ratio: f64) -> Tracer {
+        // Nothing listens on the discard port: exports fail quietly, which is all these tests
+        // need (they look at the contexts, not at the export).
+        let e = Exporter::start(
+            "http://127.0.0.1:9/v1/traces".into(),
+            "t".into(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        Tracer::with_exporter(e, ratio)
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+    #[test]
+    fn requests_only_and_meta_wins_over_the_header() {
+        let t = tracer(1.0);
+        assert!(t
+            .request(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#, None)
+            .is_none());
+        assert!(t
+            .request(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, None)
+            .is_none());
+        let header = TraceContext::parse(OTHER);
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{TP}"}}}}}}"#
+        );
+        let s = t.request(&line, header).unwrap();
+        let parent = TraceContext::parse(TP).unwrap();
+        assert_eq!(s.context().trace_id, parent.trace_id);
+        assert_ne!(s.context().span_id, parent.span_id);
+        assert_eq!(s.parent, Some(parent.span_id));
+        assert!(s.context().sampled);
+        // The header alone: continued, its (unsampled) flag followed.
+        let s = t
+            .request(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#, header)
+            .unwrap();
+        assert_eq!(s.context().trace_id, header.unwrap().trace_id);
+        assert!(!s.context().sampled);
+    }
+
+    #[test]
+    fn new_traces_follow_the_ratio() {
+        let line = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let never = tracer(0.0);
+        let always = tracer(1.0);
+        for _ in 0..50 {
+            let s = never.request(line, None).unwrap();
+            assert!(!s.context().sampled && s.parent.is_none());
+            assert!(always.request(line, None).unwrap().context().sampled);
+        }
+        let half = tracer(0.5);
+        let n = (0..2000)
+            .filter(|_| half.request(line, None).unwrap().context().sampled)
+            .count();
+        assert!((800..1200).contains(&n), "{n} of 2000 sampled at 0.5");
+        // A caller's sampled context is followed even at 0.
+        assert!(
+            never
+                .request(line, TraceContext::parse(TP))
+                .unwrap()
+                .context()
+                .sampled
+        );
+    }
+
+    #[test]
+    fn the_upstream_gets_a_child_of_the_request() {
+        let t = tracer(1.0);
+        let mut s = t
+            .request(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, None)
+            .unwrap();
+        let tp = TraceContext::parse(&s.upstream_starts()).unwrap();
+        assert_eq!(tp.trace_id, s.context().trace_id);
+        assert_ne!(tp.span_id, s.context().span_id);
+        assert!(tp.sampled);
+    }
 
     #[test]
     fn ids_are_distinct_and_non_zero() {
