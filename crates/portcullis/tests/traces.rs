@@ -433,6 +433,8 @@ fn spans_reach_a_collector_and_the_trace_goes_on_upstream() {
     let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"portcullis.decide"), "{names:?}");
     assert!(names.contains(&"portcullis.audit.commit"), "{names:?}");
+    // Durable audit (the default): the write-ahead record is committed before the call goes.
+    assert!(names.contains(&"portcullis.audit.write_ahead"), "{names:?}");
     let upstream_span = children
         .iter()
         .find(|s| s.kind == SpanKind::Client as i32)
