@@ -228,9 +228,31 @@ impl RequestSpan {
             }
         }
         for (step, start, stop) in self.steps.drain(..) {
+            let span_id = new_span_id();
+            // The counter reservation happened inside the decision: its child.
+            if let (Step::Decide, Some((rs, re))) = (step, rec.and_then(|r| r.reserved_ns)) {
+                let mut attrs = Vec::new();
+                if let Some(r) = rec {
+                    attrs.push((
+                        "portcullis.counters",
+                        AttrValue::Int(r.counters.len() as i64),
+                    ));
+                }
+                tracer.export(SpanData {
+                    trace_id,
+                    span_id: new_span_id(),
+                    parent: Some(span_id),
+                    name: "portcullis.reserve".into(),
+                    kind: SpanKind::Internal,
+                    start_ns: rs,
+                    end_ns: re,
+                    attrs,
+                    error: None,
+                });
+            }
             tracer.export(SpanData {
                 trace_id,
-                span_id: new_span_id(),
+                span_id,
                 parent: Some(me),
                 name: step.name().to_owned(),
                 kind: SpanKind::Internal,

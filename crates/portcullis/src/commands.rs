@@ -396,7 +396,8 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
             .unwrap_or(0),
     })
     .validating(Default::default(), a.validate_arguments)
-    .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()));
+    .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()))
+    .timing(tracer.is_some());
     let caller = portcullis_gateway::Caller {
         engine,
         grant_id: format!("local:{label}"),

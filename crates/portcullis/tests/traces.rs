@@ -323,7 +323,7 @@ fn upstream_calls(seen: &Mutex<Vec<Seen>>, tool: &str) -> Vec<(Seen, Value)> {
         .collect()
 }
 
-const POLICY: &str = r#"{"version":"1","default":"deny","tools":{"echo":{}}}"#;
+const POLICY: &str = r#"{"version":"1","default":"deny","tools":{"echo":{"limits":[{"counter":"echoes","window":"60s","max":1000,"scope":"grant"}]}}}"#;
 
 fn http_server(upstream: u16) -> String {
     format!("[[servers]]\nname = \"up\"\nurl = \"http://127.0.0.1:{upstream}/mcp\"\npolicy = \"p.json\"\nauth = \"none\"\n")
@@ -433,6 +433,20 @@ fn spans_reach_a_collector_and_the_trace_goes_on_upstream() {
     let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"portcullis.decide"), "{names:?}");
     assert!(names.contains(&"portcullis.audit.commit"), "{names:?}");
+    // The counter reservation, inside the decision.
+    let decide = children
+        .iter()
+        .find(|s| s.name == "portcullis.decide")
+        .unwrap();
+    let reserve = all
+        .iter()
+        .find(|s| s.name == "portcullis.reserve" && s.parent_span_id == decide.span_id)
+        .expect("a reservation span under the decision");
+    assert!(
+        reserve.start_time_unix_nano >= decide.start_time_unix_nano
+            && reserve.end_time_unix_nano <= decide.end_time_unix_nano
+    );
+    assert_eq!(attr(reserve, "portcullis.counters").as_deref(), Some("1"));
     // Durable audit (the default): the write-ahead record is committed before the call goes.
     assert!(names.contains(&"portcullis.audit.write_ahead"), "{names:?}");
     let upstream_span = children

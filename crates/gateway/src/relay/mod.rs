@@ -213,6 +213,8 @@ pub struct Relay {
     validate: Option<(Arc<ToolSchemas>, ValidateArguments)>,
     /// Emit [`Out::Forwarding`] before each forwarded `tools/call`.
     write_ahead: bool,
+    /// Time each counter reservation into its audit record (traces on).
+    timed: bool,
 }
 
 /// The `method` of the audit records of the upstream's health.
@@ -252,7 +254,15 @@ impl Relay {
             listed: None,
             validate: None,
             write_ahead: false,
+            timed: false,
         }
+    }
+
+    /// Times each counter reservation into the call's audit record
+    /// ([`AuditRecord::reserved_ns`]), for the request's trace.
+    pub fn timing(mut self, on: bool) -> Relay {
+        self.timed = on;
+        self
     }
 
     /// Emits an [`Out::Forwarding`] record before every forwarded `tools/call` (when the
@@ -457,6 +467,7 @@ impl Relay {
                     t.rec.decision = outcome.audit_decision;
                     t.rec.rule = outcome.rule.clone();
                     t.rec.message = outcome.message.clone();
+                    t.rec.reserved_ns = outcome.reserved_ns;
                     if let Some(w) = &outcome.warning {
                         t.rec
                             .rule
