@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(t.traces_url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(t.sampling_ratio, 0.5);
         assert_eq!(t.service_name, "gw");
+        assert_eq!(t.export_delay_ms, 5000);
 
         let t = Telemetry::resolve(
             &file,
@@ -305,10 +306,12 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
                 ("OTEL_SERVICE_NAME", "edge"),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "250"),
             ]),
         )
         .unwrap()
         .unwrap();
+        assert_eq!(t.export_delay_ms, 250);
         assert_eq!(t.traces_url, "http://c:4318/v1/traces");
         assert_eq!(t.sampling_ratio, 0.1);
         assert_eq!(t.service_name, "edge");
@@ -347,6 +350,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("http://127.0.0.1:4318"), "{e}");
+        let e = Telemetry::resolve(
+            &TelemetryConfig::default(),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "5s"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.contains("OTEL_BSP_SCHEDULE_DELAY"), "{e}");
         let bad = TelemetryConfig {
             sampling_ratio: Some(1.5),
             ..Default::default()
