@@ -132,6 +132,7 @@ pub async fn walkthrough_with(
         policy: Some(("demo".into(), "demo".into())),
         request_id: None,
         principal: None,
+        trace: None,
     };
     let (client_end, gateway_end) = tokio::io::duplex(1 << 16);
     let (g_in, g_out) = tokio::io::split(gateway_end);

@@ -5,11 +5,15 @@
 //! its outputs in order.
 
 use crate::events::Events;
+use crate::otlp::now_ns;
 use crate::relay::{Caller, Hold, Out, Relay};
+use crate::spans::{RequestSpan, Step, Tracer};
 use crate::upstream::{self, BoxFuture, Inbound, Inbox, Receiver, Transport, UpstreamSpec};
 use portcullis_mcp::{codes, error_line, Message};
+use portcullis_policy::sync::LockExt;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -66,6 +70,8 @@ pub struct Connection {
     events: Option<Events>,
     /// Mark lines from a request's answer stream with its client id ([`ToClient::stream_of`]).
     tag_related: AtomicBool,
+    /// Traces on: the spans of the requests now upstream, by upstream id.
+    flights: Mutex<HashMap<u64, RequestSpan>>,
 }
 
 impl Connection {
@@ -83,11 +89,35 @@ impl Connection {
             to_client,
             events,
             tag_related: AtomicBool::new(false),
+            flights: Mutex::new(HashMap::new()),
         });
         let owner: Weak<dyn Receiver> = conn.me.clone();
         let transport = spec.connect(Inbox::new(owner)).await?;
         let _ = conn.transport.set(transport);
         Ok(conn)
+    }
+
+    /// The tracer, when traces are on.
+    fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.events.as_ref().and_then(Events::tracer)
+    }
+
+    /// The span of the request a server line answers (taken out of the flights), when traces
+    /// are on and it is the answer to a traced request.
+    fn answered(&self, line: &str) -> Option<RequestSpan> {
+        self.tracer()?;
+        let mut flights = self.flights.lock_or_recover();
+        if flights.is_empty() {
+            return None;
+        }
+        let m = Message::parse(line).ok()?;
+        if m.method().is_some() {
+            return None;
+        }
+        let up: u64 = m.id()?.get().parse().ok()?;
+        let mut span = flights.remove(&up)?;
+        span.upstream_ends(None);
+        Some(span)
     }
 
     fn transport(&self) -> &Arc<dyn Transport> {
@@ -127,8 +157,13 @@ impl Connection {
         if let Some(tool) = self.relay.needs_listing(line) {
             self.fetch_listing(&tool, line).await;
         }
+        let mut span = self.tracer().and_then(|t| t.request(line, caller.trace));
+        let t0 = if span.is_some() { now_ns() } else { 0 };
         let outs = self.relay.from_client(line, caller);
-        self.dispatch(outs, extra, None).await;
+        if let Some(s) = &mut span {
+            s.step(Step::Decide, t0);
+        }
+        self.dispatch(outs, extra, None, span).await;
     }
 
     /// Lists the server's tools (page by page, until `tool` is seen) so that a call to it can
@@ -160,31 +195,53 @@ impl Connection {
 
     /// Delivers relay outputs, then sends what goes upstream; a request that cannot be sent
     /// is answered (and its quota refunded) through the relay.
-    /// `stream_of` marks the client lines among `outs` ([`ToClient::stream_of`]).
+    /// `stream_of` marks the client lines among `outs` ([`ToClient::stream_of`]). `span`: the
+    /// span of the request these outputs are about (traces on).
     fn dispatch(
         self: &Arc<Self>,
         outs: Vec<Out>,
         extra: Vec<(String, String)>,
         mut stream_of: Option<String>,
+        mut span: Option<RequestSpan>,
     ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut queue = outs;
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 let to = self.events.as_ref();
-                let (send, unrecorded) =
-                    deliver(to, &self.to_client, queue, self, stream_of.take()).await;
+                let (send, unrecorded) = deliver(
+                    to,
+                    &self.to_client,
+                    queue,
+                    self,
+                    stream_of.take(),
+                    &mut span,
+                )
+                .await;
                 for up in unrecorded {
                     next.extend(self.relay.undeliverable(up, UNRECORDED));
                 }
-                for (line, up) in send {
-                    if let Err(e) = self.transport().send(line, up, extra.clone()).await {
+                for (line, up, traceparent) in send {
+                    let mut headers = extra.clone();
+                    if let Some(tp) = traceparent {
+                        headers.push(("traceparent".to_owned(), tp));
+                    }
+                    if let Err(e) = self.transport().send(line, up, headers).await {
                         if let Some(up) = up {
-                            next.extend(self.relay.undeliverable(up, &e.to_string()));
+                            let why = e.to_string();
+                            if let Some(mut s) = self.flights.lock_or_recover().remove(&up) {
+                                s.upstream_ends(Some(&why));
+                                span = Some(s);
+                            }
+                            next.extend(self.relay.undeliverable(up, &why));
                         }
                     }
                 }
                 queue = next;
+            }
+            // A request that ended without its own record (held for an approval).
+            if let (Some(s), Some(t)) = (span, self.tracer()) {
+                s.finish(t, None, None);
             }
         })
     }
@@ -211,18 +268,41 @@ impl Receiver for Connection {
             // The transport holds its owner weakly; an Arc is needed to dispatch (holds).
             let Some(me) = self.me.upgrade() else { return };
             let mut tag = None;
+            let mut span = None;
             let outs = match inbound {
                 Inbound::Message { line, stream_of } => {
                     tag = stream_of
                         .filter(|_| self.tag_related.load(Ordering::Relaxed))
                         .and_then(|up| self.relay.client_id_of(up));
+                    span = self.answered(&line);
                     self.relay.from_server(&line)
                 }
-                Inbound::Failed { up, why, .. } => self.relay.undeliverable(up, &why),
-                Inbound::Lost(why) => self.relay.upstream_lost(&why),
+                Inbound::Failed { up, why, .. } => {
+                    if self.tracer().is_some() {
+                        span = self.flights.lock_or_recover().remove(&up);
+                        if let Some(s) = &mut span {
+                            s.upstream_ends(Some(&why));
+                        }
+                    }
+                    self.relay.undeliverable(up, &why)
+                }
+                Inbound::Lost(why) => {
+                    if let Some(t) = self.tracer() {
+                        let lost: Vec<RequestSpan> = self
+                            .flights
+                            .lock_or_recover()
+                            .drain()
+                            .map(|(_, s)| s)
+                            .collect();
+                        for s in lost {
+                            s.finish(t, None, Some(&why));
+                        }
+                    }
+                    self.relay.upstream_lost(&why)
+                }
                 Inbound::Restarted => self.relay.replay_after_restart(),
             };
-            me.dispatch(outs, Vec::new(), tag).await;
+            me.dispatch(outs, Vec::new(), tag, span).await;
         })
     }
 
@@ -235,15 +315,20 @@ impl Receiver for Connection {
 /// any client line after it goes out; if that fails, the client gets an error in place of
 /// the answer (fail closed). A call's write-ahead record is made durable before its line
 /// goes upstream; a call whose record cannot be written is not sent. Returns the lines for
-/// the upstream and the upstream ids of the calls held back so; held calls are handed to
-/// [`hold`].
+/// the upstream (with the `traceparent` header of a traced request) and the upstream ids of
+/// the calls held back so; held calls are handed to [`hold`].
+///
+/// Traces on (`span`): the audit waits are timed as its steps, a request going upstream gets
+/// its upstream span and `_meta.traceparent` and waits in the flights for its answer, and the
+/// request's audit record finishes it.
 async fn deliver(
     events: Option<&Events>,
     to_client: &ClientTx,
     outs: Vec<Out>,
     conn: &Arc<Connection>,
     stream_of: Option<String>,
-) -> (Vec<(String, Option<u64>)>, Vec<u64>) {
+    span: &mut Option<RequestSpan>,
+) -> (Vec<(String, Option<u64>, Option<String>)>, Vec<u64>) {
     let mut upstream = Vec::new();
     let mut unrecorded = Vec::new();
     let mut audit_failed = false;
@@ -252,14 +337,25 @@ async fn deliver(
         match o {
             Out::Forwarding(rec, args) => {
                 if let Some(e) = events {
+                    let t0 = if span.is_some() { now_ns() } else { 0 };
                     ahead_failed = e.forwarding(*rec, args).await.is_err();
+                    if let Some(s) = span.as_mut() {
+                        s.step(Step::AuditWriteAhead, t0);
+                    }
                 }
             }
             Out::Server(_, Some(up)) if std::mem::take(&mut ahead_failed) => unrecorded.push(up),
             Out::Audit(rec, args) => {
                 if let Some(e) = events {
+                    let traced = span
+                        .take_if(|s| s.is_for(&rec))
+                        .map(|s| (s, (*rec).clone(), now_ns()));
                     if e.emit(*rec, args).await.is_err() {
                         audit_failed = true;
+                    }
+                    if let (Some((mut s, rec, t0)), Some(t)) = (traced, e.tracer()) {
+                        s.step(Step::AuditCommit, t0);
+                        s.finish(t, Some(&rec), None);
                     }
                 }
             }
@@ -277,7 +373,14 @@ async fn deliver(
                     stream_of: stream_of.clone(),
                 });
             }
-            Out::Server(line, up) => upstream.push((line, up)),
+            Out::Server(line, Some(up)) if span.is_some() => {
+                let mut s = span.take().expect("checked");
+                let tp = s.upstream_starts();
+                let line = with_traceparent(&line, &tp).unwrap_or(line);
+                conn.flights.lock_or_recover().insert(up, s);
+                upstream.push((line, Some(up), Some(tp)));
+            }
+            Out::Server(line, up) => upstream.push((line, up, None)),
             Out::Hold(h) => {
                 if audit_failed {
                     let _ = to_client.send(h.answer.into());
@@ -288,6 +391,21 @@ async fn deliver(
         }
     }
     (upstream, unrecorded)
+}
+
+/// `line` with `params._meta.traceparent` set to `tp` (`None`: params that are not an
+/// object, or a line that does not parse; it then goes as it is).
+fn with_traceparent(line: &str, tp: &str) -> Option<String> {
+    let mut msg = Message::parse(line).ok()?;
+    let mut params = msg.value("params").unwrap_or_else(|| serde_json::json!({}));
+    let p = params.as_object_mut()?;
+    let meta = p
+        .entry("_meta")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()?;
+    meta.insert("traceparent".to_owned(), tp.into());
+    msg.set_value("params", &params);
+    Some(msg.to_json())
 }
 
 /// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays

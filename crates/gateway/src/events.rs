@@ -92,6 +92,9 @@ impl EventSink for AuditEvents {
 pub struct Events {
     sinks: Arc<Vec<Arc<dyn EventSink>>>,
     keep_args: bool,
+    /// Traces (`[telemetry]`): the connection owner makes a span of each request and finishes
+    /// it with the request's event.
+    tracer: Option<Arc<crate::spans::Tracer>>,
 }
 
 impl Events {
@@ -100,7 +103,19 @@ impl Events {
         Events {
             sinks: Arc::new(sinks),
             keep_args: false,
+            tracer: None,
         }
+    }
+
+    /// The same sinks, with request spans made and exported by `tracer`.
+    pub fn traced(mut self, tracer: Option<Arc<crate::spans::Tracer>>) -> Events {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The tracer, when traces are on.
+    pub fn tracer(&self) -> Option<&Arc<crate::spans::Tracer>> {
+        self.tracer.as_ref()
     }
 
     /// Events going to the audit log alone (or nowhere, without one).
@@ -117,12 +132,14 @@ impl Events {
         Events {
             sinks: self.sinks.clone(),
             keep_args,
+            tracer: self.tracer.clone(),
         }
     }
 
-    /// Whether any sink listens (a gateway with `audit = "off"` and no metrics has none).
+    /// Whether nothing listens (a gateway with `audit = "off"`, no metrics and no traces):
+    /// the relay then makes no records at all.
     pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
+        self.sinks.is_empty() && self.tracer.is_none()
     }
 
     /// Whether a sink records forwarded calls before they go upstream (the audit log in

@@ -1,6 +1,7 @@
 //! W3C trace context and the `[telemetry]` settings for OpenTelemetry traces: parsing and
 //! writing `traceparent` (HTTP header or `params._meta.traceparent`), and resolving the
-//! exporter settings from `portcullis.toml` and the standard `OTEL_*` variables.
+//! exporter settings from `portcullis.toml` and the standard `OTEL_*` variables. The spans
+//! themselves are made in [`crate::spans`] and exported by [`crate::otlp`].
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -59,6 +60,9 @@ pub struct Telemetry {
     pub sampling_ratio: f64,
     /// `service.name` resource attribute.
     pub service_name: String,
+    /// How long finished spans wait to be batched, ms (`OTEL_BSP_SCHEDULE_DELAY`, default
+    /// 5000).
+    pub export_delay_ms: u64,
 }
 
 impl Telemetry {
@@ -97,10 +101,17 @@ impl Telemetry {
         let service_name = env("OTEL_SERVICE_NAME")
             .or_else(|| file.service_name.clone())
             .unwrap_or_else(|| "portcullis".to_string());
+        let export_delay_ms = match env("OTEL_BSP_SCHEDULE_DELAY") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                format!("OTEL_BSP_SCHEDULE_DELAY {v:?}: write a number of milliseconds")
+            })?,
+            None => 5000,
+        };
         Ok(Some(Telemetry {
             traces_url,
             sampling_ratio,
             service_name,
+            export_delay_ms,
         }))
     }
 }
@@ -287,6 +298,7 @@ mod tests {
         assert_eq!(t.traces_url, "http://127.0.0.1:4318/v1/traces");
         assert_eq!(t.sampling_ratio, 0.5);
         assert_eq!(t.service_name, "gw");
+        assert_eq!(t.export_delay_ms, 5000);
 
         let t = Telemetry::resolve(
             &file,
@@ -294,10 +306,12 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
                 ("OTEL_SERVICE_NAME", "edge"),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "250"),
             ]),
         )
         .unwrap()
         .unwrap();
+        assert_eq!(t.export_delay_ms, 250);
         assert_eq!(t.traces_url, "http://c:4318/v1/traces");
         assert_eq!(t.sampling_ratio, 0.1);
         assert_eq!(t.service_name, "edge");
@@ -336,6 +350,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("http://127.0.0.1:4318"), "{e}");
+        let e = Telemetry::resolve(
+            &TelemetryConfig::default(),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "5s"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.contains("OTEL_BSP_SCHEDULE_DELAY"), "{e}");
         let bad = TelemetryConfig {
             sampling_ratio: Some(1.5),
             ..Default::default()

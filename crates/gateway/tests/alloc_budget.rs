@@ -62,6 +62,7 @@ fn relay() -> (Relay, Caller) {
         policy: Some(("odoo".into(), "abc123".into())),
         request_id: None,
         principal: None,
+        trace: None,
     };
     (relay, caller)
 }

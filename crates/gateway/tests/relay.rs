@@ -57,6 +57,7 @@ fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
             policy: Some(("odoo".into(), "abc123".into())),
             request_id: None,
             principal: None,
+            trace: None,
         },
     }
 }

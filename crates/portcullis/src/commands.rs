@@ -377,6 +377,25 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         ))),
         None => None,
     };
+    // Traces from the standard OTEL_* variables (stdio has no config file): every request's
+    // spans, and the trace context passed on to the server.
+    let telemetry = portcullis_gateway::traces::Telemetry::resolve(&Default::default(), |k| {
+        std::env::var(k).ok()
+    })?;
+    let tracer = match &telemetry {
+        Some(t) => Some(std::sync::Arc::new(
+            portcullis_gateway::spans::Tracer::start(t)
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?,
+        )),
+        None => None,
+    };
+    let audit = match (audit, &tracer) {
+        (Some(e), _) => Some(e.traced(tracer.clone())),
+        (None, Some(_)) => {
+            Some(portcullis_gateway::events::Events::new(Vec::new()).traced(tracer.clone()))
+        }
+        (None, None) => None,
+    };
     // With a data dir, approve_if calls wait for a human (`portcullis approvals …`).
     let approvals = match &a.data_dir {
         Some(dir) => Some(portcullis_store::factory::open_approvals(dir)?),
@@ -400,7 +419,8 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
             .unwrap_or(0),
     })
     .validating(Default::default(), a.validate_arguments)
-    .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()));
+    .writing_ahead(audit.as_ref().is_some_and(|e| e.writes_ahead()))
+    .timing(tracer.is_some());
     // With a data dir, listed tools are judged against their pins (pins.db).
     let relay = match &a.data_dir {
         Some(dir) => relay.pinning(
@@ -420,6 +440,7 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         policy: policy_id,
         request_id: None,
         principal: None,
+        trace: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -459,6 +480,9 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         Default::default(),
     ))
     .map_err(|e| e.to_string())?;
+    if let Some(t) = &tracer {
+        rt.block_on(t.flush(std::time::Duration::from_secs(5)));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -517,12 +541,21 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     // Read and check the telemetry settings now, so a bad OTEL_* value stops the start.
     let telemetry =
         portcullis_gateway::traces::Telemetry::resolve(&cfg.telemetry, |k| std::env::var(k).ok())?;
-    if let Some(t) = &telemetry {
-        tracing::warn!(
-            "telemetry is configured ({}) but this build has no span exporter yet: no traces are sent",
-            t.traces_url
-        );
-    }
+    // Traces: spans of every request, exported over OTLP/HTTP from a thread of their own.
+    let tracer = match &telemetry {
+        Some(t) => {
+            let tracer = portcullis_gateway::spans::Tracer::start(t)
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?;
+            tracing::info!(
+                "traces: exporting to {} (sampling ratio {})",
+                t.traces_url,
+                t.sampling_ratio
+            );
+            Some(std::sync::Arc::new(tracer))
+        }
+        None => None,
+    };
+    let gw_tracer = tracer.clone();
     let dir = cfg.resolve(&cfg.gateway.data_dir);
     let mut store_cfg = cfg.store.clone();
     if a.memory_counters {
@@ -561,6 +594,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }),
         // Tool pins: every listing judged, calls to tools not pinned refused.
         Some(tool_pins(pins)),
+        gw_tracer,
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -618,6 +652,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         let limits = portcullis_gateway::http::Limits::new(&cfg.gateway);
         portcullis_gateway::http::serve(listener, app, limits, shutdown).await;
         gw.shutdown().await;
+        if let Some(t) = &tracer {
+            t.flush(std::time::Duration::from_secs(5)).await;
+        }
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -274,6 +274,10 @@ pub struct AuditRecord {
     /// completes the row of the first. Not part of the exported record.
     #[serde(skip)]
     pub intent: Option<u64>,
+    /// When the call's counters were reserved (start and end, ns since the epoch), for the
+    /// gateway's traces; only measured while traces are on. Not part of the exported record.
+    #[serde(skip)]
+    pub reserved_ns: Option<(u64, u64)>,
 }
 
 impl AuditRecord {
@@ -479,6 +483,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> Result<AuditRecord, AuditError> {
         subject: row.get(21).map_err(store)?,
         client_id: row.get(22).map_err(store)?,
         intent: None,
+        reserved_ns: None,
     })
 }
 

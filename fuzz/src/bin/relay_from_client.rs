@@ -37,6 +37,7 @@ fn main() {
             policy: Some(("odoo".into(), "abc123".into())),
             request_id: None,
             principal: None,
+            trace: None,
         };
         for line in text.split('\n').take(16) {
             let valid = Message::parse(line).is_ok();

@@ -127,6 +127,7 @@ impl Authenticator {
                 policy: server_policy(),
                 request_id: None,
                 principal: None,
+                trace: None,
             }),
             Auth::Token => {
                 let header = headers.get("authorization").and_then(|h| h.to_str().ok());
@@ -149,6 +150,7 @@ impl Authenticator {
                         policy: server_policy(),
                         request_id: None,
                         principal: None,
+                        trace: None,
                     }),
                     None => Err(AuthError::Unknown),
                 }
@@ -194,6 +196,7 @@ impl Authenticator {
             policy,
             request_id: None,
             principal: None,
+            trace: None,
         })
     }
 
@@ -247,6 +250,7 @@ impl Authenticator {
             policy,
             request_id: None,
             principal: Some(Arc::new(p)),
+            trace: None,
         })
     }
 }

@@ -51,6 +51,7 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
         policy: None,
         request_id: None,
         principal: None,
+        trace: None,
     };
     conn.link
         .from_client_with(&probe, &caller, Vec::new())

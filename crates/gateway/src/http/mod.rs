@@ -109,7 +109,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
-    /// error, never a silent allow). Events go to the audit log and to `metrics`, when given.
+    /// error, never a silent allow). Events go to the audit log and to `metrics`, when given;
+    /// `tracer` makes a span of each request (`[telemetry]`).
     pub fn new(
         cfg: &Config,
         store: Arc<dyn CounterStore>,
@@ -118,6 +119,7 @@ impl Gateway {
         approvals: Option<Arc<dyn ApprovalStore>>,
         metrics: Option<Arc<MetricsSink>>,
         pins: Option<Arc<crate::pinned::ToolPins>>,
+        tracer: Option<Arc<crate::spans::Tracer>>,
     ) -> Result<Arc<Gateway>, String> {
         let policies = Self::load_policies(cfg)?;
         let rt = Runtime::new(&cfg.servers)?;
@@ -151,7 +153,7 @@ impl Gateway {
             policies: PolicyTable::new(policies),
             auth: Authenticator::new(cfg, grants)?,
             store,
-            events: crate::events::Events::new(sinks),
+            events: crate::events::Events::new(sinks).traced(tracer),
             metrics,
             audit,
             approvals,
@@ -535,6 +537,11 @@ async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseEr
         }
     }
     parse_error_response(e)
+}
+
+/// The W3C trace context of a client's request (its `traceparent` header), if valid.
+fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceContext> {
+    crate::traces::TraceContext::parse(headers.get("traceparent")?.to_str().ok()?)
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -215,7 +215,8 @@ impl Gateway {
         }
         relay = relay
             .validating(server.schemas.clone(), server.validate)
-            .writing_ahead(self.events.writes_ahead());
+            .writing_ahead(self.events.writes_ahead())
+            .timing(self.events.tracer().is_some());
         let relay = Arc::new(relay);
         // Client-bound lines go straight into the router, on the task that produced them.
         let router = Arc::new(Routes::default());

@@ -160,7 +160,8 @@ pub(super) async fn legacy_post(
     headers: &HeaderMap,
     new_session: Option<String>,
 ) -> Response {
-    let caller = gw.policies.current(&s.caller);
+    let mut caller = gw.policies.current(&s.caller);
+    caller.trace = super::traceparent(headers);
     if msg.kind() != Kind::Request {
         s.conn.link.from_client(text, &caller).await;
         return StatusCode::ACCEPTED.into_response();

@@ -136,6 +136,7 @@ pub(super) async fn forward_stateless(
 ) -> Response {
     let original_id = msg.id().expect("request").to_owned();
     caller.request_id = Some(original_id.get().to_owned());
+    caller.trace = super::traceparent(headers);
     let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
     let ours_raw = serde_json::value::RawValue::from_string(ours.clone()).expect("json");
     msg.set_id(&ours_raw);

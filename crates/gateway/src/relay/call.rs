@@ -19,6 +19,7 @@ impl Relay {
             message: None,
             hold_ms: None,
             warning: None,
+            reserved_ns: None,
         };
         let refuse = |mut out: CallOutcome, code: i64, msg: String| {
             out.audit_decision = AuditDecision::Deny;
@@ -159,7 +160,7 @@ impl Relay {
                             a.id,
                             a.decided_by.as_deref().unwrap_or("?")
                         ));
-                        engine.reserve(&plan, &*self.cfg.store, now)
+                        self.timed(&mut out, || engine.reserve(&plan, &*self.cfg.store, now))
                     }
                     Ok(ApprovalCheck::Denied(a)) => Decision::Deny(Denial {
                         rule: need.rule,
@@ -189,7 +190,9 @@ impl Relay {
                     Err(e) => Decision::Deny(Denial::store_error(&format!("approvals: {e}"))),
                 }
             }
-            Check::Proceed(plan) => engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)()),
+            Check::Proceed(plan) => self.timed(&mut out, || {
+                engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)())
+            }),
         };
         match decision {
             Decision::Allow(t) => {
@@ -219,6 +222,17 @@ pub const INVALID_ARGUMENTS: &str = "(invalid arguments)";
 impl Relay {
     /// Checks a call's arguments against the schema its server listed, as `validate_arguments`
     /// says: `Ok(None)` passes, `Ok(Some(warning))` passes flagged, `Err(answer)` refuses.
+    /// Runs the counter reservation `f`, timing it into `out` when the relay times.
+    fn timed<T>(&self, out: &mut CallOutcome, f: impl FnOnce() -> T) -> T {
+        if !self.timed {
+            return f();
+        }
+        let start = crate::otlp::now_ns();
+        let r = f();
+        out.reserved_ns = Some((start, crate::otlp::now_ns()));
+        r
+    }
+
     fn check_arguments(&self, tool: &str, args: Option<&Value>) -> Result<Option<String>, String> {
         let Some((schemas, mode)) = &self.validate else {
             return Ok(None);
@@ -262,6 +276,8 @@ pub(super) struct CallOutcome {
     pub(super) hold_ms: Option<u64>,
     /// Arguments that did not match the schema, under `warn` (audited with the call).
     pub(super) warning: Option<String>,
+    /// When the counters were reserved (ns since the epoch), when the relay times it.
+    pub(super) reserved_ns: Option<(u64, u64)>,
 }
 
 pub(super) enum Answer {

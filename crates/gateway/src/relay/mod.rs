@@ -139,6 +139,9 @@ pub struct Caller {
     /// The OAuth principal behind the caller (`auth = "oauth"`): its issuer, subject and
     /// client go into every audit record.
     pub principal: Option<Arc<crate::http::Principal>>,
+    /// The W3C trace context of the client's HTTP request (its `traceparent` header), set by
+    /// the face per request; a `params._meta.traceparent` in the message wins over it.
+    pub trace: Option<crate::traces::TraceContext>,
 }
 
 /// The wall clock.
@@ -214,6 +217,8 @@ pub struct Relay {
     /// Where listed tools are judged against their pins, and this server's settings (`None`:
     /// `pinning = "off"`, or no pin store).
     pins: Option<(Arc<ToolPins>, PinSettings)>,
+    /// Time each counter reservation into its audit record (traces on).
+    timed: bool,
 }
 
 /// The `method` of the audit records of the upstream's health.
@@ -254,6 +259,7 @@ impl Relay {
             validate: None,
             write_ahead: false,
             pins: None,
+            timed: false,
         }
     }
 
@@ -261,6 +267,13 @@ impl Relay {
     /// pinned) as `settings` say; `pinning = "off"`: neither.
     pub fn pinning(mut self, pins: Arc<ToolPins>, settings: PinSettings) -> Relay {
         self.pins = (settings.pinning != crate::pinning::Pinning::Off).then_some((pins, settings));
+        self
+    }
+
+    /// Times each counter reservation into the call's audit record
+    /// ([`AuditRecord::reserved_ns`]), for the request's trace.
+    pub fn timing(mut self, on: bool) -> Relay {
+        self.timed = on;
         self
     }
 
@@ -487,6 +500,7 @@ impl Relay {
                     t.rec.decision = outcome.audit_decision;
                     t.rec.rule = outcome.rule.clone();
                     t.rec.message = outcome.message.clone();
+                    t.rec.reserved_ns = outcome.reserved_ns;
                     if let Some(w) = &outcome.warning {
                         t.rec
                             .rule
