@@ -582,19 +582,21 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         .and_then(portcullis_policy::window::parse_duration);
     let gw = portcullis_gateway::http::Gateway::new(
         &cfg,
-        store,
-        Some(grants),
-        audit.clone(),
-        Some(approvals),
-        // Metrics: a second event sink, scraped at /metrics with the admin token.
-        cfg.gateway.metrics.then(|| {
-            std::sync::Arc::new(portcullis_gateway::metrics::MetricsSink::new(
-                cfg.servers.iter().map(|s| &s.name),
-            ))
-        }),
-        // Tool pins: every listing judged, calls to tools not pinned refused.
-        Some(tool_pins(pins)),
-        gw_tracer,
+        portcullis_gateway::http::Parts {
+            store,
+            grants: Some(grants),
+            audit: audit.clone(),
+            approvals: Some(approvals),
+            // Metrics: a second event sink, scraped at /metrics with the admin token.
+            metrics: cfg.gateway.metrics.then(|| {
+                std::sync::Arc::new(portcullis_gateway::metrics::MetricsSink::new(
+                    cfg.servers.iter().map(|s| &s.name),
+                ))
+            }),
+            // Tool pins: every listing judged, calls to tools not pinned refused.
+            pins: Some(tool_pins(pins)),
+            tracer: gw_tracer,
+        },
     )?;
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -107,20 +107,38 @@ pub struct Gateway {
     next: AtomicU64,
 }
 
+/// What a [`Gateway`] is built from besides its config: the stores, and the event sinks.
+pub struct Parts {
+    /// The rate-limit counters.
+    pub store: Arc<dyn CounterStore>,
+    /// Grants (`None`: no `auth = "grant"` server can admit anyone).
+    pub grants: Option<Arc<dyn GrantStore>>,
+    /// The audit log (`audit = "off"`: none).
+    pub audit: Option<Arc<AuditLog>>,
+    /// Calls held for a human's approval.
+    pub approvals: Option<Arc<dyn ApprovalStore>>,
+    /// Prometheus metrics, the event sink's second implementation (`metrics = false`: none).
+    pub metrics: Option<Arc<MetricsSink>>,
+    /// Tool pins (`None`: no pin store).
+    pub pins: Option<Arc<crate::pinned::ToolPins>>,
+    /// Spans of each request (`[telemetry]` on).
+    pub tracer: Option<Arc<crate::spans::Tracer>>,
+}
+
 impl Gateway {
     /// Builds the gateway from a checked config: loads every policy (an invalid policy is an
     /// error, never a silent allow). Events go to the audit log and to `metrics`, when given;
     /// `tracer` makes a span of each request (`[telemetry]`).
-    pub fn new(
-        cfg: &Config,
-        store: Arc<dyn CounterStore>,
-        grants: Option<Arc<dyn GrantStore>>,
-        audit: Option<Arc<AuditLog>>,
-        approvals: Option<Arc<dyn ApprovalStore>>,
-        metrics: Option<Arc<MetricsSink>>,
-        pins: Option<Arc<crate::pinned::ToolPins>>,
-        tracer: Option<Arc<crate::spans::Tracer>>,
-    ) -> Result<Arc<Gateway>, String> {
+    pub fn new(cfg: &Config, parts: Parts) -> Result<Arc<Gateway>, String> {
+        let Parts {
+            store,
+            grants,
+            audit,
+            approvals,
+            metrics,
+            pins,
+            tracer,
+        } = parts;
         let policies = Self::load_policies(cfg)?;
         let rt = Runtime::new(&cfg.servers)?;
         let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
