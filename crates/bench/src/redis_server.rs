@@ -79,6 +79,10 @@ impl RedisServer {
         let child = Command::new(&self.program)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // The contention tests open 1,000 connections at once: with Redis's default
+            // backlog (511) a loaded machine drops SYNs, whose retransmit (1 s) outlasts the
+            // stores' 500 ms connect timeout.
+            .args(["--tcp-backlog", "4096", "--maxclients", "10000"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
