@@ -31,7 +31,8 @@ pub(crate) fn verb(word: &str) -> Option<Verb> {
         // Destructive: the effect may not be undoable.
         "delete" | "remove" | "drop" | "destroy" | "wipe" | "prune" | "purge" | "erase"
         | "truncate" | "unlink" | "clear" | "terminate" | "uninstall" | "rm" | "del" | "nuke"
-        | "shred" | "expunge" | "deprovision" | "decommission" | "obliterate" => Destructive,
+        | "shred" | "expunge" | "deprovision" | "decommission" | "obliterate" | "unenroll"
+        | "unenrol" => Destructive,
         // Financial: moving money.
         "pay" | "refund" | "payout" | "purchase" | "buy" | "withdraw" | "deposit" | "disburse"
         | "remit" | "settle" => Financial,
@@ -265,6 +266,13 @@ pub(crate) fn report_noun(word: &str) -> bool {
             | "report"
             | "history"
             | "whoami"
+            | "aging"
+            | "ageing"
+            | "dashboard"
+            | "kpi"
+            | "kpis"
+            | "breakdown"
+            | "analytics"
     )
 }
 
