@@ -109,7 +109,10 @@ fn odoo_tools() -> Option<String> {
     if p.exists() {
         Some(p.to_str().unwrap().to_string())
     } else if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing and CI=true: the shared fixtures must be beside the repository", p.display())
+        panic!(
+            "{} is missing and CI=true: the shared fixtures must be beside the repository",
+            p.display()
+        )
     } else {
         eprintln!("skipped: ../shared/fixtures/odoo-claude-mcp/tools.json not found");
         None
@@ -274,7 +277,11 @@ fn scan_why_shows_the_deciding_reason_and_json_keeps_every_one() {
     let out = stdout(&o);
     let rows = rows(&out);
     let (risk, cat, why) = &rows["connection_disconnect"];
-    assert_eq!((risk.as_str(), cat.as_str()), ("Critical", "Destructive"), "{out}");
+    assert_eq!(
+        (risk.as_str(), cat.as_str()),
+        ("Critical", "Destructive"),
+        "{out}"
+    );
     assert!(why.contains("\"remove\""), "{out}");
     assert!(!why.contains("a write verb"), "{out}");
     let (risk, cat, why) = &rows["chat_send_message"];
