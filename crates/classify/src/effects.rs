@@ -272,7 +272,7 @@ pub(crate) fn effects(c: &Ctx, class: Option<Verb>) -> Vec<Effect> {
                     class: Some(Verb::Destructive),
                     floor: None,
                     evidence: format!(
-                        "\"{}\" applied to an {o}: it cuts off an agent's protection or a person's access, Destructive",
+                        "\"{}\" applied to \"{o}\": it cuts off an agent's protection or a person's access — Destructive",
                         v.word
                     ),
                 },
@@ -305,7 +305,7 @@ pub(crate) fn effects(c: &Ctx, class: Option<Verb>) -> Vec<Effect> {
                         class: Some(Verb::Destructive),
                         floor: None,
                         evidence: format!(
-                            "\"{}\" a {o} to an earlier state: whatever changed since is lost, Destructive",
+                            "\"{}\" a {o} to an earlier state: whatever changed since is lost — Destructive",
                             v.word
                         ),
                     },

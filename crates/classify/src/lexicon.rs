@@ -61,7 +61,8 @@ pub(crate) fn verb(word: &str) -> Option<Verb> {
         | "unlock" | "block" | "unblock" | "complete" | "prepare" | "stage" | "unstage"
         | "checkout" | "stash" | "manage" | "change" | "adjust" | "duplicate" | "upgrade"
         | "downgrade" | "migrate" | "rotate" | "renew" | "scale" | "select" | "enter" | "input"
-        | "draft" | "void" | "transfer" | "charge" => Write,
+        | "draft" | "void" | "transfer" | "charge" | "suspend" | "unsuspend" | "ban" | "unban"
+        | "enroll" | "enrol" => Write,
         // Read: returns data, changes nothing (by its own account).
         "get" | "list" | "read" | "search" | "find" | "query" | "fetch" | "retrieve" | "show"
         | "view" | "describe" | "inspect" | "lookup" | "look" | "count" | "check" | "download"

@@ -854,6 +854,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 unverified_read = true;
                 ev.push("read-only by its own account only (nothing to check it against): Read at Medium risk".to_string());
             }
+            decisive = last(&ev);
         } else if d.catch_all.kind == CatchAllKind::Operation {
             if cls != Some(Verb::Financial) {
                 cls = Some(Verb::Write);

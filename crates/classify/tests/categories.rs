@@ -635,6 +635,12 @@ fn what_a_call_reaches_beyond_its_verb() {
         Risk::Critical,
         "a person's access",
     );
+    check(
+        &tool("suspend_account", "Suspend a customer account.", &[]),
+        Category::Destructive,
+        Risk::Critical,
+        "applied to \"account\"",
+    );
     // Starting a transfer moves money.
     check(
         &tool(
