@@ -244,9 +244,9 @@ pub struct Classification {
     pub hide: bool,
     /// The description's first sentence (for tables and indexes).
     pub summary: String,
-    /// Index into `evidence` of the deciding item (see [`Classification::reason`]).
-    #[serde(skip)]
-    decisive: usize,
+    /// The deciding item (see [`Classification::reason`]); `"reason"` in JSON.
+    #[serde(rename = "reason")]
+    deciding: String,
     #[serde(skip)]
     arg_rules: ArgRules,
 }
@@ -262,14 +262,7 @@ impl Classification {
     /// set the category or last raised the risk (a poisoning suspect's is its first finding).
     /// Tables show this one; the JSON keeps every item.
     pub fn reason(&self) -> &str {
-        if let Some(p) = self.poisoning.first() {
-            return p;
-        }
-        self.evidence
-            .get(self.decisive)
-            .or_else(|| self.evidence.last())
-            .map(String::as_str)
-            .unwrap_or("")
+        &self.deciding
     }
 
     /// Whether any poisoning finding was made.
@@ -992,6 +985,13 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
         }
     }
 
+    let deciding = poisoning
+        .first()
+        .or_else(|| decisive.and_then(|i| ev.get(i)))
+        .or_else(|| ev.last())
+        .cloned()
+        .unwrap_or_default();
+
     let mut conf = basis.confidence() + confidence_adj;
     if catch_all.is_some() && basis != Basis::CatchAll {
         conf += 5;
@@ -1020,7 +1020,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
         rule,
         hide,
         summary: sentence,
-        decisive: decisive.unwrap_or(0),
+        deciding,
         arg_rules,
     }
 }

@@ -516,6 +516,8 @@ fn serializes_with_plain_names() {
     assert_eq!(v["category"], "Read");
     assert_eq!(v["risk"], "Low");
     assert_eq!(v["server"], "srv");
+    assert_eq!(v["reason"], c.reason());
+    assert!(v["reason"].as_str().unwrap().contains("\"list\""));
     assert_eq!(Category::Read.to_string(), "Read");
     assert!(Risk::Low < Risk::Medium && Risk::High < Risk::Critical);
 }

@@ -304,6 +304,8 @@ fn scan_why_shows_the_deciding_reason_and_json_keeps_every_one() {
         .map(|e| e.as_str().unwrap())
         .collect();
     assert!(ev.iter().any(|e| e.contains("a write verb")), "{c}");
+    // And names the deciding one.
+    assert!(c["reason"].as_str().unwrap().contains("\"remove\""), "{c}");
     assert!(ev.iter().any(|e| e.contains("\"remove\"")), "{c}");
 }
 
