@@ -611,6 +611,7 @@ pub(crate) fn effects(c: &Ctx, class: Option<Verb>) -> Vec<Effect> {
             "passwords",
             "password for",
             "secrets",
+            "environment variables",
         ]
         .into_iter()
         .find(|p| text.contains(p));

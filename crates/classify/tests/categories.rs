@@ -683,6 +683,16 @@ fn what_a_call_reaches_beyond_its_verb() {
     );
     check(
         &tool(
+            "get_env",
+            "Returns all environment variables of the server.",
+            &[],
+        ),
+        Category::Read,
+        Risk::High,
+        "it returns environment variables",
+    );
+    check(
+        &tool(
             "update_many",
             "Update all documents that match the filter.",
             &[],
