@@ -468,6 +468,35 @@ pub(crate) fn effects(c: &Ctx, class: Option<Verb>) -> Vec<Effect> {
         let production = c
             .verb(|w| lemma(w) == "merge")
             .filter(|_| c.sentence_has(|w| w == "production").is_some());
+        // Restoring a project, an instance or a database from a pause or a backup acts on a
+        // live service.
+        let restore = c
+            .verb(|w| matches!(lemma(w).as_str(), "restore" | "unpause"))
+            .and_then(|v| {
+                v.object
+                    .iter()
+                    .chain(v.before.iter())
+                    .find(|o| {
+                        matches!(
+                            o.as_str(),
+                            "project"
+                                | "projects"
+                                | "instance"
+                                | "instances"
+                                | "cluster"
+                                | "clusters"
+                                | "database"
+                                | "databases"
+                                | "server"
+                                | "servers"
+                                | "service"
+                                | "services"
+                                | "backup"
+                                | "snapshot"
+                        )
+                    })
+                    .map(|o| (v, o))
+            });
         let e = if let Some(v) = clone {
             Some(format!(
                 "\"{}\" a repository: it runs git against a remote and writes its code here — Execute",
@@ -481,6 +510,11 @@ pub(crate) fn effects(c: &Ctx, class: Option<Verb>) -> Vec<Effect> {
         } else if let Some((v, p)) = load {
             Some(format!(
                 "\"{}\" {p}: it loads code into the running server — Execute",
+                v.word
+            ))
+        } else if let Some((v, o)) = restore {
+            Some(format!(
+                "\"{}\" a {o}: it brings back or overwrites a live service — Execute",
                 v.word
             ))
         } else if let Some(v) = production {

@@ -601,6 +601,16 @@ fn what_a_call_reaches_beyond_its_verb() {
         Risk::High,
         "changes a deployment",
     );
+    check(
+        &tool(
+            "restore_instance",
+            "Restore an instance from a snapshot.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "a live service",
+    );
     // Reports are reads, with or without a read verb.
     check(
         &tool(
