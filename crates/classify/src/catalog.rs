@@ -137,6 +137,21 @@ fn page(c: &Classification, tool: &Value) -> Page {
         Category::Financial => "Money moved by mistake is hard to get back. The rule lets an agent ask, and a human decide, for every call.".to_string(),
         Category::Other => "An unclassified tool is treated like a write until someone has looked at it: usable, capped, and worth a review.".to_string(),
     });
+    // What makes this tool's case its own: the deciding evidence.
+    let base = c.category.base_risk();
+    if !c.is_poisoning_suspect() && !c.reason().is_empty() {
+        if c.risk > base {
+            why.push(format!(
+                "It is rated {} rather than the {} a {} tool starts from: {}.",
+                c.risk,
+                base,
+                c.category,
+                c.reason()
+            ));
+        } else {
+            why.push(format!("What decided it: {}.", c.reason()));
+        }
+    }
     if let Some(ca) = &c.catch_all {
         if ca.rules.is_empty() || ca.selectors.is_empty() {
             why.push("Its definition declares no arguments, so no argument rule can narrow it; consider denying it until the server publishes a schema.".to_string());

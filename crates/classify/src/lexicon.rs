@@ -31,7 +31,8 @@ pub(crate) fn verb(word: &str) -> Option<Verb> {
         // Destructive: the effect may not be undoable.
         "delete" | "remove" | "drop" | "destroy" | "wipe" | "prune" | "purge" | "erase"
         | "truncate" | "unlink" | "clear" | "terminate" | "uninstall" | "rm" | "del" | "nuke"
-        | "shred" | "expunge" | "deprovision" | "decommission" | "obliterate" => Destructive,
+        | "shred" | "expunge" | "deprovision" | "decommission" | "obliterate" | "unenroll"
+        | "unenrol" => Destructive,
         // Financial: moving money.
         "pay" | "refund" | "payout" | "purchase" | "buy" | "withdraw" | "deposit" | "disburse"
         | "remit" | "settle" => Financial,
@@ -60,7 +61,8 @@ pub(crate) fn verb(word: &str) -> Option<Verb> {
         | "unlock" | "block" | "unblock" | "complete" | "prepare" | "stage" | "unstage"
         | "checkout" | "stash" | "manage" | "change" | "adjust" | "duplicate" | "upgrade"
         | "downgrade" | "migrate" | "rotate" | "renew" | "scale" | "select" | "enter" | "input"
-        | "draft" | "void" | "transfer" | "charge" => Write,
+        | "draft" | "void" | "transfer" | "charge" | "suspend" | "unsuspend" | "ban" | "unban"
+        | "enroll" | "enrol" => Write,
         // Read: returns data, changes nothing (by its own account).
         "get" | "list" | "read" | "search" | "find" | "query" | "fetch" | "retrieve" | "show"
         | "view" | "describe" | "inspect" | "lookup" | "look" | "count" | "check" | "download"
@@ -265,6 +267,13 @@ pub(crate) fn report_noun(word: &str) -> bool {
             | "report"
             | "history"
             | "whoami"
+            | "aging"
+            | "ageing"
+            | "dashboard"
+            | "kpi"
+            | "kpis"
+            | "breakdown"
+            | "analytics"
     )
 }
 

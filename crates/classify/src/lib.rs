@@ -42,17 +42,33 @@
 //!    evaluation, a raw HTTP/API passthrough, a tool proxy, an operation enum with
 //!    destructive values — are Execute (Write for an operation enum) and get argument rules
 //!    that reference only arguments the schema declares.
-//! 4. **Annotations** are untrusted hints. A hint that admits danger wins
+//! 4. **What the call reaches** beyond its verb (the data's domain raises the level, not only
+//!    the verb). Sending a message to people outside (mail, SMS, chat, a Slack post) is
+//!    Execute; so is cloning a repository, installing or loading modules and plugins, and
+//!    applying migrations or changing a deployment. Stopping, unenrolling or disabling an agent
+//!    or an account, and resetting a branch or database to an earlier state, are Destructive.
+//!    Starting a transfer or a payout, posting a journal entry or valuing stock are Financial.
+//!    A write is at least High when it takes a secret (`password`, `api_key`: stored
+//!    credentials, a sign-in), changes access control (roles, keys, certificates, access
+//!    lists, users), writes an ERP's business records (accounting, tax, stock; a generic
+//!    `model` + `values` write), changes every matching record at once, or any cloud resource,
+//!    or merges a pull request. A read that hands out secrets (a connection string, API keys)
+//!    is High. Reports, summaries, dashboards and aging tables are reads, verb or no verb, and
+//!    "run an audit / a query" reads unless the query is SQL, Cypher or a script.
+//! 5. **Annotations** are untrusted hints. A hint that admits danger wins
 //!    (`destructiveHint: true` makes a Read or unclassified tool Destructive and the risk at
 //!    least High; `readOnlyHint: false` makes a Read tool Write). A hint that claims safety
 //!    never lowers what the name or description says (`readOnlyHint: true` on `delete_x`
 //!    stays Destructive); the contradiction is recorded in the evidence. Absent hints are not
 //!    read as their defaults: the defaults assume the worst, which is what an unclassified
 //!    tool gets anyway.
-//! 5. **Poisoning.** Text aimed at the model (hidden directives, "ignore previous
+//! 6. **Poisoning.** Text aimed at the model (hidden directives, "ignore previous
 //!    instructions", "do not tell the user", `<IMPORTANT>` tags, requests for credential
 //!    files, invisible characters) in the description or anywhere in the schema marks a
 //!    poisoning suspect: risk at least High, and every preset hides it.
+//!
+//! Every rule that fires adds a sentence to the evidence naming the words it found; the one
+//! that decided the verdict is [`Classification::reason`].
 //!
 //! | Category | Base risk | Recommended rule |
 //! |---|---|---|
@@ -67,6 +83,7 @@
 
 mod catalog;
 mod catchall;
+mod effects;
 mod features;
 mod lexicon;
 mod poison;
@@ -227,6 +244,9 @@ pub struct Classification {
     pub hide: bool,
     /// The description's first sentence (for tables and indexes).
     pub summary: String,
+    /// The deciding item (see [`Classification::reason`]); `"reason"` in JSON.
+    #[serde(rename = "reason")]
+    deciding: String,
     #[serde(skip)]
     arg_rules: ArgRules,
 }
@@ -238,6 +258,13 @@ impl PartialEq for ArgRules {
 }
 
 impl Classification {
+    /// The evidence that decided the verdict: the item of [`Classification::evidence`] that
+    /// set the category or last raised the risk (a poisoning suspect's is its first finding).
+    /// Tables show this one; the JSON keeps every item.
+    pub fn reason(&self) -> &str {
+        &self.deciding
+    }
+
     /// Whether any poisoning finding was made.
     pub fn is_poisoning_suspect(&self) -> bool {
         !self.poisoning.is_empty()
@@ -269,6 +296,10 @@ static READ_ONLY_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
 static NOT_READ_ONLY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(not|non)[- ]read[- ]?only\b|\bwrite\s+(mode|capabilities|access)\b")
         .unwrap()
+});
+
+static WRITABLE_LANGUAGE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(sql|cypher|statements?|commands?|scripts?|code|mutations?)\b").unwrap()
 });
 
 /// Objects that make "run/execute …" a read: running a query, a search, an audit.
@@ -466,6 +497,9 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
     let server_tokens = features::tokens(server);
 
     let mut ev: Vec<String> = Vec::new();
+    // The evidence item that decided the verdict so far (index into `ev`).
+    let mut decisive: Option<usize> = None;
+    let last = |ev: &Vec<String>| Some(ev.len() - 1);
     if let Some(p) = &name.prefix {
         ev.push(format!(
             "namespace prefix `{p}` stripped; the name read is `{}`",
@@ -481,6 +515,34 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
     let mut lead = features::leading_verbs(&sentence);
     demote_ephemeral(&mut nverbs, &mut ev);
     demote_ephemeral(&mut lead.strong, &mut ev);
+    // `run_seo_audit`, `Run-Funnels-Query`: running a report, an audit or a query reads, unless
+    // the description says the query is in a language that can write (SQL, Cypher, a script).
+    let mut demoted_at = None;
+    if !WRITABLE_LANGUAGE.is_match(&desc) || READ_ONLY_CLAIM.is_match(&desc) {
+        for f in nverbs.iter_mut() {
+            // The head of the name's object: `run_seo_audit` yes, `run_report_job` no.
+            let head = f.object.last().map(std::slice::from_ref);
+            if f.class == Verb::Execute && head.is_some_and(read_object) {
+                let o = f
+                    .object
+                    .iter()
+                    .find(|w| read_object(std::slice::from_ref(w)))
+                    .map(String::as_str)
+                    .unwrap_or("query");
+                ev.push(format!(
+                    "the name's \"{}\" runs {} {o}, which reads: Read",
+                    f.word,
+                    if o.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    }
+                ));
+                demoted_at = last(&ev);
+                f.class = Verb::Read;
+            }
+        }
+    }
     let n_cls = max_class(&nverbs);
     // "Run a find query" under a reading name is a read.
     if matches!(n_cls, None | Some(Verb::Read)) {
@@ -508,6 +570,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
             verbs_text(&nverbs),
             n.label()
         ));
+        decisive = demoted_at.or(last(&ev));
     }
     let mut basis;
     let mut cls: Option<Verb> = match (n_cls, d_cls) {
@@ -518,6 +581,9 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 verbs_text(&lead.strong),
                 d.label()
             ));
+            if d > n {
+                decisive = last(&ev);
+            }
             if n == d {
                 basis = Basis::Agree;
             } else {
@@ -548,12 +614,24 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 verbs_text(&lead.strong),
                 d.label()
             ));
+            decisive = last(&ev);
             Some(d)
         }
         (None, None) => {
             basis = Basis::Nothing;
             let mut found = None;
-            if let Some(w) = lead.weak.first() {
+            let first_word = sentence_words.first().map(String::as_str).unwrap_or("");
+            // "Aging table of open receivables", "Dashboard KPIs for …": a report, whatever
+            // verb-like word follows.
+            if lexicon::report_noun(first_word) {
+                basis = Basis::DescWeak;
+                ev.push(format!(
+                    "no verb; the description opens with \"{first_word}\" ({}), a report about something: Read",
+                    quote(&sentence)
+                ));
+                decisive = last(&ev);
+                found = Some(Verb::Read);
+            } else if let Some(w) = lead.weak.first() {
                 basis = Basis::DescWeak;
                 ev.push(format!(
                     "no verb in the name; the description {} has \"{}\" after its opening word ({})",
@@ -561,15 +639,25 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                     w.word,
                     w.class.label()
                 ));
+                decisive = last(&ev);
                 found = Some(w.class);
             } else {
-                let last = name.tokens.last().map(String::as_str).unwrap_or("");
-                if lexicon::report_noun(last) {
+                let last_token = name.tokens.last().map(String::as_str).unwrap_or("");
+                if lexicon::report_noun(last_token) {
                     basis = Basis::DescLater;
                     ev.push(format!(
-                        "no verb; the name ends in \"{last}\", a noun for information about something: Read"
+                        "no verb; the name ends in \"{last_token}\", a noun for information about something: Read"
                     ));
+                    decisive = last(&ev);
                     found = Some(Verb::Read);
+                } else if sentence_words.iter().any(|w| w == "automation") {
+                    basis = Basis::DescWeak;
+                    ev.push(format!(
+                        "no verb; the description {} is about automation, which acts on its own: Execute",
+                        quote(&sentence)
+                    ));
+                    decisive = last(&ev);
+                    found = Some(Verb::Execute);
                 }
                 let later = desc
                     .split(". ")
@@ -582,6 +670,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                         quote(features::first_sentence(s)),
                         d.label()
                     ));
+                    decisive = last(&ev);
                     found = Some(d);
                 }
             }
@@ -614,11 +703,30 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 f.object.iter().any(|o| m.nouns.contains(o))
             }
     });
+    // The head noun, or a money noun that qualifies it ("a subscription plan", "an invoice
+    // item").
     let desc_object = lead.strong.iter().find(|f| {
+        let np = noun_phrase(&f.object);
+        let head = np.last();
+        let qualified = np.len() >= 2
+            && m.nouns.contains(np[np.len() - 2])
+            && head.is_some_and(|h| {
+                matches!(
+                    h.as_str(),
+                    "plan"
+                        | "plans"
+                        | "item"
+                        | "items"
+                        | "line"
+                        | "lines"
+                        | "link"
+                        | "links"
+                        | "method"
+                        | "methods"
+                )
+            });
         matches!(f.class, Verb::Write | Verb::Execute)
-            && noun_phrase(&f.object)
-                .last()
-                .is_some_and(|head| m.nouns.contains(head))
+            && (head.is_some_and(|h| m.nouns.contains(h)) || qualified)
     });
     let fin_object = name_object.or(desc_object);
     if !m.nouns.is_empty() || !m.args.is_empty() {
@@ -638,6 +746,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                         format!(" `{margs}`")
                     }
                 ));
+                decisive = last(&ev);
             }
             Some(Verb::Write) | Some(Verb::Execute) if fin_object.is_some() => {
                 cls = Some(Verb::Financial);
@@ -645,6 +754,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                     "\"{}\" acts on money ({nouns}): it changes payments or billing, Financial",
                     fin_object.map(|f| f.word.as_str()).unwrap_or("")
                 ));
+                decisive = last(&ev);
             }
             Some(Verb::Write) | Some(Verb::Execute) | None if !m.args.is_empty() => {
                 cls = Some(Verb::Financial);
@@ -656,6 +766,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 ev.push(format!(
                     "money-shaped arguments (`{margs}`): calls move money, Financial"
                 ));
+                decisive = last(&ev);
             }
             Some(Verb::Read) => ev.push(format!(
                 "financial {} ({}{}) but a read verb: reading financial data stays Read",
@@ -688,6 +799,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 "argument {} means calls can change state: at least Write",
                 a.describe()
             ));
+            decisive = last(&ev);
             if cls.is_none() {
                 basis = Basis::Arguments;
             } else {
@@ -718,7 +830,11 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
     let mut arg_rules = ArgRules::default();
     let mut catch_all = None;
     if let Some(d) = detected {
+        let first = ev.len();
         ev.extend(d.evidence);
+        if ev.len() > first {
+            decisive = Some(first);
+        }
         let has_rules = !d.catch_all.selectors.is_empty() && !d.rules.is_empty();
         if d.read_only_sql && matches!(cls, Some(Verb::Read) | Some(Verb::Execute) | None) {
             cls = Some(Verb::Read);
@@ -731,6 +847,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 unverified_read = true;
                 ev.push("read-only by its own account only (nothing to check it against): Read at Medium risk".to_string());
             }
+            decisive = last(&ev);
         } else if d.catch_all.kind == CatchAllKind::Operation {
             if cls != Some(Verb::Financial) {
                 cls = Some(Verb::Write);
@@ -757,13 +874,45 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
                 "the name reads and the description claims read-only ({}): Read, at Medium risk because nothing checks the claim",
                 quote(READ_ONLY_CLAIM.find(&desc).map(|m| m.as_str()).unwrap_or("read-only"))
             ));
+            decisive = last(&ev);
         } else {
             ev.push("the description claims read-only, but nothing enforces it: the execute verb stands".to_string());
         }
     }
 
-    // 5. Annotations (untrusted hints: an admission of danger wins, a claim of safety does not).
+    // 5. What the call reaches beyond its verb: messages sent outside, code fetched or shipped,
+    //    credentials and access, an ERP's business records and ledger, secrets handed out.
+    let mut risk_floor: Option<(Risk, usize)> = None;
+    if catch_all.is_none() {
+        let lower_desc = desc.to_lowercase();
+        let found = effects::effects(
+            &effects::Ctx {
+                server,
+                name: &name.tokens,
+                verbs: nverbs.iter().chain(&lead.strong).collect(),
+                sentence: &sentence_words,
+                desc: &lower_desc,
+                args: &args,
+            },
+            cls,
+        );
+        for e in found {
+            ev.push(e.evidence);
+            if let Some(c) = e.class {
+                cls = Some(c);
+                decisive = last(&ev);
+            }
+            if let Some(f) = e.floor {
+                if risk_floor.is_none_or(|(r, _)| f > r) {
+                    risk_floor = Some((f, ev.len() - 1));
+                }
+            }
+        }
+    }
+
+    // 6. Annotations (untrusted hints: an admission of danger wins, a claim of safety does not).
     let mut destructive_floor = false;
+    let (before_hints, hint_start) = (cls, ev.len());
     apply_hints(
         &hints,
         &mut cls,
@@ -772,6 +921,9 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
         &mut confidence_adj,
         &mut destructive_floor,
     );
+    if cls != before_hints && ev.len() > hint_start {
+        decisive = Some(hint_start);
+    }
 
     // A few argument facts worth a reviewer's eye.
     argument_notes(&args, cls, catch_all.is_some(), &mut ev);
@@ -782,9 +934,10 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
             "no verb, payment, catch-all or annotation signal: Other (review it by hand)"
                 .to_string(),
         );
+        decisive = last(&ev);
     }
 
-    // 6. Poisoning.
+    // 7. Poisoning.
     let poisoning: Vec<String> = poisoning_findings(tool)
         .iter()
         .map(ToString::to_string)
@@ -810,9 +963,16 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
             }
         }
     }
+    if let Some((floor, at)) = risk_floor {
+        if floor > risk {
+            risk = floor;
+            decisive = Some(at);
+        }
+    }
     if destructive_floor && risk < Risk::High {
         risk = Risk::High;
         ev.push("risk raised to High: the server declares the tool destructive".to_string());
+        decisive = last(&ev);
     }
     if !poisoning.is_empty() {
         ev.push(format!(
@@ -824,6 +984,13 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
             risk = Risk::High;
         }
     }
+
+    let deciding = poisoning
+        .first()
+        .or_else(|| decisive.and_then(|i| ev.get(i)))
+        .or_else(|| ev.last())
+        .cloned()
+        .unwrap_or_default();
 
     let mut conf = basis.confidence() + confidence_adj;
     if catch_all.is_some() && basis != Basis::CatchAll {
@@ -853,6 +1020,7 @@ pub fn classify(tool: &Value, server: &str) -> Classification {
         rule,
         hide,
         summary: sentence,
+        deciding,
         arg_rules,
     }
 }

@@ -154,3 +154,35 @@ fn slugs_are_file_safe() {
     assert_eq!(page_slug("../etc/passwd"), "_etc_passwd");
     assert_eq!(page_slug(""), "_");
 }
+
+#[test]
+fn the_why_section_names_what_decided_the_verdict() {
+    // A write raised to High by the data's domain says so where the page explains the rule.
+    let t = tool(
+        "ledger_line_update",
+        "Update a line of the general ledger.",
+        &[("model", "string"), ("values", "object")],
+    );
+    let c = classify(&t, "acme-erp");
+    assert_eq!(c.risk, portcullis_classify::Risk::High, "{:#?}", c.evidence);
+    let page = catalog_page_markdown(&c, &t);
+    let why = &page[page.find("## Why").unwrap()..page.find("## From the tool").unwrap()];
+    assert!(
+        why.contains("It is rated High rather than the Medium a Write tool starts from"),
+        "{why}"
+    );
+    assert!(why.contains("the data's domain raises the level"), "{why}");
+    // A message sent outside: the deciding reason, in the same section.
+    let t = tool(
+        "mail_send",
+        "Send an email to a customer.",
+        &[("to", "string")],
+    );
+    let c = classify(&t, "mail");
+    let page = catalog_page_html(&c, &t);
+    assert!(page.contains("What decided it:"), "{page}");
+    assert!(
+        page.contains("sends a message to people or systems outside"),
+        "{page}"
+    );
+}

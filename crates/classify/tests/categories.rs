@@ -106,16 +106,6 @@ fn write_tools() {
         "\"update\"",
     );
     check(
-        &tool(
-            "send_sms",
-            "Send a text message to a phone number.",
-            &[("to", "string"), ("body", "string")],
-        ),
-        Category::Write,
-        Risk::Medium,
-        "who receives it",
-    );
-    check(
         &tool("rename_folder", "Rename a folder.", &[]),
         Category::Write,
         Risk::Medium,
@@ -526,6 +516,294 @@ fn serializes_with_plain_names() {
     assert_eq!(v["category"], "Read");
     assert_eq!(v["risk"], "Low");
     assert_eq!(v["server"], "srv");
+    assert_eq!(v["reason"], c.reason());
+    assert!(v["reason"].as_str().unwrap().contains("\"list\""));
     assert_eq!(Category::Read.to_string(), "Read");
     assert!(Risk::Low < Risk::Medium && Risk::High < Risk::Critical);
+}
+
+/// Issue 12's patterns: messages sent outside, code fetched or shipped, reports, stopping an
+/// agent, starting a transfer, and an ERP's business records and ledger.
+#[test]
+fn what_a_call_reaches_beyond_its_verb() {
+    // Messages to people outside are Execute/High (this was Write/Medium before issue 12).
+    check(
+        &tool(
+            "send_sms",
+            "Send a text message to a phone number.",
+            &[("to", "string"), ("body", "string")],
+        ),
+        Category::Execute,
+        Risk::High,
+        "sends a message to people or systems outside",
+    );
+    check(
+        &tool("chat_post_message", "Post a message to a channel.", &[]),
+        Category::Execute,
+        Risk::High,
+        "\"post\" with \"chat\"",
+    );
+    check(
+        &tool(
+            "notify_customer",
+            "Email the customer about their order.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "\"notify\" with \"email\"",
+    );
+    // A refresh notification to the user's own view is not a message to anyone.
+    check(
+        &tool(
+            "ui_refresh",
+            "Send a refresh notification to the user's browser tab.",
+            &[],
+        ),
+        Category::Write,
+        Risk::Medium,
+        "\"send\"",
+    );
+    // Code fetched, installed, loaded or shipped.
+    check(
+        &tool(
+            "repo_clone",
+            "Clone a Git repository into the workspace.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "runs git against a remote",
+    );
+    check(
+        &tool("module_install", "Install an addon module.", &[]),
+        Category::Execute,
+        Risk::High,
+        "installing software",
+    );
+    check(
+        &tool(
+            "plugins_reload",
+            "Reload plugin steps from the plugins directory.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "loads code into the running server",
+    );
+    check(
+        &tool(
+            "apply_migration",
+            "Apply a SQL migration to the database.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "changes a deployment",
+    );
+    check(
+        &tool(
+            "restore_instance",
+            "Restore an instance from a snapshot.",
+            &[],
+        ),
+        Category::Execute,
+        Risk::High,
+        "a live service",
+    );
+    // Reports are reads, with or without a read verb.
+    check(
+        &tool(
+            "receivables_aging",
+            "Aging table of open receivables by partner.",
+            &[],
+        ),
+        Category::Read,
+        Risk::Low,
+        "a report about something",
+    );
+    check(
+        &tool("run_seo_audit", "Run an SEO audit of the page.", &[]),
+        Category::Read,
+        Risk::Low,
+        "runs an audit, which reads",
+    );
+    // Stopping or unenrolling an agent, disabling an account.
+    check(
+        &tool("stop_agent", "Stop the endpoint agent on a host.", &[]),
+        Category::Destructive,
+        Risk::Critical,
+        "cuts off an agent's protection",
+    );
+    check(
+        &tool("unenroll_device", "Unenroll a device from management.", &[]),
+        Category::Destructive,
+        Risk::Critical,
+        "\"unenroll\"",
+    );
+    check(
+        &tool("disable_user_account", "Disable a user account.", &[]),
+        Category::Destructive,
+        Risk::Critical,
+        "a person's access",
+    );
+    check(
+        &tool("suspend_account", "Suspend a customer account.", &[]),
+        Category::Destructive,
+        Risk::Critical,
+        "applied to \"account\"",
+    );
+    // Starting a transfer moves money.
+    check(
+        &tool(
+            "initiate_transfer",
+            "Start a transfer between two ledgers.",
+            &[],
+        ),
+        Category::Financial,
+        Risk::Critical,
+        "a transfer of money",
+    );
+    // Credentials and access.
+    check(
+        &tool(
+            "connection_add",
+            "Add a connection.",
+            &[("url", "string"), ("password", "string")],
+        ),
+        Category::Write,
+        Risk::High,
+        "`password` (string) is a secret",
+    );
+    check(
+        &tool("create_db_user", "Create a database user.", &[]),
+        Category::Write,
+        Risk::High,
+        "a new way in",
+    );
+    check(
+        &tool(
+            "get_connection_string",
+            "Return the database connection string.",
+            &[],
+        ),
+        Category::Read,
+        Risk::High,
+        "whoever reads the answer can sign in",
+    );
+    check(
+        &tool(
+            "get_env",
+            "Returns all environment variables of the server.",
+            &[],
+        ),
+        Category::Read,
+        Risk::High,
+        "it returns environment variables",
+    );
+    check(
+        &tool(
+            "update_many",
+            "Update all documents that match the filter.",
+            &[],
+        ),
+        Category::Write,
+        Risk::High,
+        "bulk change",
+    );
+}
+
+#[test]
+fn in_an_erp_the_data_raises_the_level() {
+    let erp = |t: &Value| classify(t, "acme-erp");
+    // A generic record write in an ERP (model + values) is High.
+    let c = erp(&tool(
+        "record_create",
+        "Create one or more records.",
+        &[("model", "string"), ("values", "object")],
+    ));
+    assert_eq!(
+        (c.category, c.risk),
+        (Category::Write, Risk::High),
+        "{:#?}",
+        c.evidence
+    );
+    assert!(
+        c.reason().contains("the data's domain raises the level"),
+        "{}",
+        c.reason()
+    );
+    // A write to stock records is High; outside an ERP the same words stay Medium.
+    let t = tool(
+        "stock_quantity_set",
+        "Set the on-hand stock quantity of a product.",
+        &[],
+    );
+    assert_eq!(erp(&t).risk, Risk::High);
+    assert_eq!(classify(&t, "notes").risk, Risk::Medium);
+    // Posting a journal entry, valuing stock: Financial.
+    let c = erp(&tool(
+        "stock_value_close",
+        "Create an inventory valuation journal entry for a stock move.",
+        &[],
+    ));
+    assert_eq!(
+        (c.category, c.risk),
+        (Category::Financial, Risk::Critical),
+        "{:#?}",
+        c.evidence
+    );
+    assert!(c.reason().contains("ledger"), "{}", c.reason());
+    // Reads stay reads, and a translation of a label is no business record.
+    assert_eq!(
+        erp(&tool(
+            "stock_report",
+            "Stock aging report by warehouse.",
+            &[]
+        ))
+        .category,
+        Category::Read
+    );
+    assert_eq!(
+        erp(&tool(
+            "label_translate",
+            "Write translations for a field.",
+            &[]
+        ))
+        .risk,
+        Risk::Medium
+    );
+}
+
+#[test]
+fn the_reason_is_the_deciding_evidence() {
+    // The name says write, the description destroys: the description decides.
+    let c = classify(
+        &tool("connection_disconnect", "Remove a saved connection.", &[]),
+        "acme",
+    );
+    assert_eq!(c.category, Category::Destructive);
+    assert!(c.reason().contains("\"remove\""), "{}", c.reason());
+    assert!(!c.reason().contains("a write verb"), "{}", c.reason());
+    // A raised risk is explained by what raised it.
+    let c = classify(
+        &tool(
+            "cert_refresh",
+            "Re-fetch the peer certificate and overwrite the pinned copy.",
+            &[],
+        ),
+        "acme",
+    );
+    assert_eq!(c.risk, Risk::High);
+    assert!(c.reason().contains("access control"), "{}", c.reason());
+    // Every reason is one of the evidence items.
+    for (server, _, t) in common::corpus() {
+        let c = classify(&t, &server);
+        assert!(
+            c.evidence.iter().any(|e| e == c.reason()),
+            "{}: {}",
+            c.tool,
+            c.reason()
+        );
+    }
 }

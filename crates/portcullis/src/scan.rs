@@ -675,21 +675,11 @@ fn flags(c: &Classification) -> String {
     f.join(",")
 }
 
-/// The evidence shown in the WHY column: for a poisoning suspect its first finding (field,
-/// sign and the text found); otherwise the first item, unless it is only the note that a
-/// namespace prefix was stripped.
+/// The evidence shown in the WHY column: the deciding reason (for a poisoning suspect its
+/// first finding: field, sign and the text found), not merely the first item found, which is
+/// often one that was overruled. `--json` keeps every item.
 fn why(c: &Classification) -> &str {
-    if let Some(finding) = c.poisoning.first() {
-        return finding;
-    }
-    let mut it = c.evidence.iter();
-    match it.next() {
-        Some(first) if first.starts_with("namespace prefix") => {
-            it.next().map(String::as_str).unwrap_or(first)
-        }
-        Some(first) => first,
-        None => "",
-    }
+    c.reason()
 }
 
 /// Terminal styling: ANSI colour when standard output is a terminal and `NO_COLOR` is not set,

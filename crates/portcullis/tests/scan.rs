@@ -108,6 +108,11 @@ fn odoo_tools() -> Option<String> {
     let p = repo().join("../shared/fixtures/odoo-claude-mcp/tools.json");
     if p.exists() {
         Some(p.to_str().unwrap().to_string())
+    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} is missing and CI=true: the shared fixtures must be beside the repository",
+            p.display()
+        )
     } else {
         eprintln!("skipped: ../shared/fixtures/odoo-claude-mcp/tools.json not found");
         None
@@ -246,10 +251,62 @@ fn scan_of_the_odoo_list_finds_the_pipeline_tools() {
         out.lines().any(|l| l.starts_with("odoo: 123 tools")),
         "{out}"
     );
+    // WHY is the deciding reason, not the first (overruled) one (issue 12).
+    let (risk, cat, why) = &rows["odoo_disconnect"];
+    assert_eq!((risk.as_str(), cat.as_str()), ("Critical", "Destructive"));
+    assert!(!why.contains("(a write verb)"), "{why}");
+    assert!(why.contains("\"remove\""), "{why}");
     // The default name of a `tools.json` is its directory's.
     let o = run(&["scan", "--json", "--from-file", &file]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["server"], "odoo-claude-mcp");
+}
+
+#[test]
+fn scan_why_shows_the_deciding_reason_and_json_keeps_every_one() {
+    let dir = Scratch::new("why");
+    let file = dir.join("tools.json");
+    let tools = json!({ "tools": [
+        tool("connection_disconnect", "Remove a saved connection.", json!({"alias": {"type": "string"}})),
+        tool("chat_send_message", "Send a message to a chat.", json!({"chat": {"type": "string"}, "text": {"type": "string"}})),
+    ]});
+    std::fs::write(&file, tools.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let o = run(&["scan", "--from-file", file, "--server", "s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows = rows(&out);
+    let (risk, cat, why) = &rows["connection_disconnect"];
+    assert_eq!(
+        (risk.as_str(), cat.as_str()),
+        ("Critical", "Destructive"),
+        "{out}"
+    );
+    assert!(why.contains("\"remove\""), "{out}");
+    assert!(!why.contains("a write verb"), "{out}");
+    let (risk, cat, why) = &rows["chat_send_message"];
+    assert_eq!((risk.as_str(), cat.as_str()), ("High", "Execute"), "{out}");
+    assert!(why.contains("sends a message"), "{out}");
+    // The JSON keeps every item, the overruled one included.
+    let o = run(&["scan", "--json", "--from-file", file, "--server", "s"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let c = v[0]["classifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tool"] == "connection_disconnect")
+        .unwrap()
+        .clone();
+    let ev: Vec<&str> = c["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(ev.iter().any(|e| e.contains("a write verb")), "{c}");
+    // And names the deciding one.
+    assert!(c["reason"].as_str().unwrap().contains("\"remove\""), "{c}");
+    assert!(ev.iter().any(|e| e.contains("\"remove\"")), "{c}");
 }
 
 #[test]

@@ -26,13 +26,18 @@ pub fn annotated(name: &str, description: &str, annotations: Value) -> Value {
 
 /// `../../../shared/fixtures/<rel>` relative to this crate, or `None` (with the skip notice on
 /// stderr) when the shared fixtures are not there. Only for data the repository may not carry
-/// (see `tests/data/README.md`).
+/// (see `tests/data/README.md`). Under `CI=true` a missing fixture fails the test instead: CI
+/// must not pass by skipping.
 pub fn shared_fixture(rel: &str) -> Option<String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures")
         .join(rel);
     match std::fs::read_to_string(&path) {
         Ok(s) => Some(s),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{} is missing or unreadable ({e}) and CI=true: the shared fixtures must be beside the repository",
+            path.display()
+        ),
         Err(_) => {
             eprintln!("skipped: ../shared/fixtures not found");
             None

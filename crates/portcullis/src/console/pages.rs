@@ -265,12 +265,20 @@ pub(crate) async fn catalogue(
             continue;
         }
         shown += 1;
+        // The deciding item in bold; the others as found.
+        let reason = c["reason"].as_str().unwrap_or_default();
         let evidence: Vec<String> = c["evidence"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .map(|e| format!("<li>{}</li>", esc(e)))
+            .map(|e| {
+                if e == reason {
+                    format!("<li><strong>{}</strong></li>", esc(e))
+                } else {
+                    format!("<li>{}</li>", esc(e))
+                }
+            })
             .collect();
         let _ = writeln!(
             body,
