@@ -394,11 +394,18 @@ struct Target {
     arguments: Value,
     /// Text every good answer contains.
     expect: String,
+    /// Other URLs serving the same thing (replicas): each session opens on the next of `url`
+    /// and these, round robin.
+    replicas: Vec<String>,
 }
+
+/// The next replica a session opens on.
+static NEXT_REPLICA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Target {
     fn new(url: String, era: Era) -> Target {
         Target {
+            replicas: Vec::new(),
             url,
             headers: Vec::new(),
             era,
@@ -423,6 +430,30 @@ const TOOL: &str = "echo";
 const HANDSHAKE: &str = "http c=1 seed/audit=async handshake era";
 const MEMORY_COUNTERS: &str = "http c=1 seed/audit=async memory counters";
 const METRICS_OFF: &str = "http c=1 seed/audit=async metrics off";
+const REDIS_C1: &str = "http c=1 seed/audit=async redis";
+
+/// Commands the Redis at `port` has processed (`INFO stats`), read over a plain connection.
+fn redis_commands(port: u16) -> Result<u64, String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("redis: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    c.write_all(b"INFO stats\r\n").map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(c);
+    let mut head = String::new();
+    r.read_line(&mut head).map_err(|e| e.to_string())?;
+    let len: usize = head
+        .trim()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("redis INFO answered {head:?}"))?;
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| "redis INFO has no total_commands_processed".to_string())
+}
 const IDLE_MEMORY: &str = "memory per idle session";
 const DENY_PATH: &str = "http c=1 deny path";
 
@@ -430,12 +461,25 @@ const DENY_PATH: &str = "http c=1 deny path";
 /// pool of them for the open loop) and, in the handshake era, its session id.
 struct Session {
     target: Arc<Target>,
+    /// `target.url`, or one of its replicas.
+    url: String,
     client: reqwest::Client,
     headers: reqwest::header::HeaderMap,
 }
 
 impl Session {
     async fn open(target: Arc<Target>, pool: usize) -> Result<Session, String> {
+        let url = match target.replicas.len() {
+            0 => target.url.clone(),
+            n => {
+                let i = NEXT_REPLICA.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (n + 1);
+                if i == 0 {
+                    target.url.clone()
+                } else {
+                    target.replicas[i - 1].clone()
+                }
+            }
+        };
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(pool)
@@ -467,12 +511,12 @@ impl Session {
                     "protocolVersion": HANDSHAKE_VERSION, "capabilities": {},
                     "clientInfo": {"name": "portcullis-bench", "version": "0"}}});
                 let r = client
-                    .post(&target.url)
+                    .post(&url)
                     .headers(headers.clone())
                     .body(init.to_string())
                     .send()
                     .await
-                    .map_err(|e| format!("initialize {}: {e}", target.url))?;
+                    .map_err(|e| format!("initialize {url}: {e}"))?;
                 let status = r.status();
                 let sid = r
                     .headers()
@@ -481,7 +525,7 @@ impl Session {
                     .map(str::to_owned);
                 let body = r.text().await.unwrap_or_default();
                 if !status.is_success() {
-                    return Err(format!("initialize {}: {status} {body}", target.url));
+                    return Err(format!("initialize {url}: {status} {body}"));
                 }
                 let version = body
                     .find("\"protocolVersion\":\"")
@@ -494,7 +538,7 @@ impl Session {
                 }
                 put(&mut headers, "mcp-protocol-version", &version);
                 client
-                    .post(&target.url)
+                    .post(&url)
                     .headers(headers.clone())
                     .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
                     .send()
@@ -504,6 +548,7 @@ impl Session {
         }
         Ok(Session {
             target,
+            url,
             client,
             headers,
         })
@@ -513,7 +558,7 @@ impl Session {
     async fn call(&self, id: u64) -> bool {
         let r = self
             .client
-            .post(&self.target.url)
+            .post(&self.url)
             .headers(self.headers.clone())
             .body(self.target.body(id))
             .send()
@@ -796,11 +841,11 @@ impl Harness {
         );
         let path = self.dir.join(format!("portcullis-{tag}.toml"));
         std::fs::write(&path, cfg).map_err(|e| format!("write config: {e}"))?;
+        // One label per gateway: replicas on one Redis share their grants.
+        let label = format!("bench-{tag}");
         let out = Command::new(&self.portcullis)
-            .args([
-                "grant", "create", "--server", "bench", "--label", "bench", "--policy", "bench",
-                "--json", "--config",
-            ])
+            .args(["grant", "create", "--server", "bench", "--label", &label])
+            .args(["--policy", "bench", "--json", "--config"])
             .arg(&path)
             .output()
             .map_err(|e| format!("portcullis grant create: {e}"))?;
@@ -1032,7 +1077,85 @@ impl Harness {
                 }
             }
         }
+        self.redis(&up, &direct, out)
+    }
+
+    /// The counters, grants and approvals on a shared Redis (`[store] url`): one replica at
+    /// c=1 and c=N, three replicas at c=N (sessions spread round robin), and the commands
+    /// Redis executed per allowed call (`INFO stats` before and after a sequential run; a
+    /// script's inner commands count too, so this is not the round-trip count).
+    fn redis(&self, up: &str, direct: &Target, out: &mut Outcomes) -> Result<(), String> {
+        let names = [REDIS_C1.to_string(), self.redis_cn(), self.redis_cn3()];
+        if !names.iter().any(|n| self.wanted(n)) {
+            return Ok(());
+        }
+        let redis = portcullis_bench::redis_server::RedisServer::start(&[])
+            .ok_or("redis-server is not installed (Debian: apt-get install redis-server)")?;
+        let store = format!("\n[store]\nurl = \"{}\"\n", redis.url());
+        let server = format!("{up}policy = \"seed.json\"\n");
+        let replicas: Vec<Gateway> = (0..3)
+            .map(|i| self.gateway(&format!("redis-{i}"), "async", &store, &server, &[]))
+            .collect::<Result<_, _>>()?;
+        let one = self.via(&replicas[0], Era::Stateless);
+        let what = "tools/call `echo`, 2026-07-28 era, grant auth, seed policy (limit never reached), audit async, counters and grants on Redis";
+        let closed_extra = CLOSED_WARMUP as usize * self.conns;
+        if self.wanted(REDIS_C1) {
+            let before = redis_commands(redis.port())?;
+            let calls_before = self.warmup + self.calls;
+            out.push(self.side_by_side(
+                REDIS_C1.into(),
+                &format!("sequential {what}"),
+                direct,
+                &one,
+                replicas[0].proc.pid(),
+                self.warmup,
+                &self.seq_work(),
+            )?);
+            let per_call = (redis_commands(redis.port())? - before) as f64
+                / (calls_before * self.runs).max(1) as f64;
+            let line = format!(
+                "Redis commands executed per allowed call, those inside the counters script included (round trips: crates/portcullis/tests/replicas.rs), {REDIS_C1}: {per_call:.2}"
+            );
+            println!("{line}");
+            out.notes
+                .push((line, json!({"redis_commands_per_call": per_call})));
+        }
+        if self.wanted(&names[1]) {
+            out.push(self.side_by_side(
+                names[1].clone(),
+                &format!("closed loop, {} sessions, {what}", self.conns),
+                direct,
+                &one,
+                replicas[0].proc.pid(),
+                closed_extra,
+                &self.closed_work(),
+            )?);
+        }
+        if self.wanted(&names[2]) {
+            let mut three = one.clone();
+            three.replicas = replicas[1..]
+                .iter()
+                .map(|g| self.via(g, Era::Stateless).url)
+                .collect();
+            out.push(self.side_by_side(
+                names[2].clone(),
+                &format!("closed loop, {} sessions spread over three replicas, {what}; gateway CPU of the first replica only (a third of the calls)", self.conns),
+                direct,
+                &three,
+                replicas[0].proc.pid(),
+                closed_extra / 3,
+                &self.closed_work(),
+            )?);
+        }
         Ok(())
+    }
+
+    fn redis_cn(&self) -> String {
+        format!("http c={} seed/audit=async redis", self.conns)
+    }
+
+    fn redis_cn3(&self) -> String {
+        format!("http c={} seed/audit=async redis 3 replicas", self.conns)
     }
 
     fn stdio(&self, out: &mut Outcomes) -> Result<(), String> {
