@@ -206,7 +206,8 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
 }
 
 /// Top-level commands Redis received while `f` ran, as `MONITOR` shows them (a script's own
-/// commands, marked `lua`, are not round trips and are left out).
+/// commands, marked `lua`, are not round trips and are left out; nor is `PING`, the grant
+/// cache watcher's heartbeat on its subscription, sent once a second whatever the traffic).
 fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::{Arc, Mutex};
@@ -248,6 +249,7 @@ fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
             // `<time> [<db> <client>] "COMMAND" "arg" …` → COMMAND
             l.split('"').nth(1).unwrap_or_default().to_ascii_uppercase()
         })
+        .filter(|c| c != "PING")
         .collect()
 }
 
@@ -317,7 +319,133 @@ fn one_round_trip_per_allowed_call_for_the_counters() {
             passes("rec", &token, 20 + i);
         }
     });
-    // A grant's call: the grant lookup (one script) and the reservation (one script). Grants
-    // are not cached, so a revocation holds from the next request on.
-    assert_eq!(granted, vec!["EVALSHA"; 2 * N], "{granted:?}");
+    // A grant's call, its grant cached since the warm-up: the reservation only. The cache is
+    // emptied by a published change, never by a timer, so nothing is re-read per call.
+    assert_eq!(
+        granted,
+        vec!["EVALSHA"; N],
+        "one script per allowed call: {granted:?}"
+    );
+    eprintln!(
+        "round trips per allowed call: {} (static token), {} (grant)",
+        static_token.len() / N,
+        granted.len() / N
+    );
+}
+
+/// `method path` on the admin API of the replica at `port`.
+fn admin(port: u16, method: &str, path: &str) -> Reply {
+    let auth = format!("Bearer {ADMIN}");
+    http_request(
+        port,
+        method,
+        &format!("/admin/api{path}"),
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        b"",
+        Duration::from_secs(10),
+    )
+}
+
+const ADMIN: &str = "pca-admin-token-0123456789";
+
+/// Each replica caches the grants it has seen; a rotation or revocation made on one replica
+/// (its admin API) empties every cache, so the others refuse the old token on their very next
+/// request, and a Redis that goes away makes them read through (503), never trust the cache.
+#[test]
+fn a_grant_changed_on_one_replica_is_refused_by_the_others_on_the_next_request() {
+    let Some(mut redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
+    ];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let replicas: Vec<Served> = (0..3)
+        .map(|i| {
+            let dir = scratch(&format!("cache-{i}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+    let out = cli(
+        &replicas[0].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = grant["grant"]["id"]
+        .as_str()
+        .or(grant["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let passes = |i: usize, bearer: &str, n: usize| {
+        let a = call(replicas[i].port, "rec", bearer, n);
+        assert!(
+            a.status == 200 && a.body.contains("called read_invoice"),
+            "replica {i}: {} {}",
+            a.status,
+            a.body
+        );
+    };
+    // Every replica has the grant cached.
+    for n in 0..6 {
+        passes(n % 3, &token, n);
+    }
+
+    // Rotated on replica 0: the old token is refused by 1 and 2 at once, the new one passes.
+    let r = admin(replicas[0].port, "POST", &format!("/grants/{id}/rotate"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new = r.json()["token"].as_str().unwrap().to_owned();
+    for i in [1, 2] {
+        let a = call(replicas[i].port, "rec", &token, 100 + i);
+        assert_eq!(a.status, 401, "replica {i}: {}", a.body);
+        assert!(a.body.contains("unknown"), "replica {i}: {}", a.body);
+    }
+    for n in 0..6 {
+        passes(n % 3, &new, 200 + n);
+    }
+
+    // Revoked on replica 1: 0 and 2 answer 401 on their very next request.
+    let r = admin(replicas[1].port, "DELETE", &format!("/grants/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for i in [0, 2] {
+        let a = call(replicas[i].port, "rec", &new, 300 + i);
+        assert_eq!(a.status, 401, "replica {i}: {}", a.body);
+        assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
+    }
+
+    // A fresh grant, cached everywhere; then Redis goes away: no replica answers from its
+    // cache (the subscription is lost, lookups read through and fail: 503).
+    let out = cli(
+        &replicas[2].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "other", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let other: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let other = other["token"].as_str().unwrap().to_owned();
+    for n in 0..6 {
+        passes(n % 3, &other, 400 + n);
+    }
+    redis.kill();
+    for (i, r) in replicas.iter().enumerate() {
+        let a = call(r.port, "rec", &other, 500 + i);
+        assert_eq!(a.status, 503, "replica {i}: {}", a.body);
+    }
+    assert_eq!(forwarded(&replicas), 18, "nothing forwarded without Redis");
 }

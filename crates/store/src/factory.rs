@@ -3,7 +3,7 @@
 //! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
 
 use crate::{
-    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, PinStore, Redis,
+    ApprovalStore, AuditLog, AuditMode, CachedGrants, GrantStore, MemoryCounters, PinStore, Redis,
     RedisApprovals, RedisCounters, RedisGrants, RedisPins, SqliteApprovals, SqliteCounters,
     SqliteGrants, SqlitePins, APPROVALS_FILE, PINS_FILE,
 };
@@ -100,9 +100,15 @@ impl StoreConfig {
         self.check()?;
         create_data_dir(data_dir)?;
         let absent = || format!("no store in {}", data_dir.display());
+        // A serving gateway caches grants (emptied on every change, see `CachedGrants`); the
+        // CLI's short-lived commands read through.
+        let grants: Arc<dyn GrantStore> = match self.connected()? {
+            Some(redis) => Arc::new(CachedGrants::new(redis)),
+            None => self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+        };
         Ok(Stores {
             counters: self.open_counters(Some(data_dir))?,
-            grants: self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+            grants,
             approvals: self.open_approvals(data_dir, true)?.ok_or_else(absent)?,
             pins: self.open_pins(data_dir, true)?.ok_or_else(absent)?,
         })

@@ -34,7 +34,7 @@ pub mod redis;
 mod sqlite;
 
 pub use memory::MemoryCounters;
-pub use redis::{Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins};
+pub use redis::{CachedGrants, Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins};
 pub use sqlite::{OpenError, SqliteCounters};
 
 pub mod approvals;

@@ -18,6 +18,7 @@
 //! | `P gt:<digest hex>` | string | token digest → grant id |
 //! | `P gl:<server>:<label>` | string | the live grant labelled so on a server |
 //! | `P grants` | sorted set | every grant id, by creation time |
+//! | `P grants:changed` | channel | the id of every grant created, rotated or revoked (the grant caches empty themselves) |
 //! | `P a:<approval id>` | string | an approval request (JSON) |
 //! | `P af:<fingerprint>` | set | the approval ids of one fingerprint |
 //! | `P approvals` | sorted set | every approval id, by creation time |
@@ -26,11 +27,13 @@
 
 mod approvals;
 mod counters;
+mod grant_cache;
 mod grants;
 mod pins;
 
 pub use approvals::RedisApprovals;
 pub use counters::RedisCounters;
+pub use grant_cache::{CachedGrants, HEARTBEAT, TRUST_WINDOW};
 pub use grants::RedisGrants;
 pub use pins::RedisPins;
 
