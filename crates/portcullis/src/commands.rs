@@ -501,6 +501,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         approvals,
         // Tool pins: opened (pins.db is created) but not yet consulted by the relay.
         pins: _,
+        sessions,
     } = store_cfg.open(&dir)?;
     let audit = match cfg.gateway.audit.as_str() {
         "off" => None,
@@ -526,6 +527,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             portcullis_gateway::metrics::MetricsSink::new(cfg.servers.iter().map(|s| &s.name)),
         )),
     )?;
+    if let Some(sessions) = sessions {
+        gw.share_sessions(sessions, store_cfg.session_ttl()?);
+    }
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.gateway.workers > 0 {
