@@ -1,7 +1,8 @@
 //! Handshake-era sessions shared by two `portcullis serve` replicas on one Redis: a session
 //! opened on replica A (its `initialize`) continues on replica B with the same
 //! `Mcp-Session-Id` (B replays the client's `initialize` to its own upstream), for a stdio
-//! upstream and for a Streamable HTTP upstream; `scope = "session"` limits count per session
+//! upstream, for a Streamable HTTP upstream, and for a session bridged to a 2026-07-28-only
+//! upstream; `scope = "session"` limits count per session
 //! across the replicas; a session unknown to every replica, or of another caller, is 404; a
 //! `DELETE` on one replica ends it on the other.
 
@@ -135,7 +136,9 @@ fn a_session_opened_on_one_replica_continues_on_another() {
     let servers = format!(
         "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\nsession_ttl = \"10m\"\n\n\
          [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\n{tokens}\n\
-         [[servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{up_port}/mcp\"\npolicy = \"p.json\"\n{tokens}",
+         [[servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{up_port}/mcp\"\npolicy = \"p.json\"\n{tokens}\n\
+         [[servers]]\nname = \"modern\"\ncommand = [\"python3\", \"{0}\"]\npolicy = \"p.json\"\n\
+         env = {{ MODERN_ONLY = \"1\", RECORD = \"/dev/null\" }}\n{tokens}",
         fixture_server()
     );
     // Three calls per session and minute, wherever they land.
@@ -150,7 +153,9 @@ fn a_session_opened_on_one_replica_continues_on_another() {
         .collect();
     let (a, b) = (replicas[0].port, replicas[1].port);
 
-    for server in ["rec", "web"] {
+    // `modern` speaks 2026-07-28 only: its sessions are bridged (no replay: B sends the
+    // session's requests stateless, with the `_meta` A recorded).
+    for server in ["rec", "web", "modern"] {
         let sid = initialize(a, server, OPS);
         // Next request on B: B has no upstream connection for it yet, and opens one.
         let r = post(
@@ -171,6 +176,23 @@ fn a_session_opened_on_one_replica_continues_on_another() {
             r.body
         );
         passes(&call(b, server, OPS, &sid, 3), 3);
+        if server == "modern" {
+            // Resumed on B as what it is, a bridged session: no GET stream of its own.
+            let auth = format!("Bearer {OPS}");
+            let r = http_request(
+                b,
+                "GET",
+                "/mcp/modern",
+                &[
+                    ("Authorization", auth.as_str()),
+                    ("Accept", "text/event-stream"),
+                    ("Mcp-Session-Id", &sid),
+                ],
+                b"",
+                Duration::from_secs(10),
+            );
+            assert_eq!(r.status, 405, "{}", r.body);
+        }
         // The session's limit counts across both replicas: A, B, then the fourth is denied.
         passes(&call(a, server, OPS, &sid, 4), 4);
         passes(&call(b, server, OPS, &sid, 5), 5);
