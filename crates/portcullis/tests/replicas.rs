@@ -449,3 +449,129 @@ fn a_grant_changed_on_one_replica_is_refused_by_the_others_on_the_next_request()
     }
     assert_eq!(forwarded(&replicas), 18, "nothing forwarded without Redis");
 }
+
+/// A stateless `tools/call` of `tool` with `args` on server `rec` of the replica at `port`.
+fn call_tool(port: u16, bearer: &str, id: &str, tool: &str, args: &Value) -> Reply {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let auth = format!("Bearer {bearer}");
+    http_request(
+        port,
+        "POST",
+        "/mcp/rec",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", auth.as_str()),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ],
+        body.to_string().as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+/// The text of a `tools/call` answer.
+fn answer_text(r: &Reply) -> String {
+    r.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A call held for approval on replica A, approved with the CLI, then retried identically on
+/// B and C at the same instant: exactly one retry is forwarded (counted at the upstreams),
+/// the other is held again (the approval was consumed). Several rounds, so that the race is
+/// run more than once.
+#[test]
+fn an_approved_call_retried_on_two_replicas_at_once_passes_exactly_once() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [("PORTCULLIS_TEST_REDIS", url.as_str())];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{
+        "approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
+    let replicas: Vec<Served> = (0..3)
+        .map(|i| {
+            let dir = scratch(&format!("approval-race-{i}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+    let out = cli(
+        &replicas[0].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let (a, b, c) = (replicas[0].port, replicas[1].port, replicas[2].port);
+
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let args = json!({"id": round, "amount": 250});
+        // Held on A: not forwarded, an approval id in the answer.
+        let held = call_tool(a, &token, &format!("a{round}"), "pay_invoice", &args);
+        assert_eq!(held.status, 200, "{}", held.body);
+        assert!(
+            answer_text(&held).starts_with("[APPROVAL REQUIRED]"),
+            "{}",
+            held.body
+        );
+        let id = held.json()["result"]["_meta"]["portcullis/approval"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(forwarded(&replicas), round, "nothing forwarded while held");
+
+        // Approved by an operator with the CLI (another process, the same Redis).
+        let out = cli(
+            &replicas[0].dir,
+            &env,
+            &["approvals", "approve", &id, "--by", "dave"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        // The identical call, raced on B and C.
+        let gate = std::sync::Barrier::new(2);
+        let (rb, rc) = std::thread::scope(|s| {
+            let go = |port: u16, name: &'static str| {
+                let (gate, token, args) = (&gate, &token, &args);
+                s.spawn(move || {
+                    gate.wait();
+                    call_tool(port, token, &format!("{name}{round}"), "pay_invoice", args)
+                })
+            };
+            let (hb, hc) = (go(b, "b"), go(c, "c"));
+            (hb.join().unwrap(), hc.join().unwrap())
+        });
+        let texts = [answer_text(&rb), answer_text(&rc)];
+        let passed = texts
+            .iter()
+            .filter(|t| t.starts_with("called pay_invoice"))
+            .count();
+        let held_again = texts
+            .iter()
+            .filter(|t| t.starts_with("[APPROVAL REQUIRED]"))
+            .count();
+        assert_eq!(
+            (passed, held_again),
+            (1, 1),
+            "round {round}: one retry passes, the other is held: {texts:?}"
+        );
+        assert_eq!(
+            forwarded(&replicas),
+            round + 1,
+            "round {round}: exactly one forwarded, counted at the upstreams"
+        );
+    }
+}
