@@ -326,10 +326,62 @@ fn one_round_trip_per_allowed_call_for_the_counters() {
         vec!["EVALSHA"; N],
         "one script per allowed call: {granted:?}"
     );
+
+    // A handshake-era session (shared on Redis): each request also reads and refreshes the
+    // session's record, so that a session ended on any replica is refused on every other.
+    let post = |sid: Option<&str>, body: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let mut h = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", auth.as_str()),
+        ];
+        if let Some(s) = sid {
+            h.push(("Mcp-Session-Id", s));
+        }
+        http_request(
+            gw.port,
+            "POST",
+            "/mcp/tok",
+            &h,
+            body.as_bytes(),
+            Duration::from_secs(30),
+        )
+    };
+    let init = post(
+        None,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rt","version":"1"}}}"#,
+    );
+    let sid = init.session_id();
+    post(
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    let session_call = |i: usize| {
+        let r = post(
+            Some(&sid),
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
+            ),
+        );
+        assert!(r.body.contains("called read_invoice"), "{}", r.body);
+    };
+    session_call(30);
+    let in_session = commands_during(&redis, || {
+        for i in 0..N {
+            session_call(40 + i);
+        }
+    });
+    assert_eq!(
+        in_session,
+        ["GETEX", "EVALSHA"].repeat(N),
+        "the session's record, then the reservation: {in_session:?}"
+    );
     eprintln!(
-        "round trips per allowed call: {} (static token), {} (grant)",
+        "round trips per allowed call: {} (static token), {} (grant), {} (handshake-era session)",
         static_token.len() / N,
-        granted.len() / N
+        granted.len() / N,
+        in_session.len() / N
     );
 }
 

@@ -36,6 +36,8 @@ pub trait SessionStore: Send + Sync {
     fn touch(&self, id: &str, ttl: Duration) -> Result<Option<SharedSession>, String>;
     /// Ends it (`DELETE` with its `Mcp-Session-Id`) on every replica.
     fn end(&self, id: &str) -> Result<(), String>;
+    /// Which of `ids` still exist (ended and expired ones do not), without refreshing them.
+    fn live(&self, ids: &[String]) -> Result<Vec<bool>, String>;
 }
 
 /// How long an unused session lives by default (`[store] session_ttl`).

@@ -31,8 +31,13 @@ fn a_session_recorded_by_one_replica_is_read_by_another_until_ended_or_expired()
         std::thread::sleep(Duration::from_millis(200));
         assert!(a.touch("s1", ttl).unwrap().is_some());
     }
+    assert_eq!(
+        b.live(&["s1".into(), "nope".into()]).unwrap(),
+        [true, false]
+    );
     b.end("s1").unwrap();
     assert_eq!(a.touch("s1", ttl).unwrap(), None);
+    assert_eq!(a.live(&["s1".into()]).unwrap(), [false]);
     // Unused for longer than its TTL: gone.
     a.put("s2", &s, ttl).unwrap();
     std::thread::sleep(Duration::from_millis(600));

@@ -10,7 +10,10 @@
 //!
 //! Every request of a shared session reads its record (one round trip, `GETEX`), so that a
 //! session ended or expired anywhere is refused everywhere. When the store cannot answer,
-//! the request is refused with 503; nothing is forwarded.
+//! the request is refused with 503; nothing is forwarded. At most once a minute (on a
+//! request), a sweep closes this replica's connections of sessions the store no longer has
+//! (ended on another replica, or expired), so a client that moved on leaves no upstream
+//! child behind for longer than its session's TTL.
 
 use super::routes::is_response;
 use super::runtime::ServerRt;
@@ -20,6 +23,7 @@ use crate::relay::Caller;
 use axum::http::StatusCode;
 use axum::response::Response;
 use portcullis_mcp::{codes, error_line, Message};
+use portcullis_policy::sync::LockExt;
 use portcullis_store::{SessionStore, SharedSession};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +35,12 @@ pub(super) struct Shared {
     /// Resumptions on this replica, one at a time (two requests of one session arriving
     /// together must not open two upstream sessions).
     resuming: tokio::sync::Mutex<()>,
+    /// When the last sweep started.
+    swept: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often a replica looks for connections of sessions that ended elsewhere.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl Shared {
     pub(super) fn new(store: Arc<dyn SessionStore>, ttl: Duration) -> Shared {
@@ -39,6 +48,42 @@ impl Shared {
             store,
             ttl,
             resuming: tokio::sync::Mutex::new(()),
+            swept: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+}
+
+/// Closes this replica's connections of shared sessions the store no longer has; runs on its
+/// own task, at most once per [`SWEEP_EVERY`].
+fn sweep(gw: &Arc<Gateway>, sh: &Shared) {
+    {
+        let mut last = sh.swept.lock_or_recover();
+        if last.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *last = std::time::Instant::now();
+    }
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let Some(sh) = gw.shared.get() else { return };
+        let ids = gw.rt.shared_ids();
+        let Ok(live) = sh.store.live(&ids) else {
+            return;
+        };
+        for (id, live) in ids.iter().zip(live) {
+            if !live {
+                close_here(&gw, id);
+            }
+        }
+    });
+}
+
+/// Forgets session `id` on this replica and closes its upstream connection.
+fn close_here(gw: &Gateway, id: &str) {
+    if let Some(s) = gw.rt.end(id) {
+        if s.bridged.is_none() {
+            let conn = s.conn.clone();
+            tokio::spawn(async move { conn.link.shutdown(Duration::from_secs(2)).await });
         }
     }
 }
@@ -52,7 +97,7 @@ pub(super) fn counter_key() -> String {
 /// another replica and resumed here; `None` when no replica knows it (or it belongs to
 /// another server or caller): the caller answers 404.
 pub(super) async fn find(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     srv: &Arc<ServerRt>,
     caller: &Caller,
     id: &str,
@@ -68,15 +113,12 @@ pub(super) async fn find(
             return Ok(local.filter(|s| owned(s)));
         }
     }
+    sweep(gw, sh);
     let record = sh.store.touch(id, sh.ttl).map_err(|e| unavailable(&e))?;
     let Some(record) = record else {
         // Ended or expired elsewhere: this replica lets its connection go too.
-        if let Some(s) = local {
-            gw.rt.end(id);
-            if s.bridged.is_none() {
-                let conn = s.conn.clone();
-                tokio::spawn(async move { conn.link.shutdown(Duration::from_secs(2)).await });
-            }
+        if local.is_some() {
+            close_here(gw, id);
         }
         return Ok(None);
     };

@@ -6,7 +6,8 @@ use crate::sessions::{SessionStore, SharedSession};
 use std::time::Duration;
 
 /// Sessions in a shared Redis: one string per session, `SET … PX` when opened, `GETEX … PX`
-/// (read and refresh in one round trip) on every use, `DEL` when ended.
+/// (read and refresh in one round trip) on every use, `DEL` when ended; `EXISTS` (one
+/// pipeline) for a replica's sweep of the connections it holds.
 #[derive(Debug)]
 pub struct RedisSessions {
     redis: Redis,
@@ -55,5 +56,18 @@ impl SessionStore for RedisSessions {
     fn end(&self, id: &str) -> Result<(), String> {
         self.redis
             .run(|c| ::redis::cmd("DEL").arg(self.key(id)).query::<()>(c))
+    }
+
+    fn live(&self, ids: &[String]) -> Result<Vec<bool>, String> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.redis.run(|c| {
+            let mut p = ::redis::pipe();
+            for id in ids {
+                p.cmd("EXISTS").arg(self.key(id));
+            }
+            p.query(c)
+        })
     }
 }
