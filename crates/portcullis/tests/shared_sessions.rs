@@ -277,3 +277,101 @@ fn a_session_opened_on_one_replica_continues_on_another() {
         "each replica its own upstream session: {upstream_sessions:?}"
     );
 }
+
+/// `portcullis_sessions_open{server="rec",kind="handshake"}` on the replica at `port` (0 when
+/// absent).
+fn open_sessions(port: u16) -> f64 {
+    let auth = format!("Bearer {ADMIN}");
+    let r = http_request(
+        port,
+        "GET",
+        "/metrics",
+        &[("Authorization", auth.as_str())],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"portcullis_sessions_open{server="rec",kind="handshake"} "#)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+const ADMIN: &str = "pca-admin-token-0123456789";
+
+/// A replica that resumed a session lets its upstream connection go once the session ended
+/// on another replica, even if the client never comes back to it (the sweep), and so for a
+/// session that expired unused.
+#[test]
+fn a_replica_closes_its_connections_of_sessions_that_ended_elsewhere() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_TEST_OPS", OPS),
+        ("PORTCULLIS_TEST_OTHER", OTHER),
+        ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
+    ];
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\nsession_ttl = \"1s\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"p.json\"\n\
+         auth = \"token\"\ntokens = [{{ label = \"ops\", token = \"${{PORTCULLIS_TEST_OPS}}\" }}]\n",
+        fixture_server()
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let replicas: Vec<Served> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let dir = scratch(&format!("session-sweep-{n}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+    let (a, b) = (replicas[0].port, replicas[1].port);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+
+    // Ended on A after B resumed it.
+    let sid = initialize(a, "rec", OPS);
+    assert_eq!(post(b, "rec", OPS, Some(&sid), list).status, 200);
+    assert_eq!(open_sessions(b), 1.0);
+    let auth = format!("Bearer {OPS}");
+    let r = http_request(
+        a,
+        "DELETE",
+        "/mcp/rec",
+        &[("Authorization", auth.as_str()), ("Mcp-Session-Id", &sid)],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(open_sessions(a), 0.0);
+
+    // Expired: opened on A, used on B, then left alone for longer than its TTL.
+    let idle = initialize(a, "rec", OPS);
+    assert_eq!(post(b, "rec", OPS, Some(&idle), list).status, 200);
+    // (The ended one may already be gone: that request may have swept.)
+    assert!(open_sessions(b) >= 1.0);
+    std::thread::sleep(Duration::from_millis(1_300));
+
+    // Any session request on B (here, of an unknown session) lets B sweep: both go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = post(b, "rec", OPS, Some(&"0".repeat(32)), list);
+        assert_eq!(r.status, 404, "{}", r.body);
+        if open_sessions(b) == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B kept its connections");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        post(a, "rec", OPS, Some(&idle), list).status,
+        404,
+        "expired"
+    );
+}

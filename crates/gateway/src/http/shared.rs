@@ -10,8 +10,8 @@
 //!
 //! Every request of a shared session reads its record (one round trip, `GETEX`), so that a
 //! session ended or expired anywhere is refused everywhere. When the store cannot answer,
-//! the request is refused with 503; nothing is forwarded. At most once a minute (on a
-//! request), a sweep closes this replica's connections of sessions the store no longer has
+//! the request is refused with 503; nothing is forwarded. At most once a minute (or once
+//! per TTL, if shorter; on a request), a sweep closes this replica's connections of sessions the store no longer has
 //! (ended on another replica, or expired), so a client that moved on leaves no upstream
 //! child behind for longer than its session's TTL.
 
@@ -54,11 +54,11 @@ impl Shared {
 }
 
 /// Closes this replica's connections of shared sessions the store no longer has; runs on its
-/// own task, at most once per [`SWEEP_EVERY`].
+/// own task, at most once per [`SWEEP_EVERY`] (or per TTL, when that is shorter).
 fn sweep(gw: &Arc<Gateway>, sh: &Shared) {
     {
         let mut last = sh.swept.lock_or_recover();
-        if last.elapsed() < SWEEP_EVERY {
+        if last.elapsed() < SWEEP_EVERY.min(sh.ttl) {
             return;
         }
         *last = std::time::Instant::now();
