@@ -566,6 +566,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         grants,
         approvals,
         pins,
+        sessions,
     } = store_cfg.open(&dir)?;
     let audit = match cfg.gateway.audit.as_str() {
         "off" => None,
@@ -598,6 +599,9 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             tracer: gw_tracer,
         },
     )?;
+    if let Some(sessions) = sessions {
+        gw.share_sessions(sessions, store_cfg.session_ttl()?);
+    }
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.gateway.workers > 0 {

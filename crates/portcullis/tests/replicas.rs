@@ -210,7 +210,8 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
 }
 
 /// Top-level commands Redis received while `f` ran, as `MONITOR` shows them (a script's own
-/// commands, marked `lua`, are not round trips and are left out).
+/// commands, marked `lua`, are not round trips and are left out; nor is `PING`, the grant
+/// cache watcher's heartbeat on its subscription, sent once a second whatever the traffic).
 fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::{Arc, Mutex};
@@ -252,6 +253,7 @@ fn commands_during(redis: &RedisServer, f: impl FnOnce()) -> Vec<String> {
             // `<time> [<db> <client>] "COMMAND" "arg" …` → COMMAND
             l.split('"').nth(1).unwrap_or_default().to_ascii_uppercase()
         })
+        .filter(|c| c != "PING")
         .collect()
 }
 
@@ -321,7 +323,311 @@ fn one_round_trip_per_allowed_call_for_the_counters() {
             passes("rec", &token, 20 + i);
         }
     });
-    // A grant's call: the grant lookup (one script) and the reservation (one script). Grants
-    // are not cached, so a revocation holds from the next request on.
-    assert_eq!(granted, vec!["EVALSHA"; 2 * N], "{granted:?}");
+    // A grant's call, its grant cached since the warm-up: the reservation only. The cache is
+    // emptied by a published change, never by a timer, so nothing is re-read per call.
+    assert_eq!(
+        granted,
+        vec!["EVALSHA"; N],
+        "one script per allowed call: {granted:?}"
+    );
+
+    // A handshake-era session (shared on Redis): each request also reads and refreshes the
+    // session's record, so that a session ended on any replica is refused on every other.
+    let post = |sid: Option<&str>, body: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let mut h = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", auth.as_str()),
+        ];
+        if let Some(s) = sid {
+            h.push(("Mcp-Session-Id", s));
+        }
+        http_request(
+            gw.port,
+            "POST",
+            "/mcp/tok",
+            &h,
+            body.as_bytes(),
+            Duration::from_secs(30),
+        )
+    };
+    let init = post(
+        None,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rt","version":"1"}}}"#,
+    );
+    let sid = init.session_id();
+    post(
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    let session_call = |i: usize| {
+        let r = post(
+            Some(&sid),
+            &format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
+            ),
+        );
+        assert!(r.body.contains("called read_invoice"), "{}", r.body);
+    };
+    session_call(30);
+    let in_session = commands_during(&redis, || {
+        for i in 0..N {
+            session_call(40 + i);
+        }
+    });
+    assert_eq!(
+        in_session,
+        ["GETEX", "EVALSHA"].repeat(N),
+        "the session's record, then the reservation: {in_session:?}"
+    );
+    eprintln!(
+        "round trips per allowed call: {} (static token), {} (grant), {} (handshake-era session)",
+        static_token.len() / N,
+        granted.len() / N,
+        in_session.len() / N
+    );
+}
+
+/// `method path` on the admin API of the replica at `port`.
+fn admin(port: u16, method: &str, path: &str) -> Reply {
+    let auth = format!("Bearer {ADMIN}");
+    http_request(
+        port,
+        method,
+        &format!("/admin/api{path}"),
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        b"",
+        Duration::from_secs(10),
+    )
+}
+
+const ADMIN: &str = "pca-admin-token-0123456789";
+
+/// Each replica caches the grants it has seen; a rotation or revocation made on one replica
+/// (its admin API) empties every cache, so the others refuse the old token on their very next
+/// request, and a Redis that goes away makes them read through (503), never trust the cache.
+#[test]
+fn a_grant_changed_on_one_replica_is_refused_by_the_others_on_the_next_request() {
+    let Some(mut redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("PORTCULLIS_TEST_REDIS", url.as_str()),
+        ("PORTCULLIS_ADMIN_TOKEN", ADMIN),
+    ];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{}}});
+    let replicas: Vec<Served> = (0..3)
+        .map(|i| {
+            let dir = scratch(&format!("cache-{i}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+    let out = cli(
+        &replicas[0].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = grant["grant"]["id"]
+        .as_str()
+        .or(grant["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let passes = |i: usize, bearer: &str, n: usize| {
+        let a = call(replicas[i].port, "rec", bearer, n);
+        assert!(
+            a.status == 200 && a.body.contains("called read_invoice"),
+            "replica {i}: {} {}",
+            a.status,
+            a.body
+        );
+    };
+    // Every replica has the grant cached.
+    for n in 0..6 {
+        passes(n % 3, &token, n);
+    }
+
+    // Rotated on replica 0: the old token is refused by 1 and 2 at once, the new one passes.
+    let r = admin(replicas[0].port, "POST", &format!("/grants/{id}/rotate"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new = r.json()["token"].as_str().unwrap().to_owned();
+    for i in [1, 2] {
+        let a = call(replicas[i].port, "rec", &token, 100 + i);
+        assert_eq!(a.status, 401, "replica {i}: {}", a.body);
+        assert!(a.body.contains("unknown"), "replica {i}: {}", a.body);
+    }
+    for n in 0..6 {
+        passes(n % 3, &new, 200 + n);
+    }
+
+    // Revoked on replica 1: 0 and 2 answer 401 on their very next request.
+    let r = admin(replicas[1].port, "DELETE", &format!("/grants/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for i in [0, 2] {
+        let a = call(replicas[i].port, "rec", &new, 300 + i);
+        assert_eq!(a.status, 401, "replica {i}: {}", a.body);
+        assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
+    }
+
+    // A fresh grant, cached everywhere; then Redis goes away: no replica answers from its
+    // cache (the subscription is lost, lookups read through and fail: 503).
+    let out = cli(
+        &replicas[2].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "other", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let other: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let other = other["token"].as_str().unwrap().to_owned();
+    for n in 0..6 {
+        passes(n % 3, &other, 400 + n);
+    }
+    redis.kill();
+    for (i, r) in replicas.iter().enumerate() {
+        let a = call(r.port, "rec", &other, 500 + i);
+        assert_eq!(a.status, 503, "replica {i}: {}", a.body);
+    }
+    assert_eq!(forwarded(&replicas), 18, "nothing forwarded without Redis");
+}
+
+/// A stateless `tools/call` of `tool` with `args` on server `rec` of the replica at `port`.
+fn call_tool(port: u16, bearer: &str, id: &str, tool: &str, args: &Value) -> Reply {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let auth = format!("Bearer {bearer}");
+    http_request(
+        port,
+        "POST",
+        "/mcp/rec",
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", auth.as_str()),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ],
+        body.to_string().as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+/// The text of a `tools/call` answer.
+fn answer_text(r: &Reply) -> String {
+    r.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A call held for approval on replica A, approved with the CLI, then retried identically on
+/// B and C at the same instant: exactly one retry is forwarded (counted at the upstreams),
+/// the other is held again (the approval was consumed). Several rounds, so that the race is
+/// run more than once.
+#[test]
+fn an_approved_call_retried_on_two_replicas_at_once_passes_exactly_once() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    let env = [("PORTCULLIS_TEST_REDIS", url.as_str())];
+    let fixture = fixture_server();
+    let servers = format!(
+        "[store]\nurl = \"${{PORTCULLIS_TEST_REDIS}}\"\n\n\
+         [[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{fixture}\"]\npolicy = \"p.json\"\n"
+    );
+    let policy = json!({"version":"1","default":"deny","tools":{"pay_invoice":{
+        "approve_if":[{"conditions":[],"reason":"Money moves."}]}}});
+    let replicas: Vec<Served> = (0..3)
+        .map(|i| {
+            let dir = scratch(&format!("approval-race-{i}"));
+            serve_in(&dir, &servers, &[("p.json", policy.to_string())], &env, &[])
+        })
+        .collect();
+    let out = cli(
+        &replicas[0].dir,
+        &env,
+        &[
+            "grant", "create", "--server", "rec", "--label", "agent", "--policy", "rec", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grant: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = grant["token"].as_str().unwrap().to_owned();
+    let (a, b, c) = (replicas[0].port, replicas[1].port, replicas[2].port);
+
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        let args = json!({"id": round, "amount": 250});
+        // Held on A: not forwarded, an approval id in the answer.
+        let held = call_tool(a, &token, &format!("a{round}"), "pay_invoice", &args);
+        assert_eq!(held.status, 200, "{}", held.body);
+        assert!(
+            answer_text(&held).starts_with("[APPROVAL REQUIRED]"),
+            "{}",
+            held.body
+        );
+        let id = held.json()["result"]["_meta"]["portcullis/approval"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(forwarded(&replicas), round, "nothing forwarded while held");
+
+        // Approved by an operator with the CLI (another process, the same Redis).
+        let out = cli(
+            &replicas[0].dir,
+            &env,
+            &["approvals", "approve", &id, "--by", "dave"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        // The identical call, raced on B and C.
+        let gate = std::sync::Barrier::new(2);
+        let (rb, rc) = std::thread::scope(|s| {
+            let go = |port: u16, name: &'static str| {
+                let (gate, token, args) = (&gate, &token, &args);
+                s.spawn(move || {
+                    gate.wait();
+                    call_tool(port, token, &format!("{name}{round}"), "pay_invoice", args)
+                })
+            };
+            let (hb, hc) = (go(b, "b"), go(c, "c"));
+            (hb.join().unwrap(), hc.join().unwrap())
+        });
+        let texts = [answer_text(&rb), answer_text(&rc)];
+        let passed = texts
+            .iter()
+            .filter(|t| t.starts_with("called pay_invoice"))
+            .count();
+        let held_again = texts
+            .iter()
+            .filter(|t| t.starts_with("[APPROVAL REQUIRED]"))
+            .count();
+        assert_eq!(
+            (passed, held_again),
+            (1, 1),
+            "round {round}: one retry passes, the other is held: {texts:?}"
+        );
+        assert_eq!(
+            forwarded(&replicas),
+            round + 1,
+            "round {round}: exactly one forwarded, counted at the upstreams"
+        );
+    }
 }

@@ -3,9 +3,9 @@
 //! their traits. `serve`, `stdio`, the CLI and the admin API all open their state here.
 
 use crate::{
-    ApprovalStore, AuditLog, AuditMode, GrantStore, MemoryCounters, PinStore, Redis,
-    RedisApprovals, RedisCounters, RedisGrants, RedisPins, SqliteApprovals, SqliteCounters,
-    SqliteGrants, SqlitePins, APPROVALS_FILE, PINS_FILE,
+    ApprovalStore, AuditLog, AuditMode, CachedGrants, GrantStore, MemoryCounters, PinStore, Redis,
+    RedisApprovals, RedisCounters, RedisGrants, RedisPins, RedisSessions, SessionStore,
+    SqliteApprovals, SqliteCounters, SqliteGrants, SqlitePins, APPROVALS_FILE, PINS_FILE,
 };
 use portcullis_policy::CounterStore;
 use serde::Deserialize;
@@ -39,6 +39,10 @@ pub struct StoreConfig {
     /// gateways can share one Redis.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// How long a shared handshake-era session lives unused (`"1h"` by default); only with
+    /// `url`.
+    #[serde(default)]
+    pub session_ttl: Option<String>,
 }
 
 /// The stores of a running gateway, each behind its trait.
@@ -52,12 +56,23 @@ pub struct Stores {
     pub approvals: Arc<dyn ApprovalStore>,
     /// Tool pins (definitions as approved; quarantined changes).
     pub pins: Arc<dyn PinStore>,
+    /// Handshake-era sessions shared by the replicas (with `url` only; without it, each
+    /// gateway keeps its sessions in memory).
+    pub sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl StoreConfig {
     /// Refuses what cannot work: a URL that is not `redis://` or `rediss://`, a prefix
     /// without a URL.
     pub fn check(&self) -> Result<(), String> {
+        self.session_ttl()?;
+        if self.session_ttl.is_some() && self.url.is_none() {
+            return Err(
+                "store.session_ttl is set without store.url: sessions are shared only \
+                        through a Redis; set store.url or remove store.session_ttl"
+                    .into(),
+            );
+        }
         match (&self.url, &self.prefix) {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(
@@ -76,6 +91,19 @@ impl StoreConfig {
                     ))
                 }
             }
+        }
+    }
+
+    /// `session_ttl` as a duration (the default when unset).
+    pub fn session_ttl(&self) -> Result<std::time::Duration, String> {
+        match self.session_ttl.as_deref() {
+            None => Ok(crate::DEFAULT_SESSION_TTL),
+            Some(t) => portcullis_policy::window::parse_duration(t)
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    format!("store.session_ttl {t:?} is not a duration such as \"30m\" or \"1h\"")
+                }),
         }
     }
 
@@ -100,11 +128,20 @@ impl StoreConfig {
         self.check()?;
         create_data_dir(data_dir)?;
         let absent = || format!("no store in {}", data_dir.display());
+        // A serving gateway caches grants (emptied on every change, see `CachedGrants`); the
+        // CLI's short-lived commands read through.
+        let redis = self.connected()?;
+        let grants: Arc<dyn GrantStore> = match &redis {
+            Some(redis) => Arc::new(CachedGrants::new(redis.clone())),
+            None => self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+        };
+        let sessions = redis.map(|r| Arc::new(RedisSessions::new(r)) as Arc<dyn SessionStore>);
         Ok(Stores {
             counters: self.open_counters(Some(data_dir))?,
-            grants: self.open_grants(data_dir, true)?.ok_or_else(absent)?,
+            grants,
             approvals: self.open_approvals(data_dir, true)?.ok_or_else(absent)?,
             pins: self.open_pins(data_dir, true)?.ok_or_else(absent)?,
+            sessions,
         })
     }
 
@@ -269,6 +306,18 @@ mod tests {
             panic!("opened a Redis nobody runs")
         };
         assert!(e.contains("127.0.0.1:1"), "{e}");
+        let ttl: StoreConfig =
+            serde_json::from_str(r#"{"url":"redis://127.0.0.1/0","session_ttl":"30m"}"#).unwrap();
+        assert_eq!(
+            ttl.session_ttl().unwrap(),
+            std::time::Duration::from_secs(1800)
+        );
+        assert_eq!(cfg.session_ttl().unwrap(), crate::DEFAULT_SESSION_TTL);
+        let no_url: StoreConfig = serde_json::from_str(r#"{"session_ttl":"30m"}"#).unwrap();
+        assert!(no_url.check().unwrap_err().contains("store.url"));
+        let bad_ttl: StoreConfig =
+            serde_json::from_str(r#"{"url":"redis://127.0.0.1/0","session_ttl":"soon"}"#).unwrap();
+        assert!(bad_ttl.check().unwrap_err().contains("session_ttl"));
         let bad = serde_json::from_str::<StoreConfig>(r#"{"counters":"disk"}"#).unwrap_err();
         assert!(bad.to_string().contains("unknown variant"), "{bad}");
     }

@@ -34,7 +34,9 @@ pub mod redis;
 mod sqlite;
 
 pub use memory::MemoryCounters;
-pub use redis::{Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins};
+pub use redis::{
+    CachedGrants, Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins, RedisSessions,
+};
 pub use sqlite::{OpenError, SqliteCounters};
 
 pub mod approvals;
@@ -44,6 +46,7 @@ pub mod factory;
 pub mod grants;
 pub mod pins;
 mod secret;
+pub mod sessions;
 
 pub use approvals::{
     Approval, ApprovalCheck, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore,
@@ -58,3 +61,4 @@ pub use grants::{
     SqliteGrants, Token,
 };
 pub use pins::{Pin, PinError, PinState, PinStore, SqlitePins, PINS_FILE};
+pub use sessions::{SessionStore, SharedSession, DEFAULT_SESSION_TTL};

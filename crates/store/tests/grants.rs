@@ -1,11 +1,14 @@
 //! The grant store: tokens, hashing, rotation, revocation, expiry, server binding.
 
 use portcullis_store::grants::{GRANT_ID_PREFIX, TOKEN_PREFIX, TOKEN_RANDOM_BYTES};
+use portcullis_store::CachedGrants;
 use portcullis_store::{
     bearer_token, AuthError, GrantError, GrantStatus, GrantStore, SqliteGrants,
 };
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// 2026-11-22T12:00:00Z.
 const NOW: u64 = 1_795_348_800_000;
@@ -345,6 +348,17 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod cached {
+            $(
+                #[test]
+                fn $test() {
+                    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+                        return;
+                    };
+                    super::$test(super::cached(&server));
+                }
+            )*
+        }
     };
 }
 
@@ -414,4 +428,134 @@ fn redis_down_fails_closed() {
         s.authenticate(token.secret(), "odoo", NOW),
         Err(AuthError::Unknown)
     );
+}
+
+/// A cached store on `server` (a replica as `serve` opens it), its subscription confirmed.
+fn cached(server: &portcullis_bench::redis_server::RedisServer) -> Arc<CachedGrants> {
+    let c = CachedGrants::new(portcullis_store::Redis::new(&server.url(), "test:").unwrap());
+    assert!(
+        c.wait_trusted(Duration::from_secs(5)),
+        "the watcher subscribes"
+    );
+    Arc::new(c)
+}
+
+/// Waits (a bounded while) until `c` has seen more than `before` invalidations: a published
+/// change reaches the watcher thread, not a timer.
+fn seen(c: &CachedGrants, before: u64) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while c.invalidations() <= before {
+        assert!(Instant::now() < deadline, "no invalidation arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Two cached replicas and the CLI (no cache) on one Redis: a cached grant costs no lookup,
+/// and a change by anyone empties every cache as soon as its message arrives.
+#[test]
+fn cached_grants_spare_lookups_and_empty_on_any_change() {
+    let Some(server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    let (a, b, cli) = (cached(&server), cached(&server), on_redis(&server));
+    let (ia, ib) = (a.invalidations(), b.invalidations());
+    let (g, token) = cli.create("odoo", "alice", Some("p"), None, NOW).unwrap();
+    // The creation's own message, once it has arrived, does not empty the cache again.
+    seen(&a, ia);
+    seen(&b, ib);
+    for _ in 0..5 {
+        assert_eq!(a.authenticate(token.secret(), "odoo", NOW).unwrap(), g);
+        assert_eq!(b.authenticate(token.secret(), "odoo", NOW).unwrap(), g);
+    }
+    assert_eq!(
+        (a.reads(), b.reads()),
+        (1, 1),
+        "one lookup each, then the cache"
+    );
+    // Still checked per request from the cached copy: server binding and expiry.
+    assert!(matches!(
+        a.authenticate(token.secret(), "other", NOW),
+        Err(AuthError::WrongServer { .. })
+    ));
+
+    // Rotated by the CLI: the old token dies on both replicas.
+    let (ia, ib) = (a.invalidations(), b.invalidations());
+    let (_, new) = cli.rotate(&g.id, NOW + 1).unwrap();
+    seen(&a, ia);
+    seen(&b, ib);
+    assert_eq!(
+        a.authenticate(token.secret(), "odoo", NOW + 2),
+        Err(AuthError::Unknown)
+    );
+    assert_eq!(
+        b.authenticate(token.secret(), "odoo", NOW + 2),
+        Err(AuthError::Unknown)
+    );
+    a.authenticate(new.secret(), "odoo", NOW + 2).unwrap();
+    b.authenticate(new.secret(), "odoo", NOW + 2).unwrap();
+
+    // Revoked on replica a: b refuses it too.
+    let ib = b.invalidations();
+    a.revoke(&g.id, NOW + 3).unwrap();
+    assert!(matches!(
+        a.authenticate(new.secret(), "odoo", NOW + 4),
+        Err(AuthError::Revoked(_))
+    ));
+    seen(&b, ib);
+    assert!(matches!(
+        b.authenticate(new.secret(), "odoo", NOW + 4),
+        Err(AuthError::Revoked(_))
+    ));
+}
+
+/// A lost subscription makes the cache untrusted at once: lookups read through (so a Redis
+/// that is down is a 503, never a cached pass), and caching resumes once subscribed again.
+#[test]
+fn a_lost_subscription_reads_through() {
+    let Some(mut server) = portcullis_bench::redis_server::RedisServer::start(&[]) else {
+        return;
+    };
+    let a = cached(&server);
+    let ia = a.invalidations();
+    let (_, token) = a.create("odoo", "alice", None, None, NOW).unwrap();
+    // Emptied at once by the creation, then again when its own message arrives.
+    seen(&a, ia + 1);
+    a.authenticate(token.secret(), "odoo", NOW).unwrap();
+    a.authenticate(token.secret(), "odoo", NOW).unwrap();
+    assert_eq!(a.reads(), 1);
+
+    // The subscription is cut (Redis stays up): the next lookups read through until the
+    // watcher has subscribed again, which empties the cache.
+    let mut admin = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    admin.write_all(b"CLIENT KILL TYPE pubsub\r\n").unwrap();
+    let mut answer = [0u8; 64];
+    let _ = admin.read(&mut answer).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reads = a.reads();
+    loop {
+        a.authenticate(token.secret(), "odoo", NOW).unwrap();
+        if a.reads() > reads {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never read through after the cut"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(a.wait_trusted(Duration::from_secs(5)), "subscribed again");
+    a.authenticate(token.secret(), "odoo", NOW).unwrap();
+    let reads = a.reads();
+    a.authenticate(token.secret(), "odoo", NOW).unwrap();
+    assert_eq!(a.reads(), reads, "cached again");
+
+    // Redis gone: the watcher loses its connection, and the grant is a store error.
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.trusted() {
+        assert!(Instant::now() < deadline, "the loss went unnoticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let e = a.authenticate(token.secret(), "odoo", NOW).unwrap_err();
+    assert_eq!(e.status(), 503, "{e}");
 }

@@ -269,7 +269,13 @@ impl Gateway {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Caller, Box<Response>> {
-        let session_id = format!("http-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        // Unique across the replicas sharing a counter store (a `scope = "session"` counter of
+        // one request must not meet another replica's request of the same number).
+        let session_id = format!(
+            "http-{}-{}",
+            self.replica,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
         let policies = self.policies.now();
         let outcome = if server.auth.oauth() {
             self.auth

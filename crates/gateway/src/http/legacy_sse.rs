@@ -77,6 +77,7 @@ pub(super) async fn sse_open(
             caller,
             conn,
             bridged: None,
+            shared: false,
         }),
     );
     let guard = Arc::new(SseSessionGuard {

@@ -30,6 +30,7 @@
 //! | `runtime.rs` | configured servers, open sessions, upstream connections |
 //! | `stateless.rs` | 2026-07-28 requests: header checks, shared connection, cancellation |
 //! | `session.rs` | handshake-era sessions: `initialize`, session POSTs, bridged sessions |
+//! | `shared.rs` | sessions shared by replicas (`[store] url`): recorded, looked up, resumed by replaying `initialize` |
 //! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
 //! | `legacy_sse.rs` | the legacy HTTP+SSE face |
 //! | `listener.rs` | the accept loop: connection caps, head/body/idle timeouts, hyper per connection |
@@ -49,6 +50,7 @@ mod policies;
 mod routes;
 mod runtime;
 mod session;
+mod shared;
 mod stateless;
 mod streams;
 
@@ -71,11 +73,13 @@ use legacy_sse::{sse_message, sse_open};
 use policies::PolicyTable;
 use portcullis_mcp::{codes, error_line, Kind, Message, ParseError, META_PROTOCOL_VERSION};
 use portcullis_policy::CounterStore;
-use portcullis_store::{ApprovalStore, AuditDecision, AuditLog, AuditRecord, GrantStore};
+use portcullis_store::{
+    ApprovalStore, AuditDecision, AuditLog, AuditRecord, GrantStore, SessionStore,
+};
 use routes::get_stream;
 use runtime::Runtime;
 use serde_json::{json, Value};
-use session::{bridged_legacy_post, legacy_post, open_session, Session};
+use session::{bridged_legacy_post, legacy_post, open_session};
 use stateless::modern_post;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
@@ -105,6 +109,10 @@ pub struct Gateway {
     /// Open SSE streams per client address.
     streams: Arc<streams::StreamCaps>,
     next: AtomicU64,
+    /// A random tag of this process, in the ids it makes.
+    replica: String,
+    /// Handshake-era sessions shared with other replicas (`[store] url`), and their TTL.
+    shared: std::sync::OnceLock<shared::Shared>,
 }
 
 /// What a [`Gateway`] is built from besides its config: the stores, and the event sinks.
@@ -193,7 +201,16 @@ impl Gateway {
             timeout: Duration::from_secs(cfg.gateway.request_timeout_secs),
             streams: streams::StreamCaps::new(cfg.gateway.max_streams_per_client),
             next: AtomicU64::new(1),
+            replica: random_hex(4),
+            shared: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Shares handshake-era sessions through `store` (the replicas' Redis): a session opened
+    /// here continues on any replica, each unused session expiring after `ttl`. Set once,
+    /// before serving.
+    pub fn share_sessions(&self, store: Arc<dyn SessionStore>, ttl: Duration) {
+        let _ = self.shared.set(shared::Shared::new(store, ttl));
     }
 
     /// The axum router.
@@ -351,15 +368,19 @@ async fn mcp(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let session = |id: &str| -> Option<Arc<Session>> {
-        let s = gw.rt.session(id)?;
-        // A session answers only its own server and grant.
-        (s.server.name == srv.name && s.caller.grant_id == caller.grant_id).then_some(s)
+    // The session named by the header (this replica's, or, with shared sessions, resumed
+    // from the store); `Err` when the store cannot say.
+    let session = match &session_id {
+        Some(id) => match shared::find(&gw, &srv, &caller, id).await {
+            Ok(s) => s,
+            Err(r) => return *r,
+        },
+        None => None,
     };
     match method {
         Method::GET => match session_id {
             None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-            Some(id) => match session(&id) {
+            Some(_) => match session {
                 None => StatusCode::NOT_FOUND.into_response(),
                 // A bridged session rides the server's shared stateless connection: it has
                 // no stream of its own, and others' unsolicited messages must not reach it.
@@ -374,9 +395,12 @@ async fn mcp(
         },
         Method::DELETE => match session_id {
             None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
-            Some(id) => match session(&id) {
+            Some(id) => match session {
                 None => StatusCode::NOT_FOUND.into_response(),
                 Some(s) => {
+                    if let Err(r) = shared::end(&gw, &id) {
+                        return *r;
+                    }
                     gw.rt.end(&id);
                     // A bridged session rides the server's shared stateless connection.
                     if s.bridged.is_none() {
@@ -424,8 +448,8 @@ async fn mcp(
                 }
                 return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
             }
-            if let Some(id) = session_id {
-                return match session(&id) {
+            if session_id.is_some() {
+                return match session {
                     None => rpc_status(
                         StatusCode::NOT_FOUND,
                         error_line(

@@ -150,6 +150,16 @@ impl Runtime {
         self.sessions.lock_or_recover().insert(id, s);
     }
 
+    /// The ids of the open sessions that are recorded in the shared store.
+    pub(super) fn shared_ids(&self) -> Vec<String> {
+        self.sessions
+            .lock_or_recover()
+            .iter()
+            .filter(|(_, s)| s.shared)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub(super) fn end(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions.lock_or_recover().remove(id)
     }

@@ -23,6 +23,8 @@ pub(super) struct Session {
     /// A handshake-era session bridged to a 2026-07-28-only upstream: the `_meta` each request
     /// is sent with (protocol version, the client's capabilities and info from `initialize`).
     pub(super) bridged: Option<Value>,
+    /// Recorded in the shared session store (other replicas may continue it).
+    pub(super) shared: bool,
 }
 
 /// `initialize` without a session: a new handshake-era session with its own upstream
@@ -33,11 +35,15 @@ pub(super) struct Session {
 pub(super) async fn open_session(
     gw: &Arc<Gateway>,
     srv: Arc<ServerRt>,
-    caller: Caller,
+    mut caller: Caller,
     msg: Message,
     text: &str,
     headers: &HeaderMap,
 ) -> Response {
+    // The session's `scope = "session"` counters: one key for the session's life, on
+    // whichever replica its requests land.
+    caller.session_id = super::shared::counter_key();
+    let shared = gw.shared.get().is_some();
     let conn = match gw.connect(&srv).await {
         Ok(c) => c,
         Err(e) => return upstream_unavailable(&msg, &e),
@@ -50,8 +56,12 @@ pub(super) async fn open_session(
             caller,
             conn,
             bridged: None,
+            shared,
         });
         gw.rt.open(id.clone(), s.clone());
+        if let Err(r) = super::shared::record(gw, &id, &s, text).await {
+            return *r;
+        }
         return legacy_post(gw, &s, msg, text, headers, Some(id)).await;
     };
     // Try the handshake; keep the answer unless the server refuses it.
@@ -79,14 +89,18 @@ pub(super) async fn open_session(
                 caller,
                 conn,
                 bridged: None,
+                shared,
             });
-            gw.rt.open(id.clone(), s);
+            gw.rt.open(id.clone(), s.clone());
+            if let Err(r) = super::shared::record(gw, &id, &s, text).await {
+                return *r;
+            }
             with_session(rpc_status(StatusCode::OK, line))
         }
         Some(_) => {
             // Refused: bridge this session over the shared stateless connection.
             conn.link.shutdown(Duration::from_secs(2)).await;
-            let Ok(shared) = srv.modern.get_or_try_init(|| gw.connect(&srv)).await else {
+            let Ok(modern) = srv.modern.get_or_try_init(|| gw.connect(&srv)).await else {
                 return rpc_status(
                     StatusCode::BAD_GATEWAY,
                     error_line(
@@ -101,10 +115,14 @@ pub(super) async fn open_session(
             let s = Arc::new(Session {
                 server: srv.clone(),
                 caller,
-                conn: shared.clone(),
+                conn: modern.clone(),
                 bridged: Some(meta),
+                shared,
             });
-            gw.rt.open(id.clone(), s);
+            gw.rt.open(id.clone(), s.clone());
+            if let Err(r) = super::shared::record(gw, &id, &s, text).await {
+                return *r;
+            }
             tracing::info!(server = %srv.name, "handshake refused upstream: session bridged to 2026-07-28");
             with_session(rpc_status(
                 StatusCode::OK,

@@ -1,7 +1,8 @@
 //! [`RedisGrants`]: the grant store in Redis, so that a grant created, rotated or revoked on
 //! any replica (or by the CLI against the same Redis) holds on every replica from the next
-//! request on. Nothing is cached: each authentication is one round trip (a script that
-//! follows the token's digest to its grant).
+//! request on. Each lookup here is one round trip (a script that follows the token's digest
+//! to its grant); every change also publishes the grant's id on `P grants:changed` in the
+//! same transaction, which [`super::CachedGrants`] listens to.
 
 use super::Redis;
 use crate::grants::{admit, by_label, new_grant, token_digest};
@@ -56,6 +57,22 @@ impl RedisGrants {
         self.redis.key("grants")
     }
 
+    /// The channel every change of a grant is published on (its id as the message).
+    pub(crate) fn channel(&self) -> String {
+        changes_channel(&self.redis)
+    }
+
+    /// The grant behind a token digest and that grant's current digest, in one round trip.
+    pub(crate) fn lookup(&self, digest: &[u8; 32]) -> Result<Option<(Grant, Vec<u8>)>, String> {
+        let fields: HashMap<String, String> = self.redis.run(|c| {
+            AUTHENTICATE
+                .key(self.token_key(digest))
+                .arg(self.redis.key(""))
+                .invoke(c)
+        })?;
+        Ok(from_fields(&fields).and_then(|(g, d)| Some((g, unhex(&d)?))))
+    }
+
     /// Runs `f` in a transaction watching `keys`; `f` answers `None` when `EXEC` was aborted
     /// (someone else wrote first), and it runs again.
     fn write<T>(
@@ -96,6 +113,11 @@ impl RedisGrants {
             })
             .map_err(GrantError::Store)
     }
+}
+
+/// `P grants:changed`: where changes of grants are published.
+pub(crate) fn changes_channel(redis: &Redis) -> String {
+    redis.key("grants:changed")
 }
 
 /// A grant (and its token digest, hex) from its hash's fields.
@@ -185,6 +207,10 @@ impl GrantStore for RedisGrants {
                 .arg(self.all_key())
                 .arg(grant.created_at)
                 .arg(&grant.id)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(&grant.id)
                 .ignore();
             Ok(pipe.query::<Option<()>>(c)?.map(|()| false))
         })?;
@@ -249,6 +275,10 @@ impl GrantStore for RedisGrants {
                 .arg(hex(&digest))
                 .arg("rotated_at")
                 .arg(now)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(id)
                 .ignore();
             Ok(pipe.query::<Option<()>>(c)?.map(|()| Ok(g)))
         })??;
@@ -273,6 +303,10 @@ impl GrantStore for RedisGrants {
                 .ignore()
                 .cmd("DEL")
                 .arg(self.label_key(&g.server, &g.label))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(id)
                 .ignore();
             Ok(pipe.query::<Option<()>>(c)?.map(|()| Ok(g)))
         })?
@@ -283,16 +317,7 @@ impl GrantStore for RedisGrants {
             return Err(AuthError::Missing);
         }
         let digest = token_digest(token);
-        let fields: HashMap<String, String> = self
-            .redis
-            .run(|c| {
-                AUTHENTICATE
-                    .key(self.token_key(&digest))
-                    .arg(self.redis.key(""))
-                    .invoke(c)
-            })
-            .map_err(AuthError::Store)?;
-        let found = from_fields(&fields).and_then(|(g, d)| Some((g, unhex(&d)?)));
+        let found = self.lookup(&digest).map_err(AuthError::Store)?;
         admit(found, &digest, server, now)
     }
 }

@@ -18,21 +18,27 @@
 //! | `P gt:<digest hex>` | string | token digest → grant id |
 //! | `P gl:<server>:<label>` | string | the live grant labelled so on a server |
 //! | `P grants` | sorted set | every grant id, by creation time |
+//! | `P grants:changed` | channel | the id of every grant created, rotated or revoked (the grant caches empty themselves) |
 //! | `P a:<approval id>` | string | an approval request (JSON) |
 //! | `P af:<fingerprint>` | set | the approval ids of one fingerprint |
 //! | `P approvals` | sorted set | every approval id, by creation time |
 //! | `P ap:open` | set | the ids of pending and approved (not yet used) requests |
+//! | `P s:<session id>` | string | a handshake-era session (JSON); expires after `[store] session_ttl` unused |
 //! | `P pins` | hash | tool pins: field `["server","tool"]` (JSON), value the pin (JSON) |
 
 mod approvals;
 mod counters;
+mod grant_cache;
 mod grants;
 mod pins;
+mod sessions;
 
 pub use approvals::RedisApprovals;
 pub use counters::RedisCounters;
+pub use grant_cache::{CachedGrants, HEARTBEAT, TRUST_WINDOW};
 pub use grants::RedisGrants;
 pub use pins::RedisPins;
+pub use sessions::RedisSessions;
 
 use ::redis::{Client, Connection, RedisResult};
 use portcullis_policy::sync::LockExt;
