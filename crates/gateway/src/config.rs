@@ -113,7 +113,7 @@ pub struct ServerConfig {
     pub name: String,
     /// Command line of a stdio server.
     pub command: Option<Vec<String>>,
-    /// URL of an HTTP server (not yet supported by `serve`).
+    /// URL of an HTTP server: its Streamable HTTP endpoint (legacy HTTP+SSE when the path ends in `/sse`).
     pub url: Option<String>,
     /// Policy file (relative to the config file). Without one, every call is denied.
     pub policy: Option<PathBuf>,
