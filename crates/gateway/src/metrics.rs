@@ -283,14 +283,12 @@ impl MetricsSink {
             // Pin events of listings and operators' pin decisions are not requests.
             crate::pinned::PIN_METHOD => {}
             "(approval)" => {
-                let event = if rec
-                    .message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("expired"))
-                {
-                    "expired"
-                } else {
-                    OTHER
+                // The messages of `approvals_cli::decide` and of the relay's expiry.
+                let event = match rec.message.as_deref().and_then(|m| m.split(' ').next()) {
+                    Some("expired") => "expired",
+                    Some("approved") => "approved",
+                    Some("denied") => "denied",
+                    _ => OTHER,
                 };
                 self.approvals
                     .get_or_create(&ApprovalLabels {
@@ -618,6 +616,15 @@ mod tests {
         let mut expired = AuditRecord::new(1, "odoo", "(approval)", AuditDecision::Approval);
         expired.message = Some("expired apr_1".into());
         sink.observe(&expired);
+        for m in [
+            "approved apr_2 by alice",
+            "approved apr_3 by bob",
+            "denied apr_4 by alice: no",
+        ] {
+            let mut decided = expired.clone();
+            decided.message = Some(m.into());
+            sink.observe(&decided);
+        }
         let text = sink.render(&Snapshot {
             audit: Some(AuditStats {
                 committed: 7,
@@ -638,6 +645,14 @@ mod tests {
         assert_eq!(q(r#"portcullis_reloads_total{result="failed"}"#), Some(1.0));
         assert_eq!(
             q(r#"portcullis_approvals_total{server="odoo",event="expired"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_approvals_total{server="odoo",event="approved"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_approvals_total{server="odoo",event="denied"}"#),
             Some(1.0)
         );
         assert_eq!(q("portcullis_audit_committed_total"), Some(7.0));

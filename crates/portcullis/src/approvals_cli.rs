@@ -142,10 +142,11 @@ pub(crate) fn parse_valid_for(s: &str, field: &str) -> Result<Millis, String> {
 /// Records a decision on approval `id`: the store call, then its audit record (method
 /// `(approval)`, decision `approval`, the approval's rule, grant, tool and a message naming
 /// the decision and who made it). The one code path of the CLI and the admin API.
-/// `audit`: the log to write to (`None`: auditing is off). Blocking.
+/// `audit`: where the record goes (the audit log, or a gateway's event sink, which also feeds
+/// its metrics; `None`: auditing is off). Blocking.
 pub(crate) fn decide(
     store: &dyn ApprovalStore,
-    audit: Option<&AuditLog>,
+    audit: Option<&dyn Fn(AuditRecord) -> Result<(), String>>,
     id: &str,
     by: &str,
     decision: &Decision,
@@ -181,7 +182,7 @@ pub(crate) fn decide(
             (a, m)
         }
     };
-    if let Some(log) = audit {
+    if let Some(write) = audit {
         let mut rec = AuditRecord::new(
             now,
             approval.server.clone(),
@@ -194,10 +195,10 @@ pub(crate) fn decide(
         rec.rule = Some(approval.rule.clone());
         rec.message = Some(message);
         rec.arg_keys = arg_keys(&approval.args);
-        if let Err(e) = log.append_blocking(rec) {
+        if let Err(error) = write(rec) {
             return Err(DecideError::Audit {
                 approval: Box::new(approval),
-                error: e.to_string(),
+                error,
             });
         }
     }
@@ -393,7 +394,8 @@ fn decide_here(
     // Refuse an unknown id before the audit log is opened (or created).
     store.get(id).map_err(|e| store_error(e, place))?;
     let log = open_audit(&place.data_dir)?;
-    let out = decide(&*store, Some(&log), id, by, decision, now);
+    let write = |r: AuditRecord| log.append_blocking(r).map_err(|e| e.to_string());
+    let out = decide(&*store, Some(&write), id, by, decision, now);
     let closed = log.close().map_err(|e| e.to_string());
     let ap = out.map_err(|e| match e {
         DecideError::Store(e) => store_error(*e, place),

@@ -813,4 +813,13 @@ fn approvals_list_show_approve_deny_and_audit() {
     assert_eq!(rec["rule"], "/tools/refund/approve_if/0");
     assert_eq!(rec["grant_label"], "bob");
     assert_eq!(rec["server"], "rec");
+    // The decisions went through the gateway's event sink: its metrics counted them too.
+    let m = admin(&gw, "GET", "/metrics", None);
+    assert_eq!(m.status, 200, "{}", m.body);
+    for line in [
+        r#"portcullis_approvals_total{server="rec",event="approved"} 1"#,
+        r#"portcullis_approvals_total{server="rec",event="denied"} 1"#,
+    ] {
+        assert!(m.body.lines().any(|l| l == line), "{line} in {}", m.body);
+    }
 }

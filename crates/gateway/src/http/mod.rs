@@ -261,6 +261,12 @@ impl Gateway {
         self.audit.as_ref()
     }
 
+    /// Sends an operator's event (an approval decided, say) through the gateway's event sink:
+    /// the audit log and the metrics. An error means the audit log could not take it.
+    pub async fn emit(&self, record: AuditRecord) -> Result<(), String> {
+        self.events.emit(record, None).await
+    }
+
     /// The metrics as OpenMetrics text, with the audit writer's counters and the open
     /// sessions read now; `None` when the gateway was built without metrics.
     pub fn metrics_text(&self) -> Option<String> {

@@ -72,13 +72,16 @@ impl Ops {
         .await
     }
 
-    /// [`crate::approvals_cli::decide`] with the gateway's audit log, off the async threads.
+    /// [`crate::approvals_cli::decide`] with the gateway's event sink (the audit log and the
+    /// metrics), off the async threads.
     async fn decide(self: &Arc<Self>, id: &str, by: &str, d: Decision) -> OpResult<Approval> {
         let (ops, id, by) = (self.clone(), id.to_owned(), by.to_owned());
+        let rt = tokio::runtime::Handle::current();
         blocking(move || {
             let store = ops.approval_store()?;
-            let log = ops.gw.audit_log().cloned();
-            crate::approvals_cli::decide(&store, log.as_deref(), &id, &by, &d, system_clock())
+            let gw = ops.gw.clone();
+            let write = move |r| rt.block_on(gw.emit(r));
+            crate::approvals_cli::decide(&store, Some(&write), &id, &by, &d, system_clock())
                 .map_err(|e| match e {
                     DecideError::Store(e) => approval_error(*e),
                     e @ DecideError::Invalid(_) => {
