@@ -144,6 +144,9 @@ pub struct Snapshot {
     pub audit: Option<AuditStats>,
     /// Open sessions: (server, kind, count); kind is `handshake` or `bridged`.
     pub sessions: Vec<(String, &'static str, u64)>,
+    /// Approval requests waiting for a human, by server (`None`: no approval store, or it
+    /// could not be read).
+    pub pending_approvals: Option<Vec<(String, u64)>>,
 }
 
 /// The metrics sink: counters and histograms fed by events, encoded on scrape.
@@ -159,6 +162,7 @@ pub struct MetricsSink {
     reloads: Family<ResultLabels, Counter>,
     approvals: Family<ApprovalLabels, Counter>,
     upstream_events: Family<UpstreamLabels, Counter>,
+    upstream_up: Family<ServerLabels, Gauge>,
     audit_commit_seconds: Histogram,
 }
 
@@ -209,6 +213,18 @@ impl MetricsSink {
              restarted: the process came back and the session was replayed)",
             upstream_events.clone(),
         );
+        let upstream_up = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "portcullis_upstream_up",
+            "0 while a server's upstream is lost and has not come back, 1 otherwise",
+            upstream_up.clone(),
+        );
+        let servers: HashSet<String> = servers.into_iter().map(Into::into).collect();
+        for s in &servers {
+            upstream_up
+                .get_or_create(&ServerLabels { server: s.clone() })
+                .set(1);
+        }
         let audit_commit_seconds = seconds_histogram();
         registry.register(
             "portcullis_audit_commit_seconds",
@@ -217,7 +233,7 @@ impl MetricsSink {
         );
         MetricsSink {
             registry,
-            servers: servers.into_iter().map(Into::into).collect(),
+            servers,
             listed: Arc::new(ListedTools::default()),
             requests,
             upstream_seconds,
@@ -226,6 +242,7 @@ impl MetricsSink {
             reloads,
             approvals,
             upstream_events,
+            upstream_up,
             audit_commit_seconds,
         }
     }
@@ -273,6 +290,18 @@ impl MetricsSink {
                     Some(crate::relay::UPSTREAM_RESTARTED) => "restarted",
                     _ => OTHER,
                 };
+                let up = match event {
+                    "lost" => Some(0),
+                    "restarted" => Some(1),
+                    _ => None,
+                };
+                if let Some(up) = up {
+                    self.upstream_up
+                        .get_or_create(&ServerLabels {
+                            server: server.clone(),
+                        })
+                        .set(up);
+                }
                 self.upstream_events
                     .get_or_create(&UpstreamLabels {
                         server,
@@ -376,6 +405,26 @@ impl MetricsSink {
             "Open handshake-era sessions by server and kind (handshake, bridged)",
             sessions,
         );
+        if let Some(pending) = &now.pending_approvals {
+            let gauge = Family::<ServerLabels, Gauge>::default();
+            for s in &self.servers {
+                gauge
+                    .get_or_create(&ServerLabels { server: s.clone() })
+                    .set(0);
+            }
+            for (server, n) in pending {
+                gauge
+                    .get_or_create(&ServerLabels {
+                        server: self.server(server),
+                    })
+                    .inc_by(*n as i64);
+            }
+            scrape.register(
+                "portcullis_approvals_pending",
+                "Approval requests waiting for a human, by server (read at scrape time)",
+                gauge,
+            );
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry)
@@ -616,6 +665,24 @@ mod tests {
         let mut expired = AuditRecord::new(1, "odoo", "(approval)", AuditDecision::Approval);
         expired.message = Some("expired apr_1".into());
         sink.observe(&expired);
+        let upstream = |rule: &str| {
+            let mut r = AuditRecord::new(1, "odoo", crate::relay::UPSTREAM, AuditDecision::Error);
+            r.rule = Some(rule.into());
+            r
+        };
+        let up = |sink: &MetricsSink| {
+            let text = sink.render(&Snapshot {
+                audit: None,
+                sessions: vec![],
+                pending_approvals: None,
+            });
+            sample(&text, r#"portcullis_upstream_up{server="odoo"}"#)
+        };
+        assert_eq!(up(&sink), Some(1.0), "up until known lost");
+        sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
+        assert_eq!(up(&sink), Some(0.0));
+        sink.observe(&upstream(crate::relay::UPSTREAM_RESTARTED));
+        assert_eq!(up(&sink), Some(1.0));
         for m in [
             "approved apr_2 by alice",
             "approved apr_3 by bob",
@@ -635,6 +702,7 @@ mod tests {
                 ("odoo".into(), "handshake", 2),
                 ("odoo".into(), "bridged", 1),
             ],
+            pending_approvals: Some(vec![("odoo".into(), 3)]),
         });
         let q = |s: &str| sample(&text, s);
         assert_eq!(
@@ -650,6 +718,10 @@ mod tests {
         assert_eq!(
             q(r#"portcullis_approvals_total{server="odoo",event="approved"}"#),
             Some(2.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_approvals_pending{server="odoo"}"#),
+            Some(3.0)
         );
         assert_eq!(
             q(r#"portcullis_approvals_total{server="odoo",event="denied"}"#),
@@ -690,6 +762,7 @@ mod tests {
         let text = sink.render(&Snapshot {
             audit: Some(AuditStats::default()),
             sessions: vec![("odoo".into(), "handshake", 1)],
+            pending_approvals: Some(vec![("odoo".into(), 2)]),
         });
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -819,6 +819,8 @@ fn approvals_list_show_approve_deny_and_audit() {
     for line in [
         r#"portcullis_approvals_total{server="rec",event="approved"} 1"#,
         r#"portcullis_approvals_total{server="rec",event="denied"} 1"#,
+        // Both were decided: nothing waits.
+        r#"portcullis_approvals_pending{server="rec"} 0"#,
     ] {
         assert!(m.body.lines().any(|l| l == line), "{line} in {}", m.body);
     }

@@ -225,6 +225,11 @@ fn upstream_crashes_restarts_and_audit_commit_latency_are_measured() {
     };
     assert!(events("lost") >= 1.0, "{text}");
     assert!(events("restarted") >= 1.0, "{text}");
+    assert_eq!(
+        sample(&text, r#"portcullis_upstream_up{server="rec"}"#),
+        Some(1.0),
+        "back up after the restart: {text}"
+    );
     // Every request waited for its durable audit commit, and that wait is measured.
     let commits = sample(&text, "portcullis_audit_commit_seconds_count").unwrap();
     assert!(commits >= 3.0, "{text}");

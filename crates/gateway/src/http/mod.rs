@@ -271,9 +271,22 @@ impl Gateway {
     /// sessions read now; `None` when the gateway was built without metrics.
     pub fn metrics_text(&self) -> Option<String> {
         let m = self.metrics.as_ref()?;
+        let pending_approvals = self.approvals.as_ref().and_then(|store| {
+            let now = crate::relay::system_clock();
+            let list = store
+                .list(Some(portcullis_store::ApprovalStatus::Pending), now)
+                .map_err(|e| tracing::warn!("metrics: cannot read the pending approvals: {e}"))
+                .ok()?;
+            let mut by_server: std::collections::BTreeMap<String, u64> = Default::default();
+            for a in list {
+                *by_server.entry(a.server).or_default() += 1;
+            }
+            Some(by_server.into_iter().collect())
+        });
         Some(m.render(&Snapshot {
             audit: self.audit.as_ref().map(|a| a.stats()),
             sessions: self.rt.open_sessions(),
+            pending_approvals,
         }))
     }
 
