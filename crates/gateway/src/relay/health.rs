@@ -1,0 +1,129 @@
+//! The relay when the upstream fails: a request that could not be delivered, the connection
+//! lost with requests in flight, and the session replayed after a restart — each answered and
+//! audited.
+
+use super::*;
+
+impl Relay {
+    /// A request could not be written upstream: answer the client and refund its quota (the
+    /// call certainly had no effect).
+    pub fn undeliverable(&self, up: u64, why: &str) -> Vec<Out> {
+        let mut st = self.lock();
+        let Some(Pending::Client {
+            client_id,
+            what,
+            token,
+            trail,
+        }) = st.pending.remove(&up)
+        else {
+            return Vec::new();
+        };
+        st.by_client.remove(client_id.get());
+        if let Some(t) = token {
+            st.tokens.remove(&t);
+        }
+        drop(st);
+        if let What::ToolsCall(ticket) = what {
+            if !ticket.held.is_empty() {
+                let _ = self.cfg.store.refund(&ticket, (self.cfg.clock)());
+            }
+        }
+        let audit = trail.map(|t| {
+            let mut t = *t;
+            t.rec.decision = AuditDecision::Error;
+            t.rec.upstream_status = Some(format!("undeliverable: {why}"));
+            Out::Audit(Box::new(t.rec), t.args)
+        });
+        let answer = Out::Client(error_line(
+            Some(&client_id),
+            codes::INTERNAL_ERROR,
+            &format!(
+                "The upstream server is not reachable ({why}); the request was not delivered."
+            ),
+        ));
+        audit.into_iter().chain([answer]).collect()
+    }
+
+    /// The audit event of the upstream's health changing (`rule`: [`UPSTREAM_LOST`] or
+    /// [`UPSTREAM_RESTARTED`]), when auditing.
+    pub(super) fn upstream_event(&self, rule: &str, why: &str) -> Option<Out> {
+        self.cfg.audit.then(|| {
+            let decision = if rule == UPSTREAM_LOST {
+                AuditDecision::Error
+            } else {
+                AuditDecision::Allow
+            };
+            let mut r = AuditRecord::new(
+                (self.cfg.clock)(),
+                self.cfg.server.clone(),
+                UPSTREAM,
+                decision,
+            );
+            r.rule = Some(rule.to_owned());
+            r.message = Some(why.to_owned());
+            Out::Audit(Box::new(r), None)
+        })
+    }
+
+    /// The upstream connection died: every request in flight gets a clear error now. Quota
+    /// stays charged (the server may have acted before it died).
+    pub fn upstream_lost(&self, why: &str) -> Vec<Out> {
+        let mut out: Vec<Out> = self
+            .upstream_event(UPSTREAM_LOST, why)
+            .into_iter()
+            .collect();
+        let mut st = self.lock();
+        let pending: Vec<(u64, Pending)> = st.pending.drain().collect();
+        st.by_client.clear();
+        st.tokens.clear();
+        st.server_reqs.clear();
+        st.server_reqs_rev.clear();
+        for (_, p) in pending {
+            if let Pending::Client {
+                client_id, trail, ..
+            } = p
+            {
+                if let Some(t) = trail {
+                    let mut t = *t;
+                    t.rec.decision = AuditDecision::Error;
+                    t.rec.upstream_status = Some(format!("lost: {why}"));
+                    t.rec.upstream_ms = Some(t.started.elapsed().as_millis() as u64);
+                    out.push(Out::Audit(Box::new(t.rec), t.args));
+                }
+                out.push(Out::Client(error_line(Some(&client_id), codes::INTERNAL_ERROR, &format!("The upstream server stopped before answering ({why}); retry once it is back."))));
+            }
+        }
+        out
+    }
+
+    /// After an upstream restart: the messages that re-open the session (the client's stored
+    /// `initialize`, then `notifications/initialized`), and a `tools/list_changed` for the
+    /// client if the server declared it. Empty when the client never initialized.
+    pub fn replay_after_restart(&self) -> Vec<Out> {
+        let event = self.upstream_event(UPSTREAM_RESTARTED, "the server process was restarted");
+        let mut st = self.lock();
+        let Some(params) = st.init_params.clone() else {
+            return event.into_iter().collect();
+        };
+        let up = st.next_up;
+        st.next_up += 1;
+        st.pending.insert(up, Pending::Internal);
+        let mut out: Vec<Out> = event.into_iter().collect();
+        out.extend([
+            Out::Server(
+                Message::request(&up.to_string(), "initialize", Some(&params)).to_json(),
+                None,
+            ),
+            Out::Server(
+                Message::notification("notifications/initialized", None).to_json(),
+                None,
+            ),
+        ]);
+        if st.tools_list_changed {
+            out.push(Out::Client(
+                Message::notification("notifications/tools/list_changed", None).to_json(),
+            ));
+        }
+        out
+    }
+}
