@@ -624,6 +624,14 @@ fn the_console_shows_a_quarantined_tool_with_its_changes_and_approves_it() {
         .next()
         .unwrap()
         .to_string();
+    // The overview says a tool awaits review, and links to the pins page.
+    let overview = ui(gw.port, "GET", "/ui/", &cookie, None);
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(
+        overview.body.contains("1 tool awaiting review"),
+        "{}",
+        overview.body
+    );
     let page = ui(gw.port, "GET", "/ui/pins", &cookie, None);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Awaiting review (1)"), "{}", page.body);
@@ -659,6 +667,12 @@ fn the_console_shows_a_quarantined_tool_with_its_changes_and_approves_it() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Awaiting review (0)"), "{}", r.body);
+    let overview = ui(gw.port, "GET", "/ui/", &cookie, None);
+    assert!(
+        overview.body.contains("0 tools awaiting review"),
+        "{}",
+        overview.body
+    );
     let ok = call(gw.port, "rec", 4, "read_invoice");
     assert!(text(&ok).starts_with("called read_invoice"), "{ok}");
 }

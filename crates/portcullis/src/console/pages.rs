@@ -149,6 +149,30 @@ pub(crate) async fn overview(State(st): St, headers: HeaderMap) -> Response {
                 "<li><a href=\"/ui/approvals\">{pending} pending approval{}</a></li>",
                 if pending == 1 { "" } else { "s" }
             );
+            // Tools awaiting an operator (quarantined or new under strict pinning); none
+            // when this gateway keeps no pins.
+            let review = st
+                .ops
+                .pins(None, None)
+                .await
+                .map(|l| {
+                    l.iter()
+                        .filter(|p| {
+                            matches!(
+                                p.state,
+                                portcullis_store::PinState::Quarantined
+                                    | portcullis_store::PinState::Pending
+                            )
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            let _ = writeln!(
+                body,
+                "<li{}><a href=\"/ui/pins\">{review} tool{} awaiting review (quarantined or new)</a></li>",
+                if review > 0 { " class=\"bad\"" } else { "" },
+                if review == 1 { "" } else { "s" }
+            );
             if reloads.is_empty() {
                 body.push_str("<li>No failed reloads in the last hour.</li>\n");
             }
