@@ -119,15 +119,9 @@ impl Message {
                 })
             }
         };
+        // The id is checked first: an error answer echoes it, so it must be one a client can
+        // read back (a string or an integer), never whatever the line carried.
         let id = fields.get("id").cloned();
-        let invalid = |reason: &str| ParseError::Invalid {
-            reason: reason.to_owned(),
-            id: id.clone(),
-        };
-        match fields.get("jsonrpc").map(|r| r.get()) {
-            Some("\"2.0\"") => {}
-            _ => return Err(invalid("\"jsonrpc\": \"2.0\" is required")),
-        }
         if let Some(i) = &id {
             let ok = match serde_json::from_str::<Value>(i.get()) {
                 Ok(Value::String(_)) => true,
@@ -140,6 +134,14 @@ impl Message {
                     id: None,
                 });
             }
+        }
+        let invalid = |reason: &str| ParseError::Invalid {
+            reason: reason.to_owned(),
+            id: id.clone(),
+        };
+        match fields.get("jsonrpc").map(|r| r.get()) {
+            Some("\"2.0\"") => {}
+            _ => return Err(invalid("\"jsonrpc\": \"2.0\" is required")),
         }
         let method = match fields.get("method") {
             None => None,
@@ -323,6 +325,25 @@ mod tests {
         }
         match Message::parse(r#"{"jsonrpc":"2.0","id":"a","method":5}"#) {
             Err(ParseError::Invalid { id: Some(id), .. }) => assert_eq!(id.get(), "\"a\""),
+            other => panic!("{other:?}"),
+        }
+        // An error answer echoes the id: one that is not a string or an integer is never
+        // echoed, whatever else is wrong with the line (found by fuzzing the relay: an object,
+        // or a number no JSON reader can hold, went back to the client).
+        for bad_id in [r#"{"a":[1]}"#, "1E400", "1.5", "null", "[1]"] {
+            for line in [
+                format!(r#"{{"jsonrpc":"1.0","id":{bad_id},"method":"x"}}"#),
+                format!(r#"{{"id":{bad_id},"method":"x"}}"#),
+                format!(r#"{{"jsonrpc":"2.0","id":{bad_id},"method":7}}"#),
+            ] {
+                match Message::parse(&line) {
+                    Err(ParseError::Invalid { id: None, .. }) => {}
+                    other => panic!("{line}: {other:?}"),
+                }
+            }
+        }
+        match Message::parse(r#"{"jsonrpc":"1.0","id":12,"method":"x"}"#) {
+            Err(ParseError::Invalid { id: Some(id), .. }) => assert_eq!(id.get(), "12"),
             other => panic!("{other:?}"),
         }
     }
