@@ -302,23 +302,34 @@ pub struct OAuthRule {
     pub group: Option<String>,
 }
 
+/// `https://…`, or `http://` to a loopback host: the URLs the gateway trusts for OAuth (its
+/// own base, the issuer, and the endpoints the issuer's metadata names).
+pub fn secure_url(u: &str) -> bool {
+    if u.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = u.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
 /// A base URL `[oauth]` accepts: `https://…`, or `http://` on a loopback host (local use and
 /// tests); no query or fragment.
 fn check_base_url(key: &str, u: &str) -> Result<(), String> {
-    let rest = if let Some(r) = u.strip_prefix("https://") {
-        r
-    } else if let Some(r) = u.strip_prefix("http://") {
-        let host = r.split(['/', '?', '#']).next().unwrap_or("");
-        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        if !matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
-            return Err(format!(
-                "oauth.{key} {u:?}: use https:// (plain http is accepted only on localhost)"
-            ));
-        }
-        r
-    } else {
+    let Some(rest) = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+    else {
         return Err(format!("oauth.{key} {u:?}: write an https:// URL"));
     };
+    if !secure_url(u) {
+        return Err(format!(
+            "oauth.{key} {u:?}: use https:// (plain http is accepted only on localhost)"
+        ));
+    }
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("oauth.{key} {u:?} has no host"));
     }
@@ -778,5 +789,31 @@ mod tests {
         assert!(expand_env("${PORTCULLIS_TEST_MISSING}")
             .unwrap_err()
             .contains("PORTCULLIS_TEST_MISSING"));
+    }
+
+    #[test]
+    fn oauth_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://id.example",
+            "https://id.example/realms/x",
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:9/p",
+        ] {
+            assert!(secure_url(ok), "{ok}");
+            assert_eq!(check_base_url("issuer", ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("http://id.example", "use https://"),
+            ("http://localhost.evil.example", "use https://"),
+            ("ftp://id.example", "write an https:// URL"),
+            ("id.example", "write an https:// URL"),
+            ("https://", "has no host"),
+            ("https://id.example/?x=1", "drop the query"),
+        ] {
+            let e = check_base_url("issuer", bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(!secure_url("http://id.example/"));
     }
 }

@@ -2,6 +2,7 @@
 //! discovery), its JWKS fetched with a timeout and cached, fetched again when it is old or a
 //! token names a key it does not hold. Every failure fails closed.
 
+use crate::config::secure_url;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -41,19 +42,6 @@ struct State {
     fetched: Option<Instant>,
     /// The last attempt, and its error if it failed.
     tried: Option<(Instant, Option<String>)>,
-}
-
-/// `https://…`, or `http://` to a loopback host.
-pub(crate) fn secure_url(u: &str) -> bool {
-    if u.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = u.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 impl Keys {
