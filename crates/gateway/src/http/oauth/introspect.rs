@@ -8,7 +8,7 @@ use crate::config::IntrospectionConfig;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Most active answers kept; past it the expired ones go, then all.
@@ -34,10 +34,9 @@ pub(super) struct Introspector {
     cache: Mutex<Cache>,
 }
 
+/// Seconds since the epoch, the unit of `exp` and `nbf`.
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::relay::system_clock() / 1000
 }
 
 /// `aud` (a string or an array of strings) names `audience`.
