@@ -166,9 +166,21 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
 
     // Redis gone: a grant cannot be checked (503 at the door), a limit cannot be reserved
     // (a policy denial saying so); nothing is forwarded.
+    // Until a replica's grant watcher notices the lost subscription (at once on a closed
+    // connection, within the trust window at worst) its cache may still answer the revoked
+    // grant from memory: still a refusal, never a forwarded call.
     redis.kill();
     for (i, r) in replicas.iter().enumerate() {
-        let a = call(r.port, "rec", &token, 3_000 + i);
+        let deadline =
+            Instant::now() + portcullis_store::redis::TRUST_WINDOW + Duration::from_secs(1);
+        let a = loop {
+            let a = call(r.port, "rec", &token, 3_000 + i);
+            if a.status != 401 || Instant::now() >= deadline {
+                break a;
+            }
+            assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert_eq!(a.status, 503, "replica {i}: {}", a.body);
         assert!(a.body.contains("store"), "replica {i}: {}", a.body);
         let a = call(r.port, "tok", TOKEN, 3_100 + i);
