@@ -311,8 +311,8 @@ impl MetricsSink {
             }
             // Pin events of listings and operators' pin decisions are not requests.
             crate::pinned::PIN_METHOD => {}
-            "(approval)" => {
-                // The messages of `approvals_cli::decide` and of the relay's expiry.
+            portcullis_store::APPROVAL_METHOD => {
+                // The messages of `Approval::audit_record` (decided, expired).
                 let event = match rec.message.as_deref().and_then(|m| m.split(' ').next()) {
                     Some("expired") => "expired",
                     Some("approved") => "approved",

@@ -11,8 +11,8 @@ use portcullis_policy::window::{parse_duration, rfc3339};
 use portcullis_policy::Millis;
 use portcullis_store::audit::{arg_keys, AUDIT_FILE};
 use portcullis_store::{
-    Approval, ApprovalError, ApprovalStatus, ApprovalStore, AuditDecision, AuditLog, AuditMode,
-    AuditRecord, APPROVALS_FILE,
+    Approval, ApprovalError, ApprovalStatus, ApprovalStore, AuditLog, AuditMode, AuditRecord,
+    APPROVALS_FILE,
 };
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,9 +21,6 @@ use std::sync::Arc;
 /// How long an approval stays usable when no validity is given: the agent's identical retry
 /// must come within this time.
 pub(crate) const DEFAULT_VALID_FOR: &str = "10m";
-
-/// The audit record's method for approval decisions.
-pub(crate) const APPROVAL_METHOD: &str = "(approval)";
 
 /// `portcullis approvals …` arguments.
 #[derive(Args)]
@@ -183,17 +180,7 @@ pub(crate) fn decide(
         }
     };
     if let Some(write) = audit {
-        let mut rec = AuditRecord::new(
-            now,
-            approval.server.clone(),
-            APPROVAL_METHOD,
-            AuditDecision::Approval,
-        );
-        rec.grant_id = Some(approval.grant_id.clone());
-        rec.grant_label = Some(approval.grant_label.clone());
-        rec.tool = Some(approval.tool.clone());
-        rec.rule = Some(approval.rule.clone());
-        rec.message = Some(message);
+        let mut rec = approval.audit_record(now, message);
         rec.arg_keys = arg_keys(&approval.args);
         if let Err(error) = write(rec) {
             return Err(DecideError::Audit {
@@ -418,17 +405,7 @@ fn expire_and_audit(store: &dyn ApprovalStore, data_dir: &Path, now: Millis) -> 
     }
     let log = open_audit(data_dir)?;
     for a in expired {
-        let mut rec = AuditRecord::new(
-            now,
-            a.server.clone(),
-            APPROVAL_METHOD,
-            AuditDecision::Approval,
-        );
-        rec.grant_id = Some(a.grant_id.clone());
-        rec.grant_label = Some(a.grant_label.clone());
-        rec.tool = Some(a.tool.clone());
-        rec.rule = Some(a.rule.clone());
-        rec.message = Some(format!("expired {}", a.id));
+        let rec = a.expiry_record(now);
         log.append_blocking(rec).map_err(|e| e.to_string())?;
     }
     Ok(())

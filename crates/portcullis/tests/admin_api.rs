@@ -676,13 +676,19 @@ fn openapi_document_lists_exactly_the_served_routes() {
 
 /// A pending approval request made through the store, as the gateway would.
 fn pending_approval(data_dir: &Path, fp: &str, tool: &str) -> String {
+    approval_made_ago(data_dir, fp, tool, 0)
+}
+
+/// [`pending_approval`] as if made `ago_ms` ago (it lapses 15 minutes after).
+fn approval_made_ago(data_dir: &Path, fp: &str, tool: &str, ago_ms: u64) -> String {
     use portcullis_store::{ApprovalCheck, ApprovalRequest, ApprovalStore, SqliteApprovals};
     std::fs::create_dir_all(data_dir).unwrap();
     let store = SqliteApprovals::open(data_dir.join(portcullis_store::APPROVALS_FILE)).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
+        .as_millis() as u64
+        - ago_ms;
     let req = ApprovalRequest {
         fingerprint: fp.into(),
         grant_id: "grt_00000000000000aa".into(),
@@ -698,6 +704,54 @@ fn pending_approval(data_dir: &Path, fp: &str, tool: &str) -> String {
         ApprovalCheck::Pending { approval, .. } => approval.id,
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_lapsed_request_is_shown_expired_and_its_expiry_audited_and_counted_once() {
+    let gw = start("approvals-expiry");
+    let data = gw.dir.join("data");
+    let a = approval_made_ago(&data, "fp-old", "pay_invoice", 16 * 60_000);
+
+    // Reading it (the list, the request, a metrics scrape) shows it expired, and must not
+    // swallow its expiry: these reads used to mark it expired without an audit record.
+    let r = admin(&gw, "GET", "/admin/api/approvals?status=expired", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()[0]["id"], a.as_str(), "{}", r.body);
+    let r = admin(&gw, "GET", "/admin/api/approvals", None);
+    assert_eq!(r.json(), json!([]), "nothing pending: {}", r.body);
+    let r = admin(&gw, "GET", &format!("/admin/api/approvals/{a}"), None);
+    assert_eq!(r.json()["status"], "expired", "{}", r.body);
+    let m = admin(&gw, "GET", "/metrics", None);
+    assert!(
+        !m.body
+            .contains(r#"portcullis_approvals_pending{server="rec"} 1"#),
+        "{}",
+        m.body
+    );
+
+    // The gateway's sweep expires it with no call asking: one audit record, counted once.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let expired_line = r#"portcullis_approvals_total{server="rec",event="expired"} 1"#;
+    loop {
+        let m = admin(&gw, "GET", "/metrics", None);
+        if m.body.lines().any(|l| l == expired_line) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {expired_line} in {}", m.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = admin(&gw, "GET", "/admin/api/audit?decision=approval", None);
+    let expiries: Vec<Value> = r.json()["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["message"] == format!("expired {a}").as_str())
+        .cloned()
+        .collect();
+    assert_eq!(expiries.len(), 1, "{}", r.body);
+    assert_eq!(expiries[0]["tool"], "pay_invoice");
+    assert_eq!(expiries[0]["rule"], "/tools/pay_invoice/approve_if/0");
+    assert_eq!(expiries[0]["grant_label"], "bob");
 }
 
 #[test]

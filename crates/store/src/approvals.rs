@@ -23,9 +23,14 @@
 //!    └──expires_at passes──▶ expired
 //! ```
 //!
-//! Every [`check`](ApprovalStore::check) is one `BEGIN IMMEDIATE` transaction: expiry,
-//! consumption and creation happen under SQLite's write lock, so the answers are exact across
-//! threads and processes. The store never reads the clock: `now` is an argument.
+//! Every [`check`](ApprovalStore::check) is one `BEGIN IMMEDIATE` transaction: consumption
+//! and creation happen under SQLite's write lock, so the answers are exact across threads and
+//! processes. The store never reads the clock: `now` is an argument.
+//!
+//! Only [`ApprovalStore::expire_lapsed`] writes an expiry, and it returns what it expired, so
+//! every expiry gets its audit record ([`Approval::audit_record`]) from whoever called it (the
+//! relay before a check, the gateway's sweep, the CLI). Reads (`list`, `get` through
+//! [`Approval::as_of`]) show a lapsed request as expired without writing it.
 
 // `ApprovalError::NotPending` carries the whole approval (the agreed API: the caller sees
 // its current status and decision). Errors are rare and on the admin path, so the size of
@@ -33,6 +38,7 @@
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 use crate::secret::{hex, random_bytes};
+use crate::{AuditDecision, AuditRecord};
 use portcullis_policy::Millis;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -44,6 +50,9 @@ use std::time::Duration;
 
 /// The approval database's file name inside the data directory.
 pub const APPROVALS_FILE: &str = "approvals.db";
+
+/// The `method` of the audit records of approval events (decided, expired).
+pub const APPROVAL_METHOD: &str = "(approval)";
 
 /// Every approval id starts with this, followed by 16 hex digits.
 pub const APPROVAL_ID_PREFIX: &str = "apr_";
@@ -285,15 +294,16 @@ pub trait ApprovalStore: Send + Sync {
     /// them, so that each expiry can be audited.
     fn expire_lapsed(&self, now: Millis) -> Result<Vec<Approval>, ApprovalError>;
 
-    /// Approvals with `status` (all when `None`), newest first; lapsed ones are marked
-    /// [`ApprovalStatus::Expired`] first.
+    /// Approvals with `status` (all when `None`), newest first, as of `now`: a lapsed one is
+    /// shown (and filtered) as [`ApprovalStatus::Expired`] but not written, so that its
+    /// expiry is still returned, and audited, by the next [`ApprovalStore::expire_lapsed`].
     fn list(
         &self,
         status: Option<ApprovalStatus>,
         now: Millis,
     ) -> Result<Vec<Approval>, ApprovalError>;
 
-    /// The approval with this id, as stored.
+    /// The approval with this id, as stored ([`Approval::as_of`] shows it as of a time).
     fn get(&self, id: &str) -> Result<Approval, ApprovalError>;
 
     /// Approves a pending, unexpired request: the identical retry passes once within
@@ -433,16 +443,13 @@ fn find(
     .map_err(store)
 }
 
-/// Marks lapsed requests and unused approvals [`ApprovalStatus::Expired`].
-fn expire(conn: &Connection, now: Millis) -> Result<(), ApprovalError> {
-    conn.prepare_cached(
-        "UPDATE approvals SET status = 'expired'
-         WHERE (status = 'pending' AND expires_at <= ?1)
-            OR (status = 'approved' AND consumed_at IS NULL AND valid_until <= ?1)",
+/// The condition of the rows that have lapsed at the time in parameter `p` (`?1`):
+/// [`Approval::lapsed`] in SQL.
+fn lapsed_at(p: &str) -> String {
+    format!(
+        "(status = 'pending' AND expires_at <= {p})
+         OR (status = 'approved' AND consumed_at IS NULL AND valid_until <= {p})"
     )
-    .and_then(|mut s| s.execute(params![now]))
-    .map_err(store)?;
-    Ok(())
 }
 
 /// A new pending request of `req` (of every backend).
@@ -470,8 +477,8 @@ pub(crate) fn new_request(req: &ApprovalRequest, id: String, now: Millis) -> App
 
 impl Approval {
     /// Whether it has lapsed at `now`: pending past `expires_at`, or approved and unused past
-    /// `valid_until`. (SQLite states the same rule in SQL, in `expire`.)
-    pub(crate) fn lapsed(&self, now: Millis) -> bool {
+    /// `valid_until`. (SQLite states the same rule in SQL, in `lapsed_at`.)
+    pub fn lapsed(&self, now: Millis) -> bool {
         match self.status {
             ApprovalStatus::Pending => self.expires_at <= now,
             ApprovalStatus::Approved => {
@@ -480,9 +487,40 @@ impl Approval {
             _ => false,
         }
     }
+
+    /// This approval as of `now`: a lapsed one shown as [`ApprovalStatus::Expired`] (what
+    /// [`ApprovalStore::expire_lapsed`] will write).
+    pub fn as_of(mut self, now: Millis) -> Approval {
+        if self.lapsed(now) {
+            self.status = ApprovalStatus::Expired;
+        }
+        self
+    }
+
+    /// The audit record of an event of this approval at `now` (`message`: `expired apr_…`,
+    /// `approved apr_… by …`), the same from every place that records one.
+    pub fn audit_record(&self, now: Millis, message: String) -> AuditRecord {
+        let mut rec = AuditRecord::new(
+            now,
+            self.server.clone(),
+            APPROVAL_METHOD,
+            AuditDecision::Approval,
+        );
+        rec.grant_id = Some(self.grant_id.clone());
+        rec.grant_label = Some(self.grant_label.clone());
+        rec.tool = Some(self.tool.clone());
+        rec.rule = Some(self.rule.clone());
+        rec.message = Some(message);
+        rec
+    }
+
+    /// The audit record of its expiry.
+    pub fn expiry_record(&self, now: Millis) -> AuditRecord {
+        self.audit_record(now, format!("expired {}", self.id))
+    }
 }
 
-/// Which of a fingerprint's requests (lapsed ones already marked expired) answers a check at
+/// Which of a fingerprint's requests (lapsed or not: the rule reads the times) answers a check at
 /// `now`, in the order `check` asks (SQLite asks the same in SQL): an approved unused one
 /// (consumed by the check), else a denied one within its window, else a pending one; the
 /// newest of each (creation time, then id). `None`: a new request is made.
@@ -507,10 +545,12 @@ pub(crate) fn new_id() -> Result<String, ApprovalError> {
     Ok(format!("{APPROVAL_ID_PREFIX}{}", hex(&bytes)))
 }
 
-/// The pending, unexpired approval `id` (after expiring lapsed ones), or why not.
+/// The pending, unexpired approval `id` (a lapsed one is [`ApprovalError::NotPending`], shown
+/// expired), or why not.
 fn pending(conn: &Connection, id: &str, now: Millis) -> Result<Approval, ApprovalError> {
-    expire(conn, now)?;
-    let a = by_id(conn, id)?.ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+    let a = by_id(conn, id)?
+        .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?
+        .as_of(now);
     if a.status != ApprovalStatus::Pending {
         return Err(ApprovalError::NotPending(a));
     }
@@ -522,13 +562,17 @@ impl ApprovalStore for SqliteApprovals {
         self.write(|conn| {
             let lapsed: Vec<Approval> = conn
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM approvals
-                     WHERE (status = 'pending' AND expires_at <= ?1)
-                        OR (status = 'approved' AND consumed_at IS NULL AND valid_until <= ?1)"
+                    "SELECT {COLUMNS} FROM approvals WHERE {}",
+                    lapsed_at("?1")
                 ))
                 .and_then(|mut s| s.query_map(params![now], approval_row)?.collect())
                 .map_err(store)?;
-            expire(conn, now)?;
+            conn.prepare_cached(&format!(
+                "UPDATE approvals SET status = 'expired' WHERE {}",
+                lapsed_at("?1")
+            ))
+            .and_then(|mut s| s.execute(params![now]))
+            .map_err(store)?;
             Ok(lapsed
                 .into_iter()
                 .map(|mut a| {
@@ -546,7 +590,8 @@ impl ApprovalStore for SqliteApprovals {
         let args = serde_json::to_string(&req.args)
             .map_err(|e| ApprovalError::Store(format!("arguments: {e}")))?;
         self.write(|conn| {
-            expire(conn, now)?;
+            // Lapsed rows are left for `expire_lapsed` (and its audit records): every query
+            // below reads the times itself.
             let fp = req.fingerprint.as_str();
             if let Some(mut a) = find(
                 conn,
@@ -607,20 +652,30 @@ impl ApprovalStore for SqliteApprovals {
         status: Option<ApprovalStatus>,
         now: Millis,
     ) -> Result<Vec<Approval>, ApprovalError> {
-        self.write(|conn| {
-            expire(conn, now)?;
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM approvals WHERE ?1 IS NULL OR status = ?1
-                     ORDER BY created_at DESC, id DESC"
-                ))
-                .map_err(store)?;
-            let rows = stmt
-                .query_map(params![status.map(ApprovalStatus::as_str)], approval_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(store)?;
-            Ok(rows)
-        })
+        // Read only. The rows that may show as `status` once lapsed ones show as expired:
+        // stored with it (and not lapsed), or for `expired`, also the lapsed pending and
+        // approved ones.
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals
+                 WHERE ?1 IS NULL OR status = ?1 OR (?1 = 'expired' AND ({}))
+                 ORDER BY created_at DESC, id DESC",
+                lapsed_at("?2")
+            ))
+            .map_err(store)?;
+        let rows = stmt
+            .query_map(
+                params![status.map(ApprovalStatus::as_str), now],
+                approval_row,
+            )
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(store)?;
+        Ok(rows
+            .into_iter()
+            .map(|a| a.as_of(now))
+            .filter(|a| status.is_none_or(|s| a.status == s))
+            .collect())
     }
 
     fn get(&self, id: &str) -> Result<Approval, ApprovalError> {

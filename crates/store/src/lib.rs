@@ -50,7 +50,7 @@ pub mod sessions;
 
 pub use approvals::{
     Approval, ApprovalCheck, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore,
-    SqliteApprovals, APPROVALS_FILE,
+    SqliteApprovals, APPROVALS_FILE, APPROVAL_METHOD,
 };
 pub use audit::{
     AuditDecision, AuditError, AuditFilter, AuditLog, AuditMode, AuditRecord, AuditStats,

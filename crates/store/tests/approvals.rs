@@ -132,6 +132,14 @@ fn an_unused_approval_expires_at_valid_until(s: Arc<dyn ApprovalStore>) {
     let (b, new) = pending(s.check(&req("fp"), NOW + MIN).unwrap());
     assert!(new);
     assert_ne!(b.id, a.id);
+    // Shown expired as of then; written (and reported for its audit record) by the sweep.
+    assert_eq!(
+        s.get(&a.id).unwrap().as_of(NOW + MIN).status,
+        ApprovalStatus::Expired
+    );
+    let lapsed = s.expire_lapsed(NOW + MIN).unwrap();
+    assert_eq!(lapsed.len(), 1);
+    assert_eq!(lapsed[0].id, a.id);
     assert_eq!(s.get(&a.id).unwrap().status, ApprovalStatus::Expired);
 }
 
@@ -216,10 +224,36 @@ fn a_pending_request_expires_with_the_injected_clock(s: Arc<dyn ApprovalStore>) 
         .list(Some(ApprovalStatus::Pending), NOW + 15 * MIN)
         .unwrap()
         .is_empty());
+    let expired = s
+        .list(Some(ApprovalStatus::Expired), NOW + 15 * MIN)
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].id, a.id);
+    assert_eq!(
+        s.get(&a.id).unwrap().as_of(NOW + 15 * MIN).status,
+        ApprovalStatus::Expired
+    );
 
+    // Listing (and a new check of the same call) showed it expired but did not write it:
+    // the expiry is still reported, once, to whoever audits it.
     let (b, new) = pending(s.check(&req("fp"), NOW + 16 * MIN).unwrap());
     assert!(new);
     assert_ne!(b.id, a.id);
+    assert_eq!(s.get(&a.id).unwrap().status, ApprovalStatus::Pending);
+    let lapsed = s.expire_lapsed(NOW + 16 * MIN).unwrap();
+    assert_eq!(
+        lapsed.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
+    );
+    assert_eq!(lapsed[0].status, ApprovalStatus::Expired);
+    assert_eq!(s.get(&a.id).unwrap().status, ApprovalStatus::Expired);
+    assert!(s.expire_lapsed(NOW + 16 * MIN).unwrap().is_empty());
+    let rec = lapsed[0].expiry_record(NOW + 16 * MIN);
+    assert_eq!(rec.method, "(approval)");
+    assert_eq!(
+        rec.message.as_deref(),
+        Some(format!("expired {}", a.id).as_str())
+    );
 }
 
 fn deciding_an_expired_or_unknown_request_fails(s: Arc<dyn ApprovalStore>) {

@@ -1,7 +1,8 @@
 //! The gateway's background loops: hot reload (the config and every policy file polled once
 //! a second; a valid change swaps the policy table, an invalid one is logged, audited and
-//! ignored) and audit retention (records older than `audit_retention` deleted at start, then
-//! hourly).
+//! ignored), audit retention (records older than `audit_retention` deleted at start, then
+//! hourly) and the approvals sweep (lapsed requests expired, each through the event sink,
+//! every [`SWEEP`], so an expiry is audited and counted even when no call comes).
 
 use super::Gateway;
 use portcullis_policy::Millis;
@@ -9,12 +10,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// How often lapsed approval requests are expired (and audited) without a call asking.
+pub const SWEEP: Duration = Duration::from_secs(5);
+
 impl Gateway {
     /// Starts the background loops on the current runtime: hot reload of `config_path` and
-    /// what it names, and (with an audit log and a `retention`) the audit retention.
+    /// what it names, the approvals sweep, and (with an audit log and a `retention`) the
+    /// audit retention.
     pub fn spawn_background(self: &Arc<Self>, config_path: PathBuf, retention: Option<Millis>) {
         let gw = self.clone();
         tokio::spawn(async move { gw.watch(config_path).await });
+        if let Some(store) = self.approvals.clone() {
+            let gw = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP).await;
+                    gw.sweep_approvals(store.clone()).await;
+                }
+            });
+        }
         if let (Some(log), Some(keep)) = (self.audit_log().cloned(), retention) {
             tokio::spawn(async move {
                 loop {
@@ -28,6 +42,25 @@ impl Gateway {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
             });
+        }
+    }
+
+    /// Expires the lapsed approval requests and emits an audit record for each.
+    async fn sweep_approvals(&self, store: Arc<dyn portcullis_store::ApprovalStore>) {
+        let now = crate::relay::system_clock();
+        let lapsed = match tokio::task::spawn_blocking(move || {
+            store.expire_lapsed(now).map_err(|e| e.to_string())
+        })
+        .await
+        {
+            Ok(Ok(lapsed)) => lapsed,
+            Ok(Err(e)) => return tracing::warn!("cannot expire lapsed approvals: {e}"),
+            Err(e) => return tracing::error!("the approvals sweep failed: {e}"),
+        };
+        for a in lapsed {
+            if let Err(e) = self.emit(a.expiry_record(now)).await {
+                tracing::error!("the expiry of approval {} was not audited: {e}", a.id);
+            }
         }
     }
 

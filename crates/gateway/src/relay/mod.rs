@@ -392,20 +392,7 @@ impl Relay {
                 let expired_audits: Vec<Out> = if self.cfg.audit {
                     std::mem::take(&mut outcome.expired)
                         .into_iter()
-                        .map(|a| {
-                            let mut r = AuditRecord::new(
-                                (self.cfg.clock)(),
-                                a.server.clone(),
-                                "(approval)",
-                                AuditDecision::Approval,
-                            );
-                            r.grant_id = Some(a.grant_id.clone());
-                            r.grant_label = Some(a.grant_label.clone());
-                            r.tool = Some(a.tool.clone());
-                            r.rule = Some(a.rule.clone());
-                            r.message = Some(format!("expired {}", a.id));
-                            Out::Audit(Box::new(r), None)
-                        })
+                        .map(|a| Out::Audit(Box::new(a.expiry_record((self.cfg.clock)())), None))
                         .collect()
                 } else {
                     Vec::new()

@@ -4,7 +4,7 @@
 use super::{blocking, Kind, OpError, OpResult, Ops};
 use crate::approvals_cli::{status_filter, DecideError, Decision, DEFAULT_VALID_FOR};
 use portcullis_gateway::relay::system_clock;
-use portcullis_store::{Approval, ApprovalError, ApprovalStatus, ApprovalStore, SqliteApprovals};
+use portcullis_store::{Approval, ApprovalError, ApprovalStore, SqliteApprovals};
 use std::sync::Arc;
 
 impl Ops {
@@ -36,11 +36,10 @@ impl Ops {
         let (ops, id) = (self.clone(), id.to_owned());
         blocking(move || {
             let store = ops.approval_store()?;
-            // Listing marks lapsed requests expired first, as `portcullis approvals show` does.
-            store
-                .list(Some(ApprovalStatus::Pending), system_clock())
-                .map_err(approval_error)?;
-            store.get(&id).map_err(approval_error)
+            Ok(store
+                .get(&id)
+                .map_err(approval_error)?
+                .as_of(system_clock()))
         })
         .await
     }

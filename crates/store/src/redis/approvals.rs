@@ -128,9 +128,10 @@ impl ApprovalStore for RedisApprovals {
         let fp_key = self.fingerprint_key(&req.fingerprint);
         self.write(std::slice::from_ref(&fp_key), |c, pipe| {
             let ids: Vec<String> = ::redis::cmd("SMEMBERS").arg(&fp_key).query(c)?;
-            let mut list = self.load(c, &ids, true)?;
+            let list = self.load(c, &ids, true)?;
             Ok((|| {
-                self.expire(pipe, &mut list, now)?;
+                // Lapsed ones are left for `expire_lapsed` (and its audit records):
+                // `answering` reads the times itself.
                 Ok(match answering(&list, now).cloned() {
                     Some(mut a) if a.status == ApprovalStatus::Approved => {
                         a.status = ApprovalStatus::Consumed;
@@ -176,8 +177,8 @@ impl ApprovalStore for RedisApprovals {
         status: Option<ApprovalStatus>,
         now: Millis,
     ) -> Result<Vec<Approval>, ApprovalError> {
-        self.expire_lapsed(now)?;
-        let mut all = self
+        // Read only: lapsed ones are shown expired, written by `expire_lapsed`.
+        let all = self
             .redis
             .run(|c| {
                 let ids: Vec<String> = ::redis::cmd("ZREVRANGE")
@@ -188,8 +189,11 @@ impl ApprovalStore for RedisApprovals {
                 self.load(c, &ids, false)
             })
             .map_err(ApprovalError::Store)?;
-        all.retain(|a| status.is_none_or(|s| a.status == s));
-        Ok(all)
+        Ok(all
+            .into_iter()
+            .map(|a| a.as_of(now))
+            .filter(|a| status.is_none_or(|s| a.status == s))
+            .collect())
     }
 
     fn get(&self, id: &str) -> Result<Approval, ApprovalError> {
@@ -243,10 +247,9 @@ impl RedisApprovals {
         self.write(std::slice::from_ref(&key), |c, pipe| {
             let found = self.load(c, &[id.to_owned()], false)?.pop();
             Ok((|| {
-                let mut a = found.ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
-                if a.lapsed(now) {
-                    a.status = ApprovalStatus::Expired;
-                }
+                let mut a = found
+                    .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?
+                    .as_of(now);
                 if a.status != ApprovalStatus::Pending {
                     return Err(ApprovalError::NotPending(a));
                 }
