@@ -124,8 +124,8 @@ fn http_answers_both_eras() {
     assert!(body.is_empty());
 }
 
-/// The harness end to end, tiny: one scenario direct and through the real gateway binary
-/// (built by the workspace's `cargo test`), JSON and Markdown written. Checks the shape of
+/// The harness end to end, tiny: three scenarios direct and through the real gateway binary
+/// (built by the workspace's `cargo test`) and `naive-proxy`, JSON and Markdown written. Checks the shape of
 /// the report and that no call failed, never a timing.
 #[test]
 fn bench_runs_one_scenario_and_writes_its_report() {
@@ -140,6 +140,8 @@ fn bench_runs_one_scenario_and_writes_its_report() {
     let out = Command::new(&bench)
         .arg("--quick")
         .args(["--calls", "40", "--only", "http c=1 seed/audit=durable"])
+        .args(["--only", "http c=1 seed/audit=async write-behind counters"])
+        .args(["--only", "http c=1 naive proxy"])
         .arg("--portcullis")
         .arg(&portcullis)
         .arg("--json")
@@ -157,13 +159,27 @@ fn bench_runs_one_scenario_and_writes_its_report() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
     let scenarios = report["scenarios"].as_array().unwrap();
-    assert_eq!(scenarios.len(), 1, "{report}");
-    let s = &scenarios[0];
-    assert_eq!(s["scenario"], "http c=1 seed/audit=durable");
-    assert_eq!(s["direct"]["errors"], 0, "{s}");
-    assert_eq!(s["gateway"]["errors"], 0, "{s}");
-    assert_eq!(s["gateway"]["calls_per_run"][0], 40);
-    assert!(s["throughput_ratio"].as_f64().unwrap() > 0.0);
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    // The durable row, the same gateway with its counters written behind, and the floor: a
+    // bare axum + reqwest pass-through.
+    assert_eq!(
+        names,
+        [
+            "http c=1 seed/audit=async write-behind counters",
+            "http c=1 seed/audit=durable",
+            "http c=1 naive proxy"
+        ],
+        "{report}"
+    );
+    for s in scenarios {
+        assert_eq!(s["direct"]["errors"], 0, "{s}");
+        assert_eq!(s["gateway"]["errors"], 0, "{s}");
+        assert_eq!(s["gateway"]["calls_per_run"][0], 40);
+        assert!(s["throughput_ratio"].as_f64().unwrap() > 0.0);
+    }
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
     let md = std::fs::read_to_string(dir.join("r.md")).unwrap();
     assert!(md.contains("| http c=1 seed/audit=durable |"), "{md}");

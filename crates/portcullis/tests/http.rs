@@ -2491,3 +2491,61 @@ fn open_sse_streams_are_capped_per_client() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn write_behind_counters_survive_a_restart_and_own_their_file() {
+    // A day limit of 3, counters decided in memory and written behind to counters.db.
+    let policy = json!({"version":"1","default":"deny","tools":{
+        "read_invoice":{"limits":[{"counter":"reads","window":"day","max":3,"scope":"server"}]}}});
+    let servers = format!(
+        "{}\n[store]\ncounters = \"write-behind\"\n",
+        open_recording_server("")
+    );
+    let gw = serve("write-behind", &servers, &[("p.json", policy.to_string())]);
+    let text = |r: &Reply| {
+        r.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for i in 0..3 {
+        let (r, _) = timed_stateless_call(gw.port, &format!("a{i}"), "read_invoice", json!({}));
+        assert!(text(&r).contains("called read_invoice"), "{}", r.body);
+    }
+    let (r, _) = timed_stateless_call(gw.port, "a3", "read_invoice", json!({}));
+    assert!(text(&r).contains("[POLICY DENIED]"), "{}", r.body);
+
+    // Another gateway on the same data dir would count beside it: a `stdio` one (SQLite
+    // counters, shared by transactions) refuses to start, saying why.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["stdio", "--policy"])
+        .arg(gw.dir.join("p.json"))
+        .arg("--data-dir")
+        .arg(gw.dir.join("data"))
+        .args(["--", "python3", &fixture_server()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("counters = \"write-behind\""), "{err}");
+
+    // Stopped (SIGTERM) and started again: the day's three calls are still counted.
+    let gw = restart(gw);
+    let (r, _) = timed_stateless_call(gw.port, "b0", "read_invoice", json!({}));
+    assert!(text(&r).contains("[POLICY DENIED]"), "{}", r.body);
+    assert_eq!(
+        r.json()["result"]["_meta"]["portcullis/decision"]["rule"],
+        "/tools/read_invoice/limits/0",
+        "{}",
+        r.body
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("\"tools/call\""))
+            .count(),
+        3,
+        "exactly three calls reached the upstream"
+    );
+}

@@ -32,12 +32,14 @@ mod logic;
 mod memory;
 pub mod redis;
 mod sqlite;
+mod write_behind;
 
 pub use memory::MemoryCounters;
 pub use redis::{
     CachedGrants, Redis, RedisApprovals, RedisCounters, RedisGrants, RedisPins, RedisSessions,
 };
 pub use sqlite::{OpenError, SqliteCounters};
+pub use write_behind::{WriteBehindCounters, FLUSH_EVERY};
 
 pub mod approvals;
 pub mod audit;

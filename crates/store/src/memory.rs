@@ -36,8 +36,7 @@ impl MemoryCounters {
     /// Number of counters currently held (calendar buckets plus rolling logs), dead ones not
     /// yet swept included. For metrics and tests.
     pub fn len(&self) -> usize {
-        let maps = self.lock();
-        maps.calendar.len() + maps.rolling.len()
+        self.lock().len()
     }
 
     /// True if no counter is held.
@@ -76,11 +75,13 @@ impl CounterStore for MemoryCounters {
     }
 }
 
+/// The counters themselves, with no lock: [`MemoryCounters`] puts them behind its mutex, and
+/// the write-behind store ([`crate::write_behind`]) behind its own, journaled.
 #[derive(Debug, Default)]
-struct Maps {
+pub(crate) struct Maps {
     calendar: Map<Bucket>,
     rolling: Map<Log>,
-    sweep_clock: SweepClock,
+    pub(crate) sweep_clock: SweepClock,
 }
 
 /// The charges of one rolling counter, oldest first, and their sum.
@@ -106,8 +107,18 @@ impl Log {
 }
 
 impl Maps {
+    /// Restores a calendar counter read back from disk.
+    pub(crate) fn restore_bucket(&mut self, key: CounterKey, b: Bucket) {
+        self.calendar.insert(key, b);
+    }
+
+    /// Counters held (calendar buckets plus rolling logs), dead ones not yet swept included.
+    pub(crate) fn len(&self) -> usize {
+        self.calendar.len() + self.rolling.len()
+    }
+
     /// Drops ended buckets and rolling counters with no live charge.
-    fn sweep(&mut self, now: Millis) {
+    pub(crate) fn sweep(&mut self, now: Millis) {
         self.calendar.retain(|_, b| b.end > now);
         self.rolling.retain(|_, log| {
             log.expire(logic::first_live(now, log.len));

@@ -53,6 +53,8 @@ const SCHEMA: &str = "
 /// flushes (a few tens of microseconds instead of milliseconds).
 pub struct SqliteCounters {
     inner: Mutex<Inner>,
+    /// The shared owner lock of a file opened by [`SqliteCounters::open`].
+    _owner: Option<std::fs::File>,
 }
 
 struct Inner {
@@ -81,6 +83,59 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+impl OpenError {
+    pub(crate) fn new(m: String) -> OpenError {
+        OpenError(m)
+    }
+}
+
+/// The owner lock of the counters file at `path` (`<path>-owner`, an advisory `flock`):
+/// shared for the `sqlite` backend (any number of processes, each exact by its
+/// transactions), exclusive for the write-behind one (this process alone decides). Taken
+/// without waiting: a conflict is an error that says which backend holds the file.
+pub(crate) fn owner_lock(path: &Path, exclusive: bool) -> Result<std::fs::File, OpenError> {
+    use std::os::fd::AsRawFd;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push("-owner");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| OpenError(format!("{}: {e}", lock_path.display())))?;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(OpenError(if e.kind() == std::io::ErrorKind::WouldBlock {
+            if exclusive {
+                format!(
+                    "{} is in use by another gateway process; counters = \"write-behind\" \
+                     needs it alone (stop the other process, or use counters = \"sqlite\" \
+                     everywhere to share limits between processes)",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "{} is held by a gateway process with counters = \"write-behind\", which \
+                     decides its limits alone; stop it, or set counters = \"sqlite\" there too \
+                     to share limits between processes",
+                    path.display()
+                )
+            }
+        } else {
+            format!("{}: flock: {e}", lock_path.display())
+        }));
+    }
+    Ok(file)
+}
+
 impl From<rusqlite::Error> for OpenError {
     fn from(e: rusqlite::Error) -> Self {
         OpenError(e.to_string())
@@ -88,9 +143,19 @@ impl From<rusqlite::Error> for OpenError {
 }
 
 impl SqliteCounters {
-    /// Opens (creating if needed) the database file at `path` and its schema.
+    /// Opens (creating if needed) the database file at `path` and its schema, with the
+    /// file's shared owner lock (refused while a write-behind store holds the file).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
         let path = path.as_ref();
+        let owner = owner_lock(path, false)?;
+        let mut s = Self::open_unlocked(path)?;
+        s._owner = Some(owner);
+        Ok(s)
+    }
+
+    /// [`SqliteCounters::open`] without the owner lock (the write-behind store holds the
+    /// exclusive one).
+    pub(crate) fn open_unlocked(path: &Path) -> Result<Self, OpenError> {
         let conn =
             Connection::open(path).map_err(|e| OpenError(format!("{}: {e}", path.display())))?;
         Self::init(conn)
@@ -122,6 +187,7 @@ impl SqliteCounters {
                 conn,
                 sweep_clock: SweepClock::default(),
             }),
+            _owner: None,
         })
     }
 
@@ -150,6 +216,84 @@ impl SqliteCounters {
         tx.commit().map_err(db)?;
         Ok(out)
     }
+}
+
+impl SqliteCounters {
+    /// Writes what the write-behind store journaled, in one transaction (sweeping dead rows
+    /// when due).
+    pub(crate) fn apply(&self, ops: &[Op], now: Millis) -> Result<(), ReserveError> {
+        self.write(now, |sql| {
+            for op in ops {
+                match op {
+                    Op::Bucket(key, b) => sql.put_bucket(key, b)?,
+                    Op::Push(key, ts, amount, len) => sql.push_event(key, *ts, *amount, *len)?,
+                    Op::Remove(key, ts, amount) => sql.remove_event(key, *ts, *amount)?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The counters still live at `now`, for the write-behind store to start from: calendar
+    /// buckets, and rolling charges oldest first with their window's length.
+    pub(crate) fn live(&self, now: Millis) -> Result<Live, ReserveError> {
+        let inner = self.lock();
+        let tx = inner.conn.unchecked_transaction().map_err(db)?;
+        let buckets = tx
+            .prepare("SELECT key, bucket, used, expires FROM counters WHERE expires > ?1")
+            .and_then(|mut s| {
+                s.query_map(params![now], |r| {
+                    Ok((
+                        CounterKey::from_stored(r.get(0)?),
+                        Bucket {
+                            start: r.get(1)?,
+                            used: r.get(2)?,
+                            end: r.get(3)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db)?;
+        let events = tx
+            .prepare(
+                "SELECT key, ts, amount, expires FROM rolling_events WHERE expires > ?1
+                 ORDER BY key, ts, rowid",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![now], |r| {
+                    let (ts, expires): (Millis, Millis) = (r.get(1)?, r.get(3)?);
+                    Ok((
+                        CounterKey::from_stored(r.get(0)?),
+                        ts,
+                        r.get(2)?,
+                        expires.saturating_sub(ts),
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Live { buckets, events })
+    }
+}
+
+/// A write the write-behind store journaled, to be repeated on the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A calendar counter's new state.
+    Bucket(CounterKey, Bucket),
+    /// A rolling charge: key, stamp, amount, window length.
+    Push(CounterKey, Millis, u64, Millis),
+    /// A refunded rolling charge: key, stamp, amount.
+    Remove(CounterKey, Millis, u64),
+}
+
+/// The live counters of a file (see [`SqliteCounters::live`]).
+pub(crate) struct Live {
+    pub(crate) buckets: Vec<(CounterKey, Bucket)>,
+    /// Key, stamp, amount, window length.
+    pub(crate) events: Vec<(CounterKey, Millis, u64, Millis)>,
 }
 
 impl CounterStore for SqliteCounters {
@@ -187,6 +331,19 @@ struct Sql<'c> {
 }
 
 impl Sql<'_> {
+    /// Stores a calendar counter's state.
+    fn put_bucket(&mut self, key: &CounterKey, b: &Bucket) -> Result<(), ReserveError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO counters (key, bucket, used, expires) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE
+                 SET bucket = excluded.bucket, used = excluded.used, expires = excluded.expires",
+            )
+            .and_then(|mut s| s.execute(params![key.as_str(), b.start, b.used, b.end]))
+            .map(drop)
+            .map_err(db)
+    }
+
     /// Deletes ended buckets and expired rolling charges.
     fn sweep(&mut self, now: Millis) -> Result<(), ReserveError> {
         self.conn
@@ -217,18 +374,10 @@ impl Cells for Sql<'_> {
         key: &CounterKey,
         f: impl FnOnce(Option<(Millis, u64)>) -> Option<Bucket>,
     ) -> Result<(), ReserveError> {
-        let Some(b) = f(self.bucket(key)?) else {
-            return Ok(());
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO counters (key, bucket, used, expires) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (key) DO UPDATE
-                 SET bucket = excluded.bucket, used = excluded.used, expires = excluded.expires",
-            )
-            .and_then(|mut s| s.execute(params![key.as_str(), b.start, b.used, b.end]))
-            .map(drop)
-            .map_err(db)
+        match f(self.bucket(key)?) {
+            Some(b) => self.put_bucket(key, &b),
+            None => Ok(()),
+        }
     }
 
     fn newest_event(&mut self, key: &CounterKey) -> Result<Option<Millis>, ReserveError> {

@@ -1,12 +1,13 @@
 //! The `CounterStore` contract, run against every backend: `MemoryCounters`, `SqliteCounters`
-//! in memory, `SqliteCounters` on a file, and `RedisCounters` on a redis-server of its own.
+//! in memory, `SqliteCounters` on a file, `WriteBehindCounters` on a file, and
+//! `RedisCounters` on a redis-server of its own.
 
 mod common;
 
 use common::*;
 use portcullis_bench::redis_server::RedisServer;
 use portcullis_policy::{CounterStore, Millis, Ticket, Usage, Window};
-use portcullis_store::{MemoryCounters, Redis, RedisCounters, SqliteCounters};
+use portcullis_store::{MemoryCounters, Redis, RedisCounters, SqliteCounters, WriteBehindCounters};
 
 /// A store under test, with whatever must outlive it (a temp file, a redis-server).
 struct Fixture {
@@ -42,6 +43,15 @@ fn sqlite_file() -> Option<Fixture> {
     let db = TempDb::new("contract");
     Some(Fixture {
         store: Box::new(SqliteCounters::open(db.path()).unwrap()),
+        _db: Some(db),
+        _redis: None,
+    })
+}
+
+fn write_behind() -> Option<Fixture> {
+    let db = TempDb::new("contract-wb");
+    Some(Fixture {
+        store: Box::new(WriteBehindCounters::open(db.path(), MIDNIGHT).unwrap()),
         _db: Some(db),
         _redis: None,
     })
@@ -83,6 +93,7 @@ macro_rules! contract_for_all_backends {
         contract!(memory: $($test),*);
         contract!(sqlite_in_memory: $($test),*);
         contract!(sqlite_file: $($test),*);
+        contract!(write_behind: $($test),*);
         contract!(redis: $($test),*);
     };
 }

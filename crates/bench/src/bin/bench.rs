@@ -429,8 +429,10 @@ const TOOL: &str = "echo";
 /// Scenarios run once, beside the policy × audit matrix (names for `--only`).
 const HANDSHAKE: &str = "http c=1 seed/audit=async handshake era";
 const MEMORY_COUNTERS: &str = "http c=1 seed/audit=async memory counters";
+const WRITE_BEHIND: &str = "write-behind counters";
 const METRICS_OFF: &str = "http c=1 seed/audit=async metrics off";
 const REDIS_C1: &str = "http c=1 seed/audit=async redis";
+const NAIVE_C1: &str = "http c=1 naive proxy";
 
 /// Commands the Redis at `port` has processed (`INFO stats`), read over a plain connection.
 fn redis_commands(port: u16) -> Result<u64, String> {
@@ -801,6 +803,7 @@ struct Gateway {
 struct Harness {
     portcullis: PathBuf,
     upstream: PathBuf,
+    naive: PathBuf,
     dir: PathBuf,
     runs: usize,
     calls: usize,
@@ -941,11 +944,27 @@ impl Harness {
                     format!("http open {}/s {tag}", self.rate),
                 ];
                 let extras: &[&str] = match (policy, audit) {
-                    ("seed", "async") => &[HANDSHAKE, MEMORY_COUNTERS, METRICS_OFF, IDLE_MEMORY],
+                    ("seed", "async") => &[
+                        HANDSHAKE,
+                        MEMORY_COUNTERS,
+                        WRITE_BEHIND,
+                        METRICS_OFF,
+                        IDLE_MEMORY,
+                    ],
                     ("args", "async") => &[DENY_PATH],
                     _ => &[],
                 };
-                if !names.iter().any(|n| self.wanted(n)) && !extras.iter().any(|n| self.wanted(n)) {
+                // The write-behind rows (seed, async): the c=1 and c=N rows, on counters
+                // written behind.
+                let wb = [
+                    format!("{} {WRITE_BEHIND}", names[0]),
+                    format!("{} {WRITE_BEHIND}", names[1]),
+                ];
+                let wb_wanted = extras.contains(&WRITE_BEHIND) && wb.iter().any(|n| self.wanted(n));
+                if !names.iter().any(|n| self.wanted(n))
+                    && !extras.iter().any(|n| self.wanted(n))
+                    && !wb_wanted
+                {
                     continue;
                 }
                 let gw = self.gateway(
@@ -1038,6 +1057,43 @@ impl Harness {
                             &self.seq_work(),
                         )?);
                     }
+                    if wb_wanted {
+                        // The counters decided in memory and written behind to counters.db:
+                        // beside `http c=1 seed/audit=async` (one SQLite transaction a call).
+                        let wbg = self.gateway(
+                            "seed-async-write-behind",
+                            audit,
+                            "",
+                            &format!(
+                                "{up}policy = \"seed.json\"\n\n[store]\ncounters = \"write-behind\"\n"
+                            ),
+                            &[],
+                        )?;
+                        let v = self.via(&wbg, Era::Stateless);
+                        let how = "counters decided in memory and written behind to counters.db (`[store] counters = \"write-behind\"`)";
+                        if self.wanted(&wb[0]) {
+                            out.push(self.side_by_side(
+                                wb[0].clone(),
+                                &format!("sequential {what}, {how}"),
+                                &direct,
+                                &v,
+                                wbg.proc.pid(),
+                                self.warmup,
+                                &self.seq_work(),
+                            )?);
+                        }
+                        if self.wanted(&wb[1]) {
+                            out.push(self.side_by_side(
+                                wb[1].clone(),
+                                &format!("closed loop, {} sessions, {what}, {how}", self.conns),
+                                &direct,
+                                &v,
+                                wbg.proc.pid(),
+                                closed_extra,
+                                &self.closed_work(),
+                            )?);
+                        }
+                    }
                     if self.wanted(METRICS_OFF) {
                         // The same gateway without its metrics sink: the row beside
                         // `http c=1 seed/audit=async` (metrics on) is what metrics cost.
@@ -1077,7 +1133,58 @@ impl Harness {
                 }
             }
         }
+        self.naive(up_port, &direct, out)?;
         self.redis(&up, &direct, out)
+    }
+
+    fn naive_cn(&self) -> String {
+        format!("http c={} naive proxy", self.conns)
+    }
+
+    /// The floor: `naive-proxy` (axum in front, reqwest behind, nothing else) at c=1 and c=N,
+    /// beside the direct calls, so the gateway rows can be read against what the same HTTP
+    /// stack costs with no auth, parse, policy, counters or audit.
+    fn naive(&self, up_port: u16, direct: &Target, out: &mut Outcomes) -> Result<(), String> {
+        let names = [NAIVE_C1.to_string(), self.naive_cn()];
+        if !names.iter().any(|n| self.wanted(n)) {
+            return Ok(());
+        }
+        let port = free_port();
+        let mut cmd = Command::new(&self.naive);
+        cmd.args(["--port", &port.to_string()])
+            .args(["--upstream", &format!("http://127.0.0.1:{up_port}/mcp")])
+            .args(["--workers", &self.workers.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let mut proc = spawn(&mut cmd, self.gateway_cpu)
+            .map_err(|e| format!("spawn {}: {e}", self.naive.display()))?;
+        wait_port(port, &mut proc, "naive-proxy")?;
+        let via = Target::new(format!("http://127.0.0.1:{port}/mcp"), Era::Stateless);
+        let what = "tools/call `echo`, 2026-07-28 era, through `naive-proxy` (axum + reqwest pass-through: no auth, parse, policy, counters or audit)";
+        if self.wanted(&names[0]) {
+            out.push(self.side_by_side(
+                names[0].clone(),
+                &format!("sequential {what}"),
+                direct,
+                &via,
+                proc.pid(),
+                self.warmup,
+                &self.seq_work(),
+            )?);
+        }
+        if self.wanted(&names[1]) {
+            out.push(self.side_by_side(
+                names[1].clone(),
+                &format!("closed loop, {} sessions, {what}", self.conns),
+                direct,
+                &via,
+                proc.pid(),
+                CLOSED_WARMUP as usize * self.conns,
+                &self.closed_work(),
+            )?);
+        }
+        Ok(())
     }
 
     /// The counters, grants and approvals on a shared Redis (`[store] url`): one replica at
@@ -1505,9 +1612,13 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .with_file_name("fast-upstream"),
     };
+    let naive = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("naive-proxy");
     for (what, p) in [
         ("portcullis", &cli.portcullis),
         ("fast-upstream", &upstream),
+        ("naive-proxy", &naive),
     ] {
         if !p.exists() {
             return Err(format!("{what} binary not found at {} (build with cargo build --release -p portcullis -p portcullis-bench)", p.display()));
@@ -1535,6 +1646,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let h = Harness {
         portcullis,
         upstream: upstream.clone(),
+        naive,
         dir: dir.clone(),
         runs: cli.runs.unwrap_or(if cli.quick { 1 } else { 5 }).max(1),
         calls: cli.calls.unwrap_or(if cli.quick { 300 } else { 10_000 }),
