@@ -154,6 +154,31 @@ impl Connection {
         caller: &Caller,
         extra: Vec<(String, String)>,
     ) {
+        self.from_client_how(line, caller, extra, Sending::Queued)
+            .await;
+    }
+
+    /// Like [`Connection::from_client_with`], but a request the server answers with one JSON
+    /// body is answered when this returns, all on the caller's task
+    /// ([`Transport::send_answered`]): the stateless face, which then finds the answer
+    /// waiting without a wake-up.
+    pub async fn from_client_answered(
+        self: &Arc<Self>,
+        line: &str,
+        caller: &Caller,
+        extra: Vec<(String, String)>,
+    ) {
+        self.from_client_how(line, caller, extra, Sending::Answered)
+            .await;
+    }
+
+    async fn from_client_how(
+        self: &Arc<Self>,
+        line: &str,
+        caller: &Caller,
+        extra: Vec<(String, String)>,
+        how: Sending,
+    ) {
         if let Some(tool) = self.relay.needs_listing(line) {
             self.fetch_listing(&tool, line).await;
         }
@@ -163,7 +188,7 @@ impl Connection {
         if let Some(s) = &mut span {
             s.step(Step::Decide, t0);
         }
-        self.dispatch(outs, extra, None, span).await;
+        self.dispatch(outs, extra, None, span, how).await;
     }
 
     /// Lists the server's tools (page by page, until `tool` is seen) so that a call to it can
@@ -196,13 +221,14 @@ impl Connection {
     /// Delivers relay outputs, then sends what goes upstream; a request that cannot be sent
     /// is answered (and its quota refunded) through the relay.
     /// `stream_of` marks the client lines among `outs` ([`ToClient::stream_of`]). `span`: the
-    /// span of the request these outputs are about (traces on).
+    /// span of the request these outputs are about (traces on). `how`: how requests go.
     fn dispatch(
         self: &Arc<Self>,
         outs: Vec<Out>,
         extra: Vec<(String, String)>,
         mut stream_of: Option<String>,
         mut span: Option<RequestSpan>,
+        how: Sending,
     ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut queue = outs;
@@ -226,7 +252,11 @@ impl Connection {
                     if let Some(tp) = traceparent {
                         headers.push(("traceparent".to_owned(), tp));
                     }
-                    if let Err(e) = self.transport().send(line, up, headers).await {
+                    let sent = match how {
+                        Sending::Answered => self.transport().send_answered(line, up, headers),
+                        Sending::Queued => self.transport().send(line, up, headers),
+                    };
+                    if let Err(e) = sent.await {
                         if let Some(up) = up {
                             let why = e.to_string();
                             if let Some(mut s) = self.flights.lock_or_recover().remove(&up) {
@@ -250,6 +280,15 @@ impl Connection {
     pub async fn shutdown(&self, grace: Duration) {
         self.transport().shutdown(grace).await;
     }
+}
+
+/// How a client line goes to the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    /// [`Transport::send`]: returns once the line is on its way.
+    Queued,
+    /// [`Transport::send_answered`]: a JSON answer is handled before it returns.
+    Answered,
 }
 
 /// Why a call whose write-ahead record could not be written was not forwarded.
@@ -302,7 +341,8 @@ impl Receiver for Connection {
                 }
                 Inbound::Restarted => self.relay.replay_after_restart(),
             };
-            me.dispatch(outs, Vec::new(), tag, span).await;
+            me.dispatch(outs, Vec::new(), tag, span, Sending::Queued)
+                .await;
         })
     }
 

@@ -151,8 +151,9 @@ pub(super) async fn forward_stateless(
     let rx = conn
         .router
         .wait_for(&ours, original_token.as_ref().map(|_| ours.clone()));
+    // A JSON answer is in `rx` when this returns (no task hop); a streamed one follows.
     conn.link
-        .from_client_with(&msg.to_json(), &caller, params_headers)
+        .from_client_answered(&msg.to_json(), &caller, params_headers)
         .await;
     let restore = Restore {
         id: original_id,

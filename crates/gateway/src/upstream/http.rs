@@ -212,7 +212,16 @@ impl HttpTransport {
         }
     }
 
-    async fn post(self: Arc<Self>, line: String, up: Option<u64>, extra: Vec<(String, String)>) {
+    /// POSTs one message and hands what comes back to the inbox. `detach_stream`: an answer
+    /// that streams (SSE) is read in a task of its own and this returns at once; a JSON answer
+    /// is always read and handed over before this returns.
+    async fn post(
+        self: Arc<Self>,
+        line: String,
+        up: Option<u64>,
+        extra: Vec<(String, String)>,
+        detach_stream: bool,
+    ) {
         let Ok(msg) = Message::parse(&line) else {
             return;
         };
@@ -265,6 +274,23 @@ impl HttpTransport {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
+        if sse && detach_stream {
+            tokio::spawn(self.read_answer(resp, status, sse, is_init, up));
+        } else {
+            self.read_answer(resp, status, sse, is_init, up).await;
+        }
+    }
+
+    /// Reads the answer to a POST (an SSE stream, resumed when the server closes it early, or
+    /// one JSON body) into the inbox; a request left without an answer is reported failed.
+    async fn read_answer(
+        self: Arc<Self>,
+        resp: reqwest::Response,
+        status: reqwest::StatusCode,
+        sse: bool,
+        is_init: bool,
+        up: Option<u64>,
+    ) {
         let mut answered = false;
         if sse {
             let mut end = self.read_sse(resp, is_init, up).await;
@@ -533,10 +559,30 @@ impl Transport for HttpTransport {
                 return Err(std::io::Error::other("the upstream link is closed"));
             };
             if up.is_none() {
-                me.post(line, None, extra).await;
+                me.post(line, None, extra, false).await;
             } else {
-                tokio::spawn(me.post(line, up, extra));
+                tokio::spawn(me.post(line, up, extra, false));
             }
+            Ok(())
+        })
+    }
+
+    /// A request whose answer is one JSON body is answered on the caller's task (no task
+    /// hop, no wake-up of another thread); an answer that streams goes on in a task of its
+    /// own. If the caller stops waiting (its client went away), the exchange finishes in a
+    /// task, so the answer still reaches the relay and its audit record.
+    fn send_answered(
+        &self,
+        line: String,
+        up: Option<u64>,
+        extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move {
+            let Some(me) = self.me.upgrade() else {
+                return Err(std::io::Error::other("the upstream link is closed"));
+            };
+            let detach = up.is_some();
+            super::Detached::new(me.post(line, up, extra, detach)).await;
             Ok(())
         })
     }

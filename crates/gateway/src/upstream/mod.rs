@@ -179,12 +179,58 @@ pub trait Transport: Send + Sync {
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>>;
 
+    /// Like [`Transport::send`], but when the server answers a request with one JSON body
+    /// (Streamable HTTP), that answer has been handed to the inbox when this returns: on the
+    /// caller's task, with no hop to another task. The stateless face's fast path. Other
+    /// transports (and streamed answers) behave as with `send`.
+    fn send_answered(
+        &self,
+        line: String,
+        up: Option<u64>,
+        extra: Vec<(String, String)>,
+    ) -> BoxFuture<'_, std::io::Result<()>> {
+        self.send(line, up, extra)
+    }
+
     /// Stops the child, ends the HTTP session, or closes the SSE stream.
     fn shutdown(&self, grace: Duration) -> BoxFuture<'_, ()>;
 
     /// The Streamable HTTP transport, for what only it can do (`server/discover` directly).
     fn as_http(&self) -> Option<&http::HttpTransport> {
         None
+    }
+}
+
+/// A future that, dropped before it completes, is finished in a task of its own: work that
+/// must not be cut off when the caller stops waiting (an upstream exchange whose answer the
+/// relay must still see).
+pub(crate) struct Detached(Option<BoxFuture<'static, ()>>);
+
+impl Detached {
+    pub(crate) fn new(f: impl Future<Output = ()> + Send + 'static) -> Detached {
+        Detached(Some(Box::pin(f)))
+    }
+}
+
+impl Future for Detached {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.0.as_mut().map(|f| f.as_mut().poll(cx)) {
+            Some(std::task::Poll::Pending) => std::task::Poll::Pending,
+            _ => {
+                self.0 = None;
+                std::task::Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(f);
+        }
     }
 }
 
