@@ -94,6 +94,11 @@ impl Connection {
         let owner: Weak<dyn Receiver> = conn.me.clone();
         let transport = spec.connect(Inbox::new(owner)).await?;
         let _ = conn.transport.set(transport);
+        // The server answered (a child started, an SSE stream opened): it is up again, even
+        // after another connection of it was lost for good.
+        if let (Some(e), Some(rec)) = (&conn.events, conn.relay.connected()) {
+            e.note(rec);
+        }
         Ok(conn)
     }
 
@@ -301,6 +306,12 @@ impl Receiver for Connection {
                     self.relay.upstream_lost(&why)
                 }
                 Inbound::Restarted => self.relay.replay_after_restart(),
+                Inbound::Reconnected { resumed } => {
+                    if let (Some(e), Some(rec)) = (&self.events, self.relay.reconnected(resumed)) {
+                        e.note(rec);
+                    }
+                    return;
+                }
             };
             me.dispatch(outs, Vec::new(), tag, span).await;
         })

@@ -163,6 +163,8 @@ pub struct MetricsSink {
     approvals: Family<ApprovalLabels, Counter>,
     upstream_events: Family<UpstreamLabels, Counter>,
     upstream_up: Family<ServerLabels, Gauge>,
+    reconnects: Family<ServerLabels, Counter>,
+    resumptions: Family<ServerLabels, Counter>,
     audit_commit_seconds: Histogram,
 }
 
@@ -219,11 +221,26 @@ impl MetricsSink {
             "0 while a server's upstream is lost and has not come back, 1 otherwise",
             upstream_up.clone(),
         );
+        let reconnects = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "portcullis_upstream_reconnects",
+            "Upstream streams the server closed and the gateway opened again (Streamable HTTP: \
+             the session's GET stream, a request's answer stream), resumptions included",
+            reconnects.clone(),
+        );
+        let resumptions = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "portcullis_upstream_stream_resumptions",
+            "Upstream reconnections that asked the server to resume with Last-Event-ID",
+            resumptions.clone(),
+        );
         let servers: HashSet<String> = servers.into_iter().map(Into::into).collect();
         for s in &servers {
-            upstream_up
-                .get_or_create(&ServerLabels { server: s.clone() })
-                .set(1);
+            let by_server = ServerLabels { server: s.clone() };
+            upstream_up.get_or_create(&by_server).set(1);
+            // Present from the start, so that a rate over the first reconnection is right.
+            let _ = reconnects.get_or_create(&by_server);
+            let _ = resumptions.get_or_create(&by_server);
         }
         let audit_commit_seconds = seconds_histogram();
         registry.register(
@@ -243,6 +260,8 @@ impl MetricsSink {
             approvals,
             upstream_events,
             upstream_up,
+            reconnects,
+            resumptions,
             audit_commit_seconds,
         }
     }
@@ -285,6 +304,25 @@ impl MetricsSink {
                     .inc();
             }
             crate::relay::UPSTREAM => {
+                if rec.rule.as_deref() == Some(crate::relay::UPSTREAM_CONNECTED) {
+                    self.upstream_up
+                        .get_or_create(&ServerLabels { server })
+                        .set(1);
+                    return;
+                }
+                let resumed = match rec.rule.as_deref() {
+                    Some(crate::relay::UPSTREAM_RECONNECTED) => Some(false),
+                    Some(crate::relay::UPSTREAM_RESUMED) => Some(true),
+                    _ => None,
+                };
+                if let Some(resumed) = resumed {
+                    let by_server = ServerLabels { server };
+                    self.reconnects.get_or_create(&by_server).inc();
+                    if resumed {
+                        self.resumptions.get_or_create(&by_server).inc();
+                    }
+                    return;
+                }
                 let event = match rec.rule.as_deref() {
                     Some(crate::relay::UPSTREAM_LOST) => "lost",
                     Some(crate::relay::UPSTREAM_RESTARTED) => "restarted",
@@ -442,6 +480,10 @@ impl EventSink for MetricsSink {
 
     fn committed(&self, waited: std::time::Duration) {
         self.audit_commit_seconds.observe(waited.as_secs_f64());
+    }
+
+    fn note(&self, event: &Event) {
+        self.observe(&event.record);
     }
 }
 
@@ -679,6 +721,59 @@ mod tests {
             sample(&text, r#"portcullis_upstream_up{server="odoo"}"#)
         };
         assert_eq!(up(&sink), Some(1.0), "up until known lost");
+        // Reconnections: every reopened stream, and those resumed with Last-Event-ID. Told
+        // through `note`, the path the connection uses (the audit log ignores it).
+        let reconnects = |sink: &MetricsSink| {
+            let text = sink.render(&Snapshot::default());
+            (
+                sample(
+                    &text,
+                    r#"portcullis_upstream_reconnects_total{server="odoo"}"#,
+                ),
+                sample(
+                    &text,
+                    r#"portcullis_upstream_stream_resumptions_total{server="odoo"}"#,
+                ),
+            )
+        };
+        assert_eq!(
+            reconnects(&sink),
+            (Some(0.0), Some(0.0)),
+            "present from the start"
+        );
+        for rule in [
+            crate::relay::UPSTREAM_RESUMED,
+            crate::relay::UPSTREAM_RECONNECTED,
+            crate::relay::UPSTREAM_RESUMED,
+        ] {
+            EventSink::note(
+                &sink,
+                &Event {
+                    record: upstream(rule),
+                    args: None,
+                },
+            );
+        }
+        assert_eq!(reconnects(&sink), (Some(3.0), Some(2.0)));
+        assert_eq!(up(&sink), Some(1.0), "a reconnection is not a loss");
+        // Lost for good (a legacy SSE stream that ended): down until a new connection of the
+        // server is made.
+        sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
+        assert_eq!(up(&sink), Some(0.0));
+        sink.note(&Event {
+            record: upstream(crate::relay::UPSTREAM_CONNECTED),
+            args: None,
+        });
+        assert_eq!(
+            up(&sink),
+            Some(1.0),
+            "up again once a new connection is made"
+        );
+        assert_eq!(
+            reconnects(&sink),
+            (Some(3.0), Some(2.0)),
+            "not a reconnection"
+        );
         sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
         assert_eq!(up(&sink), Some(0.0));
         sink.observe(&upstream(crate::relay::UPSTREAM_RESTARTED));

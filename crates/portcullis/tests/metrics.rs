@@ -252,6 +252,102 @@ fn upstream_crashes_restarts_and_audit_commit_latency_are_measured() {
     assert!(rules.contains(&"(upstream restarted)"), "{records:?}");
 }
 
+/// A 2025-11-25 HTTP upstream that closes its GET stream after a priming event (SSE polling):
+/// the session's upstream link reopens it with `Last-Event-ID`, and the scrape counts that
+/// reconnection and resumption for the server (and the upstream is still up).
+#[test]
+fn a_reopened_upstream_stream_is_counted_as_a_reconnect_and_a_resumption() {
+    let test = Scratch::new("metrics-reconnect");
+    let port = free_port();
+    let _server = Bg(Command::new("python3")
+        .arg(repo().join("crates/gateway/tests/fixtures/closing_get_server.py"))
+        .arg(port.to_string())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let gw = serve_in(
+        &test,
+        &format!(
+            "[[servers]]\nname = \"polling\"\nurl = \"http://127.0.0.1:{port}/mcp\"\npolicy = \"p.json\"\nauth = \"none\"\n"
+        ),
+        &[("p.json", json!({"version":"1","default":"allow"}).to_string())],
+        &[("PORTCULLIS_ADMIN_TOKEN", ADMIN)],
+        &[],
+    );
+    let counts = || {
+        let text = scrape(&gw, Some(ADMIN)).body;
+        let reconnects = sample(
+            &text,
+            r#"portcullis_upstream_reconnects_total{server="polling"}"#,
+        );
+        let resumptions = sample(
+            &text,
+            r#"portcullis_upstream_stream_resumptions_total{server="polling"}"#,
+        );
+        (reconnects, resumptions, text)
+    };
+    let (r, s, text) = counts();
+    assert_eq!(
+        (r, s),
+        (Some(0.0), Some(0.0)),
+        "zero before any session: {text}"
+    );
+    // A handshake-era session: initialize, then initialized opens the upstream GET stream.
+    let json_sse = ("Accept", "application/json, text/event-stream");
+    let ct = ("Content-Type", "application/json");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let r = http_request(
+        gw.port,
+        "POST",
+        "/mcp/polling",
+        &[json_sse, ct],
+        init.as_bytes(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let r = http_request(
+        gw.port,
+        "POST",
+        "/mcp/polling",
+        &[json_sse, ct, ("Mcp-Session-Id", &sid)],
+        note.as_bytes(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    // The server closes the first GET stream at once and asks for 200 ms before the next.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let (r, s, text) = counts();
+        if r.unwrap_or(0.0) >= 1.0 && s.unwrap_or(0.0) >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reopened stream was never counted: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(&text, r#"portcullis_upstream_up{server="polling"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    // Counted, not audited: the audit trail has no record of it.
+    let out = Command::new(bin())
+        .args(["audit", "--data-dir"])
+        .arg(test.join("data"))
+        .args(["--json", "--limit", "0"])
+        .output()
+        .unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !records.iter().any(|r| r["method"] == "(upstream)"),
+        "{records:?}"
+    );
+}
+
 /// `application/x-www-form-urlencoded` value: everything but unreserved characters escaped.
 fn urlencode(s: &str) -> String {
     s.bytes()
