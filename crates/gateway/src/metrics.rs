@@ -1,7 +1,9 @@
 //! Prometheus metrics: the second [`EventSink`]. Every decision, door refusal, reload and
 //! approval reaches it as the same [`Event`] the audit log gets, and becomes counters and
-//! histograms (`prometheus-client`); a scrape adds gauges read at that moment (audit writer,
-//! open sessions) and encodes everything as OpenMetrics text.
+//! histograms (`prometheus-client`), as do the upstream reconnections the connections note
+//! ([`crate::events::Events::note`]); a scrape adds what it reads at that moment (the audit
+//! writer's counters and batch sizes, open sessions, pending approvals) and encodes
+//! everything as OpenMetrics text.
 //!
 //! Labels are bounded whatever callers send: servers are the configured ones (else
 //! `(unknown)`), methods the MCP ones (else `(other)`), rules their kind (`deny_if`,
@@ -12,11 +14,12 @@
 use crate::events::{Commit, Event, EventSink};
 use portcullis_store::{AuditDecision, AuditRecord, AuditStats};
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -428,6 +431,11 @@ impl MetricsSink {
             ] {
                 scrape.register(name, help, ConstCounter::new(v));
             }
+            scrape.register(
+                "portcullis_audit_batch_size",
+                "Records per audit transaction (group commit), one observation per commit",
+                BatchSizes(a),
+            );
         }
         let sessions = Family::<SessionLabels, Gauge>::default();
         for (server, kind, n) in &now.sessions {
@@ -484,6 +492,29 @@ impl EventSink for MetricsSink {
 
     fn note(&self, event: &Event) {
         self.observe(&event.record);
+    }
+}
+
+/// The audit writer's commits by size, as a histogram read at scrape time (the writer
+/// counts them: [`AuditStats::batch_sizes`]); the sum is the records committed.
+#[derive(Debug)]
+struct BatchSizes(AuditStats);
+
+impl EncodeMetric for BatchSizes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let buckets: Vec<(f64, u64)> = portcullis_store::BATCH_SIZE_BOUNDS
+            .iter()
+            .map(|b| *b as f64)
+            .chain([f64::INFINITY])
+            .zip(s.batch_sizes)
+            .collect();
+        let count = s.batch_sizes.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(s.committed as f64, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -760,10 +791,13 @@ mod tests {
         // server is made.
         sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
         assert_eq!(up(&sink), Some(0.0));
-        sink.note(&Event {
-            record: upstream(crate::relay::UPSTREAM_CONNECTED),
-            args: None,
-        });
+        EventSink::note(
+            &sink,
+            &Event {
+                record: upstream(crate::relay::UPSTREAM_CONNECTED),
+                args: None,
+            },
+        );
         assert_eq!(
             up(&sink),
             Some(1.0),
@@ -792,6 +826,8 @@ mod tests {
                 committed: 7,
                 failed: 1,
                 batches: 3,
+                // One commit of 1 record, two of 3 (bucket "4").
+                batch_sizes: [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             }),
             sessions: vec![
                 ("odoo".into(), "handshake", 2),
@@ -825,6 +861,33 @@ mod tests {
         assert_eq!(q("portcullis_audit_committed_total"), Some(7.0));
         assert_eq!(q("portcullis_audit_failed_total"), Some(1.0));
         assert_eq!(q("portcullis_audit_batches_total"), Some(3.0));
+        // The batch-size histogram: cumulative buckets 1, 2, 4, … 1024, +Inf.
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="1.0"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="2.0"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="4.0"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="1024.0"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="+Inf"}"#),
+            Some(3.0)
+        );
+        assert_eq!(q("portcullis_audit_batch_size_count"), Some(3.0));
+        assert_eq!(q("portcullis_audit_batch_size_sum"), Some(7.0));
+        assert!(
+            text.contains("# TYPE portcullis_audit_batch_size histogram"),
+            "{text}"
+        );
         assert_eq!(
             q(r#"portcullis_sessions_open{server="odoo",kind="handshake"}"#),
             Some(2.0)
