@@ -52,6 +52,18 @@ fn start_policy(test: &Scratch, policy: &Value, env: &[(&str, &str)], args: &[&s
 
 /// One stateless (2026-07-28) request to `/mcp/rec` with `token`.
 fn mcp(gw: &Served, token: &str, id: u32, method: &str, params: Value) -> Reply {
+    mcp_with(gw, token, id, method, params, &[])
+}
+
+/// [`mcp`] with more headers.
+fn mcp_with(
+    gw: &Served,
+    token: &str,
+    id: u32,
+    method: &str,
+    params: Value,
+    more: &[(&str, &str)],
+) -> Reply {
     let mut params = params;
     params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
     let body = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string();
@@ -67,6 +79,7 @@ fn mcp(gw: &Served, token: &str, id: u32, method: &str, params: Value) -> Reply 
     if !name.is_empty() {
         headers.push(("Mcp-Name", &name));
     }
+    headers.extend_from_slice(more);
     http_request(
         gw.port,
         "POST",
@@ -484,7 +497,15 @@ fn a_real_prometheus_scrapes_the_gateway_with_the_admin_token() {
 fn json_logs_are_one_object_per_line_without_colours() {
     let test = Scratch::new("metrics-json-logs");
     let gw = start_with(&test, &[("RUST_LOG", "info")], &["--log-format", "json"]);
-    let r = call(&gw, 1, "delete_invoice");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = mcp_with(
+        &gw,
+        ALICE,
+        41,
+        "tools/call",
+        json!({"name": "delete_invoice", "arguments": {"id": 1}}),
+        &[("traceparent", traceparent)],
+    );
     assert!(r.body.contains("[POLICY DENIED]"), "{}", r.body);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.stderr().contains("\"deny\"") {
@@ -517,6 +538,12 @@ fn json_logs_are_one_object_per_line_without_colours() {
     assert_eq!(deny["level"], "INFO");
     assert_eq!(deny["fields"]["tool"], "delete_invoice");
     assert_eq!(deny["fields"]["rule"], "(default deny)");
+    // The request's id (the client's own, as the audit record keeps it) and trace id.
+    assert_eq!(deny["span"]["request_id"], "41", "{deny}");
+    assert_eq!(
+        deny["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{deny}"
+    );
 }
 
 #[test]

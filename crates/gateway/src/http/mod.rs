@@ -600,9 +600,16 @@ async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseEr
     parse_error_response(e)
 }
 
-/// The W3C trace context of a client's request (its `traceparent` header), if valid.
-fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceContext> {
-    crate::traces::TraceContext::parse(headers.get("traceparent")?.to_str().ok()?)
+/// The W3C trace context of a client's request (its `traceparent` header, if valid, with
+/// its `tracestate` lines).
+fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceParent> {
+    crate::traces::TraceParent::from_headers(
+        headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        headers
+            .get_all("tracestate")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 fn random_hex(bytes: usize) -> String {

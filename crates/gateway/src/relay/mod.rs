@@ -142,9 +142,10 @@ pub struct Caller {
     /// The OAuth principal behind the caller (`auth = "oauth"`): its issuer, subject and
     /// client go into every audit record.
     pub principal: Option<Arc<crate::http::Principal>>,
-    /// The W3C trace context of the client's HTTP request (its `traceparent` header), set by
-    /// the face per request; a `params._meta.traceparent` in the message wins over it.
-    pub trace: Option<crate::traces::TraceContext>,
+    /// The W3C trace context of the client's HTTP request (its `traceparent` and
+    /// `tracestate` headers), set by the face per request; a `params._meta.traceparent` in
+    /// the message wins over it.
+    pub trace: Option<crate::traces::TraceParent>,
 }
 
 /// The wall clock.
