@@ -298,7 +298,7 @@ impl MetricsSink {
                     })
                     .inc();
             }
-            "(authentication)" | "(invalid message)" => {
+            "(authentication)" | "(invalid message)" | "(media type)" => {
                 self.refusals
                     .get_or_create(&RefusalLabels {
                         server,
@@ -544,12 +544,16 @@ fn rule_kind(rule: Option<&str>) -> &str {
     OTHER
 }
 
-/// Why a request was refused at the door: the authentication error's code, `forbidden_origin`
-/// or `invalid_message`.
+/// Why a request was refused at the door: the authentication error's code (401, 403),
+/// `forbidden_origin` (403), `body_too_large` (413), `unsupported_media_type` (415),
+/// `not_acceptable` (406) or `invalid_message` (400).
 fn refusal_reason(rule: Option<&str>) -> &str {
     match rule {
         Some("(forbidden origin)") => "forbidden_origin",
         Some("(invalid message)") => "invalid_message",
+        Some("(body too large)") => "body_too_large",
+        Some("(unsupported media type)") => "unsupported_media_type",
+        Some("(not acceptable)") => "not_acceptable",
         Some(r) => r
             .strip_prefix("(auth: ")
             .and_then(|c| c.strip_suffix(')'))
@@ -697,6 +701,15 @@ mod tests {
         token.rule = Some("(auth: unknown_token)".into());
         sink.observe(&token);
         sink.observe(&token);
+        for (method, rule) in [
+            ("(invalid message)", "(body too large)"),
+            ("(media type)", "(unsupported media type)"),
+            ("(media type)", "(not acceptable)"),
+        ] {
+            let mut r = AuditRecord::new(1, "odoo", method, AuditDecision::Deny);
+            r.rule = Some(rule.into());
+            sink.observe(&r);
+        }
         let text = sink.render(&Snapshot::default());
         let q = |s: &str| sample(&text, s);
         assert_eq!(
@@ -723,6 +736,15 @@ mod tests {
             q(r#"portcullis_door_refusals_total{server="odoo",reason="unknown_token"}"#),
             Some(2.0)
         );
+        for reason in ["body_too_large", "unsupported_media_type", "not_acceptable"] {
+            assert_eq!(
+                q(&format!(
+                    r#"portcullis_door_refusals_total{{server="odoo",reason="{reason}"}}"#
+                )),
+                Some(1.0),
+                "{text}"
+            );
+        }
         assert!(!text.contains("evil-name"));
         // Door refusals are not requests.
         assert_eq!(text.matches("portcullis_requests_total{").count(), 2);

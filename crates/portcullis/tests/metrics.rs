@@ -2,7 +2,8 @@
 //! `GET /metrics` shows allowed, denied, unlisted and refused calls as the right series; the
 //! scrape needs the admin token; a real Prometheus (Debian's package) scraping the gateway
 //! with that token stores the request and latency series with their labels and values;
-//! `--log-format json` writes one JSON object per line; and the example Prometheus config and
+//! `--log-format json` writes one JSON object per line (a request's with its request id and
+//! trace id); an HTTP upstream's reopened stream is counted; and the example Prometheus config and
 //! alert rules under `examples/prometheus/` pass `promtool` (check and unit tests).
 
 mod common;
@@ -148,6 +149,31 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     let test = Scratch::new("metrics-scrape");
     let gw = start(&test);
     traffic(&gw);
+    // Door refusals beyond the token: a body over `max_body_bytes` (413, judged after the
+    // token: without one it is a 401) and a wrong Content-Type (415).
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "y".repeat(70_000)
+    );
+    let bearer = format!("Bearer {ALICE}");
+    let post = |headers: &[(&str, &str)], body: &str| {
+        http_request(
+            gw.port,
+            "POST",
+            "/mcp/rec",
+            headers,
+            body.as_bytes(),
+            Duration::from_secs(20),
+        )
+    };
+    let ct = ("Content-Type", "application/json");
+    assert_eq!(post(&[ct, ("Authorization", &bearer)], &big).status, 413);
+    assert_eq!(post(&[ct], &big).status, 401, "the token is judged first");
+    let r = post(
+        &[("Content-Type", "text/plain"), ("Authorization", &bearer)],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
 
     let none = scrape(&gw, None);
     assert_eq!(none.status, 401, "{}", none.body);
@@ -191,6 +217,34 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
             r#"portcullis_door_refusals_total{server="rec",reason="unknown_token"}"#
         ),
         Some(1.0)
+    );
+    for reason in ["body_too_large", "unsupported_media_type", "missing_token"] {
+        assert_eq!(
+            sample(
+                text,
+                &format!(r#"portcullis_door_refusals_total{{server="rec",reason="{reason}"}}"#)
+            ),
+            Some(1.0),
+            "{reason}: {text}"
+        );
+    }
+    assert!(
+        !text.contains(r#"method="(other)""#),
+        "refusals are not requests: {text}"
+    );
+    // Records per audit commit: one observation per transaction, the records as its sum.
+    let batches = sample(text, "portcullis_audit_batches_total").unwrap();
+    assert_eq!(
+        sample(text, "portcullis_audit_batch_size_count"),
+        Some(batches)
+    );
+    assert_eq!(
+        sample(text, "portcullis_audit_batch_size_sum"),
+        sample(text, "portcullis_audit_committed_total")
+    );
+    assert_eq!(
+        sample(text, r#"portcullis_audit_batch_size_bucket{le="+Inf"}"#),
+        Some(batches)
     );
     // Forwarded: the listing and three calls (plus whatever the bridge itself sent).
     let upstream = sample(text, r#"portcullis_upstream_seconds_count{server="rec"}"#).unwrap();
