@@ -145,7 +145,8 @@ fn seconds_histogram() -> Histogram {
 pub struct Snapshot {
     /// The audit writer's counters, when auditing is on.
     pub audit: Option<AuditStats>,
-    /// Open sessions: (server, kind, count); kind is `handshake` or `bridged`.
+    /// Open sessions: (server, kind, count); kind is `handshake`, `bridged` or
+    /// `legacy_sse`.
     pub sessions: Vec<(String, &'static str, u64)>,
     /// Approval requests waiting for a human, by server (`None`: no approval store, or it
     /// could not be read).
@@ -448,7 +449,8 @@ impl MetricsSink {
         }
         scrape.register(
             "portcullis_sessions_open",
-            "Open handshake-era sessions by server and kind (handshake, bridged)",
+            "Open sessions by server and kind: handshake (Streamable HTTP), bridged (to a \
+             2026-07-28 upstream), legacy_sse (HTTP+SSE)",
             sessions,
         );
         if let Some(pending) = &now.pending_approvals {

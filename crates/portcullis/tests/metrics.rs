@@ -182,6 +182,9 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     assert_eq!(grant.status, 401, "an agent's token never reads metrics");
     assert!(!grant.body.contains("portcullis_requests"));
 
+    // A legacy HTTP+SSE session, open while the scrape runs: its own kind of session.
+    let legacy = legacy_sse_session(&gw);
+
     let r = scrape(&gw, Some(ADMIN));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
@@ -255,7 +258,42 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     let committed = sample(text, "portcullis_audit_committed_total").unwrap();
     assert!(committed >= 9.0, "{text}");
     assert_eq!(sample(text, "portcullis_audit_failed_total"), Some(0.0));
+    assert_eq!(
+        sample(
+            text,
+            r#"portcullis_sessions_open{server="rec",kind="legacy_sse"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    drop(legacy);
     assert!(text.ends_with("# EOF\n"));
+}
+
+/// Opens `GET /sse/rec` (a legacy HTTP+SSE session) with alice's token and reads up to its
+/// `endpoint` event; the session lives as long as the returned socket.
+fn legacy_sse_session(gw: &Served) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let req = format!(
+        "GET /sse/rec HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {ALICE}\r\n\r\n",
+        gw.port
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("event: endpoint") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    s
 }
 
 #[test]

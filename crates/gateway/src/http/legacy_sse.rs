@@ -78,6 +78,7 @@ pub(super) async fn sse_open(
             conn,
             bridged: None,
             shared: false,
+            legacy: true,
         }),
     );
     let guard = Arc::new(SseSessionGuard {
