@@ -1058,6 +1058,10 @@ impl Writer {
                 // Async: sleep until the deadline instead of waking for every record (a
                 // wake-up per record costs the request path a futex call and a context
                 // switch); a flush, a shutdown or a queue of a batch's worth unpark it early.
+                // What is queued already is taken first: a flush sent while the writer was
+                // still inside `recv` may have had its wake-up consumed there, and would
+                // otherwise wait out the whole delay.
+                closed = drain(&self.rx, &mut rows, &mut waiters, &mut flush_now);
                 while !flush_now && !closed && rows.len() < MAX_BATCH {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {

@@ -364,12 +364,20 @@ fn commits_are_counted_by_batch_size() {
         },
     )
     .unwrap();
+    let start = std::time::Instant::now();
     for i in 0..100 {
         log.append_blocking(record(i)).unwrap();
     }
     log.flush_blocking().unwrap();
     log.append_blocking(record(100)).unwrap();
     log.flush_blocking().unwrap();
+    // A flush right behind a record commits at once, never after the 60 s delay (its wake-up
+    // could be lost while the writer was taking that record).
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
     let stats = log.stats();
     assert_eq!(stats.committed, 101, "{stats:?}");
     assert_eq!(stats.batches, 2, "{stats:?}");
