@@ -59,7 +59,7 @@ impl Receiver for Forward {
             },
             Inbound::Failed { up, why, cause } => Some(Incoming::Failed { up, why, cause }),
             Inbound::Lost(why) => Some(Incoming::Lost(why)),
-            Inbound::Restarted => None,
+            Inbound::Restarted | Inbound::Reconnected { .. } => None,
         };
         if let Some(item) = item {
             let _ = self.tx.send(item);

@@ -2,12 +2,14 @@
 //! [`Transport`] (the lines) and the [`Events`] (audit, metrics), and is the only place where
 //! the three meet. A client line goes in through [`Connection::from_client`]; what the server
 //! sends comes back through [`Receiver::receive`]; both run the relay and then [`deliver`]
-//! its outputs in order.
+//! its outputs in order. A client request is logged inside a span naming its request id and
+//! trace id.
 
 use crate::events::Events;
 use crate::otlp::now_ns;
 use crate::relay::{Caller, Hold, Out, Relay};
 use crate::spans::{RequestSpan, Step, Tracer};
+use crate::traces::{hex, TraceParent};
 use crate::upstream::{self, BoxFuture, Inbound, Inbox, Receiver, Transport, UpstreamSpec};
 use portcullis_mcp::{codes, error_line, Message};
 use portcullis_policy::sync::LockExt;
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::Instrument;
 
 /// A line for the client side of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +97,11 @@ impl Connection {
         let owner: Weak<dyn Receiver> = conn.me.clone();
         let transport = spec.connect(Inbox::new(owner)).await?;
         let _ = conn.transport.set(transport);
+        // The server answered (a child started, an SSE stream opened): it is up again, even
+        // after another connection of it was lost for good.
+        if let (Some(e), Some(rec)) = (&conn.events, conn.relay.connected()) {
+            e.note(rec);
+        }
         Ok(conn)
     }
 
@@ -182,13 +190,18 @@ impl Connection {
         if let Some(tool) = self.relay.needs_listing(line) {
             self.fetch_listing(&tool, line).await;
         }
-        let mut span = self.tracer().and_then(|t| t.request(line, caller.trace));
+        let mut span = self
+            .tracer()
+            .and_then(|t| t.request(line, caller.trace.as_ref()));
+        let log = log_span(line, caller, span.as_ref());
         let t0 = if span.is_some() { now_ns() } else { 0 };
-        let outs = self.relay.from_client(line, caller);
+        let outs = log.in_scope(|| self.relay.from_client(line, caller));
         if let Some(s) = &mut span {
             s.step(Step::Decide, t0);
         }
-        self.dispatch(outs, extra, None, span, how).await;
+        self.dispatch(outs, extra, None, span, how)
+            .instrument(log)
+            .await;
     }
 
     /// Lists the server's tools (page by page, until `tool` is seen) so that a call to it can
@@ -247,10 +260,13 @@ impl Connection {
                 for up in unrecorded {
                     next.extend(self.relay.undeliverable(up, UNRECORDED));
                 }
-                for (line, up, traceparent) in send {
+                for (line, up, context) in send {
                     let mut headers = extra.clone();
-                    if let Some(tp) = traceparent {
+                    if let Some((tp, ts)) = context {
                         headers.push(("traceparent".to_owned(), tp));
+                        if let Some(ts) = ts {
+                            headers.push(("tracestate".to_owned(), ts));
+                        }
                     }
                     let sent = match how {
                         Sending::Answered => self.transport().send_answered(line, up, headers),
@@ -289,6 +305,41 @@ enum Sending {
     Queued,
     /// [`Transport::send_answered`]: a JSON answer is handled before it returns.
     Answered,
+}
+
+/// The log span of a client line: the request's id (the client's own, raw JSON, as the audit
+/// record has it) and its trace id (the request span's, else the caller's `traceparent`), so
+/// that every line logged while it is decided and delivered names them (JSON logs:
+/// `span.request_id`, `span.trace_id`). Nothing is computed when INFO is not logged.
+fn log_span(line: &str, caller: &Caller, span: Option<&RequestSpan>) -> tracing::Span {
+    let log = tracing::info_span!(
+        "request",
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    if log.is_disabled() {
+        return log;
+    }
+    let msg = Message::parse(line).ok();
+    let id = caller
+        .request_id
+        .clone()
+        .or_else(|| Some(msg.as_ref()?.id()?.get().to_owned()));
+    if let Some(id) = id {
+        log.record("request_id", id.as_str());
+    }
+    let trace = span.map(|s| s.context().trace_id).or_else(|| {
+        let meta = msg
+            .as_ref()
+            .filter(|_| line.contains("traceparent"))
+            .and_then(|m| TraceParent::from_meta(m.value("params").as_ref()));
+        meta.or_else(|| caller.trace.clone())
+            .map(|p| p.context.trace_id)
+    });
+    if let Some(t) = trace {
+        log.record("trace_id", hex(&t).as_str());
+    }
+    log
 }
 
 /// Why a call whose write-ahead record could not be written was not forwarded.
@@ -340,6 +391,12 @@ impl Receiver for Connection {
                     self.relay.upstream_lost(&why)
                 }
                 Inbound::Restarted => self.relay.replay_after_restart(),
+                Inbound::Reconnected { resumed } => {
+                    if let (Some(e), Some(rec)) = (&self.events, self.relay.reconnected(resumed)) {
+                        e.note(rec);
+                    }
+                    return;
+                }
             };
             me.dispatch(outs, Vec::new(), tag, span, Sending::Queued)
                 .await;
@@ -355,12 +412,12 @@ impl Receiver for Connection {
 /// any client line after it goes out; if that fails, the client gets an error in place of
 /// the answer (fail closed). A call's write-ahead record is made durable before its line
 /// goes upstream; a call whose record cannot be written is not sent. Returns the lines for
-/// the upstream (with the `traceparent` header of a traced request) and the upstream ids of
-/// the calls held back so; held calls are handed to [`hold`].
+/// the upstream (with the `traceparent` and `tracestate` headers of a traced request) and
+/// the upstream ids of the calls held back so; held calls are handed to [`hold`].
 ///
 /// Traces on (`span`): the audit waits are timed as its steps, a request going upstream gets
-/// its upstream span and `_meta.traceparent` and waits in the flights for its answer, and the
-/// request's audit record finishes it.
+/// its upstream span and `_meta.traceparent` (with the caller's `_meta.tracestate`) and waits
+/// in the flights for its answer, and the request's audit record finishes it.
 async fn deliver(
     events: Option<&Events>,
     to_client: &ClientTx,
@@ -368,7 +425,7 @@ async fn deliver(
     conn: &Arc<Connection>,
     stream_of: Option<String>,
     span: &mut Option<RequestSpan>,
-) -> (Vec<(String, Option<u64>, Option<String>)>, Vec<u64>) {
+) -> (Vec<(String, Option<u64>, Option<TraceHeaders>)>, Vec<u64>) {
     let mut upstream = Vec::new();
     let mut unrecorded = Vec::new();
     let mut audit_failed = false;
@@ -416,9 +473,10 @@ async fn deliver(
             Out::Server(line, Some(up)) if span.is_some() => {
                 let mut s = span.take().expect("checked");
                 let tp = s.upstream_starts();
-                let line = with_traceparent(&line, &tp).unwrap_or(line);
+                let ts = s.tracestate().map(str::to_owned);
+                let line = with_trace_context(&line, &tp, ts.as_deref()).unwrap_or(line);
                 conn.flights.lock_or_recover().insert(up, s);
-                upstream.push((line, Some(up), Some(tp)));
+                upstream.push((line, Some(up), Some((tp, ts))));
             }
             Out::Server(line, up) => upstream.push((line, up, None)),
             Out::Hold(h) => {
@@ -433,9 +491,13 @@ async fn deliver(
     (upstream, unrecorded)
 }
 
-/// `line` with `params._meta.traceparent` set to `tp` (`None`: params that are not an
-/// object, or a line that does not parse; it then goes as it is).
-fn with_traceparent(line: &str, tp: &str) -> Option<String> {
+/// The `traceparent` and `tracestate` a traced request carries upstream.
+type TraceHeaders = (String, Option<String>);
+
+/// `line` with `params._meta.traceparent` set to `tp` and `params._meta.tracestate` to `ts`
+/// (removed without one: a state belongs to the context it came with). `None`: params that
+/// are not an object, or a line that does not parse; it then goes as it is.
+fn with_trace_context(line: &str, tp: &str, ts: Option<&str>) -> Option<String> {
     let mut msg = Message::parse(line).ok()?;
     let mut params = msg.value("params").unwrap_or_else(|| serde_json::json!({}));
     let p = params.as_object_mut()?;
@@ -444,6 +506,10 @@ fn with_traceparent(line: &str, tp: &str) -> Option<String> {
         .or_insert_with(|| serde_json::json!({}))
         .as_object_mut()?;
     meta.insert("traceparent".to_owned(), tp.into());
+    match ts {
+        Some(ts) => meta.insert("tracestate".to_owned(), ts.into()),
+        None => meta.remove("tracestate"),
+    };
     msg.set_value("params", &params);
     Some(msg.to_json())
 }

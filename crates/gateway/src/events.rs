@@ -2,7 +2,8 @@
 //! upstream failure is emitted here, once, as an [`Event`]; each [`EventSink`] behind it
 //! takes what it needs. The durable audit log ([`AuditEvents`]) is one sink and keeps its
 //! guarantee (the record is on disk before the answer goes out, by group commit); metrics
-//! ([`crate::metrics::MetricsSink`]) are another.
+//! ([`crate::metrics::MetricsSink`]) are another. Observations that are counted but not kept
+//! (an upstream stream reopened) go through [`Events::note`], which the audit log ignores.
 
 use portcullis_store::{AuditLog, AuditRecord};
 use serde_json::Value;
@@ -42,6 +43,10 @@ pub trait EventSink: Send + Sync {
     /// Told how long a request waited for another sink's durable commit (audit commit
     /// latency, for metrics); the default ignores it.
     fn committed(&self, _waited: std::time::Duration) {}
+
+    /// Takes an event that is counted but never kept (an upstream stream reopened: see
+    /// [`Events::note`]); the default, and the audit log, ignore it.
+    fn note(&self, _event: &Event) {}
 
     /// Whether this sink wants [`forwarding`](Self::forwarding) records.
     fn writes_ahead(&self) -> bool {
@@ -185,6 +190,16 @@ impl Events {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Hands `record` to every sink's [`EventSink::note`]: an observation for the metrics
+    /// (an upstream stream reopened or resumed) that no durable sink keeps, so frequent
+    /// reconnections of a healthy server do not fill the audit log. Never waits.
+    pub fn note(&self, record: AuditRecord) {
+        let event = Event { record, args: None };
+        for sink in self.sinks.iter() {
+            sink.note(&event);
+        }
     }
 
     /// [`emit`](Self::emit) where the caller has nothing to withhold (a refusal already

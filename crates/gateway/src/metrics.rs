@@ -1,7 +1,9 @@
 //! Prometheus metrics: the second [`EventSink`]. Every decision, door refusal, reload and
 //! approval reaches it as the same [`Event`] the audit log gets, and becomes counters and
-//! histograms (`prometheus-client`); a scrape adds gauges read at that moment (audit writer,
-//! open sessions) and encodes everything as OpenMetrics text.
+//! histograms (`prometheus-client`), as do the upstream reconnections the connections note
+//! ([`crate::events::Events::note`]); a scrape adds what it reads at that moment (the audit
+//! writer's counters and batch sizes, open sessions, pending approvals) and encodes
+//! everything as OpenMetrics text.
 //!
 //! Labels are bounded whatever callers send: servers are the configured ones (else
 //! `(unknown)`), methods the MCP ones (else `(other)`), rules their kind (`deny_if`,
@@ -12,11 +14,12 @@
 use crate::events::{Commit, Event, EventSink};
 use portcullis_store::{AuditDecision, AuditRecord, AuditStats};
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -142,7 +145,8 @@ fn seconds_histogram() -> Histogram {
 pub struct Snapshot {
     /// The audit writer's counters, when auditing is on.
     pub audit: Option<AuditStats>,
-    /// Open sessions: (server, kind, count); kind is `handshake` or `bridged`.
+    /// Open sessions: (server, kind, count); kind is `handshake`, `bridged` or
+    /// `legacy_sse`.
     pub sessions: Vec<(String, &'static str, u64)>,
     /// Approval requests waiting for a human, by server (`None`: no approval store, or it
     /// could not be read).
@@ -163,6 +167,8 @@ pub struct MetricsSink {
     approvals: Family<ApprovalLabels, Counter>,
     upstream_events: Family<UpstreamLabels, Counter>,
     upstream_up: Family<ServerLabels, Gauge>,
+    reconnects: Family<ServerLabels, Counter>,
+    resumptions: Family<ServerLabels, Counter>,
     audit_commit_seconds: Histogram,
 }
 
@@ -219,11 +225,26 @@ impl MetricsSink {
             "0 while a server's upstream is lost and has not come back, 1 otherwise",
             upstream_up.clone(),
         );
+        let reconnects = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "portcullis_upstream_reconnects",
+            "Upstream streams the server closed and the gateway opened again (Streamable HTTP: \
+             the session's GET stream, a request's answer stream), resumptions included",
+            reconnects.clone(),
+        );
+        let resumptions = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "portcullis_upstream_stream_resumptions",
+            "Upstream reconnections that asked the server to resume with Last-Event-ID",
+            resumptions.clone(),
+        );
         let servers: HashSet<String> = servers.into_iter().map(Into::into).collect();
         for s in &servers {
-            upstream_up
-                .get_or_create(&ServerLabels { server: s.clone() })
-                .set(1);
+            let by_server = ServerLabels { server: s.clone() };
+            upstream_up.get_or_create(&by_server).set(1);
+            // Present from the start, so that a rate over the first reconnection is right.
+            let _ = reconnects.get_or_create(&by_server);
+            let _ = resumptions.get_or_create(&by_server);
         }
         let audit_commit_seconds = seconds_histogram();
         registry.register(
@@ -243,6 +264,8 @@ impl MetricsSink {
             approvals,
             upstream_events,
             upstream_up,
+            reconnects,
+            resumptions,
             audit_commit_seconds,
         }
     }
@@ -276,7 +299,7 @@ impl MetricsSink {
                     })
                     .inc();
             }
-            "(authentication)" | "(invalid message)" => {
+            "(authentication)" | "(invalid message)" | "(media type)" => {
                 self.refusals
                     .get_or_create(&RefusalLabels {
                         server,
@@ -285,6 +308,25 @@ impl MetricsSink {
                     .inc();
             }
             crate::relay::UPSTREAM => {
+                if rec.rule.as_deref() == Some(crate::relay::UPSTREAM_CONNECTED) {
+                    self.upstream_up
+                        .get_or_create(&ServerLabels { server })
+                        .set(1);
+                    return;
+                }
+                let resumed = match rec.rule.as_deref() {
+                    Some(crate::relay::UPSTREAM_RECONNECTED) => Some(false),
+                    Some(crate::relay::UPSTREAM_RESUMED) => Some(true),
+                    _ => None,
+                };
+                if let Some(resumed) = resumed {
+                    let by_server = ServerLabels { server };
+                    self.reconnects.get_or_create(&by_server).inc();
+                    if resumed {
+                        self.resumptions.get_or_create(&by_server).inc();
+                    }
+                    return;
+                }
                 let event = match rec.rule.as_deref() {
                     Some(crate::relay::UPSTREAM_LOST) => "lost",
                     Some(crate::relay::UPSTREAM_RESTARTED) => "restarted",
@@ -390,6 +432,11 @@ impl MetricsSink {
             ] {
                 scrape.register(name, help, ConstCounter::new(v));
             }
+            scrape.register(
+                "portcullis_audit_batch_size",
+                "Records per audit transaction (group commit), one observation per commit",
+                BatchSizes(a),
+            );
         }
         let sessions = Family::<SessionLabels, Gauge>::default();
         for (server, kind, n) in &now.sessions {
@@ -402,7 +449,8 @@ impl MetricsSink {
         }
         scrape.register(
             "portcullis_sessions_open",
-            "Open handshake-era sessions by server and kind (handshake, bridged)",
+            "Open sessions by server and kind: handshake (Streamable HTTP), bridged (to a \
+             2026-07-28 upstream), legacy_sse (HTTP+SSE)",
             sessions,
         );
         if let Some(pending) = &now.pending_approvals {
@@ -443,6 +491,33 @@ impl EventSink for MetricsSink {
     fn committed(&self, waited: std::time::Duration) {
         self.audit_commit_seconds.observe(waited.as_secs_f64());
     }
+
+    fn note(&self, event: &Event) {
+        self.observe(&event.record);
+    }
+}
+
+/// The audit writer's commits by size, as a histogram read at scrape time (the writer
+/// counts them: [`AuditStats::batch_sizes`]); the sum is the records committed.
+#[derive(Debug)]
+struct BatchSizes(AuditStats);
+
+impl EncodeMetric for BatchSizes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let buckets: Vec<(f64, u64)> = portcullis_store::BATCH_SIZE_BOUNDS
+            .iter()
+            .map(|b| *b as f64)
+            .chain([f64::INFINITY])
+            .zip(s.batch_sizes)
+            .collect();
+        let count = s.batch_sizes.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(s.committed as f64, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// The kind of a rule: `deny_if`, `allow_if`, `approve_if`, `limits` … for a policy pointer
@@ -471,12 +546,16 @@ fn rule_kind(rule: Option<&str>) -> &str {
     OTHER
 }
 
-/// Why a request was refused at the door: the authentication error's code, `forbidden_origin`
-/// or `invalid_message`.
+/// Why a request was refused at the door: the authentication error's code (401, 403),
+/// `forbidden_origin` (403), `body_too_large` (413), `unsupported_media_type` (415),
+/// `not_acceptable` (406) or `invalid_message` (400).
 fn refusal_reason(rule: Option<&str>) -> &str {
     match rule {
         Some("(forbidden origin)") => "forbidden_origin",
         Some("(invalid message)") => "invalid_message",
+        Some("(body too large)") => "body_too_large",
+        Some("(unsupported media type)") => "unsupported_media_type",
+        Some("(not acceptable)") => "not_acceptable",
         Some(r) => r
             .strip_prefix("(auth: ")
             .and_then(|c| c.strip_suffix(')'))
@@ -624,6 +703,15 @@ mod tests {
         token.rule = Some("(auth: unknown_token)".into());
         sink.observe(&token);
         sink.observe(&token);
+        for (method, rule) in [
+            ("(invalid message)", "(body too large)"),
+            ("(media type)", "(unsupported media type)"),
+            ("(media type)", "(not acceptable)"),
+        ] {
+            let mut r = AuditRecord::new(1, "odoo", method, AuditDecision::Deny);
+            r.rule = Some(rule.into());
+            sink.observe(&r);
+        }
         let text = sink.render(&Snapshot::default());
         let q = |s: &str| sample(&text, s);
         assert_eq!(
@@ -650,6 +738,15 @@ mod tests {
             q(r#"portcullis_door_refusals_total{server="odoo",reason="unknown_token"}"#),
             Some(2.0)
         );
+        for reason in ["body_too_large", "unsupported_media_type", "not_acceptable"] {
+            assert_eq!(
+                q(&format!(
+                    r#"portcullis_door_refusals_total{{server="odoo",reason="{reason}"}}"#
+                )),
+                Some(1.0),
+                "{text}"
+            );
+        }
         assert!(!text.contains("evil-name"));
         // Door refusals are not requests.
         assert_eq!(text.matches("portcullis_requests_total{").count(), 2);
@@ -679,6 +776,62 @@ mod tests {
             sample(&text, r#"portcullis_upstream_up{server="odoo"}"#)
         };
         assert_eq!(up(&sink), Some(1.0), "up until known lost");
+        // Reconnections: every reopened stream, and those resumed with Last-Event-ID. Told
+        // through `note`, the path the connection uses (the audit log ignores it).
+        let reconnects = |sink: &MetricsSink| {
+            let text = sink.render(&Snapshot::default());
+            (
+                sample(
+                    &text,
+                    r#"portcullis_upstream_reconnects_total{server="odoo"}"#,
+                ),
+                sample(
+                    &text,
+                    r#"portcullis_upstream_stream_resumptions_total{server="odoo"}"#,
+                ),
+            )
+        };
+        assert_eq!(
+            reconnects(&sink),
+            (Some(0.0), Some(0.0)),
+            "present from the start"
+        );
+        for rule in [
+            crate::relay::UPSTREAM_RESUMED,
+            crate::relay::UPSTREAM_RECONNECTED,
+            crate::relay::UPSTREAM_RESUMED,
+        ] {
+            EventSink::note(
+                &sink,
+                &Event {
+                    record: upstream(rule),
+                    args: None,
+                },
+            );
+        }
+        assert_eq!(reconnects(&sink), (Some(3.0), Some(2.0)));
+        assert_eq!(up(&sink), Some(1.0), "a reconnection is not a loss");
+        // Lost for good (a legacy SSE stream that ended): down until a new connection of the
+        // server is made.
+        sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
+        assert_eq!(up(&sink), Some(0.0));
+        EventSink::note(
+            &sink,
+            &Event {
+                record: upstream(crate::relay::UPSTREAM_CONNECTED),
+                args: None,
+            },
+        );
+        assert_eq!(
+            up(&sink),
+            Some(1.0),
+            "up again once a new connection is made"
+        );
+        assert_eq!(
+            reconnects(&sink),
+            (Some(3.0), Some(2.0)),
+            "not a reconnection"
+        );
         sink.observe(&upstream(crate::relay::UPSTREAM_LOST));
         assert_eq!(up(&sink), Some(0.0));
         sink.observe(&upstream(crate::relay::UPSTREAM_RESTARTED));
@@ -697,6 +850,8 @@ mod tests {
                 committed: 7,
                 failed: 1,
                 batches: 3,
+                // One commit of 1 record, two of 3 (bucket "4").
+                batch_sizes: [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             }),
             sessions: vec![
                 ("odoo".into(), "handshake", 2),
@@ -730,6 +885,33 @@ mod tests {
         assert_eq!(q("portcullis_audit_committed_total"), Some(7.0));
         assert_eq!(q("portcullis_audit_failed_total"), Some(1.0));
         assert_eq!(q("portcullis_audit_batches_total"), Some(3.0));
+        // The batch-size histogram: cumulative buckets 1, 2, 4, … 1024, +Inf.
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="1.0"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="2.0"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="4.0"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="1024.0"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            q(r#"portcullis_audit_batch_size_bucket{le="+Inf"}"#),
+            Some(3.0)
+        );
+        assert_eq!(q("portcullis_audit_batch_size_count"), Some(3.0));
+        assert_eq!(q("portcullis_audit_batch_size_sum"), Some(7.0));
+        assert!(
+            text.contains("# TYPE portcullis_audit_batch_size histogram"),
+            "{text}"
+        );
         assert_eq!(
             q(r#"portcullis_sessions_open{server="odoo",kind="handshake"}"#),
             Some(2.0)

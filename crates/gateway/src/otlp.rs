@@ -1,6 +1,7 @@
 //! OTLP/HTTP export of finished spans: the protobuf encoding of an `ExportTraceServiceRequest`
 //! (written here from the OTLP `.proto` definitions, no code generator) and the background
-//! batcher that posts it to `<endpoint>/v1/traces` on a thread of its own.
+//! batcher that posts it to `<endpoint>/v1/traces` (with the `OTEL_EXPORTER_OTLP_*HEADERS`)
+//! on a thread of its own.
 //!
 //! Export never touches a request: spans are handed over with a non-blocking `try_send`
 //! (dropped, and counted, when the queue is full), and a failed post is logged at most once a
@@ -37,6 +38,8 @@ pub struct SpanData {
     pub trace_id: [u8; 16],
     /// 8-byte span id.
     pub span_id: [u8; 8],
+    /// The W3C `tracestate` of the span's context (the caller's, passed on).
+    pub trace_state: Option<String>,
     /// The parent span, if any (local or remote).
     pub parent: Option<[u8; 8]>,
     /// Span name.
@@ -109,13 +112,16 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AttrValue) {
     });
 }
 
-/// `Span`: trace_id = 1, span_id = 2, parent_span_id = 4, name = 5, kind = 6,
+/// `Span`: trace_id = 1, span_id = 2, trace_state = 3, parent_span_id = 4, name = 5, kind = 6,
 /// start_time_unix_nano = 7, end_time_unix_nano = 8, attributes = 9, status = 15
 /// (`Status { message = 2; code = 3 }`, code 2 = ERROR).
 fn span(out: &mut Vec<u8>, s: &SpanData) {
     message_field(out, 2, |m| {
         bytes_field(m, 1, &s.trace_id);
         bytes_field(m, 2, &s.span_id);
+        if let Some(t) = &s.trace_state {
+            bytes_field(m, 3, t.as_bytes());
+        }
         if let Some(p) = &s.parent {
             bytes_field(m, 4, p);
         }
@@ -190,9 +196,15 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts the export thread: spans are posted to `url` as protobuf every `delay` or
-    /// whenever [`BATCH`] are waiting. The thread ends once every `Exporter` is dropped, after
-    /// posting what is left.
-    pub fn start(url: String, service_name: String, delay: Duration) -> std::io::Result<Exporter> {
+    /// whenever [`BATCH`] are waiting, with `headers` (a collector's credentials; pairs that
+    /// are not valid HTTP headers are left out). The thread ends once every `Exporter` is
+    /// dropped, after posting what is left.
+    pub fn start(
+        url: String,
+        service_name: String,
+        headers: Vec<(String, String)>,
+        delay: Duration,
+    ) -> std::io::Result<Exporter> {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -201,7 +213,7 @@ impl Exporter {
         let d = dropped.clone();
         std::thread::Builder::new()
             .name("otlp-export".into())
-            .spawn(move || rt.block_on(run(url, service_name, delay, rx, d)))?;
+            .spawn(move || rt.block_on(run(url, service_name, headers, delay, rx, d)))?;
         Ok(Exporter { tx, dropped })
     }
 
@@ -227,6 +239,7 @@ impl Exporter {
 async fn run(
     url: String,
     service_name: String,
+    headers: Vec<(String, String)>,
     delay: Duration,
     mut rx: tokio::sync::mpsc::Receiver<Msg>,
     dropped: Arc<AtomicU64>,
@@ -238,10 +251,24 @@ async fn run(
             return;
         }
     };
+    let mut extra = reqwest::header::HeaderMap::new();
+    // The body's own headers stay ours.
+    for (k, v) in headers.into_iter().filter(|(k, _)| {
+        !k.eq_ignore_ascii_case("content-type") && !k.eq_ignore_ascii_case("content-length")
+    }) {
+        if let (Ok(k), Ok(mut v)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&v),
+        ) {
+            v.set_sensitive(true);
+            extra.append(k, v);
+        }
+    }
     let mut post = Poster {
         client,
         url,
         service_name,
+        headers: extra,
         last_warning: None,
         failed: 0,
     };
@@ -283,6 +310,7 @@ struct Poster {
     client: reqwest::Client,
     url: String,
     service_name: String,
+    headers: reqwest::header::HeaderMap,
     last_warning: Option<Instant>,
     failed: u64,
 }
@@ -293,6 +321,7 @@ impl Poster {
         let result = self
             .client
             .post(&self.url)
+            .headers(self.headers.clone())
             .header("content-type", "application/x-protobuf")
             .body(body)
             .send()

@@ -5,7 +5,7 @@
 //! Without `[telemetry]` there is no `Tracer` and none of this runs.
 
 use crate::otlp::{now_ns, AttrValue, Exporter, SpanData, SpanKind};
-use crate::traces::{Telemetry, TraceContext};
+use crate::traces::{Telemetry, TraceContext, TraceParent, TraceState};
 use portcullis_mcp::Message;
 use portcullis_store::{AuditDecision, AuditRecord};
 use std::hash::{BuildHasher, Hasher};
@@ -25,7 +25,12 @@ impl Tracer {
     /// (ms, default 5000) is how long spans wait to be batched.
     pub fn start(t: &Telemetry) -> std::io::Result<Tracer> {
         let delay = Duration::from_millis(t.export_delay_ms.max(1));
-        let exporter = Exporter::start(t.traces_url.clone(), t.service_name.clone(), delay)?;
+        let exporter = Exporter::start(
+            t.traces_url.clone(),
+            t.service_name.clone(),
+            t.headers.clone(),
+            delay,
+        )?;
         Ok(Tracer::with_exporter(exporter, t.sampling_ratio))
     }
 
@@ -40,21 +45,26 @@ impl Tracer {
     }
 
     /// The span of a client line, when it is a request (notifications and answers get none).
-    /// Its parent: `params._meta.traceparent` if valid, else the HTTP `traceparent` header
-    /// the face read (`header`); none starts a new trace, sampled at the configured ratio.
-    /// A continued trace keeps the caller's sampled flag (parent-based sampling).
-    pub fn request(&self, line: &str, header: Option<TraceContext>) -> Option<RequestSpan> {
+    /// Its parent: `params._meta.traceparent` if valid (with `_meta.tracestate`), else the
+    /// HTTP headers the face read (`header`); none starts a new trace, sampled at the
+    /// configured ratio. A continued trace keeps the caller's sampled flag (parent-based
+    /// sampling) and its `tracestate`.
+    pub fn request(&self, line: &str, header: Option<&TraceParent>) -> Option<RequestSpan> {
         let msg = Message::parse(line).ok()?;
         let method = msg.method()?.to_owned();
         msg.id()?;
         let meta = if line.contains("traceparent") {
-            TraceContext::from_meta(msg.value("params").as_ref())
+            TraceParent::from_meta(msg.value("params").as_ref())
         } else {
             None
         };
         let span_id = new_span_id();
-        let (ctx, parent) = match meta.or(header) {
-            Some(p) => (p.child(span_id), Some(p.span_id)),
+        let mut state = None;
+        let (ctx, parent) = match meta.or_else(|| header.cloned()) {
+            Some(p) => {
+                state = p.state;
+                (p.context.child(span_id), Some(p.context.span_id))
+            }
             None => {
                 let trace_id = new_trace_id();
                 let low = u64::from_be_bytes(trace_id[8..].try_into().expect("8 bytes"));
@@ -72,6 +82,7 @@ impl Tracer {
         Some(RequestSpan {
             method,
             ctx,
+            state,
             parent,
             start_ns: now_ns(),
             steps: Vec::new(),
@@ -118,6 +129,8 @@ pub struct RequestSpan {
     /// can come first, such as an expired approval's).
     method: String,
     ctx: TraceContext,
+    /// The caller's `tracestate`, passed on with the trace.
+    state: Option<TraceState>,
     parent: Option<[u8; 8]>,
     start_ns: u64,
     steps: Vec<(Step, u64, u64)>,
@@ -137,6 +150,11 @@ impl RequestSpan {
     /// This request's own context (its span id is the request span's).
     pub fn context(&self) -> TraceContext {
         self.ctx
+    }
+
+    /// The `tracestate` to send on with the trace (the caller's, unchanged).
+    pub fn tracestate(&self) -> Option<&str> {
+        self.state.as_ref().map(TraceState::as_str)
     }
 
     /// Whether `rec` is this request's own record (the one that finishes it).
@@ -186,6 +204,7 @@ impl RequestSpan {
         self.upstream_ends(lost);
         let trace_id = self.ctx.trace_id;
         let me = self.ctx.span_id;
+        let trace_state = self.tracestate().map(str::to_owned);
         let mut attrs: Vec<(&'static str, AttrValue)> = Vec::new();
         let mut name = std::mem::take(&mut self.method);
         let mut error = lost.map(str::to_owned);
@@ -240,6 +259,7 @@ impl RequestSpan {
                 }
                 tracer.export(SpanData {
                     trace_id,
+                    trace_state: trace_state.clone(),
                     span_id: new_span_id(),
                     parent: Some(span_id),
                     name: "portcullis.reserve".into(),
@@ -252,6 +272,7 @@ impl RequestSpan {
             }
             tracer.export(SpanData {
                 trace_id,
+                trace_state: trace_state.clone(),
                 span_id,
                 parent: Some(me),
                 name: step.name().to_owned(),
@@ -279,6 +300,7 @@ impl RequestSpan {
             }
             tracer.export(SpanData {
                 trace_id,
+                trace_state: trace_state.clone(),
                 span_id: u.span_id,
                 parent: Some(me),
                 name: match rec {
@@ -294,6 +316,7 @@ impl RequestSpan {
         }
         tracer.export(SpanData {
             trace_id,
+            trace_state: trace_state.clone(),
             span_id: me,
             parent: self.parent,
             name,
@@ -346,6 +369,7 @@ mod tests {
         let e = Exporter::start(
             "http://127.0.0.1:9/v1/traces".into(),
             "t".into(),
+            Vec::new(),
             Duration::from_secs(3600),
         )
         .unwrap();
@@ -364,11 +388,16 @@ mod tests {
         assert!(t
             .request(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, None)
             .is_none());
-        let header = TraceContext::parse(OTHER);
+        let header = TraceParent::from_headers(Some(OTHER), ["rojo=header"]);
         let line = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{TP}"}}}}}}"#
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{TP}","tracestate":"congo=meta"}}}}}}"#
         );
-        let s = t.request(&line, header).unwrap();
+        let s = t.request(&line, header.as_ref()).unwrap();
+        assert_eq!(
+            s.tracestate(),
+            Some("congo=meta"),
+            "the state of the context used"
+        );
         let parent = TraceContext::parse(TP).unwrap();
         assert_eq!(s.context().trace_id, parent.trace_id);
         assert_ne!(s.context().span_id, parent.span_id);
@@ -376,10 +405,19 @@ mod tests {
         assert!(s.context().sampled);
         // The header alone: continued, its (unsampled) flag followed.
         let s = t
-            .request(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#, header)
+            .request(
+                r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+                header.as_ref(),
+            )
             .unwrap();
-        assert_eq!(s.context().trace_id, header.unwrap().trace_id);
+        assert_eq!(s.context().trace_id, header.unwrap().context.trace_id);
+        assert_eq!(s.tracestate(), Some("rojo=header"));
         assert!(!s.context().sampled);
+        // A new trace has no state.
+        let s = t
+            .request(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, None)
+            .unwrap();
+        assert_eq!(s.tracestate(), None);
     }
 
     #[test]
@@ -400,7 +438,7 @@ mod tests {
         // A caller's sampled context is followed even at 0.
         assert!(
             never
-                .request(line, TraceContext::parse(TP))
+                .request(line, TraceParent::from_headers(Some(TP), []).as_ref())
                 .unwrap()
                 .context()
                 .sampled

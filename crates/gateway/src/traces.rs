@@ -1,5 +1,5 @@
 //! W3C trace context and the `[telemetry]` settings for OpenTelemetry traces: parsing and
-//! writing `traceparent` (HTTP header or `params._meta.traceparent`), and resolving the
+//! writing `traceparent` and `tracestate` (HTTP headers or `params._meta`), and resolving the
 //! exporter settings from `portcullis.toml` and the standard `OTEL_*` variables. The spans
 //! themselves are made in [`crate::spans`] and exported by [`crate::otlp`].
 
@@ -52,7 +52,7 @@ fn check_endpoint(e: &str) -> Result<(), String> {
 }
 
 /// Resolved exporter settings: present only when tracing is on.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Telemetry {
     /// Full URL the spans are posted to (`…/v1/traces`).
     pub traces_url: String,
@@ -63,6 +63,23 @@ pub struct Telemetry {
     /// How long finished spans wait to be batched, ms (`OTEL_BSP_SCHEDULE_DELAY`, default
     /// 5000).
     pub export_delay_ms: u64,
+    /// Extra headers on every post (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS`): a collector's credentials, a tenant. Never logged.
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    /// The headers' names only: their values are often credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Telemetry")
+            .field("traces_url", &self.traces_url)
+            .field("sampling_ratio", &self.sampling_ratio)
+            .field("service_name", &self.service_name)
+            .field("export_delay_ms", &self.export_delay_ms)
+            .field("headers", &names)
+            .finish()
+    }
 }
 
 impl Telemetry {
@@ -107,13 +124,78 @@ impl Telemetry {
             })?,
             None => 5000,
         };
+        // The signal-specific list replaces the generic one (it is not merged), as the
+        // OpenTelemetry SDKs do.
+        let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
+            Some(v) => {
+                otlp_headers(&v).map_err(|e| format!("OTEL_EXPORTER_OTLP_TRACES_HEADERS: {e}"))?
+            }
+            None => match env("OTEL_EXPORTER_OTLP_HEADERS") {
+                Some(v) => {
+                    otlp_headers(&v).map_err(|e| format!("OTEL_EXPORTER_OTLP_HEADERS: {e}"))?
+                }
+                None => Vec::new(),
+            },
+        };
         Ok(Some(Telemetry {
             traces_url,
             sampling_ratio,
             service_name,
             export_delay_ms,
+            headers,
         }))
     }
+}
+
+/// The OpenTelemetry headers list: `key=value` pairs separated by commas, blanks around
+/// either trimmed, values percent-decoded (`Bearer%20abc`). A name must be an HTTP header
+/// name and a value a header value; errors name the entry by its key only (values are
+/// often secrets).
+fn otlp_headers(list: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for entry in list.split(',') {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let Some((k, v)) = entry.split_once('=') else {
+            return Err(
+                "an entry is not key=value; write e.g. \"authorization=Bearer%20abc,x-tenant=t1\""
+                    .to_string(),
+            );
+        };
+        let k = k.trim();
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!("{k:?} is not an HTTP header name"));
+        }
+        let v = percent_decode(v.trim())
+            .ok_or_else(|| format!("the value of {k} is not valid percent-encoded UTF-8"))?;
+        if reqwest::header::HeaderValue::from_str(&v).is_err() {
+            return Err(format!(
+                "the value of {k} is not a valid HTTP header value (control characters?)"
+            ));
+        }
+        out.push((k.to_ascii_lowercase(), v));
+    }
+    Ok(out)
+}
+
+/// `%XX` escapes decoded (a `%` not followed by two hex digits is an error); the result must
+/// be UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn traces_path(base: &str) -> String {
@@ -176,6 +258,142 @@ impl TraceContext {
     /// The same trace with `span_id` as the parent of the next hop.
     pub fn child(&self, span_id: [u8; 8]) -> TraceContext {
         TraceContext { span_id, ..*self }
+    }
+}
+
+/// A W3C `tracestate`: vendors' entries that travel with the `traceparent` they came with.
+/// The gateway adds no entry of its own and passes the caller's on unchanged (normalised:
+/// empty members dropped, one comma between members).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceState(String);
+
+/// Most `tracestate` list members (more: the whole value is discarded, as the W3C says).
+const MAX_STATE_MEMBERS: usize = 32;
+/// Longest `tracestate` passed on; a longer one loses its members of more than 128
+/// characters, then its last members, until it fits (the W3C's order).
+const MAX_STATE_LEN: usize = 512;
+
+impl TraceState {
+    /// Parses a `tracestate` value (several header lines joined by commas). Anything
+    /// malformed — a key or value outside the W3C grammar, a key twice, more than 32 members
+    /// — gives `None`: nothing is passed on. An empty list is `None` too.
+    pub fn parse(s: &str) -> Option<TraceState> {
+        if s.len() > 8 * MAX_STATE_LEN {
+            return None;
+        }
+        let mut members: Vec<&str> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        for m in s.split(',') {
+            let m = m.trim_matches([' ', '\t']);
+            if m.is_empty() {
+                continue;
+            }
+            let (key, value) = m.split_once('=')?;
+            if !state_key(key) || !state_value(value) || keys.contains(&key) {
+                return None;
+            }
+            keys.push(key);
+            members.push(m);
+        }
+        if members.is_empty() || members.len() > MAX_STATE_MEMBERS {
+            return None;
+        }
+        let len = |m: &[&str]| {
+            m.iter()
+                .map(|x| x.len() + 1)
+                .sum::<usize>()
+                .saturating_sub(1)
+        };
+        while len(&members) > MAX_STATE_LEN {
+            match members.iter().rposition(|m| m.len() > 128) {
+                Some(i) => {
+                    members.remove(i);
+                }
+                None => {
+                    members.pop();
+                }
+            }
+        }
+        (!members.is_empty()).then(|| TraceState(members.join(",")))
+    }
+
+    /// The value, as sent on.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `simple-key` or `tenant-id@system-id` of the W3C grammar.
+fn state_key(k: &str) -> bool {
+    let rest = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b'*' | b'/')
+            })
+    };
+    match k.split_once('@') {
+        None => k.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && rest(k, 256),
+        Some((tenant, system)) => {
+            tenant
+                .as_bytes()
+                .first()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && rest(tenant, 241)
+                && system
+                    .as_bytes()
+                    .first()
+                    .is_some_and(u8::is_ascii_lowercase)
+                && rest(system, 14)
+        }
+    }
+}
+
+/// A `tracestate` value: 1 to 256 printable ASCII characters but `,` and `=`, not ending in
+/// a space.
+fn state_value(v: &str) -> bool {
+    (1..=256).contains(&v.len())
+        && !v.ends_with(' ')
+        && v.bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+}
+
+/// What a caller sent to be continued: its `traceparent` and the `tracestate` that came
+/// with it (from the same place: both HTTP headers, or both `params._meta` members).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The caller's context (its span is the parent of ours).
+    pub context: TraceContext,
+    /// Its `tracestate`, when one came and is well-formed.
+    pub state: Option<TraceState>,
+}
+
+impl TraceParent {
+    /// From HTTP header values: `traceparent` and the `tracestate` lines (joined by commas,
+    /// as HTTP combines repeated fields). No valid `traceparent`: `None` (a `tracestate`
+    /// alone is ignored).
+    pub fn from_headers<'a>(
+        traceparent: Option<&str>,
+        tracestate: impl IntoIterator<Item = &'a str>,
+    ) -> Option<TraceParent> {
+        let context = TraceContext::parse(traceparent?)?;
+        let joined: Vec<&str> = tracestate.into_iter().collect();
+        let state = (!joined.is_empty())
+            .then(|| TraceState::parse(&joined.join(",")))
+            .flatten();
+        Some(TraceParent { context, state })
+    }
+
+    /// From a request's `params._meta.traceparent` and `params._meta.tracestate`.
+    pub fn from_meta(params: Option<&Value>) -> Option<TraceParent> {
+        let meta = params?.get("_meta")?;
+        let context = TraceContext::parse(meta.get("traceparent")?.as_str()?)?;
+        let state = meta
+            .get("tracestate")
+            .and_then(Value::as_str)
+            .and_then(TraceState::parse);
+        Some(TraceParent { context, state })
     }
 }
 
@@ -249,6 +467,64 @@ mod tests {
         }
         // A later version is read by its first four fields.
         assert!(TraceContext::parse(&format!("01{}-later", &TP[2..])).is_some());
+    }
+
+    #[test]
+    fn tracestate_is_checked_and_travels_with_its_traceparent() {
+        let ok =
+            TraceState::parse("rojo=00f067aa0ba902b7, ,congo=t61rcWkgMzE,a1@vendor=x y").unwrap();
+        assert_eq!(
+            ok.as_str(),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,a1@vendor=x y"
+        );
+        for bad in [
+            "",
+            " , ",
+            "Rojo=1",
+            "rojo",
+            "rojo=",
+            "rojo=a,rojo=b",
+            "rojo=a\tb",
+            "rojo=a=b",
+            "1abc=x",
+            "a@Vendor=x",
+            "a@vendorvendorvendor=x",
+            "rojo=caf\u{e9}",
+        ] {
+            assert_eq!(TraceState::parse(bad), None, "{bad:?}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(TraceState::parse(&many.join(",")), None, "33 members");
+        assert!(TraceState::parse(&many[..32].join(",")).is_some());
+        // Too long: the members over 128 characters go first, then the last ones.
+        let long = format!(
+            "big={},a=1,{}",
+            "x".repeat(200),
+            (0..30)
+                .map(|i| format!("k{i}=yyyyyyyyyy"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let cut = TraceState::parse(&long).unwrap();
+        assert!(cut.as_str().starts_with("a=1,k0="), "{}", cut.as_str());
+        assert!(cut.as_str().len() <= 512);
+
+        let p = TraceParent::from_headers(Some(TP), ["rojo=1", "congo=2"]).unwrap();
+        assert_eq!(p.context, TraceContext::parse(TP).unwrap());
+        assert_eq!(p.state.unwrap().as_str(), "rojo=1,congo=2");
+        assert_eq!(TraceParent::from_headers(None, ["rojo=1"]), None);
+        assert_eq!(TraceParent::from_headers(Some("junk"), ["rojo=1"]), None);
+        let bad_state = TraceParent::from_headers(Some(TP), ["Rojo=1"]).unwrap();
+        assert_eq!(bad_state.state, None, "the traceparent stands alone");
+        let m = TraceParent::from_meta(Some(
+            &json!({"_meta": {"traceparent": TP, "tracestate": "rojo=1"}}),
+        ))
+        .unwrap();
+        assert_eq!(m.state.unwrap().as_str(), "rojo=1");
+        assert_eq!(
+            TraceParent::from_meta(Some(&json!({"_meta": {"tracestate": "rojo=1"}}))),
+            None
+        );
     }
 
     #[test]
@@ -328,6 +604,52 @@ mod tests {
         assert_eq!(t.traces_url, "http://t:9/custom");
         assert_eq!(t.sampling_ratio, 1.0);
         assert_eq!(t.service_name, "portcullis");
+    }
+
+    #[test]
+    fn otlp_headers_from_the_environment() {
+        let on = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = on.iter().chain(extra).copied().collect();
+            Telemetry::resolve(&TelemetryConfig::default(), env(&vars))
+        };
+        assert!(with(&[]).unwrap().unwrap().headers.is_empty());
+        let t = with(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            " Authorization = Bearer%20s3cr%3Dt ,, x-tenant=t1%2Ca",
+        )])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            t.headers,
+            vec![
+                ("authorization".to_string(), "Bearer s3cr=t".to_string()),
+                ("x-tenant".to_string(), "t1,a".to_string())
+            ]
+        );
+        assert!(!format!("{t:?}").contains("s3cr"), "values are not shown");
+        // The traces list replaces the generic one.
+        let t = with(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "c=3"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.headers, vec![("c".to_string(), "3".to_string())]);
+        for (bad, says) in [
+            ("novalue", "key=value"),
+            ("bad header=1", "header name"),
+            ("a=%zz", "percent-encoded"),
+            ("a=%0d%0aInjected: 1", "header value"),
+        ] {
+            let e = with(&[("OTEL_EXPORTER_OTLP_HEADERS", bad)]).unwrap_err();
+            assert!(
+                e.contains("OTEL_EXPORTER_OTLP_HEADERS") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+        let e = with(&[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=%E2%82")]).unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `GET /metrics` shows allowed, denied, unlisted and refused calls as the right series; the
 //! scrape needs the admin token; a real Prometheus (Debian's package) scraping the gateway
 //! with that token stores the request and latency series with their labels and values;
-//! `--log-format json` writes one JSON object per line; and the example Prometheus config and
+//! `--log-format json` writes one JSON object per line (a request's with its request id and
+//! trace id); an HTTP upstream's reopened stream is counted; and the example Prometheus config and
 //! alert rules under `examples/prometheus/` pass `promtool` (check and unit tests).
 
 mod common;
@@ -52,6 +53,18 @@ fn start_policy(test: &Scratch, policy: &Value, env: &[(&str, &str)], args: &[&s
 
 /// One stateless (2026-07-28) request to `/mcp/rec` with `token`.
 fn mcp(gw: &Served, token: &str, id: u32, method: &str, params: Value) -> Reply {
+    mcp_with(gw, token, id, method, params, &[])
+}
+
+/// [`mcp`] with more headers.
+fn mcp_with(
+    gw: &Served,
+    token: &str,
+    id: u32,
+    method: &str,
+    params: Value,
+    more: &[(&str, &str)],
+) -> Reply {
     let mut params = params;
     params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
     let body = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string();
@@ -67,6 +80,7 @@ fn mcp(gw: &Served, token: &str, id: u32, method: &str, params: Value) -> Reply 
     if !name.is_empty() {
         headers.push(("Mcp-Name", &name));
     }
+    headers.extend_from_slice(more);
     http_request(
         gw.port,
         "POST",
@@ -135,6 +149,31 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     let test = Scratch::new("metrics-scrape");
     let gw = start(&test);
     traffic(&gw);
+    // Door refusals beyond the token: a body over `max_body_bytes` (413, judged after the
+    // token: without one it is a 401) and a wrong Content-Type (415).
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "y".repeat(70_000)
+    );
+    let bearer = format!("Bearer {ALICE}");
+    let post = |headers: &[(&str, &str)], body: &str| {
+        http_request(
+            gw.port,
+            "POST",
+            "/mcp/rec",
+            headers,
+            body.as_bytes(),
+            Duration::from_secs(20),
+        )
+    };
+    let ct = ("Content-Type", "application/json");
+    assert_eq!(post(&[ct, ("Authorization", &bearer)], &big).status, 413);
+    assert_eq!(post(&[ct], &big).status, 401, "the token is judged first");
+    let r = post(
+        &[("Content-Type", "text/plain"), ("Authorization", &bearer)],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
 
     let none = scrape(&gw, None);
     assert_eq!(none.status, 401, "{}", none.body);
@@ -142,6 +181,9 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     let grant = scrape(&gw, Some(ALICE));
     assert_eq!(grant.status, 401, "an agent's token never reads metrics");
     assert!(!grant.body.contains("portcullis_requests"));
+
+    // A legacy HTTP+SSE session, open while the scrape runs: its own kind of session.
+    let legacy = legacy_sse_session(&gw);
 
     let r = scrape(&gw, Some(ADMIN));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -179,6 +221,34 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
         ),
         Some(1.0)
     );
+    for reason in ["body_too_large", "unsupported_media_type", "missing_token"] {
+        assert_eq!(
+            sample(
+                text,
+                &format!(r#"portcullis_door_refusals_total{{server="rec",reason="{reason}"}}"#)
+            ),
+            Some(1.0),
+            "{reason}: {text}"
+        );
+    }
+    assert!(
+        !text.contains(r#"method="(other)""#),
+        "refusals are not requests: {text}"
+    );
+    // Records per audit commit: one observation per transaction, the records as its sum.
+    let batches = sample(text, "portcullis_audit_batches_total").unwrap();
+    assert_eq!(
+        sample(text, "portcullis_audit_batch_size_count"),
+        Some(batches)
+    );
+    assert_eq!(
+        sample(text, "portcullis_audit_batch_size_sum"),
+        sample(text, "portcullis_audit_committed_total")
+    );
+    assert_eq!(
+        sample(text, r#"portcullis_audit_batch_size_bucket{le="+Inf"}"#),
+        Some(batches)
+    );
     // Forwarded: the listing and three calls (plus whatever the bridge itself sent).
     let upstream = sample(text, r#"portcullis_upstream_seconds_count{server="rec"}"#).unwrap();
     assert!(upstream >= 4.0, "{text}");
@@ -188,7 +258,42 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     let committed = sample(text, "portcullis_audit_committed_total").unwrap();
     assert!(committed >= 9.0, "{text}");
     assert_eq!(sample(text, "portcullis_audit_failed_total"), Some(0.0));
+    assert_eq!(
+        sample(
+            text,
+            r#"portcullis_sessions_open{server="rec",kind="legacy_sse"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    drop(legacy);
     assert!(text.ends_with("# EOF\n"));
+}
+
+/// Opens `GET /sse/rec` (a legacy HTTP+SSE session) with alice's token and reads up to its
+/// `endpoint` event; the session lives as long as the returned socket.
+fn legacy_sse_session(gw: &Served) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let req = format!(
+        "GET /sse/rec HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {ALICE}\r\n\r\n",
+        gw.port
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("event: endpoint") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    s
 }
 
 #[test]
@@ -250,6 +355,102 @@ fn upstream_crashes_restarts_and_audit_commit_latency_are_measured() {
         .collect();
     assert!(rules.contains(&"(upstream lost)"), "{records:?}");
     assert!(rules.contains(&"(upstream restarted)"), "{records:?}");
+}
+
+/// A 2025-11-25 HTTP upstream that closes its GET stream after a priming event (SSE polling):
+/// the session's upstream link reopens it with `Last-Event-ID`, and the scrape counts that
+/// reconnection and resumption for the server (and the upstream is still up).
+#[test]
+fn a_reopened_upstream_stream_is_counted_as_a_reconnect_and_a_resumption() {
+    let test = Scratch::new("metrics-reconnect");
+    let port = free_port();
+    let _server = Bg(Command::new("python3")
+        .arg(repo().join("crates/gateway/tests/fixtures/closing_get_server.py"))
+        .arg(port.to_string())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let gw = serve_in(
+        &test,
+        &format!(
+            "[[servers]]\nname = \"polling\"\nurl = \"http://127.0.0.1:{port}/mcp\"\npolicy = \"p.json\"\nauth = \"none\"\n"
+        ),
+        &[("p.json", json!({"version":"1","default":"allow"}).to_string())],
+        &[("PORTCULLIS_ADMIN_TOKEN", ADMIN)],
+        &[],
+    );
+    let counts = || {
+        let text = scrape(&gw, Some(ADMIN)).body;
+        let reconnects = sample(
+            &text,
+            r#"portcullis_upstream_reconnects_total{server="polling"}"#,
+        );
+        let resumptions = sample(
+            &text,
+            r#"portcullis_upstream_stream_resumptions_total{server="polling"}"#,
+        );
+        (reconnects, resumptions, text)
+    };
+    let (r, s, text) = counts();
+    assert_eq!(
+        (r, s),
+        (Some(0.0), Some(0.0)),
+        "zero before any session: {text}"
+    );
+    // A handshake-era session: initialize, then initialized opens the upstream GET stream.
+    let json_sse = ("Accept", "application/json, text/event-stream");
+    let ct = ("Content-Type", "application/json");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let r = http_request(
+        gw.port,
+        "POST",
+        "/mcp/polling",
+        &[json_sse, ct],
+        init.as_bytes(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sid = r.session_id();
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let r = http_request(
+        gw.port,
+        "POST",
+        "/mcp/polling",
+        &[json_sse, ct, ("Mcp-Session-Id", &sid)],
+        note.as_bytes(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    // The server closes the first GET stream at once and asks for 200 ms before the next.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let (r, s, text) = counts();
+        if r.unwrap_or(0.0) >= 1.0 && s.unwrap_or(0.0) >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reopened stream was never counted: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(&text, r#"portcullis_upstream_up{server="polling"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    // Counted, not audited: the audit trail has no record of it.
+    let out = Command::new(bin())
+        .args(["audit", "--data-dir"])
+        .arg(test.join("data"))
+        .args(["--json", "--limit", "0"])
+        .output()
+        .unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !records.iter().any(|r| r["method"] == "(upstream)"),
+        "{records:?}"
+    );
 }
 
 /// `application/x-www-form-urlencoded` value: everything but unreserved characters escaped.
@@ -388,7 +589,15 @@ fn a_real_prometheus_scrapes_the_gateway_with_the_admin_token() {
 fn json_logs_are_one_object_per_line_without_colours() {
     let test = Scratch::new("metrics-json-logs");
     let gw = start_with(&test, &[("RUST_LOG", "info")], &["--log-format", "json"]);
-    let r = call(&gw, 1, "delete_invoice");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = mcp_with(
+        &gw,
+        ALICE,
+        41,
+        "tools/call",
+        json!({"name": "delete_invoice", "arguments": {"id": 1}}),
+        &[("traceparent", traceparent)],
+    );
     assert!(r.body.contains("[POLICY DENIED]"), "{}", r.body);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.stderr().contains("\"deny\"") {
@@ -421,6 +630,12 @@ fn json_logs_are_one_object_per_line_without_colours() {
     assert_eq!(deny["level"], "INFO");
     assert_eq!(deny["fields"]["tool"], "delete_invoice");
     assert_eq!(deny["fields"]["rule"], "(default deny)");
+    // The request's id (the client's own, as the audit record keeps it) and trace id.
+    assert_eq!(deny["span"]["request_id"], "41", "{deny}");
+    assert_eq!(
+        deny["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{deny}"
+    );
 }
 
 #[test]

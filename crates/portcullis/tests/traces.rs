@@ -3,7 +3,9 @@
 //! real OTLP/HTTP receiver (decoded with the OpenTelemetry project's own protobuf types), an
 //! incoming `traceparent` (header or `params._meta`) is continued, and a recording HTTP
 //! upstream receives the gateway's upstream-call span as its parent, in the header and in
-//! `_meta`. Sampling follows the caller's flag; without telemetry nothing is exported.
+//! `_meta`, with the caller's `tracestate`. The `OTEL_EXPORTER_OTLP_*` endpoint and header
+//! variables reach the receiver. Sampling follows the caller's flag; without telemetry
+//! nothing is exported.
 
 mod common;
 use common::*;
@@ -28,6 +30,8 @@ fn refused(test: &Scratch, config: &str, env: &[(&str, &str)]) -> String {
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_TRACES_SAMPLER_ARG")
         .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -76,6 +80,23 @@ fn bad_telemetry_settings_stop_the_start() {
 
     let e = refused(&test, &base, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "4318")]);
     assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
+
+    let e = refused(
+        &test,
+        &base,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%0d%0asecret-value",
+            ),
+        ],
+    );
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_HEADERS") && e.contains("authorization"),
+        "{e}"
+    );
+    assert!(!e.contains("secret-value"), "the value is never shown: {e}");
     // Nothing was opened: the start stopped before the data directory was made.
     assert!(!test.join("data").exists());
 }
@@ -507,6 +528,133 @@ fn spans_reach_a_collector_and_the_trace_goes_on_upstream() {
     assert_eq!(calls[1].1["params"]["_meta"]["traceparent"], want.as_str());
     assert_eq!(calls[1].1["params"]["arguments"], json!({"n": 3}));
     drop(gw);
+}
+
+/// W3C `tracestate` travels with the `traceparent` it came with — from the headers, or from
+/// `params._meta` (which wins, state and all) — to the upstream's header and `_meta`, and onto
+/// the exported spans; a `_meta` context without a state sends none on. The collector is
+/// named by `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (a full URL) and every post carries the
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (percent-decoded), which replace the generic list.
+#[test]
+fn tracestate_travels_with_its_context_and_collector_headers_ride_on_every_post() {
+    let test = Scratch::new("traces-tracestate");
+    let (otlp, received) = otlp_receiver();
+    let (up, upstream) = recording_upstream();
+    let traces_url = format!("http://127.0.0.1:{otlp}/v1/traces");
+    let gw = serve_in(
+        &test,
+        &http_server(up),
+        &[("p.json", POLICY.to_string())],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces_url),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-generic=never-sent"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20collector-secret , x-tenant=t1%2Cblue",
+            ),
+        ],
+        &[],
+    );
+    let sid = open_session(gw.port, "up");
+    const STATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcwkgmze";
+    // 1. Headers: traceparent and tracestate (two lines, joined as HTTP joins them).
+    let a = call(
+        gw.port,
+        "up",
+        &sid,
+        10,
+        json!({"name": "echo", "arguments": {}}),
+        &[
+            ("traceparent", TP_HEADER),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+            ("tracestate", "congo=t61rcwkgmze"),
+        ],
+    );
+    assert_eq!(a["result"]["content"][0]["text"], "echoed", "{a}");
+    // 2. Both: `_meta` wins, with its own state.
+    call(
+        gw.port,
+        "up",
+        &sid,
+        11,
+        json!({"name": "echo", "arguments": {}, "_meta": {"traceparent": TP_META, "tracestate": "vendor=meta-state"}}),
+        &[
+            ("traceparent", TP_HEADER),
+            ("tracestate", "rojo=header-state"),
+        ],
+    );
+    // 3. `_meta` context without a state, a header state beside it: none goes on.
+    call(
+        gw.port,
+        "up",
+        &sid,
+        12,
+        json!({"name": "echo", "arguments": {}, "_meta": {"traceparent": TP_META}}),
+        &[
+            ("traceparent", TP_HEADER),
+            ("tracestate", "rojo=header-state"),
+        ],
+    );
+    let calls = upstream_calls(&upstream, "echo");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[0].0.header("tracestate").as_deref(), Some(STATE));
+    assert_eq!(calls[0].1["params"]["_meta"]["tracestate"], STATE);
+    assert!(calls[0]
+        .0
+        .header("traceparent")
+        .unwrap()
+        .contains(&TP_HEADER[3..35]));
+    assert_eq!(
+        calls[1].0.header("tracestate").as_deref(),
+        Some("vendor=meta-state")
+    );
+    assert_eq!(
+        calls[1].1["params"]["_meta"]["tracestate"],
+        "vendor=meta-state"
+    );
+    assert!(calls[1]
+        .0
+        .header("traceparent")
+        .unwrap()
+        .contains(&TP_META[3..35]));
+    assert_eq!(calls[2].0.header("tracestate"), None, "{:?}", calls[2].0);
+    assert!(calls[2].1["params"]["_meta"].get("tracestate").is_none());
+
+    // The spans of the header's trace carry its state; the collector got our headers.
+    let all = wait_for(&received, |all| {
+        all.iter()
+            .any(|(_, s)| hex(&s.trace_id) == TP_HEADER[3..35] && s.kind == SpanKind::Server as i32)
+    });
+    let req = all
+        .iter()
+        .find(|s| hex(&s.trace_id) == TP_HEADER[3..35] && s.kind == SpanKind::Server as i32)
+        .unwrap();
+    assert_eq!(req.trace_state, STATE);
+    assert!(all
+        .iter()
+        .filter(|s| s.trace_id == req.trace_id)
+        .all(|s| s.trace_state == STATE));
+    let posts = received.lock().unwrap().clone();
+    assert!(!posts.is_empty());
+    for p in &posts {
+        assert!(p.head.starts_with("post /v1/traces "), "{}", p.head);
+        // (The tiny server lower-cases what it saw.)
+        assert_eq!(
+            p.header("authorization").as_deref(),
+            Some("bearer collector-secret")
+        );
+        assert_eq!(p.header("x-tenant").as_deref(), Some("t1,blue"));
+        assert_eq!(p.header("x-generic"), None, "the traces list replaces it");
+        assert_eq!(
+            p.header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+    }
+    assert!(
+        !gw.stderr().contains("collector-secret"),
+        "header values are never logged"
+    );
 }
 
 #[test]

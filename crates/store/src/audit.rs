@@ -393,6 +393,10 @@ fn store(e: rusqlite::Error) -> AuditError {
     AuditError::Store(format!("sqlite: {e}"))
 }
 
+/// Upper bounds of the batch-size buckets of [`AuditStats::batch_sizes`]: 1, 2, 4, … 1024
+/// records (a last bucket takes the larger batches, up to [`MAX_BATCH`]).
+pub const BATCH_SIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
 /// Counters of the writer, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditStats {
@@ -402,6 +406,11 @@ pub struct AuditStats {
     pub failed: u64,
     /// Transactions committed (records per batch = committed / batches).
     pub batches: u64,
+    /// Committed transactions by their number of records: `batch_sizes[i]` counts those of
+    /// more than `BATCH_SIZE_BOUNDS[i - 1]` and at most [`BATCH_SIZE_BOUNDS`]`[i]` records;
+    /// the last entry those above 1024 (not cumulative; they add up to `batches`, and the
+    /// sizes to `committed`).
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len() + 1],
 }
 
 #[derive(Default)]
@@ -409,6 +418,12 @@ struct Stats {
     committed: AtomicU64,
     failed: AtomicU64,
     batches: AtomicU64,
+    batch_sizes: [AtomicU64; BATCH_SIZE_BOUNDS.len() + 1],
+}
+
+/// The [`AuditStats::batch_sizes`] bucket of a commit of `n` (at least 1) records.
+fn batch_bucket(n: usize) -> usize {
+    (n.max(1).next_power_of_two().trailing_zeros() as usize).min(BATCH_SIZE_BOUNDS.len())
 }
 
 /// A record ready for the writer: the record, with its JSON-valued fields encoded by the
@@ -643,6 +658,7 @@ impl AuditLog {
             committed: self.stats.committed.load(Ordering::Relaxed),
             failed: self.stats.failed.load(Ordering::Relaxed),
             batches: self.stats.batches.load(Ordering::Relaxed),
+            batch_sizes: std::array::from_fn(|i| self.stats.batch_sizes[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -1042,6 +1058,10 @@ impl Writer {
                 // Async: sleep until the deadline instead of waking for every record (a
                 // wake-up per record costs the request path a futex call and a context
                 // switch); a flush, a shutdown or a queue of a batch's worth unpark it early.
+                // What is queued already is taken first: a flush sent while the writer was
+                // still inside `recv` may have had its wake-up consumed there, and would
+                // otherwise wait out the whole delay.
+                closed = drain(&self.rx, &mut rows, &mut waiters, &mut flush_now);
                 while !flush_now && !closed && rows.len() < MAX_BATCH {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -1060,6 +1080,7 @@ impl Writer {
                 Ok(()) => {
                     self.stats.committed.fetch_add(n as u64, Ordering::Relaxed);
                     if n > 0 {
+                        self.stats.batch_sizes[batch_bucket(n)].fetch_add(1, Ordering::Relaxed);
                         self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     }
                 }

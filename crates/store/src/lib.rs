@@ -56,6 +56,7 @@ pub use approvals::{
 };
 pub use audit::{
     AuditDecision, AuditError, AuditFilter, AuditLog, AuditMode, AuditRecord, AuditStats,
+    BATCH_SIZE_BOUNDS,
 };
 pub use factory::{CounterBackend, StoreConfig, Stores};
 pub use grants::{

@@ -319,6 +319,7 @@ fn ten_thousand_concurrent_appends_each_stored_once() {
     // Group commit: fewer transactions than records (how many fewer depends on the disk's
     // fsync latency: on a RAM disk commits are so quick that batches stay small).
     assert!(stats.batches < 10_000, "{stats:?}");
+    assert_eq!(stats.batch_sizes.iter().sum::<u64>(), stats.batches);
 }
 
 #[test]
@@ -348,6 +349,43 @@ fn async_mode_commits_within_the_delay_and_on_flush() {
     }
     log.close().unwrap();
     assert_eq!(rows_on_disk(db.path()), 200);
+}
+
+/// The writer counts each commit in the bucket of its size (1, 2, 4, … 1024, more), for the
+/// metrics' batch-size histogram: a hundred records gathered by async mode's delay are one
+/// commit of at most 128 records, a lone record one commit of 1.
+#[test]
+fn commits_are_counted_by_batch_size() {
+    let db = TempDb::new("batch-sizes");
+    let log = AuditLog::open(
+        db.path(),
+        AuditMode::Async {
+            max_delay_ms: 60_000,
+        },
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..100 {
+        log.append_blocking(record(i)).unwrap();
+    }
+    log.flush_blocking().unwrap();
+    log.append_blocking(record(100)).unwrap();
+    log.flush_blocking().unwrap();
+    // A flush right behind a record commits at once, never after the 60 s delay (its wake-up
+    // could be lost while the writer was taking that record).
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let stats = log.stats();
+    assert_eq!(stats.committed, 101, "{stats:?}");
+    assert_eq!(stats.batches, 2, "{stats:?}");
+    let mut want = [0u64; portcullis_store::BATCH_SIZE_BOUNDS.len() + 1];
+    want[0] = 1; // 1 record
+    want[7] = 1; // 65 to 128 records
+    assert_eq!(stats.batch_sizes, want, "{stats:?}");
+    assert_eq!(portcullis_store::BATCH_SIZE_BOUNDS[7], 128);
 }
 
 #[test]

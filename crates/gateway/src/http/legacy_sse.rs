@@ -78,6 +78,7 @@ pub(super) async fn sse_open(
             conn,
             bridged: None,
             shared: false,
+            legacy: true,
         }),
     );
     let guard = Arc::new(SseSessionGuard {
@@ -113,10 +114,14 @@ pub(super) async fn sse_message(
     axum::extract::Query(q): axum::extract::Query<SessionQuery>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let (srv, caller) = match admit(&gw, &server, &headers, uri.query()).await {
         Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let body = match super::admitted_body(&gw, &srv.name, &caller, body).await {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     if let Err(r) = check(&gw, &srv.name, &caller, &headers, Rule::ContentTypeOnly).await {

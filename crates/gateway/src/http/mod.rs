@@ -65,6 +65,7 @@ use crate::relay::{ApprovalHook, Caller};
 use crate::upstream::UpstreamSpec;
 use auth::{admit, Authenticator};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -348,7 +349,7 @@ async fn mcp_default(
     uri: Uri,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if gw.rt.servers().len() != 1 {
         let mut names: Vec<&String> = gw.rt.servers().keys().collect();
@@ -377,10 +378,14 @@ async fn mcp(
     uri: Uri,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (srv, caller) = match admit(&gw, &server, &headers, uri.query()).await {
         Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let body = match admitted_body(&gw, &srv.name, &caller, body).await {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let session_id = headers
@@ -564,6 +569,34 @@ pub(super) fn refusal(
     rec
 }
 
+/// The body of an admitted caller's request, or the answer when it could not be read: over
+/// `max_body_bytes`, 413 (audited as a door refusal, rule `(body too large)`); cut short by
+/// the client, axum's own answer. The body is read before the handler runs, but judged only
+/// after the Host/Origin, server and token checks, so a refusal's order stays 403, 404, 401,
+/// 413.
+pub(super) async fn admitted_body(
+    gw: &Gateway,
+    server: &str,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Box<Response>> {
+    let rejection = match body {
+        Ok(b) => return Ok(b),
+        Err(r) => r,
+    };
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE && !gw.events.is_empty() {
+        let rec = refusal(
+            server,
+            "(invalid message)",
+            "(body too large)".into(),
+            "the request body exceeds max_body_bytes".into(),
+            Some((&caller.grant_id, &caller.grant_label)),
+        );
+        gw.events.record(rec).await;
+    }
+    Err(Box::new(rejection.into_response()))
+}
+
 /// The request body as text, or the `-32700` answer for a body that is not UTF-8.
 pub(super) fn body_text(body: &[u8]) -> Result<&str, Box<Response>> {
     std::str::from_utf8(body).map_err(|_| {
@@ -600,9 +633,16 @@ async fn refuse_invalid(gw: &Gateway, server: &str, caller: &Caller, e: &ParseEr
     parse_error_response(e)
 }
 
-/// The W3C trace context of a client's request (its `traceparent` header), if valid.
-fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceContext> {
-    crate::traces::TraceContext::parse(headers.get("traceparent")?.to_str().ok()?)
+/// The W3C trace context of a client's request (its `traceparent` header, if valid, with
+/// its `tracestate` lines).
+fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceParent> {
+    crate::traces::TraceParent::from_headers(
+        headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        headers
+            .get_all("tracestate")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 fn random_hex(bytes: usize) -> String {

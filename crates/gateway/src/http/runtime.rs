@@ -164,13 +164,15 @@ impl Runtime {
         self.sessions.lock_or_recover().remove(id)
     }
 
-    /// How many sessions are open, per server and kind (`handshake`, or `bridged` to a
-    /// stateless upstream), sorted.
+    /// How many sessions are open, per server and kind (`handshake`, `bridged` to a
+    /// stateless upstream, or `legacy_sse` of the HTTP+SSE face), sorted.
     pub(super) fn open_sessions(&self) -> Vec<(String, &'static str, u64)> {
         let mut counts = std::collections::BTreeMap::new();
         for s in self.sessions.lock_or_recover().values() {
             let kind = if s.bridged.is_some() {
                 "bridged"
+            } else if s.legacy {
+                "legacy_sse"
             } else {
                 "handshake"
             };

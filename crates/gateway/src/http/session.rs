@@ -25,6 +25,8 @@ pub(super) struct Session {
     pub(super) bridged: Option<Value>,
     /// Recorded in the shared session store (other replicas may continue it).
     pub(super) shared: bool,
+    /// A legacy HTTP+SSE (2024-11-05) session of `/sse/<server>`, not a Streamable HTTP one.
+    pub(super) legacy: bool,
 }
 
 /// `initialize` without a session: a new handshake-era session with its own upstream
@@ -57,6 +59,7 @@ pub(super) async fn open_session(
             conn,
             bridged: None,
             shared,
+            legacy: false,
         });
         gw.rt.open(id.clone(), s.clone());
         if let Err(r) = super::shared::record(gw, &id, &s, text).await {
@@ -90,6 +93,7 @@ pub(super) async fn open_session(
                 conn,
                 bridged: None,
                 shared,
+                legacy: false,
             });
             gw.rt.open(id.clone(), s.clone());
             if let Err(r) = super::shared::record(gw, &id, &s, text).await {
@@ -118,6 +122,7 @@ pub(super) async fn open_session(
                 conn: modern.clone(),
                 bridged: Some(meta),
                 shared,
+                legacy: false,
             });
             gw.rt.open(id.clone(), s.clone());
             if let Err(r) = super::shared::record(gw, &id, &s, text).await {

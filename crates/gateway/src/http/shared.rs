@@ -155,6 +155,7 @@ async fn resume(
             conn,
             bridged,
             shared: true,
+            legacy: false,
         })
     };
     if let Some(meta) = record.bridged {

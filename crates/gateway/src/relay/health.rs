@@ -1,6 +1,6 @@
 //! The relay when the upstream fails: a request that could not be delivered, the connection
 //! lost with requests in flight, and the session replayed after a restart — each answered and
-//! audited.
+//! audited; and the event of a stream reopened, for the metrics.
 
 use super::*;
 
@@ -47,6 +47,12 @@ impl Relay {
     /// The audit event of the upstream's health changing (`rule`: [`UPSTREAM_LOST`] or
     /// [`UPSTREAM_RESTARTED`]), when auditing.
     pub(super) fn upstream_event(&self, rule: &str, why: &str) -> Option<Out> {
+        self.health_record(rule, why)
+            .map(|r| Out::Audit(Box::new(r), None))
+    }
+
+    /// The record of an upstream health event (`rule`), when anything listens.
+    fn health_record(&self, rule: &str, why: &str) -> Option<AuditRecord> {
         self.cfg.audit.then(|| {
             let decision = if rule == UPSTREAM_LOST {
                 AuditDecision::Error
@@ -61,8 +67,26 @@ impl Relay {
             );
             r.rule = Some(rule.to_owned());
             r.message = Some(why.to_owned());
-            Out::Audit(Box::new(r), None)
+            r
         })
+    }
+
+    /// The event of a new connection to the upstream made ([`UPSTREAM_CONNECTED`]), when
+    /// anything listens; like [`Relay::reconnected`], for the sinks that count.
+    pub fn connected(&self) -> Option<AuditRecord> {
+        self.health_record(UPSTREAM_CONNECTED, "connected")
+    }
+
+    /// The event of a stream the server closed being opened again ([`UPSTREAM_RESUMED`] when
+    /// it carried `Last-Event-ID`, else [`UPSTREAM_RECONNECTED`]), when anything listens. Not
+    /// an [`Out`]: nothing reached a client and nothing is audited; the connection hands it
+    /// to the sinks that count ([`crate::events::Events::note`]).
+    pub fn reconnected(&self, resumed: bool) -> Option<AuditRecord> {
+        if resumed {
+            self.health_record(UPSTREAM_RESUMED, "a stream resumed with Last-Event-ID")
+        } else {
+            self.health_record(UPSTREAM_RECONNECTED, "a stream reopened")
+        }
     }
 
     /// The upstream connection died: every request in flight gets a clear error now. Quota

@@ -142,9 +142,10 @@ pub struct Caller {
     /// The OAuth principal behind the caller (`auth = "oauth"`): its issuer, subject and
     /// client go into every audit record.
     pub principal: Option<Arc<crate::http::Principal>>,
-    /// The W3C trace context of the client's HTTP request (its `traceparent` header), set by
-    /// the face per request; a `params._meta.traceparent` in the message wins over it.
-    pub trace: Option<crate::traces::TraceContext>,
+    /// The W3C trace context of the client's HTTP request (its `traceparent` and
+    /// `tracestate` headers), set by the face per request; a `params._meta.traceparent` in
+    /// the message wins over it.
+    pub trace: Option<crate::traces::TraceParent>,
 }
 
 /// The wall clock.
@@ -231,6 +232,15 @@ pub const UPSTREAM: &str = "(upstream)";
 pub const UPSTREAM_LOST: &str = "(upstream lost)";
 /// The rule of the record of an upstream process restarted (the session replayed).
 pub const UPSTREAM_RESTARTED: &str = "(upstream restarted)";
+/// The rule of the event of a new upstream connection made (a child started, an SSE stream
+/// opened): the server is up (counted by the metrics, not kept in the audit log).
+pub const UPSTREAM_CONNECTED: &str = "(upstream connected)";
+/// The rule of the event of an upstream stream reopened after the server closed it, without
+/// `Last-Event-ID` (counted by the metrics, not kept in the audit log).
+pub const UPSTREAM_RECONNECTED: &str = "(upstream reconnected)";
+/// The rule of the event of an upstream stream reopened with `Last-Event-ID` (a resumption;
+/// counted by the metrics, not kept in the audit log).
+pub const UPSTREAM_RESUMED: &str = "(upstream stream resumed)";
 
 /// Write-ahead keys, unique in this process (the audit log prefixes its process's own id).
 static NEXT_INTENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -8,7 +8,8 @@
 //! server's unsolicited messages (405 means it has none); DELETE ends the session on
 //! shutdown. Streams the server closes are resumed as 2025-11-25 asks: after its `retry`
 //! delay, a GET with `Last-Event-ID` (a request's stream until its answer arrives; the GET
-//! stream for as long as the session lives). Stateless era: requests already carry their
+//! stream for as long as the session lives); each stream so reopened is reported to the
+//! inbox ([`Inbound::Reconnected`]). Stateless era: requests already carry their
 //! `_meta`; the link adds `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` from the body.
 //!
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
@@ -310,6 +311,7 @@ impl HttpTransport {
                 tokio::time::sleep(end.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY)).await;
                 match self.get_stream(Some(&last)).await {
                     Ok(r) => {
+                        self.inbox.put(Inbound::Reconnected { resumed: true }).await;
                         let next = self.read_sse(r, is_init, Some(up)).await;
                         answered = next.answered;
                         end = StreamEnd {
@@ -449,11 +451,19 @@ impl HttpTransport {
         tokio::spawn(async move {
             let mut last: Option<String> = None;
             let mut backoff = DEFAULT_RETRY;
+            let mut reopening = false;
             // Between streams the task holds the link only weakly, so a session dropped
             // while its server keeps closing the stream does not live on here.
             while let Some(me) = link.upgrade().filter(|l| !l.closed.load(Ordering::SeqCst)) {
                 let end = match me.get_stream(last.as_deref()).await {
-                    Ok(r) => me.read_sse(r, false, None).await,
+                    Ok(r) => {
+                        if reopening {
+                            let resumed = last.is_some();
+                            me.inbox.put(Inbound::Reconnected { resumed }).await;
+                        }
+                        reopening = true;
+                        me.read_sse(r, false, None).await
+                    }
                     Err(e) => {
                         tracing::debug!("upstream GET stream: {e}");
                         me.state.lock_or_recover().get_open = false;

@@ -106,6 +106,14 @@ pub enum Inbound {
     /// The server is back after [`Inbound::Lost`] (a restarted child): its session must be
     /// opened again.
     Restarted,
+    /// A stream the server had closed was opened again (Streamable HTTP: the session's GET
+    /// stream, or a request's answer stream before its answer came). `resumed`: the new
+    /// stream was asked for with `Last-Event-ID`, so the server could replay what it sent in
+    /// between. Nothing is lost or replayed by the owner: this is for health reporting only.
+    Reconnected {
+        /// The reconnection carried `Last-Event-ID`.
+        resumed: bool,
+    },
 }
 
 /// Why a request failed (see [`Inbound::Failed`]).
