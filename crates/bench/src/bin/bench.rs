@@ -931,10 +931,45 @@ impl Harness {
         move |t| self.mt.block_on(open_loop(t, self.rate, self.secs))
     }
 
+    /// The c=1 (sequential) and c=N (closed loop) rows named `names`, those wanted, of the
+    /// same `what` through `via` (process `pid`) beside `direct`.
+    fn c1_and_cn(
+        &self,
+        names: &[String; 2],
+        what: &str,
+        direct: &Target,
+        via: &Target,
+        pid: u32,
+        out: &mut Outcomes,
+    ) -> Result<(), String> {
+        if self.wanted(&names[0]) {
+            out.push(self.side_by_side(
+                names[0].clone(),
+                &format!("sequential {what}"),
+                direct,
+                via,
+                pid,
+                self.warmup,
+                &self.seq_work(),
+            )?);
+        }
+        if self.wanted(&names[1]) {
+            out.push(self.side_by_side(
+                names[1].clone(),
+                &format!("closed loop, {} sessions, {what}", self.conns),
+                direct,
+                via,
+                pid,
+                CLOSED_WARMUP as usize * self.conns,
+                &self.closed_work(),
+            )?);
+        }
+        Ok(())
+    }
+
     fn http(&self, up_port: u16, up_pid: u32, out: &mut Outcomes) -> Result<(), String> {
         let up = format!("url = \"http://127.0.0.1:{up_port}/mcp\"\nauth = \"grant\"\n");
         let direct = Target::new(format!("http://127.0.0.1:{up_port}/mcp"), Era::Stateless);
-        let closed_extra = CLOSED_WARMUP as usize * self.conns;
         for policy in ["seed", "args"] {
             for audit in ["async", "durable"] {
                 let tag = format!("{policy}/audit={audit}");
@@ -976,28 +1011,8 @@ impl Harness {
                 )?;
                 let via = self.via(&gw, Era::Stateless);
                 let what = format!("tools/call `echo`, 2026-07-28 era, grant auth, {policy} policy (limit never reached), audit {audit}");
-                if self.wanted(&names[0]) {
-                    out.push(self.side_by_side(
-                        names[0].clone(),
-                        &format!("sequential {what}"),
-                        &direct,
-                        &via,
-                        gw.proc.pid(),
-                        self.warmup,
-                        &self.seq_work(),
-                    )?);
-                }
-                if self.wanted(&names[1]) {
-                    out.push(self.side_by_side(
-                        names[1].clone(),
-                        &format!("closed loop, {} sessions, {what}", self.conns),
-                        &direct,
-                        &via,
-                        gw.proc.pid(),
-                        closed_extra,
-                        &self.closed_work(),
-                    )?);
-                }
+                let pair = [names[0].clone(), names[1].clone()];
+                self.c1_and_cn(&pair, &what, &direct, &via, gw.proc.pid(), out)?;
                 if policy == "seed" && self.wanted(&names[2]) {
                     out.push(self.side_by_side(
                         names[2].clone(),
@@ -1071,28 +1086,14 @@ impl Harness {
                         )?;
                         let v = self.via(&wbg, Era::Stateless);
                         let how = "counters decided in memory and written behind to counters.db (`[store] counters = \"write-behind\"`)";
-                        if self.wanted(&wb[0]) {
-                            out.push(self.side_by_side(
-                                wb[0].clone(),
-                                &format!("sequential {what}, {how}"),
-                                &direct,
-                                &v,
-                                wbg.proc.pid(),
-                                self.warmup,
-                                &self.seq_work(),
-                            )?);
-                        }
-                        if self.wanted(&wb[1]) {
-                            out.push(self.side_by_side(
-                                wb[1].clone(),
-                                &format!("closed loop, {} sessions, {what}, {how}", self.conns),
-                                &direct,
-                                &v,
-                                wbg.proc.pid(),
-                                closed_extra,
-                                &self.closed_work(),
-                            )?);
-                        }
+                        self.c1_and_cn(
+                            &wb,
+                            &format!("{what}, {how}"),
+                            &direct,
+                            &v,
+                            wbg.proc.pid(),
+                            out,
+                        )?;
                     }
                     if self.wanted(METRICS_OFF) {
                         // The same gateway without its metrics sink: the row beside
@@ -1162,28 +1163,7 @@ impl Harness {
         wait_port(port, &mut proc, "naive-proxy")?;
         let via = Target::new(format!("http://127.0.0.1:{port}/mcp"), Era::Stateless);
         let what = "tools/call `echo`, 2026-07-28 era, through `naive-proxy` (axum + reqwest pass-through: no auth, parse, policy, counters or audit)";
-        if self.wanted(&names[0]) {
-            out.push(self.side_by_side(
-                names[0].clone(),
-                &format!("sequential {what}"),
-                direct,
-                &via,
-                proc.pid(),
-                self.warmup,
-                &self.seq_work(),
-            )?);
-        }
-        if self.wanted(&names[1]) {
-            out.push(self.side_by_side(
-                names[1].clone(),
-                &format!("closed loop, {} sessions, {what}", self.conns),
-                direct,
-                &via,
-                proc.pid(),
-                CLOSED_WARMUP as usize * self.conns,
-                &self.closed_work(),
-            )?);
-        }
+        self.c1_and_cn(&names, what, direct, &via, proc.pid(), out)?;
         Ok(())
     }
 

@@ -153,6 +153,14 @@ impl HttpTransport {
         }))
     }
 
+    /// This transport as an owned handle, for work that outlives the call (an error once
+    /// the link is being dropped).
+    fn link(&self) -> std::io::Result<Arc<HttpTransport>> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("the upstream link is closed"))
+    }
+
     async fn failed(&self, up: u64, why: String, cause: Failure) {
         self.inbox.put(Inbound::Failed { up, why, cause }).await;
     }
@@ -565,9 +573,7 @@ impl Transport for HttpTransport {
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
-            let Some(me) = self.me.upgrade() else {
-                return Err(std::io::Error::other("the upstream link is closed"));
-            };
+            let me = self.link()?;
             if up.is_none() {
                 me.post(line, None, extra, false).await;
             } else {
@@ -588,9 +594,7 @@ impl Transport for HttpTransport {
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
-            let Some(me) = self.me.upgrade() else {
-                return Err(std::io::Error::other("the upstream link is closed"));
-            };
+            let me = self.link()?;
             let detach = up.is_some();
             super::Detached::new(me.post(line, up, extra, detach)).await;
             Ok(())
