@@ -150,8 +150,10 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
     );
     assert_eq!(forwarded(&replicas), 10, "counted at the upstreams");
 
-    // Revoked with the CLI (through replica 2's config): the next request on every replica
-    // is refused.
+    // Revoked with the CLI (through replica 2's config): every replica refuses the grant as
+    // soon as the change reaches it over pub/sub (a few milliseconds; on a loaded machine the
+    // watcher thread may run a little later, so allow a second). Meanwhile nothing is
+    // forwarded: the limit is spent.
     let out = cli(&replicas[2].dir, &env, &["grant", "revoke", "agent"]);
     assert!(
         out.status.success(),
@@ -159,10 +161,19 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (i, r) in replicas.iter().enumerate() {
-        let a = call(r.port, "rec", &token, 2_000 + i);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let a = loop {
+            let a = call(r.port, "rec", &token, 2_000 + i);
+            if a.status == 401 || Instant::now() >= deadline {
+                break a;
+            }
+            assert!(a.body.contains("[POLICY DENIED]"), "replica {i}: {}", a.body);
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(a.status, 401, "replica {i}: {}", a.body);
         assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
     }
+    assert_eq!(forwarded(&replicas), 10, "nothing forwarded after the revocation");
 
     // Redis gone: a grant cannot be checked (503 at the door), a limit cannot be reserved
     // (a policy denial saying so); nothing is forwarded.
