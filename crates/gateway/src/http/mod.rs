@@ -37,6 +37,7 @@
 //! | `streams.rs` | the cap on open SSE streams per client address |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
+mod aggregated;
 mod auth;
 mod background;
 mod era;
@@ -605,7 +606,7 @@ fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceContext> {
     crate::traces::TraceContext::parse(headers.get("traceparent")?.to_str().ok()?)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")

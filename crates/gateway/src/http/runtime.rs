@@ -208,6 +208,28 @@ impl Gateway {
 
     /// A new upstream connection to `server`: its own relay, and a router for what it sends.
     pub(super) async fn connect(&self, server: &ServerRt) -> std::io::Result<Arc<Conn>> {
+        // Client-bound lines go straight into the router, on the task that produced them.
+        let router = Arc::new(Routes::default());
+        let r = router.clone();
+        let to_client = ClientTx::new(move |line| {
+            r.route(line);
+            true
+        });
+        let link = self.connect_to(server, to_client).await?;
+        if link.http().is_some() {
+            // What arrives on one request's answer stream goes to that request only.
+            link.tag_related();
+        }
+        Ok(Arc::new(Conn { link, router }))
+    }
+
+    /// A new upstream connection to `server` with its own relay, its client-bound lines
+    /// handed to `to_client`.
+    pub(super) async fn connect_to(
+        &self,
+        server: &ServerRt,
+        to_client: ClientTx,
+    ) -> std::io::Result<Arc<Connection>> {
         let mut relay = Relay::new(RelayConfig {
             store: self.store.clone(),
             server: server.name.clone(),
@@ -228,20 +250,7 @@ impl Gateway {
             .writing_ahead(self.events.writes_ahead())
             .timing(self.events.tracer().is_some());
         let relay = Arc::new(relay);
-        // Client-bound lines go straight into the router, on the task that produced them.
-        let router = Arc::new(Routes::default());
-        let r = router.clone();
-        let to_client = ClientTx::new(move |line| {
-            r.route(line);
-            true
-        });
-        let link =
-            Connection::start(&server.spec, relay, to_client, self.audit_sink(server)).await?;
-        if link.http().is_some() {
-            // What arrives on one request's answer stream goes to that request only.
-            link.tag_related();
-        }
-        Ok(Arc::new(Conn { link, router }))
+        Connection::start(&server.spec, relay, to_client, self.audit_sink(server)).await
     }
 
     fn audit_sink(&self, server: &ServerRt) -> Option<Events> {
