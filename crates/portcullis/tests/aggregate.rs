@@ -487,3 +487,180 @@ fn stdio_all_calls_a_shortened_name_under_the_servers_own_name() {
     assert_eq!(text(&r[1]), "called files.read with {}");
     assert_eq!(recorded_calls(&record), [long.as_str(), "files.read"]);
 }
+
+/// `portcullis grant create … --json` against the gateway's config: the token.
+fn grant(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(["grant", "create"])
+        .args(args)
+        .args(["--json", "--config"])
+        .arg(dir.join("portcullis.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+fn drive_http(port: u16, path: &str, token: &str, actions: &Value) -> Value {
+    let args = vec![
+        "auto".to_string(),
+        "--url".to_string(),
+        format!("http://127.0.0.1:{port}{path}"),
+        "--token".to_string(),
+        token.to_string(),
+    ];
+    run_driver(&python(), "aggregate_client.py", &args, actions, &[])
+}
+
+#[test]
+fn http_mcp_is_the_aggregate_of_the_servers_a_grant_names() {
+    let dir = scratch("agg-http");
+    let servers = format!(
+        r#"[[servers]]
+name = "rec"
+command = ["python3", "{fixture}"]
+policy = "rec.json"
+env = {{ PAGE_SIZE = "4" }}
+
+[[servers]]
+name = "everything"
+command = ["{everything}", "stdio"]
+policy = "open.json"
+
+[[servers]]
+name = "odoo"
+command = ["{bin}", "demo-upstream"]
+policy = "open.json"
+"#,
+        fixture = fixture_server(),
+        everything = everything().display(),
+        bin = bin(),
+    );
+    let rec_policy = json!({"version":"1","default":"allow","tools":{"delete_invoice":{"deny_if":[{"conditions":[],"on_deny":"Invoices are never deleted through the gateway."}]}}});
+    let gw = serve_in(
+        &dir,
+        &servers,
+        &[
+            ("rec.json", rec_policy.to_string()),
+            (
+                "open.json",
+                json!({"version":"1","default":"allow"}).to_string(),
+            ),
+        ],
+        &[],
+        &[],
+    );
+    let two = grant(
+        &dir,
+        &[
+            "--server",
+            "rec",
+            "--server",
+            "everything",
+            "--label",
+            "two",
+        ],
+    );
+    let one = grant(&dir, &["--server", "odoo", "--label", "one"]);
+    let all = grant(&dir, &["--all-servers", "--label", "all"]);
+    // A grant of two servers: their tools only, each call judged by its server's policy.
+    let out = drive_http(
+        gw.port,
+        "/mcp",
+        &two,
+        &json!([
+            {"op":"pages","list":"tools"},
+            {"op":"call","name":"rec__read_invoice","args":{"id":5}},
+            {"op":"call","name":"everything__echo","args":{"message":"over http"}},
+            {"op":"call","name":"rec__delete_invoice","args":{"id":5}},
+            {"op":"call","name":"odoo__odoo_read","args":{"model":"res.partner","ids":[1]}},
+            {"op":"call","name":"everything__trigger-sampling-request","args":{"prompt":"hi","maxTokens":5}}
+        ]),
+    );
+    let r = out["results"].as_array().unwrap();
+    let pages: Vec<Vec<String>> = serde_json::from_value(r[0]["pages"].clone()).unwrap();
+    let names = pages.concat();
+    assert!(names.iter().any(|n| n.starts_with("rec__")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("everything__")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("odoo__")), "{names:?}");
+    assert!(pages
+        .iter()
+        .filter(|p| p[0].starts_with("rec__"))
+        .all(|p| p.len() <= 4));
+    assert_eq!(text(&r[1]), "called read_invoice with {\"id\":5}");
+    assert_eq!(text(&r[2]), "Echo: over http");
+    assert!(text(&r[3]).starts_with("[POLICY DENIED]"), "{}", r[3]);
+    let e = r[4]["error"].as_str().unwrap_or_default();
+    assert!(e.contains("no server with the prefix \"odoo\""), "{}", r[4]);
+    assert!(text(&r[5]).contains("sampled-by-test"), "{}", r[5]);
+    let record = std::fs::read_to_string(dir.join("record.jsonl")).unwrap_or_default();
+    assert!(
+        !record.contains("delete_invoice\""),
+        "the denied call never reached rec"
+    );
+    // A single-server grant (as before lists existed) sees its one server through /mcp, and
+    // still works on /mcp/<server>; the grant of every server sees all three.
+    let out = drive_http(
+        gw.port,
+        "/mcp",
+        &one,
+        &json!([{"op":"pages","list":"tools"}]),
+    );
+    let names = serde_json::from_value::<Vec<Vec<String>>>(out["results"][0]["pages"].clone())
+        .unwrap()
+        .concat();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("odoo__")),
+        "{names:?}"
+    );
+    let out = drive_http(
+        gw.port,
+        "/mcp/rec",
+        &two,
+        &json!([{"op":"call","name":"read_invoice","args":{"id":6}}]),
+    );
+    assert_eq!(
+        text(&out["results"][0]),
+        "called read_invoice with {\"id\":6}"
+    );
+    let out = drive_http(
+        gw.port,
+        "/mcp",
+        &all,
+        &json!([{"op":"pages","list":"tools"}]),
+    );
+    let names = serde_json::from_value::<Vec<Vec<String>>>(out["results"][0]["pages"].clone())
+        .unwrap()
+        .concat();
+    for p in ["rec__", "everything__", "odoo__"] {
+        assert!(names.iter().any(|n| n.starts_with(p)), "{p}: {names:?}");
+    }
+    // Refused at the door: no token, an unknown one; another server's grant on /mcp/<server>.
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string();
+    let post = |auth: Option<&str>, path: &str| {
+        let mut h = vec![
+            ("content-type", "application/json".to_string()),
+            ("accept", "application/json, text/event-stream".to_string()),
+        ];
+        if let Some(t) = auth {
+            h.push(("authorization", format!("Bearer {t}")));
+        }
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http_request(
+            gw.port,
+            "POST",
+            path,
+            &h,
+            init.as_bytes(),
+            std::time::Duration::from_secs(30),
+        )
+    };
+    assert_eq!(post(None, "/mcp").status, 401);
+    assert_eq!(post(Some("pcx_0000"), "/mcp").status, 401);
+    assert_eq!(post(Some(&one), "/mcp/rec").status, 403);
+    assert_eq!(post(Some(&two), "/mcp").status, 200);
+}

@@ -62,7 +62,8 @@ pub type Connect = Arc<
 struct Member {
     name: String,
     prefix: String,
-    caller: Caller,
+    /// Who calls it; [`Aggregate::refresh`] re-resolves its policy (hot reload).
+    caller: Mutex<Caller>,
     link: OnceLock<Arc<Connection>>,
     /// Why it is out of service (`None`: up).
     down: Mutex<Option<String>>,
@@ -77,6 +78,10 @@ impl Member {
             return None;
         }
         self.link.get().cloned()
+    }
+
+    fn caller(&self) -> Caller {
+        self.caller.lock_or_recover().clone()
     }
 
     fn has(&self, capability: &str) -> bool {
@@ -131,7 +136,7 @@ impl Aggregate {
                 .map(|m| Member {
                     prefix: names::prefix(&m.name),
                     name: m.name,
-                    caller: m.caller,
+                    caller: Mutex::new(m.caller),
                     link: OnceLock::new(),
                     down: Mutex::new(None),
                     caps: Mutex::new(Value::Null),
@@ -164,6 +169,14 @@ impl Aggregate {
             }
         }
         Ok(agg)
+    }
+
+    /// Re-resolves each member's caller (the face's view of the policies in force now).
+    pub fn refresh(&self, f: impl Fn(&Caller) -> Caller) {
+        for m in &self.members {
+            let mut c = m.caller.lock_or_recover();
+            *c = f(&c);
+        }
     }
 
     /// The names of the members, in order.
@@ -230,8 +243,8 @@ impl Aggregate {
     ) {
         let Some(ev) = &self.events else { return };
         let (server, caller) = match self.members.get(member) {
-            Some(m) => (m.name.as_str(), &m.caller),
-            None => ("(aggregate)", &self.members[0].caller),
+            Some(m) => (m.name.as_str(), m.caller()),
+            None => ("(aggregate)", self.members[0].caller()),
         };
         let mut rec = AuditRecord::new(crate::relay::system_clock(), server, method, decision);
         rec.tool = tool.map(str::to_owned);
@@ -306,7 +319,7 @@ impl Aggregate {
                 if let (Some(link), Some(line)) =
                     (self.members[i].live(), route::with_id(line, &their))
                 {
-                    link.from_client(&line, &self.members[i].caller).await;
+                    link.from_client(&line, &self.members[i].caller()).await;
                 }
             }
         }
@@ -323,7 +336,7 @@ impl Aggregate {
             } else {
                 msg.to_json()
             };
-            link.from_client(&line, &m.caller).await;
+            link.from_client(&line, &m.caller()).await;
         }
     }
 
@@ -341,7 +354,7 @@ impl Aggregate {
         params["requestId"] = json!(n);
         msg.set_value("params", &params);
         if let Some(link) = self.members[i].live() {
-            link.from_client(&msg.to_json(), &self.members[i].caller)
+            link.from_client(&msg.to_json(), &self.members[i].caller())
                 .await;
         }
     }
@@ -366,7 +379,7 @@ impl Aggregate {
         let (n, rx) = self.flights.lock_or_recover().task();
         let line =
             json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params}).to_string();
-        link.from_client(&line, &m.caller).await;
+        link.from_client(&line, &m.caller()).await;
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(answer)) => {
                 let v: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
@@ -786,7 +799,7 @@ impl Aggregate {
         let Some(line) = route::with_id(&msg.to_json(), &n.to_string()) else {
             return;
         };
-        link.from_client(&line, &m.caller).await;
+        link.from_client(&line, &m.caller()).await;
     }
 
     fn by_uri(&self, uri: Option<&Value>) -> Result<usize, String> {

@@ -119,6 +119,8 @@ pub(super) struct Conn {
 pub(super) struct Runtime {
     servers: HashMap<String, Arc<ServerRt>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions of the aggregated endpoint (`/mcp` of several servers).
+    pub(super) aggregates: Mutex<HashMap<String, Arc<super::aggregated::AggSession>>>,
 }
 
 impl Runtime {
@@ -131,6 +133,7 @@ impl Runtime {
         Ok(Runtime {
             servers: map,
             sessions: Mutex::new(HashMap::new()),
+            aggregates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -193,6 +196,16 @@ impl Gateway {
             .collect();
         for s in sessions {
             s.conn.link.shutdown(Duration::from_secs(2)).await;
+        }
+        let aggregates: Vec<_> = self
+            .rt
+            .aggregates
+            .lock_or_recover()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in aggregates {
+            s.agg.shutdown(Duration::from_secs(2)).await;
         }
         for s in self.rt.servers.values() {
             if let Some(c) = s.modern.get() {

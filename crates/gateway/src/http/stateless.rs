@@ -167,7 +167,7 @@ pub(super) async fn forward_stateless(
     };
     answer(
         gw,
-        conn,
+        &conn.router,
         rx,
         &ours,
         if accepts_sse(headers) {
