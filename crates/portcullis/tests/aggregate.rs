@@ -503,8 +503,12 @@ fn grant(dir: &Path, args: &[&str]) -> String {
 }
 
 fn drive_http(port: u16, path: &str, token: &str, actions: &Value) -> Value {
+    drive_http_in("auto", port, path, token, actions)
+}
+
+fn drive_http_in(mode: &str, port: u16, path: &str, token: &str, actions: &Value) -> Value {
     let args = vec![
-        "auto".to_string(),
+        mode.to_string(),
         "--url".to_string(),
         format!("http://127.0.0.1:{port}{path}"),
         "--token".to_string(),
@@ -578,6 +582,10 @@ policy = "open.json"
             {"op":"call","name":"everything__trigger-sampling-request","args":{"prompt":"hi","maxTokens":5}}
         ]),
     );
+    assert_eq!(
+        out["protocol_version"], "2025-11-25",
+        "a dual-era client takes the handshake"
+    );
     let r = out["results"].as_array().unwrap();
     let pages: Vec<Vec<String>> = serde_json::from_value(r[0]["pages"].clone()).unwrap();
     let names = pages.concat();
@@ -639,6 +647,46 @@ policy = "open.json"
     for p in ["rec__", "everything__", "odoo__"] {
         assert!(names.iter().any(|n| n.starts_with(p)), "{p}: {names:?}");
     }
+    // A 2026-07-28 client of the same endpoint: stateless requests, the same names and rules.
+    let out = drive_http_in(
+        "2026-07-28",
+        gw.port,
+        "/mcp",
+        &two,
+        &json!([
+            {"op":"pages","list":"tools"},
+            {"op":"call","name":"rec__read_invoice","args":{"id":8}},
+            {"op":"call","name":"everything__echo","args":{"message":"stateless"}},
+            {"op":"call","name":"rec__delete_invoice","args":{"id":8}},
+            {"op":"call","name":"odoo__odoo_read","args":{"model":"res.partner","ids":[1]}}
+        ]),
+    );
+    assert_eq!(out["protocol_version"], "2026-07-28");
+    let r = out["results"].as_array().unwrap();
+    let names = serde_json::from_value::<Vec<Vec<String>>>(r[0]["pages"].clone())
+        .unwrap()
+        .concat();
+    assert!(
+        names.contains(&"rec__read_invoice".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("odoo__")), "{names:?}");
+    assert_eq!(text(&r[1]), "called read_invoice with {\"id\":8}");
+    assert_eq!(text(&r[2]), "Echo: stateless");
+    assert!(text(&r[3]).starts_with("[POLICY DENIED]"), "{}", r[3]);
+    assert!(
+        r[4]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no server with the prefix"),
+        "{}",
+        r[4]
+    );
+    let record = std::fs::read_to_string(dir.join("record.jsonl")).unwrap_or_default();
+    assert!(
+        !record.contains("delete_invoice\""),
+        "the denied call never reached rec"
+    );
     // Refused at the door: no token, an unknown one; another server's grant on /mcp/<server>.
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string();
     let post = |auth: Option<&str>, path: &str| {
