@@ -712,3 +712,61 @@ policy = "open.json"
     assert_eq!(post(Some(&one), "/mcp/rec").status, 403);
     assert_eq!(post(Some(&two), "/mcp").status, 200);
 }
+
+#[test]
+fn the_inspector_cli_lists_and_calls_through_stdio_all() {
+    let inspector = need("node/node_modules/.bin/mcp-inspector");
+    let dir = scratch("agg-inspector");
+    let record = three_servers(&dir);
+    // The Inspector takes `--config` for its own: the gateway's command line goes in a script.
+    let script = dir.join("all.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec '{}' stdio --config '{}' --all\n",
+            bin(),
+            dir.join("portcullis.toml").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = script.display().to_string();
+    let target = [script.as_str()];
+    let listed = {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(&inspector)
+            .arg("--cli")
+            .args(target)
+            .args(["--method", "tools/list"])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        serde_json::from_str::<Value>(s.trim())
+            .unwrap_or_else(|e| panic!("{e}: {s} {}", stderr(&out)))
+    };
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"everything__echo"), "{names:?}");
+    assert!(names.iter().all(|n| valid_name(n)), "{names:?}");
+    let ok = inspector_call(&inspector, &target, "everything__echo", "message=inspected");
+    assert_eq!(text(&ok), "Echo: inspected");
+    // The Inspector sends `key=value` arguments as strings: a tool of the fixture taking any.
+    let failed = inspector_call(&inspector, &target, "rec__fail_tool", "note=x");
+    assert_eq!(
+        failed["isError"], true,
+        "the fixture's own isError: {failed}"
+    );
+    assert!(!text(&failed).starts_with("[POLICY DENIED]"), "{failed}");
+    let denied = inspector_call(&inspector, &target, "rec__delete_invoice", "id=4");
+    assert_eq!(denied["isError"], true);
+    assert!(text(&denied).starts_with("[POLICY DENIED]"), "{denied}");
+    assert_eq!(recorded_calls(&record), ["fail_tool"]);
+}
