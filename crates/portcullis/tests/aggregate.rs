@@ -770,3 +770,70 @@ fn the_inspector_cli_lists_and_calls_through_stdio_all() {
     assert!(text(&denied).starts_with("[POLICY DENIED]"), "{denied}");
     assert_eq!(recorded_calls(&record), ["fail_tool"]);
 }
+
+#[test]
+fn stdio_all_reaches_an_http_member_beside_a_stdio_one() {
+    // A Python `mcp` 2.x server over Streamable HTTP (dual-era: reached with the handshake)
+    // and the recording fixture over stdio, behind one endpoint.
+    let dir = scratch("agg-py2http");
+    let py_record = dir.join("py.jsonl");
+    let port = free_port();
+    let _server = Bg(Command::new(python())
+        .arg(repo().join("crates/portcullis/tests/peers/server2_http.py"))
+        .arg(port.to_string())
+        .env("RECORD", &py_record)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_port(port);
+    let record = dir.join("rec.jsonl");
+    write(
+        &dir,
+        "py.json",
+        &json!({"version":"1","default":"allow","tools":{"drop_table":{"deny_if":[{"conditions":[],"on_deny":"No dropping."}]}}}),
+    );
+    write(&dir, "open.json", &json!({"version":"1","default":"allow"}));
+    std::fs::write(
+        dir.join("portcullis.toml"),
+        format!(
+            "[gateway]\ndata_dir = \"data\"\n\n[[servers]]\nname = \"py\"\nurl = \"http://127.0.0.1:{port}/mcp\"\npolicy = \"py.json\"\n\n[[servers]]\nname = \"rec\"\ncommand = [\"python3\", \"{}\"]\npolicy = \"open.json\"\nenv = {{ RECORD = \"{}\" }}\n",
+            fixture_server(),
+            record.display()
+        ),
+    )
+    .unwrap();
+    let out = drive(
+        &stdio_all(&dir),
+        &json!([
+            {"op":"pages","list":"tools"},
+            {"op":"call","name":"py__add","args":{"a":2,"b":40}},
+            {"op":"call","name":"py__drop_table","args":{"name":"invoices"}},
+            {"op":"call","name":"rec__read_invoice","args":{"id":9}}
+        ]),
+    );
+    let r = out["results"].as_array().unwrap();
+    let names = serde_json::from_value::<Vec<Vec<String>>>(r[0]["pages"].clone())
+        .unwrap()
+        .concat();
+    for want in [
+        "py__add",
+        "py__drop_table",
+        "py__slow_count",
+        "rec__read_invoice",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+    assert_eq!(text(&r[1]), "42");
+    assert!(
+        text(&r[2]).starts_with("[POLICY DENIED] No dropping."),
+        "{}",
+        r[2]
+    );
+    assert_eq!(text(&r[3]), "called read_invoice with {\"id\":9}");
+    let calls = std::fs::read_to_string(&py_record).unwrap_or_default();
+    assert!(
+        calls.contains("\"add\"") && !calls.contains("drop_table"),
+        "{calls}"
+    );
+}
