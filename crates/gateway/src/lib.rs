@@ -6,6 +6,7 @@
 //! the two id spaces, and says what to send where. Transports ([`stdio`] for the client side,
 //! [`upstream::stdio`] for a child-process server) only move lines.
 
+pub mod aggregate;
 mod bridge;
 pub mod config;
 pub mod connection;

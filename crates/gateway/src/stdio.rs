@@ -100,6 +100,76 @@ where
     Ok(())
 }
 
+/// `portcullis stdio --all`: every server of the gateway's config behind one endpoint
+/// ([`crate::aggregate`]), each called as the local user under that server's own policy.
+/// Runs until the client closes its input; then stops every server.
+pub async fn run_all<R, W>(
+    gw: Arc<crate::http::Gateway>,
+    label: &str,
+    client_in: R,
+    client_out: W,
+    caps: Caps,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ToClient>();
+    let session = format!("stdio-{}", std::process::id());
+    let members = gw.local_members(label, &session);
+    let agg = gw.aggregate(members, ClientTx::channel(tx.clone())).await?;
+    let writer = tokio::spawn(write_lines(rx, client_out));
+    let mut reader = BufReader::new(client_in);
+    let mut buf = Vec::new();
+    loop {
+        match read_line_capped(&mut reader, &mut buf, caps.client_line).await {
+            Ok(Some(line)) if line.trim().is_empty() => {}
+            Ok(Some(line)) => agg.from_client(&line).await,
+            Ok(None) | Err(LineError::Io(_)) => break,
+            Err(LineError::TooLong(n)) => {
+                let msg = format!(
+                    "message of {n} bytes exceeds the {}-byte limit; nothing was forwarded",
+                    caps.client_line
+                );
+                let _ = tx.send(error_line(None, codes::INVALID_REQUEST, &msg).into());
+            }
+            Err(LineError::NotUtf8) => {
+                let _ = tx.send(
+                    error_line(
+                        None,
+                        codes::PARSE_ERROR,
+                        "message is not UTF-8; nothing was forwarded",
+                    )
+                    .into(),
+                );
+            }
+        }
+    }
+    agg.shutdown(Duration::from_secs(2)).await;
+    drop(agg);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
+    Ok(())
+}
+
+/// Writes client-bound lines to `out` until every sender is gone.
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ToClient>,
+    mut out: W,
+) {
+    while let Some(t) = rx.recv().await {
+        let mut buf = t.line.into_bytes();
+        buf.push(b'\n');
+        if out.write_all(&buf).await.is_err() {
+            break;
+        }
+        if rx.is_empty() && out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.flush().await;
+}
+
 /// Whether this connection is bridged (a handshake-era client, a 2026-07-28-only server).
 enum Era {
     /// Before the client's first message.

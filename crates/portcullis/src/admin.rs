@@ -7,7 +7,7 @@ use portcullis_gateway::config::Config;
 use portcullis_policy::window::{parse_duration, rfc3339};
 use portcullis_policy::Millis;
 use portcullis_store::audit::AUDIT_FILE;
-use portcullis_store::grants::{check_label, check_server_name, GRANTS_FILE};
+use portcullis_store::grants::{check_label, check_server_list, GRANTS_FILE};
 use portcullis_store::{
     AuditDecision, AuditFilter, AuditLog, AuditMode, AuditRecord, Grant, GrantError, GrantStore,
     Token,
@@ -41,16 +41,22 @@ pub struct GrantArgs {
 
 #[derive(Subcommand)]
 enum GrantCmd {
-    /// Create a grant: a bearer token for one agent on one server. Prints the token once.
+    /// Create a grant: a bearer token for one agent on one server (or several, or all: for
+    /// the aggregated endpoint `/mcp`). Prints the token once.
     Create {
-        /// The server the grant may use (a `[[servers]]` name of the config).
-        #[arg(long)]
-        server: String,
+        /// The server the grant may use (a `[[servers]]` name of the config); repeat it for a
+        /// grant of several servers.
+        #[arg(long, required_unless_present = "all_servers")]
+        server: Vec<String>,
+        /// A grant of every configured server (now and later).
+        #[arg(long, conflicts_with = "server")]
+        all_servers: bool,
         /// Who holds it, e.g. alice-laptop or ci-runner.
         #[arg(long)]
         label: String,
         /// Name of the policy the grant carries. Default: the server's own policy (its
-        /// `policy =` in the config, registered under the server's name).
+        /// `policy =` in the config, registered under the server's name); for a grant of
+        /// several servers, each server's own.
         #[arg(long, conflicts_with = "no_policy")]
         policy: Option<String>,
         /// A grant with no policy: every call through it is denied with rule `(no policy)`.
@@ -272,7 +278,12 @@ impl Place {
                 }
             })
             .unwrap_or_else(|| "127.0.0.1:8480".into());
-        format!("http://{listen}/mcp/{server}")
+        // A grant of several servers is for the aggregated endpoint.
+        if server == portcullis_store::grants::ALL_SERVERS || server.contains(',') {
+            format!("http://{listen}/mcp")
+        } else {
+            format!("http://{listen}/mcp/{server}")
+        }
     }
 }
 
@@ -282,16 +293,25 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
     let now = now_ms();
     match a.cmd {
         GrantCmd::Create {
-            server,
+            server: servers,
+            all_servers,
             label,
             policy,
             no_policy,
             expires,
             json,
         } => {
-            place.check_server(&server)?;
+            for s in &servers {
+                place.check_server(s)?;
+            }
+            let server = if all_servers {
+                portcullis_store::grants::ALL_SERVERS.to_owned()
+            } else {
+                servers.join(",")
+            };
             // Checked before the data directory is created for them.
-            check_server_name(&server).map_err(|e| e.to_string())?;
+            check_server_list(&server).map_err(|e| e.to_string())?;
+            let several = all_servers || servers.len() > 1;
             check_label(&label).map_err(|e| e.to_string())?;
             let expires_at = expires
                 .as_deref()
@@ -305,6 +325,7 @@ pub fn grant(a: GrantArgs) -> Result<ExitCode, String> {
             let policy = match (policy, no_policy) {
                 (Some(p), _) => Some(p),
                 (None, true) => None,
+                (None, false) if several => Some(portcullis_store::grants::OWN_POLICY.to_owned()),
                 (None, false) => Some(place.server_policy(&server).ok_or_else(|| {
                     format!(
                         "the server \"{server}\" has no policy of its own in the config; give \
@@ -431,6 +452,7 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
         return;
     }
     let policy = match &g.policy {
+        Some(p) if p == portcullis_store::grants::OWN_POLICY => "each server's own policy".into(),
         Some(p) => format!("policy \"{p}\""),
         None => "no policy".into(),
     };
@@ -453,9 +475,14 @@ fn print_token(place: &Place, verb: &str, g: &Grant, token: &Token, json: bool, 
         "Client configuration (Streamable HTTP), e.g. in .mcp.json or the client's MCP settings:"
     );
     outln!();
+    let key = if g.server.contains(',') || g.server == portcullis_store::grants::ALL_SERVERS {
+        "portcullis".to_owned()
+    } else {
+        g.server.clone()
+    };
     let snippet = json!({
         "mcpServers": {
-            g.server.clone(): {
+            key: {
                 "type": "http",
                 "url": place.server_url(&g.server),
                 "headers": { "Authorization": format!("Bearer {}", token.secret()) }

@@ -261,6 +261,13 @@ pub fn check(a: &CheckArgs) -> Result<ExitCode, String> {
 /// `stdio` arguments.
 #[derive(Args)]
 pub struct StdioArgs {
+    /// Serve every server of this config as one MCP server (with --all): tools named
+    /// `<server>__<tool>`, each call judged by its server's policy.
+    #[arg(long, requires = "all")]
+    config: Option<PathBuf>,
+    /// With --config: one endpoint for all the config's servers.
+    #[arg(long, requires = "config", conflicts_with_all = ["policy", "no_policy", "url", "command"])]
+    all: bool,
     /// Policy file for this server (the local user is the implicit grant).
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -329,6 +336,9 @@ pub(crate) fn tool_pins(
 /// `portcullis stdio --policy P -- cmd…`.
 pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
     init_logging(&a.log, LogFormat::Text);
+    if a.all {
+        return stdio_all(&a);
+    }
     let policy_id = a.policy.as_ref().map(|p| {
         let name = p.file_stem().map_or_else(
             || "policy".to_string(),
@@ -480,6 +490,76 @@ pub fn stdio(a: StdioArgs) -> Result<ExitCode, String> {
         Default::default(),
     ))
     .map_err(|e| e.to_string())?;
+    if let Some(t) = &tracer {
+        rt.block_on(t.flush(std::time::Duration::from_secs(5)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `portcullis stdio --config portcullis.toml --all`: every server of the config behind one
+/// stdio endpoint, each with its own policy, counters, pins and audit records (the config's
+/// data dir and `[store]`, as `serve` uses them).
+fn stdio_all(a: &StdioArgs) -> Result<ExitCode, String> {
+    let config = a.config.as_ref().ok_or("--all needs --config FILE")?;
+    let cfg = portcullis_gateway::config::Config::load(config)?;
+    if cfg.servers.is_empty() {
+        return Err(format!("{}: no [[servers]] to serve", config.display()));
+    }
+    let dir = cfg.resolve(&cfg.gateway.data_dir);
+    let portcullis_store::Stores {
+        counters: store,
+        grants,
+        approvals,
+        pins,
+        sessions: _,
+    } = cfg.store.clone().open(&dir)?;
+    let audit = match cfg.gateway.audit.as_str() {
+        "off" => None,
+        mode => {
+            let mode: portcullis_store::AuditMode =
+                mode.parse().map_err(|e| format!("gateway.audit: {e}"))?;
+            Some(open_serving_audit(&dir, mode)?)
+        }
+    };
+    let telemetry =
+        portcullis_gateway::traces::Telemetry::resolve(&cfg.telemetry, |k| std::env::var(k).ok())?;
+    let tracer = match &telemetry {
+        Some(t) => Some(std::sync::Arc::new(
+            portcullis_gateway::spans::Tracer::start(t)
+                .map_err(|e| format!("cannot start the trace exporter: {e}"))?,
+        )),
+        None => None,
+    };
+    let gw = portcullis_gateway::http::Gateway::new(
+        &cfg,
+        portcullis_gateway::http::Parts {
+            store,
+            grants: Some(grants),
+            audit,
+            approvals: Some(approvals),
+            metrics: None,
+            pins: Some(tool_pins(pins)),
+            tracer: tracer.clone(),
+        },
+    )?;
+    let label = a
+        .grant
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "local".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (stdin, stdout) = rt.block_on(async { portcullis_gateway::stdio::std_streams() });
+    rt.block_on(portcullis_gateway::stdio::run_all(
+        gw.clone(),
+        &label,
+        stdin,
+        stdout,
+        Default::default(),
+    ))?;
+    rt.block_on(gw.shutdown());
     if let Some(t) = &tracer {
         rt.block_on(t.flush(std::time::Duration::from_secs(5)));
     }

@@ -167,13 +167,21 @@ fn three_replicas_share_limits_grants_and_fail_closed_without_redis() {
             if a.status == 401 || Instant::now() >= deadline {
                 break a;
             }
-            assert!(a.body.contains("[POLICY DENIED]"), "replica {i}: {}", a.body);
+            assert!(
+                a.body.contains("[POLICY DENIED]"),
+                "replica {i}: {}",
+                a.body
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(a.status, 401, "replica {i}: {}", a.body);
         assert!(a.body.contains("revoked_grant"), "replica {i}: {}", a.body);
     }
-    assert_eq!(forwarded(&replicas), 10, "nothing forwarded after the revocation");
+    assert_eq!(
+        forwarded(&replicas),
+        10,
+        "nothing forwarded after the revocation"
+    );
 
     // Redis gone: a grant cannot be checked (503 at the door), a limit cannot be reserved
     // (a policy denial saying so); nothing is forwarded.

@@ -1,4 +1,10 @@
-//! Grants: labelled bearer tokens, each bound to one server and carrying one policy.
+//! Grants: labelled bearer tokens, each bound to one server (or a list of servers, or all of
+//! them: the aggregated endpoint) and carrying one policy.
+//!
+//! The `server` column holds the grant's server list: one name (every grant made before
+//! lists existed, so old databases need no migration), names joined by `,`, or
+//! [`ALL_SERVERS`]. A grant of several servers whose policy is [`OWN_POLICY`] is judged on
+//! each server by that server's own policy.
 //!
 //! A grant is created with a random token that is returned **once** ([`Token`]); the store
 //! keeps only the token's SHA-256 digest. A request presents the token as
@@ -39,6 +45,13 @@ pub const TOKEN_PREFIX: &str = "pcx_";
 /// Random bytes in a token (256 bits).
 pub const TOKEN_RANDOM_BYTES: usize = 32;
 
+/// The server list of a grant of every configured server.
+pub const ALL_SERVERS: &str = "*";
+
+/// The policy name that means "each server's own policy" (registered under the server's
+/// name), the default of a grant of several servers.
+pub const OWN_POLICY: &str = "*";
+
 /// Every grant id starts with this, followed by 16 hex digits.
 pub const GRANT_ID_PREFIX: &str = "grt_";
 
@@ -68,6 +81,15 @@ const SCHEMA: &str = "
         ON grants (server, label) WHERE revoked_at IS NULL;
 ";
 
+/// SQL: the grant's server list covers server `?1` (a name, names joined by `,`, or `*`);
+/// `instr`, not `LIKE`, since `_` is a server-name character.
+const COVERS_1: &str =
+    "(server = ?1 OR server = '*' OR instr(',' || server || ',', ',' || ?1 || ',') > 0)";
+
+/// [`COVERS_1`] for parameter `?2`.
+const COVERS_2: &str =
+    "(server = ?2 OR server = '*' OR instr(',' || server || ',', ',' || ?2 || ',') > 0)";
+
 const COLUMNS: &str =
     "id, label, server, policy, created_at, expires_at, revoked_at, rotated_at, token_hash";
 
@@ -78,7 +100,7 @@ pub struct Grant {
     pub id: String,
     /// Who holds it (`alice-laptop`, `ci-runner`).
     pub label: String,
-    /// The one server it may use.
+    /// The server it may use; several joined by `,`; or [`ALL_SERVERS`].
     pub server: String,
     /// Name of the policy it carries; `None`: every call is denied with rule `(no policy)`.
     pub policy: Option<String>,
@@ -116,6 +138,18 @@ impl GrantStatus {
 }
 
 impl Grant {
+    /// Whether the grant may use `server`.
+    pub fn covers(&self, server: &str) -> bool {
+        self.server == ALL_SERVERS || self.server.split(',').any(|s| s == server)
+    }
+
+    /// The policy name the grant carries on `server` ([`OWN_POLICY`]: the server's own).
+    pub fn policy_on<'a>(&'a self, server: &'a str) -> Option<&'a str> {
+        match self.policy.as_deref() {
+            Some(OWN_POLICY) => Some(server),
+            p => p,
+        }
+    }
     /// The grant's status at `now`. Revocation counts whatever its time (a revocation made
     /// by a process whose clock is ahead still takes effect at once) and wins over expiry.
     pub fn status(&self, now: Millis) -> GrantStatus {
@@ -251,7 +285,7 @@ impl fmt::Display for AuthError {
             } => write!(
                 f,
                 "the grant {} ({}) is for server \"{grant_server}\", not this one; use a grant \
-                 of this server",
+                 of this server (or one whose --server list names it)",
                 grant.id, grant.label
             ),
             AuthError::Store(e) => write!(f, "the grant store failed: {e}"),
@@ -458,7 +492,7 @@ pub(crate) fn new_grant(
     expires_at: Option<Millis>,
     now: Millis,
 ) -> Result<(Grant, Token), GrantError> {
-    check_server_name(server)?;
+    check_server_list(server)?;
     check_label(label)?;
     if let Some(p) = policy {
         check_policy_name(p)?;
@@ -513,6 +547,22 @@ pub fn check_server_name(server: &str) -> Result<(), GrantError> {
         return Err(GrantError::Invalid(format!(
             "server name {server:?}: use 1-64 characters of A-Z a-z 0-9 _ -"
         )));
+    }
+    Ok(())
+}
+
+/// Checks a grant's server list: [`ALL_SERVERS`], or server names ([`check_server_name`])
+/// joined by `,`, none twice.
+pub fn check_server_list(list: &str) -> Result<(), GrantError> {
+    if list == ALL_SERVERS {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in list.split(',') {
+        check_server_name(s)?;
+        if !seen.insert(s) {
+            return Err(GrantError::Invalid(format!("server {s:?} is named twice")));
+        }
     }
     Ok(())
 }
@@ -602,7 +652,7 @@ impl GrantStore for SqliteGrants {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM grants WHERE ?1 IS NULL OR server = ?1
+                "SELECT {COLUMNS} FROM grants WHERE ?1 IS NULL OR {COVERS_1}
                  ORDER BY created_at, id"
             ))
             .map_err(store)?;
@@ -617,7 +667,7 @@ impl GrantStore for SqliteGrants {
         let conn = self.lock();
         if let Some(g) = by_id(&conn, id_or_label)? {
             return match server {
-                Some(s) if s != g.server => {
+                Some(s) if !g.covers(s) => {
                     Err(GrantError::NotFound(format!("{id_or_label} on server {s}")))
                 }
                 _ => Ok(g),
@@ -625,7 +675,7 @@ impl GrantStore for SqliteGrants {
         }
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM grants WHERE label = ?1 AND (?2 IS NULL OR server = ?2)
+                "SELECT {COLUMNS} FROM grants WHERE label = ?1 AND (?2 IS NULL OR {COVERS_2})
                  ORDER BY created_at, id"
             ))
             .map_err(store)?;
@@ -724,7 +774,7 @@ pub(crate) fn admit(
         GrantStatus::Expired => return Err(AuthError::Expired(Box::new(grant))),
         GrantStatus::Active => {}
     }
-    if grant.server != server {
+    if !grant.covers(server) {
         return Err(AuthError::WrongServer {
             grant_server: grant.server.clone(),
             grant: Box::new(grant),

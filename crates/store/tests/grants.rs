@@ -172,6 +172,69 @@ fn a_grant_of_another_server_is_forbidden(s: Arc<dyn GrantStore>) {
     }
 }
 
+fn a_grant_of_several_servers_or_all_admits_each_and_no_other(s: Arc<dyn GrantStore>) {
+    let (multi, token) = s.create("odoo,time", "bob", Some("*"), None, NOW).unwrap();
+    for server in ["odoo", "time"] {
+        let g = s.authenticate(token.secret(), server, NOW).unwrap();
+        assert_eq!(g.id, multi.id);
+        assert_eq!(
+            g.policy_on(server),
+            Some(server),
+            "each server's own policy"
+        );
+    }
+    assert!(matches!(
+        s.authenticate(token.secret(), "files", NOW),
+        Err(AuthError::WrongServer { .. })
+    ));
+    // "od" is a prefix of a listed name, not a listed name.
+    assert!(s.authenticate(token.secret(), "od", NOW).is_err());
+    let (_, all) = s.create("*", "carol", Some("p"), None, NOW).unwrap();
+    let g = s
+        .authenticate(all.secret(), "anything_at-all", NOW)
+        .unwrap();
+    assert_eq!(g.policy_on("anything_at-all"), Some("p"));
+    // Listing by server finds the grants that cover it; a label is found through its list.
+    // (Created in the same millisecond: their order is the random ids'.)
+    let mut of_time: Vec<String> = s
+        .list(Some("time"))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.label)
+        .collect();
+    of_time.sort();
+    assert_eq!(of_time, ["bob", "carol"]);
+    assert_eq!(s.get("bob", Some("odoo")).unwrap().id, multi.id);
+    assert!(s.get("bob", Some("files")).is_err());
+    // Bad lists are refused.
+    for bad in ["odoo,,time", "odoo,odoo", ",", "a b", "*,odoo"] {
+        assert!(
+            matches!(
+                s.create(bad, "x", None, None, NOW),
+                Err(GrantError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_grants_file_of_single_server_grants_keeps_working() {
+    // A database written before server lists: one name per row, read as a list of one.
+    let db = TempDb::new("old-single");
+    let token = {
+        let s = SqliteGrants::open(&db.0).unwrap();
+        s.create("odoo", "alice", Some("odoo"), None, NOW)
+            .unwrap()
+            .1
+    };
+    let s = SqliteGrants::open(&db.0).unwrap();
+    let g = s.authenticate(token.secret(), "odoo", NOW).unwrap();
+    assert_eq!(g.server, "odoo");
+    assert_eq!(g.policy_on("odoo"), Some("odoo"));
+    assert!(s.authenticate(token.secret(), "odoo2", NOW).is_err());
+}
+
 fn missing_and_unknown_tokens(s: Arc<dyn GrantStore>) {
     let (_, token) = s.create("odoo", "alice", None, None, NOW).unwrap();
     assert_eq!(s.authenticate("", "odoo", NOW), Err(AuthError::Missing));
@@ -369,6 +432,7 @@ on_every_backend!(
     revoke_refuses_the_token_as_revoked,
     expiry_uses_the_given_clock,
     a_grant_of_another_server_is_forbidden,
+    a_grant_of_several_servers_or_all_admits_each_and_no_other,
     missing_and_unknown_tokens,
     labels_and_names_are_checked
 );

@@ -176,10 +176,11 @@ impl Authenticator {
             return Err(AuthError::Store("no grant store is configured".into()));
         };
         let g = grants.authenticate(token, &server.name, crate::relay::system_clock())?;
-        let policy = g.policy.as_ref().and_then(|name| {
+        // A grant of several servers may carry each server's own policy (`*`).
+        let policy = g.policy_on(&server.name).and_then(|name| {
             policies
                 .get(name)
-                .map(|(e, h)| (e.clone(), (name.clone(), h.clone())))
+                .map(|(e, h)| (e.clone(), (name.to_owned(), h.clone())))
         });
         if g.policy.is_some() && policy.is_none() {
             tracing::warn!(grant = %g.id, "grant names policy {:?}, which is not configured: every call is denied", g.policy);
@@ -325,9 +326,14 @@ impl Gateway {
     /// Answers a refused authentication (401/403/503 with a JSON body saying which) after
     /// writing its audit record.
     async fn refuse(&self, server: &ServerRt, e: AuthError) -> Box<Response> {
+        self.refuse_named(&server.name, e).await
+    }
+
+    /// [`Gateway::refuse`] under a server name (or `(aggregate)`).
+    async fn refuse_named(&self, server: &str, e: AuthError) -> Box<Response> {
         if !self.events.is_empty() {
             let rec = super::refusal(
-                &server.name,
+                server,
                 "(authentication)",
                 format!("(auth: {})", e.code()),
                 e.to_string(),
@@ -349,6 +355,84 @@ pub(super) async fn admit(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(Arc<ServerRt>, Caller), Box<Response>> {
+    check_host(gw, server, headers).await?;
+    let Some(srv) = gw.rt.server(server) else {
+        return Err(Box::new(json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
+        )));
+    };
+    let caller = gw.caller(&srv, headers, query).await?;
+    Ok((srv, caller))
+}
+
+/// Admission to the aggregated endpoint (`/mcp` of several servers): the `Host`/`Origin`
+/// rule, then the bearer token (or access token) asked of every configured server in turn,
+/// silently; the servers that admit it are the endpoint's members, each with the caller that
+/// server gives it (the grant's policy, a static token's or principal's). None admitting it is
+/// refused (and audited) once, as `(aggregate)`, with the most telling reason: a bad token
+/// rather than "another server's grant".
+pub(super) async fn admit_all(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Vec<crate::aggregate::MemberSpec>, Box<Response>> {
+    check_host(gw, "(aggregate)", headers).await?;
+    let session_id = format!(
+        "http-{}-{}",
+        gw.replica,
+        gw.next.fetch_add(1, Ordering::Relaxed)
+    );
+    let policies = gw.policies.now();
+    let mut members = Vec::new();
+    let mut refused: Option<(Arc<ServerRt>, Refused)> = None;
+    for name in gw.server_names() {
+        let Some(srv) = gw.rt.server(&name) else {
+            continue;
+        };
+        let outcome = if srv.auth.oauth() {
+            gw.auth
+                .oauth_caller(&srv, headers, query, &policies, session_id.clone())
+                .await
+        } else {
+            gw.auth
+                .caller(&srv, headers, &policies, session_id.clone())
+                .map_err(Refused::Grant)
+        };
+        match outcome {
+            Ok(caller) => members.push(crate::aggregate::MemberSpec { name, caller }),
+            Err(r) => {
+                let weak = |r: &Refused| matches!(r, Refused::Grant(AuthError::WrongServer { .. }));
+                if refused
+                    .as_ref()
+                    .is_none_or(|(_, old)| weak(old) && !weak(&r))
+                {
+                    refused = Some((srv, r));
+                }
+            }
+        }
+    }
+    if !members.is_empty() {
+        return Ok(members);
+    }
+    let Some((srv, r)) = refused else {
+        return Err(Box::new(json_status(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_server", "message": "No server is configured."}),
+        )));
+    };
+    Err(match r {
+        Refused::Grant(e) => gw.refuse_named("(aggregate)", e).await,
+        Refused::OAuth(r) => gw.refuse_oauth(&srv, r).await,
+    })
+}
+
+/// The `Host`/`Origin` rule (403, audited under `server`).
+async fn check_host(
+    gw: &Arc<Gateway>,
+    server: &str,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
     if !gw.host_ok(headers) {
         if !gw.events.is_empty() {
             let h = |k: &str| {
@@ -374,12 +458,5 @@ pub(super) async fn admit(
             json!({"error": "forbidden_origin", "message": "This Host or Origin is not allowed to reach the gateway."}),
         )));
     }
-    let Some(srv) = gw.rt.server(server) else {
-        return Err(Box::new(json_status(
-            StatusCode::NOT_FOUND,
-            json!({"error": "unknown_server", "message": format!("No server named {server:?} is configured.")}),
-        )));
-    };
-    let caller = gw.caller(&srv, headers, query).await?;
-    Ok((srv, caller))
+    Ok(())
 }

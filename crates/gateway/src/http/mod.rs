@@ -37,6 +37,7 @@
 //! | `streams.rs` | the cap on open SSE streams per client address |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
+mod aggregated;
 mod auth;
 mod background;
 mod era;
@@ -79,7 +80,7 @@ use portcullis_store::{
 };
 use routes::get_stream;
 use runtime::Runtime;
-use serde_json::{json, Value};
+use serde_json::Value;
 use session::{bridged_legacy_post, legacy_post, open_session};
 use stateless::modern_post;
 use std::net::{IpAddr, SocketAddr};
@@ -342,7 +343,8 @@ impl Gateway {
 }
 
 /// `/mcp` without a server name: the only configured server, when there is exactly one
-/// (some clients, such as the Inspector CLI, always post to `/mcp`).
+/// (some clients, such as the Inspector CLI, always post to `/mcp`); with several, every
+/// server the caller may reach behind one endpoint (`aggregated.rs`).
 async fn mcp_default(
     State(gw): State<Arc<Gateway>>,
     peer: Option<Peer>,
@@ -352,12 +354,8 @@ async fn mcp_default(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if gw.rt.servers().len() != 1 {
-        let mut names: Vec<&String> = gw.rt.servers().keys().collect();
-        names.sort();
-        return json_status(
-            StatusCode::NOT_FOUND,
-            json!({"error": "unknown_server", "message": format!("Name the server in the path, /mcp/<server>; configured: {names:?}")}),
-        );
+        // Several servers: the aggregated endpoint.
+        return aggregated::mcp_all(gw, client_ip(peer), uri, method, headers, body).await;
     }
     let name = gw.rt.servers().keys().next().expect("one").clone();
     mcp(State(gw), Path(name), peer, uri, method, headers, body).await
@@ -412,7 +410,10 @@ async fn mcp(
                 // A session has one GET stream at a time (a new one supersedes the old), so
                 // only the client's cap applies.
                 Some(s) => match gw.streams.take(client_ip(peer)) {
-                    Ok(place) => streams::holding(get_stream(&s, &headers).into_response(), place),
+                    Ok(place) => streams::holding(
+                        get_stream(&s.conn.router, &headers).into_response(),
+                        place,
+                    ),
                     Err(r) => *r,
                 },
             },
@@ -645,7 +646,7 @@ fn traceparent(headers: &HeaderMap) -> Option<crate::traces::TraceParent> {
     )
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")

@@ -2,8 +2,6 @@
 //! the GET stream, else a backlog), and a request's answer is built as JSON or as an SSE
 //! stream ([`answer`]); a handshake-era session's GET stream ([`get_stream`]).
 
-use super::runtime::Conn;
-use super::session::Session;
 use super::stateless::{CancelGuard, Restore};
 use super::{header, rpc_status, Gateway};
 use crate::connection::ToClient;
@@ -150,10 +148,9 @@ pub(super) fn subscription_of(msg: &Message) -> Option<String> {
 /// resumed (what followed that event, then the rest live); otherwise a new GET stream that
 /// carries the session's unsolicited messages, starting with those nobody received yet.
 pub(super) fn get_stream(
-    s: &Session,
+    router: &Routes,
     headers: &HeaderMap,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let router = &s.conn.router;
     let (tx, rx) = unbounded_channel();
     // Lock order everywhere: get, then events, then backlog.
     let mut get = router.get.lock_or_recover();
@@ -231,7 +228,7 @@ pub(super) enum Streaming {
 
 pub(super) async fn answer(
     gw: &Gateway,
-    conn: &Arc<Conn>,
+    router: &Arc<Routes>,
     mut rx: UnboundedReceiver<String>,
     id: &str,
     stream: Streaming,
@@ -249,7 +246,7 @@ pub(super) async fn answer(
     let first = match tokio::time::timeout(gw.timeout, rx.recv()).await {
         Ok(Some(l)) => l,
         Ok(None) | Err(_) => {
-            conn.router.forget(id);
+            router.forget(id);
             let raw_id = restore
                 .as_ref()
                 .as_ref()
@@ -293,7 +290,7 @@ pub(super) async fn answer(
                 }
                 Ok(Some(_)) => continue,
                 _ => {
-                    conn.router.forget(id);
+                    router.forget(id);
                     return rpc_status(
                         StatusCode::GATEWAY_TIMEOUT,
                         error_line(
@@ -307,7 +304,7 @@ pub(super) async fn answer(
         }
     }
     let (tx, out) = unbounded_channel();
-    let router = conn.router.clone();
+    let router = router.clone();
     // Resumable: the stream is numbered in the session's log, which holds its live end.
     let logged = match stream {
         Streaming::Resumable { priming } => {

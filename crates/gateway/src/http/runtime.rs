@@ -119,6 +119,8 @@ pub(super) struct Conn {
 pub(super) struct Runtime {
     servers: HashMap<String, Arc<ServerRt>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions of the aggregated endpoint (`/mcp` of several servers).
+    pub(super) aggregates: Mutex<HashMap<String, Arc<super::aggregated::AggSession>>>,
 }
 
 impl Runtime {
@@ -131,6 +133,7 @@ impl Runtime {
         Ok(Runtime {
             servers: map,
             sessions: Mutex::new(HashMap::new()),
+            aggregates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -196,6 +199,16 @@ impl Gateway {
         for s in sessions {
             s.conn.link.shutdown(Duration::from_secs(2)).await;
         }
+        let aggregates: Vec<_> = self
+            .rt
+            .aggregates
+            .lock_or_recover()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in aggregates {
+            s.agg.shutdown(Duration::from_secs(2)).await;
+        }
         for s in self.rt.servers.values() {
             if let Some(c) = s.modern.get() {
                 c.link.shutdown(Duration::from_secs(2)).await;
@@ -210,6 +223,28 @@ impl Gateway {
 
     /// A new upstream connection to `server`: its own relay, and a router for what it sends.
     pub(super) async fn connect(&self, server: &ServerRt) -> std::io::Result<Arc<Conn>> {
+        // Client-bound lines go straight into the router, on the task that produced them.
+        let router = Arc::new(Routes::default());
+        let r = router.clone();
+        let to_client = ClientTx::new(move |line| {
+            r.route(line);
+            true
+        });
+        let link = self.connect_to(server, to_client).await?;
+        if link.http().is_some() {
+            // What arrives on one request's answer stream goes to that request only.
+            link.tag_related();
+        }
+        Ok(Arc::new(Conn { link, router }))
+    }
+
+    /// A new upstream connection to `server` with its own relay, its client-bound lines
+    /// handed to `to_client`.
+    pub(super) async fn connect_to(
+        &self,
+        server: &ServerRt,
+        to_client: ClientTx,
+    ) -> std::io::Result<Arc<Connection>> {
         let mut relay = Relay::new(RelayConfig {
             store: self.store.clone(),
             server: server.name.clone(),
@@ -230,20 +265,7 @@ impl Gateway {
             .writing_ahead(self.events.writes_ahead())
             .timing(self.events.tracer().is_some());
         let relay = Arc::new(relay);
-        // Client-bound lines go straight into the router, on the task that produced them.
-        let router = Arc::new(Routes::default());
-        let r = router.clone();
-        let to_client = ClientTx::new(move |line| {
-            r.route(line);
-            true
-        });
-        let link =
-            Connection::start(&server.spec, relay, to_client, self.audit_sink(server)).await?;
-        if link.http().is_some() {
-            // What arrives on one request's answer stream goes to that request only.
-            link.tag_related();
-        }
-        Ok(Arc::new(Conn { link, router }))
+        Connection::start(&server.spec, relay, to_client, self.audit_sink(server)).await
     }
 
     fn audit_sink(&self, server: &ServerRt) -> Option<Events> {

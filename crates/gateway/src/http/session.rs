@@ -202,7 +202,7 @@ pub(super) async fn legacy_post(
     } else {
         Streaming::JsonOnly
     };
-    let mut resp = answer(gw, &s.conn, rx, &id, stream, None, None).await;
+    let mut resp = answer(gw, &s.conn.router, rx, &id, stream, None, None).await;
     if let Some(sid) = new_session {
         resp.headers_mut()
             .insert(SESSION_HEADER, HeaderValue::from_str(&sid).expect("hex"));

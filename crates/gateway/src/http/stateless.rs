@@ -168,7 +168,7 @@ pub(super) async fn forward_stateless(
     };
     answer(
         gw,
-        conn,
+        &conn.router,
         rx,
         &ours,
         if accepts_sse(headers) {
@@ -215,6 +215,16 @@ pub(super) struct Restore {
 }
 
 impl Restore {
+    /// Puts back the client's `id` and progress `token`; `bridged` (the method): the answer
+    /// comes from a handshake-era session and gets the stateless era's result fields.
+    pub(super) fn new(
+        id: Box<serde_json::value::RawValue>,
+        token: Option<Value>,
+        bridged: Option<String>,
+    ) -> Restore {
+        Restore { id, token, bridged }
+    }
+
     pub(super) fn apply(&self, line: String) -> String {
         let Ok(mut m) = Message::parse(&line) else {
             return line;

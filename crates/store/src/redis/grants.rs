@@ -225,7 +225,7 @@ impl GrantStore for RedisGrants {
 
     fn list(&self, server: Option<&str>) -> Result<Vec<Grant>, GrantError> {
         let mut all = self.all()?;
-        all.retain(|g| server.is_none_or(|s| g.server == s));
+        all.retain(|g| server.is_none_or(|s| g.covers(s)));
         Ok(all)
     }
 
@@ -236,7 +236,7 @@ impl GrantStore for RedisGrants {
             .map_err(GrantError::Store)?
         {
             return match server {
-                Some(s) if s != g.server => {
+                Some(s) if !g.covers(s) => {
                     Err(GrantError::NotFound(format!("{id_or_label} on server {s}")))
                 }
                 _ => Ok(g),
