@@ -660,13 +660,17 @@ impl SseParser {
     pub fn feed_events(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
+        // Lines are read in place and the buffer is cut once at the end: draining it line by
+        // line moved the rest of the buffer each time, quadratic in the lines of one chunk
+        // (a 31 KiB chunk of empty lines took 0.3 s; found by fuzzing).
+        let mut start = 0;
+        while let Some(len) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..start + len];
+            start += len + 1;
             if line.last() == Some(&b'\r') {
-                line.pop();
+                line = &line[..line.len() - 1];
             }
-            let line = String::from_utf8_lossy(&line).into_owned();
+            let line = String::from_utf8_lossy(line).into_owned();
             if line.is_empty() {
                 let event = std::mem::take(&mut self.event);
                 if !self.data.is_empty() {
@@ -701,6 +705,7 @@ impl SseParser {
             }
             // `:` comments and unknown fields are ignored.
         }
+        self.buf.drain(..start);
         out
     }
 }
@@ -761,6 +766,18 @@ mod tests {
             }
         );
         assert_eq!(ev[1].event, "message");
+    }
+
+    #[test]
+    fn a_chunk_of_many_lines_is_read_in_one_pass_and_keeps_its_unfinished_line() {
+        let mut p = SseParser::default();
+        let mut chunk = b"\n".repeat(100_000);
+        chunk.extend_from_slice(b"data: a\n\ndata: b\r\n\ndata: unfin");
+        assert_eq!(p.feed(&chunk), vec!["a".to_string(), "b".to_string()]);
+        // Only the unfinished line is kept for the next chunk.
+        assert_eq!(p.buf, b"data: unfin");
+        assert_eq!(p.feed(b"ished\n\n"), vec!["unfinished".to_string()]);
+        assert!(p.buf.is_empty());
     }
 
     #[test]
