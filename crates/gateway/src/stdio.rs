@@ -72,22 +72,8 @@ where
                 }
             }
             Ok(None) | Err(LineError::Io(_)) => break,
-            Err(LineError::TooLong(n)) => {
-                let msg = format!(
-                    "message of {n} bytes exceeds the {}-byte limit; nothing was forwarded",
-                    caps.client_line
-                );
-                let _ = tx.send(error_line(None, codes::INVALID_REQUEST, &msg).into());
-            }
-            Err(LineError::NotUtf8) => {
-                let _ = tx.send(
-                    error_line(
-                        None,
-                        codes::PARSE_ERROR,
-                        "message is not UTF-8; nothing was forwarded",
-                    )
-                    .into(),
-                );
+            Err(e) => {
+                let _ = tx.send(unreadable_line(&e, caps.client_line).into());
             }
         }
     }
@@ -126,22 +112,8 @@ where
             Ok(Some(line)) if line.trim().is_empty() => {}
             Ok(Some(line)) => agg.from_client(&line).await,
             Ok(None) | Err(LineError::Io(_)) => break,
-            Err(LineError::TooLong(n)) => {
-                let msg = format!(
-                    "message of {n} bytes exceeds the {}-byte limit; nothing was forwarded",
-                    caps.client_line
-                );
-                let _ = tx.send(error_line(None, codes::INVALID_REQUEST, &msg).into());
-            }
-            Err(LineError::NotUtf8) => {
-                let _ = tx.send(
-                    error_line(
-                        None,
-                        codes::PARSE_ERROR,
-                        "message is not UTF-8; nothing was forwarded",
-                    )
-                    .into(),
-                );
+            Err(e) => {
+                let _ = tx.send(unreadable_line(&e, caps.client_line).into());
             }
         }
     }
@@ -289,5 +261,22 @@ fn dup_std(fd: std::os::fd::BorrowedFd<'_>) -> Option<Std> {
         tokio::net::UnixStream::from_std(s).ok().map(Std::Socket)
     } else {
         None
+    }
+}
+
+/// The answer to a client line that could not be read as one (too long, not UTF-8): nothing
+/// of it is forwarded. Both stdio faces (one server, `--all`) answer so.
+fn unreadable_line(e: &LineError, cap: usize) -> String {
+    match e {
+        LineError::TooLong(n) => error_line(
+            None,
+            codes::INVALID_REQUEST,
+            &format!("message of {n} bytes exceeds the {cap}-byte limit; nothing was forwarded"),
+        ),
+        _ => error_line(
+            None,
+            codes::PARSE_ERROR,
+            "message is not UTF-8; nothing was forwarded",
+        ),
     }
 }

@@ -3,6 +3,7 @@
 //! (the same relay, policy, counters and pins as `/mcp/<server>`).
 
 use super::auth::admit_all;
+use super::era::bridged_client;
 use super::routes::{answer, get_stream, primes, Routes, Streaming};
 use super::stateless::Restore;
 use super::{
@@ -334,14 +335,7 @@ async fn stateless(
             );
         }
     }
-    let caps = meta
-        .get("io.modelcontextprotocol/clientCapabilities")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let info = meta
-        .get("io.modelcontextprotocol/clientInfo")
-        .cloned()
-        .unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"}));
+    let (caps, info) = bridged_client(&meta);
     let key = format!(
         "bridge|{who}|{}|{}",
         members

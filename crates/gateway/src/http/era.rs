@@ -106,14 +106,7 @@ pub(super) async fn bridge_post(
         .and_then(|p| p.get("_meta"))
         .cloned()
         .unwrap_or(Value::Null);
-    let caps = meta
-        .get("io.modelcontextprotocol/clientCapabilities")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let info = meta
-        .get("io.modelcontextprotocol/clientInfo")
-        .cloned()
-        .unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"}));
+    let (caps, info) = bridged_client(&meta);
     let key = format!(
         "{}|{}",
         caller.grant_id,
@@ -217,4 +210,19 @@ async fn open_bridge(
         )
         .await;
     Ok(Arc::new(Bridge { conn, init: result }))
+}
+
+/// A stateless client's capabilities and `clientInfo`, from its request's `_meta`, as a bridge
+/// to a handshake-era upstream presents them in its `initialize` (`{}` and a `portcullis-bridge`
+/// info when absent).
+pub(super) fn bridged_client(meta: &Value) -> (Value, Value) {
+    let caps = meta
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let info = meta
+        .get("io.modelcontextprotocol/clientInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({"name": "portcullis-bridge", "version": "0"}));
+    (caps, info)
 }
