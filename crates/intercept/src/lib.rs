@@ -17,7 +17,7 @@
 //! | rule with `conditions` (all must pass) | `require` entry |
 //! | `action: deny` | `deny_if` entry with empty `conditions` |
 //! | `rate_limit: "N/window"` | `limits` entry, `max` N |
-//! | `state` counter + `lt V` / `lte V` on `state.<tool>.<counter>` | `limits` entry, `max` V−1 / V |
+//! | `state` counter + `lt V` / `lte V` on `state.<tool>.<counter>` | `limits` entry, `max` V−1 / V (a limit of 0 denies every call: `deny_if`) |
 //! | tool `"*"` | `all_tools` |
 //! | `hide`, `default`, `description` | the same keys |
 //!
@@ -764,9 +764,20 @@ impl Cx {
                 .push(format!("{loc} (lt {bound} → max {max})"));
         }
         if max == 0 {
+            // A limit of 0 is not a valid `limits` entry (the policy says to block with
+            // `deny_if`), and the rule's other conditions cannot rescue a call: it always denies.
             self.note(format!(
-                "{rule_ref}: the counter limit is 0, so every call is denied (as in Intercept)."
+                "{rule_ref}: the counter limit is 0, so every call is denied (as in Intercept); \
+                 translated as a deny."
             ));
+            return Some(Rule {
+                index,
+                name,
+                locator: loc.to_string(),
+                kind: Kind::Deny {
+                    on_deny: on_deny.unwrap_or(default_message),
+                },
+            });
         }
         if st.increment_from.is_some() && st.increment != 1 {
             self.note(format!(

@@ -397,9 +397,32 @@ tools:
     assert_note(&t, "limit is 0, so every call is denied");
     assert_note(&t, "ignores \"increment\" when \"increment_from\" is set");
     assert_eq!(
-        t.policy["tools"]["t"]["limits"][1],
+        t.policy["tools"]["t"]["limits"][0],
         json!({ "counter": "w", "window": "hour", "max": 100, "scope": "grant",
                 "increment_from": "args.n" })
+    );
+}
+
+#[test]
+fn a_counter_limit_of_zero_blocks_the_tool() {
+    // Found by fuzzing: "lt 1" became `max: 0`, which the policy refuses. Intercept denies
+    // every call, whatever the rule's other conditions, and so does the translation.
+    let t = ok(r#"
+version: "1"
+tools:
+  create_refund:
+    rules:
+      - name: daily refund count
+        conditions:
+          - { path: args.amount, op: lte, value: 100 }
+          - { path: state.create_refund.daily_count, op: lt, value: 1 }
+        on_deny: "Daily refund limit reached"
+        state: { counter: daily_count, window: day }
+"#);
+    assert_note(&t, "limit is 0, so every call is denied");
+    assert_eq!(
+        t.policy["tools"]["create_refund"],
+        json!({ "deny_if": [ { "conditions": [], "on_deny": "Daily refund limit reached" } ] })
     );
 }
 

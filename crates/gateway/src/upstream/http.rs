@@ -632,6 +632,9 @@ pub struct SseParser {
     buf: Vec<u8>,
     data: Vec<String>,
     event: String,
+    /// How many bytes at the front of `buf` are known to hold no newline: a long line fed in
+    /// small chunks is scanned once, not once per chunk (quadratic; found by fuzzing).
+    scanned: usize,
     /// The last `id:` seen (what a reconnection sends as `Last-Event-ID`).
     pub last_event_id: Option<String>,
     /// The last `retry:` seen, in ms (the server's reconnection delay).
@@ -664,9 +667,11 @@ impl SseParser {
         // line moved the rest of the buffer each time, quadratic in the lines of one chunk
         // (a 31 KiB chunk of empty lines took 0.3 s; found by fuzzing).
         let mut start = 0;
-        while let Some(len) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.buf[start..start + len];
-            start += len + 1;
+        let mut from = self.scanned;
+        while let Some(len) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..from + len];
+            start = from + len + 1;
+            from = start;
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
             }
@@ -706,6 +711,7 @@ impl SseParser {
             // `:` comments and unknown fields are ignored.
         }
         self.buf.drain(..start);
+        self.scanned = self.buf.len();
         out
     }
 }
@@ -778,6 +784,20 @@ mod tests {
         assert_eq!(p.buf, b"data: unfin");
         assert_eq!(p.feed(b"ished\n\n"), vec!["unfinished".to_string()]);
         assert!(p.buf.is_empty());
+    }
+
+    #[test]
+    fn a_long_line_fed_in_small_chunks_is_scanned_once() {
+        let mut p = SseParser::default();
+        p.feed(b"data: ");
+        for _ in 0..10_000 {
+            assert!(p.feed(b"xyz").is_empty());
+            // Everything buffered is known to hold no newline: the next chunk is searched
+            // from its own first byte, not from the start of the line again.
+            assert_eq!(p.scanned, p.buf.len());
+        }
+        assert_eq!(p.feed(b"\n\n"), vec!["xyz".repeat(10_000)]);
+        assert_eq!((p.scanned, p.buf.len()), (0, 0));
     }
 
     #[test]

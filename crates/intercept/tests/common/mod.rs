@@ -4,11 +4,15 @@
 use portcullis_intercept::{translate, ImportError, Translation};
 use serde_json::Value;
 
-/// Translates `yaml`, failing the test with every error if it does not translate.
+/// Translates `yaml`, failing the test with every error if it does not translate or if the
+/// translation is not a valid policy document.
 pub fn ok(yaml: &str) -> Translation {
     match translate(yaml) {
         Ok(t) => {
             assert_policy_v1_keys(&t.policy);
+            if let Err(e) = portcullis_policy::doc::from_value(&t.policy) {
+                panic!("the translation is not a valid policy: {e:?}\n{}", t.policy);
+            }
             t
         }
         Err(errors) => panic!(
