@@ -42,7 +42,7 @@ struct Forward {
 impl Receiver for Forward {
     fn receive(&self, inbound: Inbound) -> BoxFuture<'_, ()> {
         let item = match inbound {
-            Inbound::Message { line, .. } => match serde_json::from_str(&line) {
+            Inbound::Message { msg, .. } => match serde_json::from_str(&msg.to_json()) {
                 Ok(v @ Value::Object(_)) => {
                     let id = v.get("id").and_then(Value::as_u64);
                     if v.get("method").is_none() && id.is_some() {

@@ -20,6 +20,33 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
+/// What a face hands to [`Connection::from_client`]: a line as it was read, or a message the
+/// face has parsed already (so that the hot path parses it once).
+pub enum FromClient<'a> {
+    /// A line, parsed here (one that is not a message is answered and audited).
+    Line(&'a str),
+    /// A message.
+    Parsed(Message),
+}
+
+impl<'a> From<&'a str> for FromClient<'a> {
+    fn from(line: &'a str) -> Self {
+        FromClient::Line(line)
+    }
+}
+
+impl<'a> From<&'a String> for FromClient<'a> {
+    fn from(line: &'a String) -> Self {
+        FromClient::Line(line)
+    }
+}
+
+impl From<Message> for FromClient<'_> {
+    fn from(msg: Message) -> Self {
+        FromClient::Parsed(msg)
+    }
+}
+
 /// A line for the client side of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToClient {
@@ -112,13 +139,12 @@ impl Connection {
 
     /// The span of the request a server line answers (taken out of the flights), when traces
     /// are on and it is the answer to a traced request.
-    fn answered(&self, line: &str) -> Option<RequestSpan> {
+    fn answered(&self, m: &Message) -> Option<RequestSpan> {
         self.tracer()?;
         let mut flights = self.flights.lock_or_recover();
         if flights.is_empty() {
             return None;
         }
-        let m = Message::parse(line).ok()?;
         if m.method().is_some() {
             return None;
         }
@@ -150,7 +176,7 @@ impl Connection {
     }
 
     /// Passes a client line through the relay to the server.
-    pub async fn from_client(self: &Arc<Self>, line: &str, caller: &Caller) {
+    pub async fn from_client(self: &Arc<Self>, line: impl Into<FromClient<'_>>, caller: &Caller) {
         self.from_client_with(line, caller, Vec::new()).await;
     }
 
@@ -158,11 +184,11 @@ impl Connection {
     /// upstream (`Mcp-Param-*` from a modern client); other transports ignore them.
     pub async fn from_client_with(
         self: &Arc<Self>,
-        line: &str,
+        line: impl Into<FromClient<'_>>,
         caller: &Caller,
         extra: Vec<(String, String)>,
     ) {
-        self.from_client_how(line, caller, extra, Sending::Queued)
+        self.from_client_how(line.into(), caller, extra, Sending::Queued)
             .await;
     }
 
@@ -172,30 +198,41 @@ impl Connection {
     /// waiting without a wake-up.
     pub async fn from_client_answered(
         self: &Arc<Self>,
-        line: &str,
+        line: impl Into<FromClient<'_>>,
         caller: &Caller,
         extra: Vec<(String, String)>,
     ) {
-        self.from_client_how(line, caller, extra, Sending::Answered)
+        self.from_client_how(line.into(), caller, extra, Sending::Answered)
             .await;
     }
 
     async fn from_client_how(
         self: &Arc<Self>,
-        line: &str,
+        input: FromClient<'_>,
         caller: &Caller,
         extra: Vec<(String, String)>,
         how: Sending,
     ) {
-        if let Some(tool) = self.relay.needs_listing(line) {
-            self.fetch_listing(&tool, line).await;
+        let msg = match input {
+            FromClient::Parsed(m) => m,
+            FromClient::Line(line) => match Message::parse(line) {
+                Ok(m) => m,
+                Err(e) => {
+                    let outs = self.relay.invalid_from_client(&e, caller);
+                    self.dispatch(outs, extra, None, None, how).await;
+                    return;
+                }
+            },
+        };
+        if let Some(tool) = self.relay.needs_listing(&msg) {
+            self.fetch_listing(&tool, &msg).await;
         }
         let mut span = self
             .tracer()
-            .and_then(|t| t.request(line, caller.trace.as_ref()));
-        let log = log_span(line, caller, span.as_ref());
+            .and_then(|t| t.request(&msg, caller.trace.as_ref()));
+        let log = log_span(&msg, caller, span.as_ref());
         let t0 = if span.is_some() { now_ns() } else { 0 };
-        let outs = log.in_scope(|| self.relay.from_client(line, caller));
+        let outs = log.in_scope(|| self.relay.from_client_message(msg, caller));
         if let Some(s) = &mut span {
             s.step(Step::Decide, t0);
         }
@@ -207,7 +244,7 @@ impl Connection {
     /// Lists the server's tools (page by page, until `tool` is seen) so that a call to it can
     /// be checked against its schema (`validate_arguments = "enforce"`); bounded: a server
     /// that does not answer leaves the schema unknown, and the call is then refused.
-    async fn fetch_listing(&self, tool: &str, like: &str) {
+    async fn fetch_listing(&self, tool: &str, like: &Message) {
         let mut cursor: Option<String> = None;
         for _ in 0..LISTING_PAGES {
             let (req, up, rx) = self.relay.listing_request(cursor.as_deref(), like);
@@ -311,7 +348,7 @@ enum Sending {
 /// record has it) and its trace id (the request span's, else the caller's `traceparent`), so
 /// that every line logged while it is decided and delivered names them (JSON logs:
 /// `span.request_id`, `span.trace_id`). Nothing is computed when INFO is not logged.
-fn log_span(line: &str, caller: &Caller, span: Option<&RequestSpan>) -> tracing::Span {
+fn log_span(msg: &Message, caller: &Caller, span: Option<&RequestSpan>) -> tracing::Span {
     let log = tracing::info_span!(
         "request",
         request_id = tracing::field::Empty,
@@ -320,18 +357,16 @@ fn log_span(line: &str, caller: &Caller, span: Option<&RequestSpan>) -> tracing:
     if log.is_disabled() {
         return log;
     }
-    let msg = Message::parse(line).ok();
     let id = caller
         .request_id
         .clone()
-        .or_else(|| Some(msg.as_ref()?.id()?.get().to_owned()));
+        .or_else(|| Some(msg.id()?.get().to_owned()));
     if let Some(id) = id {
         log.record("request_id", id.as_str());
     }
     let trace = span.map(|s| s.context().trace_id).or_else(|| {
-        let meta = msg
-            .as_ref()
-            .filter(|_| line.contains("traceparent"))
+        let meta = Some(msg)
+            .filter(|m| crate::spans::has_traceparent(m))
             .and_then(|m| TraceParent::from_meta(m.value("params").as_ref()));
         meta.or_else(|| caller.trace.clone())
             .map(|p| p.context.trace_id)
@@ -360,12 +395,12 @@ impl Receiver for Connection {
             let mut tag = None;
             let mut span = None;
             let outs = match inbound {
-                Inbound::Message { line, stream_of } => {
+                Inbound::Message { msg, stream_of } => {
                     tag = stream_of
                         .filter(|_| self.tag_related.load(Ordering::Relaxed))
                         .and_then(|up| self.relay.client_id_of(up));
-                    span = self.answered(&line);
-                    self.relay.from_server(&line)
+                    span = self.answered(&msg);
+                    self.relay.from_server_message(msg)
                 }
                 Inbound::Failed { up, why, .. } => {
                     if self.tracer().is_some() {

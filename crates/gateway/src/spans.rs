@@ -44,16 +44,15 @@ impl Tracer {
         Tracer { exporter, bound }
     }
 
-    /// The span of a client line, when it is a request (notifications and answers get none).
+    /// The span of a client message, when it is a request (notifications and answers get none).
     /// Its parent: `params._meta.traceparent` if valid (with `_meta.tracestate`), else the
     /// HTTP headers the face read (`header`); none starts a new trace, sampled at the
     /// configured ratio. A continued trace keeps the caller's sampled flag (parent-based
     /// sampling) and its `tracestate`.
-    pub fn request(&self, line: &str, header: Option<&TraceParent>) -> Option<RequestSpan> {
-        let msg = Message::parse(line).ok()?;
+    pub fn request(&self, msg: &Message, header: Option<&TraceParent>) -> Option<RequestSpan> {
         let method = msg.method()?.to_owned();
         msg.id()?;
-        let meta = if line.contains("traceparent") {
+        let meta = if has_traceparent(msg) {
             TraceParent::from_meta(msg.value("params").as_ref())
         } else {
             None
@@ -329,6 +328,13 @@ impl RequestSpan {
     }
 }
 
+/// Whether a message's params may carry a `traceparent` (a cheap look at the raw text
+/// before the params are read).
+pub(crate) fn has_traceparent(msg: &Message) -> bool {
+    msg.get("params")
+        .is_some_and(|p| p.get().contains("traceparent"))
+}
+
 /// A random, non-zero 8-byte span id.
 pub fn new_span_id() -> [u8; 8] {
     loop {
@@ -376,6 +382,10 @@ mod tests {
         Tracer::with_exporter(e, ratio)
     }
 
+    fn msg(line: &str) -> Message {
+        Message::parse(line).unwrap()
+    }
+
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
 
@@ -383,16 +393,16 @@ mod tests {
     fn requests_only_and_meta_wins_over_the_header() {
         let t = tracer(1.0);
         assert!(t
-            .request(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#, None)
+            .request(&msg(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#), None)
             .is_none());
         assert!(t
-            .request(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, None)
+            .request(&msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None)
             .is_none());
         let header = TraceParent::from_headers(Some(OTHER), ["rojo=header"]);
         let line = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{TP}","tracestate":"congo=meta"}}}}}}"#
         );
-        let s = t.request(&line, header.as_ref()).unwrap();
+        let s = t.request(&msg(&line), header.as_ref()).unwrap();
         assert_eq!(
             s.tracestate(),
             Some("congo=meta"),
@@ -405,8 +415,7 @@ mod tests {
         assert!(s.context().sampled);
         // The header alone: continued, its (unsampled) flag followed.
         let s = t
-            .request(
-                r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+            .request(&msg(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#),
                 header.as_ref(),
             )
             .unwrap();
@@ -415,7 +424,7 @@ mod tests {
         assert!(!s.context().sampled);
         // A new trace has no state.
         let s = t
-            .request(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, None)
+            .request(&msg(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#), None)
             .unwrap();
         assert_eq!(s.tracestate(), None);
     }
@@ -426,19 +435,19 @@ mod tests {
         let never = tracer(0.0);
         let always = tracer(1.0);
         for _ in 0..50 {
-            let s = never.request(line, None).unwrap();
+            let s = never.request(&msg(line), None).unwrap();
             assert!(!s.context().sampled && s.parent.is_none());
-            assert!(always.request(line, None).unwrap().context().sampled);
+            assert!(always.request(&msg(line), None).unwrap().context().sampled);
         }
         let half = tracer(0.5);
         let n = (0..2000)
-            .filter(|_| half.request(line, None).unwrap().context().sampled)
+            .filter(|_| half.request(&msg(line), None).unwrap().context().sampled)
             .count();
         assert!((800..1200).contains(&n), "{n} of 2000 sampled at 0.5");
         // A caller's sampled context is followed even at 0.
         assert!(
             never
-                .request(line, TraceParent::from_headers(Some(TP), []).as_ref())
+                .request(&msg(line), TraceParent::from_headers(Some(TP), []).as_ref())
                 .unwrap()
                 .context()
                 .sampled
@@ -449,7 +458,7 @@ mod tests {
     fn the_upstream_gets_a_child_of_the_request() {
         let t = tracer(1.0);
         let mut s = t
-            .request(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, None)
+            .request(&msg(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), None)
             .unwrap();
         let tp = TraceContext::parse(&s.upstream_starts()).unwrap();
         assert_eq!(tp.trace_id, s.context().trace_id);

@@ -9,6 +9,11 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
+/// A client line as the face hands it over: parsed.
+fn parsed(line: &str) -> portcullis_mcp::Message {
+    portcullis_mcp::Message::parse(line).unwrap()
+}
+
 const NOON: u64 = 1_795_262_400_000;
 
 fn fixtures() -> &'static Path {
@@ -740,10 +745,10 @@ fn under_enforce_a_tool_whose_schema_was_never_listed_is_refused() {
     // The link fetches the listing first: a request of the gateway's own, answered, recorded,
     // swallowed; the page's cursor is handed back.
     assert_eq!(
-        r.needs_listing(STRING_AMOUNT).as_deref(),
+        r.needs_listing(&parsed(STRING_AMOUNT)).as_deref(),
         Some("pay_invoice")
     );
-    let (line, up, mut rx) = r.listing_request(None, STRING_AMOUNT);
+    let (line, up, mut rx) = r.listing_request(None, &parsed(STRING_AMOUNT));
     let req: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
         (req["method"].as_str(), req["id"].as_u64()),
@@ -757,7 +762,7 @@ fn under_enforce_a_tool_whose_schema_was_never_listed_is_refused() {
         "the gateway's own listing is not passed to the client"
     );
     assert_eq!(rx.try_recv().unwrap().as_deref(), Some("p2"));
-    assert_eq!(r.needs_listing(STRING_AMOUNT), None);
+    assert_eq!(r.needs_listing(&parsed(STRING_AMOUNT)), None);
     let outs = r.send(STRING_AMOUNT);
     assert!(server(&outs).is_empty());
     assert!(client(&outs)[0]["error"]["message"]
@@ -789,7 +794,7 @@ fn under_warn_and_off_mismatched_arguments_are_forwarded() {
     let (r, _) = validating(Warn, false);
     assert_eq!(server(&r.send(STRING_AMOUNT)).len(), 1);
     assert_eq!(
-        r.needs_listing(STRING_AMOUNT),
+        r.needs_listing(&parsed(STRING_AMOUNT)),
         None,
         "only enforce fetches a listing"
     );
@@ -808,12 +813,12 @@ fn a_listing_is_fetched_once_until_the_server_says_its_tools_changed() {
     let bogus =
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"no_such_tool"}}"#;
     assert_eq!(
-        r.needs_listing(bogus),
+        r.needs_listing(&parsed(bogus)),
         None,
         "the whole listing was seen: not a tool"
     );
     r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
-    assert_eq!(r.needs_listing(bogus).as_deref(), Some("no_such_tool"));
+    assert_eq!(r.needs_listing(&parsed(bogus)).as_deref(), Some("no_such_tool"));
 }
 
 /// A 2026-07-28 listen stream: every notification on it, `tools/list_changed` included, reaches
@@ -885,11 +890,11 @@ fn a_tool_whose_definition_changed_is_hidden_from_the_listing_and_its_call_denie
     let (r, _) = pinned(r#"{"version":"1","default":"allow"}"#);
     let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_invoice","arguments":{}}}"#;
     // Never listed: the link must list first.
-    assert_eq!(r.needs_listing(call).as_deref(), Some("read_invoice"));
+    assert_eq!(r.needs_listing(&parsed(call)).as_deref(), Some("read_invoice"));
     let v1 = json!([{"name":"read_invoice","description":"Reads."},{"name":"pay_invoice","description":"Pays."}]);
     let (names, _) = list_through(&r, 1, v1);
     assert_eq!(names, ["read_invoice", "pay_invoice"]);
-    assert_eq!(r.needs_listing(call), None);
+    assert_eq!(r.needs_listing(&parsed(call)), None);
     assert_eq!(server(&r.send(call)).len(), 1, "pinned: forwarded");
 
     let v2 = json!([{"name":"read_invoice","description":"Reads and mails."},{"name":"pay_invoice","description":"Pays."}]);
@@ -913,5 +918,5 @@ fn a_tool_whose_definition_changed_is_hidden_from_the_listing_and_its_call_denie
 
     // The server says its tools changed: the next call waits for a listing again.
     r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
-    assert_eq!(r.needs_listing(call).as_deref(), Some("read_invoice"));
+    assert_eq!(r.needs_listing(&parsed(call)).as_deref(), Some("read_invoice"));
 }

@@ -12,8 +12,10 @@
 //! digest and decides whether it may use the server (see [`AuthError`] for the answers and
 //! their HTTP statuses). Rotation replaces the digest, so the old token is unknown from the
 //! next request on; revocation marks the grant, so its token is refused as revoked. Neither
-//! needs a restart: every authentication reads the database, which other processes (the
-//! `portcullis grant …` commands) change.
+//! needs a restart: every authentication asks SQLite whether any connection has written the
+//! file since the last one (`PRAGMA data_version`), so changes made by other processes (the
+//! `portcullis grant …` commands) are seen by the next request, and grants are read again
+//! only then.
 //!
 //! # Why a plain SHA-256, and why no timing oracle
 //!
@@ -30,12 +32,14 @@
 //! [`subtle::ConstantTimeEq`], so acceptance never rests on a short-circuiting compare.
 
 use crate::secret::{hex, random_bytes, sha256};
+use portcullis_policy::sync::LockExt;
 use portcullis_policy::Millis;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
-use std::sync::MutexGuard;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -434,10 +438,26 @@ impl From<rusqlite::Error> for GrantOpenError {
 ///
 /// WAL mode, `synchronous=FULL` (grant changes are rare and must survive a power loss: a
 /// revocation that is forgotten would re-enable a token), one connection behind a mutex.
-/// Every call reads the database, so changes made by another process (the CLI) take effect
-/// on the next request.
+/// Grants found by a token are kept in memory only while the file is unchanged: each
+/// authentication reads `PRAGMA data_version` (which moves when another connection commits),
+/// and this store's own writes empty the cache, so a change made anywhere takes effect on the
+/// next request.
 pub struct SqliteGrants {
     db: crate::authority::AuthorityDb,
+    /// Taken only while the connection's lock is held (connection first, then cache).
+    cache: Mutex<GrantCache>,
+}
+
+/// Grants found by token digest, valid for one `data_version` of the file. Only tokens that
+/// exist are kept (so random tokens cannot grow it), and at most [`GrantCache::MAX`].
+#[derive(Default)]
+struct GrantCache {
+    version: Option<i64>,
+    found: HashMap<[u8; 32], (Grant, Vec<u8>)>,
+}
+
+impl GrantCache {
+    const MAX: usize = 4096;
 }
 
 impl fmt::Debug for SqliteGrants {
@@ -463,7 +483,10 @@ impl SqliteGrants {
 
     fn init(conn: Connection) -> Result<Self, GrantOpenError> {
         crate::authority::AuthorityDb::init(conn, SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT)
-            .map(|db| SqliteGrants { db })
+            .map(|db| SqliteGrants {
+                db,
+                cache: Mutex::default(),
+            })
             .map_err(GrantOpenError)
     }
 
@@ -476,7 +499,14 @@ impl SqliteGrants {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, GrantError>,
     ) -> Result<T, GrantError> {
-        self.db.write(f, store)
+        self.db.write(
+            |conn| {
+                // This connection's own commits do not move its `data_version`.
+                self.cache.lock_or_recover().found.clear();
+                f(conn)
+            },
+            store,
+        )
     }
 }
 
@@ -721,9 +751,22 @@ impl GrantStore for SqliteGrants {
             return Err(AuthError::Missing);
         }
         let digest = token_digest(token);
-        let found = {
-            let conn = self.lock();
-            conn.prepare_cached(&format!(
+        let sql = |e: rusqlite::Error| AuthError::Store(format!("sqlite: {e}"));
+        let conn = self.lock();
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |row| row.get(0)))
+            .map_err(sql)?;
+        let mut cache = self.cache.lock_or_recover();
+        if cache.version != Some(version) {
+            cache.found.clear();
+            cache.version = Some(version);
+        }
+        if let Some(hit) = cache.found.get(&digest) {
+            return admit(Some(hit.clone()), &digest, server, now);
+        }
+        let found = conn
+            .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM grants WHERE token_hash = ?1"
             ))
             .and_then(|mut s| {
@@ -732,8 +775,13 @@ impl GrantStore for SqliteGrants {
                 })
                 .optional()
             })
-            .map_err(|e| AuthError::Store(format!("sqlite: {e}")))?
-        };
+            .map_err(sql)?;
+        if let Some(f) = &found {
+            if cache.found.len() >= GrantCache::MAX {
+                cache.found.clear();
+            }
+            cache.found.insert(digest, f.clone());
+        }
         admit(found, &digest, server, now)
     }
 }

@@ -353,12 +353,24 @@ fn the_file_holds_no_token_and_survives_reopening() {
         assert!(!files.windows(4).any(|w| w == TOKEN_PREFIX.as_bytes()));
         (g, token2)
     };
-    // A second process (a new connection) sees the grant; a revocation made through one
-    // connection is seen by another on its next call.
+    // A second process (a new connection) sees the grant; a rotation or revocation made
+    // through one connection is seen by another on its next call, although the other keeps
+    // the grants it found in memory.
     let a = SqliteGrants::open(&db.0).unwrap();
     let b = SqliteGrants::open(&db.0).unwrap();
+    for at in [NOW + 2, NOW + 3] {
+        assert_eq!(a.authenticate(token.secret(), "odoo", at).unwrap().id, g.id);
+    }
+    let (_, token) = {
+        let (rotated, fresh) = b.rotate(&g.id, NOW + 3).unwrap();
+        assert!(matches!(
+            a.authenticate(token.secret(), "odoo", NOW + 3),
+            Err(AuthError::Unknown)
+        ));
+        (rotated, fresh)
+    };
     assert_eq!(
-        a.authenticate(token.secret(), "odoo", NOW + 2).unwrap().id,
+        a.authenticate(token.secret(), "odoo", NOW + 3).unwrap().id,
         g.id
     );
     b.revoke(&g.id, NOW + 3).unwrap();

@@ -453,8 +453,7 @@ async fn open_bridge(
         .flatten();
     router.forget(id);
     answer
-        .and_then(|l| Message::parse(&l).ok())
-        .and_then(|m| m.value("result"))
+        .and_then(|r| r.msg.value("result"))
         .ok_or_else(|| "the aggregated session did not complete its handshake".to_string())?;
     agg.from_client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
         .await;

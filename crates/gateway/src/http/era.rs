@@ -62,7 +62,7 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
         .ok()
         .flatten();
     conn.router.forget(id);
-    let era = match answer.as_deref().and_then(|l| Message::parse(l).ok()) {
+    let era = match answer.map(|r| r.msg) {
         Some(m) => match m.value("result") {
             Some(r) => Era::Modern(r),
             None if m
@@ -162,7 +162,7 @@ pub(super) async fn bridge_post(
         msg.set_value("params", p);
     }
     if msg.kind() != Kind::Request {
-        bridge.conn.link.from_client(&msg.to_json(), &caller).await;
+        bridge.conn.link.from_client(msg, &caller).await;
         return StatusCode::ACCEPTED.into_response();
     }
     forward_stateless(
@@ -200,8 +200,7 @@ async fn open_bridge(
         .flatten();
     conn.router.forget(id);
     let result = answer
-        .and_then(|l| Message::parse(&l).ok())
-        .and_then(|m| m.value("result"))
+        .and_then(|r| r.msg.value("result"))
         .ok_or_else(|| "the handshake-era upstream did not accept initialize".to_string())?;
     conn.link
         .from_client(

@@ -27,13 +27,27 @@ use tokio_stream::StreamExt;
 /// `backlog`.
 #[derive(Default)]
 pub(super) struct Routes {
-    waiters: Mutex<HashMap<String, UnboundedSender<String>>>,
+    waiters: Mutex<HashMap<String, UnboundedSender<Routed>>>,
     tokens: Mutex<HashMap<String, String>>,
     pub(super) get: Mutex<Option<GetSink>>,
     backlog: Mutex<VecDeque<String>>,
     pub(super) stream_all: std::sync::atomic::AtomicBool,
     /// The numbered, resumable streams of a handshake-era session.
     events: Mutex<EventLog>,
+}
+
+/// A message routed to a waiting request: the line as it goes out, and the message it holds,
+/// parsed once here for everything after (the answer's status, the client's id put back).
+#[derive(Debug)]
+pub(super) struct Routed {
+    pub(super) line: String,
+    pub(super) msg: Message,
+}
+
+impl Routed {
+    pub(super) fn is_response(&self) -> bool {
+        self.msg.kind() == Kind::Response
+    }
 }
 
 /// Where the connection's unsolicited messages go.
@@ -90,12 +104,15 @@ impl Routes {
                 }
             }
         };
-        if let Some(tx) = target {
-            if tx.send(line.clone()).is_ok() {
-                return;
-            }
-        }
-        if msg.kind() == Kind::Response && !self.stream_all.load(Ordering::Relaxed) {
+        let is_response = msg.kind() == Kind::Response;
+        let line = match target {
+            Some(tx) => match tx.send(Routed { line, msg }) {
+                Ok(()) => return,
+                Err(back) => back.0.line,
+            },
+            None => line,
+        };
+        if is_response && !self.stream_all.load(Ordering::Relaxed) {
             // An answer nobody waits for (cancelled, timed out): drop it. (A legacy SSE
             // session has no waiters: everything, answers included, goes on its stream.)
             return;
@@ -123,7 +140,7 @@ impl Routes {
         b.push_back(line);
     }
 
-    pub(super) fn wait_for(&self, id: &str, token: Option<String>) -> UnboundedReceiver<String> {
+    pub(super) fn wait_for(&self, id: &str, token: Option<String>) -> UnboundedReceiver<Routed> {
         let (tx, rx) = unbounded_channel();
         self.waiters.lock_or_recover().insert(id.to_owned(), tx);
         if let Some(t) = token {
@@ -196,12 +213,6 @@ fn sse(
     .keep_alive(KeepAlive::default())
 }
 
-pub(super) fn is_response(line: &str) -> Option<Message> {
-    Message::parse(line)
-        .ok()
-        .filter(|m| m.kind() == Kind::Response)
-}
-
 /// HTTP status for a modern JSON-RPC error answer (spec §4.3); 200 otherwise.
 fn modern_status(m: &Message) -> StatusCode {
     let code = m
@@ -229,7 +240,7 @@ pub(super) enum Streaming {
 pub(super) async fn answer(
     gw: &Gateway,
     router: &Arc<Routes>,
-    mut rx: UnboundedReceiver<String>,
+    mut rx: UnboundedReceiver<Routed>,
     id: &str,
     stream: Streaming,
     restore: Option<Restore>,
@@ -238,9 +249,9 @@ pub(super) async fn answer(
     let restore = Arc::new(restore);
     let fix = {
         let restore = restore.clone();
-        move |l: String| match &*restore {
-            Some(r) => r.apply(l),
-            None => l,
+        move |r: Routed| match &*restore {
+            Some(restore) => restore.apply(r),
+            None => r.line,
         }
     };
     let first = match tokio::time::timeout(gw.timeout, rx.recv()).await {
@@ -266,9 +277,9 @@ pub(super) async fn answer(
             );
         }
     };
-    if let Some(m) = is_response(&first) {
+    if first.is_response() {
         let status = if restore.is_some() {
-            modern_status(&m)
+            modern_status(&first.msg)
         } else {
             StatusCode::OK
         };
@@ -282,7 +293,7 @@ pub(super) async fn answer(
         // The client takes JSON only: drop the related messages, wait for the answer.
         loop {
             match tokio::time::timeout(gw.timeout, rx.recv()).await {
-                Ok(Some(l)) if is_response(&l).is_some() => {
+                Ok(Some(l)) if l.is_response() => {
                     if let Some(g) = cancel.as_mut() {
                         g.armed = false;
                     }
@@ -326,7 +337,7 @@ pub(super) async fn answer(
     let timeout = gw.timeout;
     tokio::spawn(async move {
         while let Ok(Some(l)) = tokio::time::timeout(timeout, rx.recv()).await {
-            let done = is_response(&l).is_some();
+            let done = l.is_response();
             let delivered = send(&router, fix(l));
             if done && delivered {
                 if let Some(g) = cancel.as_mut() {
@@ -368,7 +379,7 @@ mod tests {
         let mut b = routes.wait_for("\"h2\"", None);
         let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"for h1"}}"#;
         routes.route(tagged("\"h1\"", note));
-        assert_eq!(a.try_recv().unwrap(), note, "untagged on the way out");
+        assert_eq!(a.try_recv().unwrap().line, note, "untagged on the way out");
         assert!(b.try_recv().is_err());
         routes.forget("\"h1\"");
         routes.route(tagged("\"h1\"", note));
@@ -379,7 +390,7 @@ mod tests {
         assert!(routes.backlog.lock_or_recover().is_empty());
         // Untagged (a stdio upstream): the single request in flight, as before.
         routes.route(note.to_string().into());
-        assert_eq!(b.try_recv().unwrap(), note);
+        assert_eq!(b.try_recv().unwrap().line, note);
     }
 
     /// A legacy HTTP+SSE session has one stream and no waiters: tagged messages go there.

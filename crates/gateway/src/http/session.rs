@@ -2,7 +2,7 @@
 //! to a 2026-07-28-only upstream), and each later POST with `Mcp-Session-Id` goes to it.
 
 use super::era::{era_of, Era};
-use super::routes::{answer, is_response, primes, Streaming};
+use super::routes::{answer, primes, Streaming};
 use super::runtime::{Conn, ServerRt};
 use super::stateless::forward_stateless;
 use super::{accepts_sse, random_hex, rpc_status, upstream_unavailable, Gateway, SESSION_HEADER};
@@ -73,8 +73,8 @@ pub(super) async fn open_session(
     conn.link.from_client(text, &caller).await;
     let mut answer = None;
     while let Ok(Some(l)) = tokio::time::timeout(gw.timeout, rx.recv()).await {
-        if let Some(m) = is_response(&l) {
-            answer = Some((m, l));
+        if l.is_response() {
+            answer = Some((l.msg, l.line));
             break;
         }
     }
@@ -159,7 +159,7 @@ pub(super) async fn bridged_legacy_post(
     let method = msg.method().unwrap_or_default().to_owned();
     if msg.kind() != Kind::Request {
         if !crate::bridge::dropped(&method) && msg.kind() == Kind::Notification {
-            s.conn.link.from_client(&msg.to_json(), &caller).await;
+            s.conn.link.from_client(msg, &caller).await;
         }
         return StatusCode::ACCEPTED.into_response();
     }

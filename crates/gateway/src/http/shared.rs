@@ -15,7 +15,6 @@
 //! (ended on another replica, or expired), so a client that moved on leaves no upstream
 //! child behind for longer than its session's TTL.
 
-use super::routes::is_response;
 use super::runtime::ServerRt;
 use super::session::Session;
 use super::{random_hex, rpc_status, Gateway};
@@ -181,8 +180,8 @@ async fn resume(
     conn.link.from_client(&init.to_json(), &caller).await;
     let mut accepted = false;
     while let Ok(Some(l)) = tokio::time::timeout(gw.timeout, rx.recv()).await {
-        if let Some(m) = is_response(&l) {
-            accepted = m.get("result").is_some();
+        if l.is_response() {
+            accepted = l.msg.get("result").is_some();
             break;
         }
     }

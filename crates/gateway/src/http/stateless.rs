@@ -3,7 +3,7 @@
 //! and the cancellation sent when the client closes the response.
 
 use super::era::{bridge_post, era_of, Era};
-use super::routes::{answer, subscription_of, Streaming};
+use super::routes::{answer, subscription_of, Routed, Streaming};
 use super::runtime::{Conn, ServerRt};
 use super::{accepts_sse, header, rpc_status, upstream_unavailable, Gateway};
 use crate::relay::Caller;
@@ -102,7 +102,7 @@ pub(super) async fn modern_post(
     };
     if msg.kind() != Kind::Request {
         conn.link
-            .from_client_with(&msg.to_json(), &caller, params_headers)
+            .from_client_with(msg, &caller, params_headers)
             .await;
         return StatusCode::ACCEPTED.into_response();
     }
@@ -153,7 +153,7 @@ pub(super) async fn forward_stateless(
         .wait_for(&ours, original_token.as_ref().map(|_| ours.clone()));
     // A JSON answer is in `rx` when this returns (no task hop); a streamed one follows.
     conn.link
-        .from_client_answered(&msg.to_json(), &caller, params_headers)
+        .from_client_answered(msg, &caller, params_headers)
         .await;
     let restore = Restore {
         id: original_id,
@@ -225,10 +225,8 @@ impl Restore {
         Restore { id, token, bridged }
     }
 
-    pub(super) fn apply(&self, line: String) -> String {
-        let Ok(mut m) = Message::parse(&line) else {
-            return line;
-        };
+    pub(super) fn apply(&self, routed: Routed) -> String {
+        let Routed { line, msg: mut m } = routed;
         match m.kind() {
             Kind::Response => {
                 m.set_id(&self.id);

@@ -11,7 +11,7 @@ impl Relay {
     /// only while no whole listing has been seen since (so a bogus name costs one listing, not
     /// one each). The link then fetches the server's listing ([`Relay::listing_request`])
     /// before passing the line on. `None` otherwise (cheaply when neither applies).
-    pub fn needs_listing(&self, line: &str) -> Option<String> {
+    pub fn needs_listing(&self, msg: &Message) -> Option<String> {
         let enforce = match self.validate.as_ref() {
             Some((schemas, ValidateArguments::Enforce)) => Some(schemas),
             _ => None,
@@ -23,23 +23,18 @@ impl Relay {
         struct Params {
             name: String,
         }
-        #[derive(serde::Deserialize)]
-        struct Req {
-            method: String,
-            params: Params,
-        }
-        let r: Req = serde_json::from_str(line).ok()?;
-        if r.method != "tools/call" {
+        if msg.method() != Some("tools/call") || msg.kind() != Kind::Request {
             return None;
         }
+        let params: Params = serde_json::from_str(msg.get("params")?.get()).ok()?;
         let server = &self.cfg.server;
-        let tool = &r.params.name;
+        let tool = &params.name;
         let schema = enforce.is_some_and(|s| s.worth_listing(server, tool));
         let pin = self
             .pins
             .as_ref()
             .is_some_and(|(p, _)| p.worth_listing(server, tool));
-        (schema || pin).then_some(r.params.name)
+        (schema || pin).then_some(params.name)
     }
 
     /// Whether a fetched listing has told the relay what a call to `tool` needs: its schema
@@ -63,15 +58,15 @@ impl Relay {
     pub fn listing_request(
         &self,
         cursor: Option<&str>,
-        like: &str,
+        like: &Message,
     ) -> (String, u64, tokio::sync::oneshot::Receiver<Option<String>>) {
         let mut params = serde_json::Map::new();
         if let Some(c) = cursor {
             params.insert("cursor".into(), Value::from(c));
         }
-        let meta = serde_json::from_str::<Value>(like)
-            .ok()
-            .and_then(|v| v.pointer("/params/_meta").cloned())
+        let meta = like
+            .value("params")
+            .and_then(|mut p| p.get_mut("_meta").map(Value::take))
             .and_then(|m| match m {
                 Value::Object(mut o) => {
                     o.retain(|k, _| k.starts_with("io.modelcontextprotocol/"));

@@ -318,21 +318,29 @@ impl Relay {
 
     /// Handles one line from the client.
     pub fn from_client(&self, line: &str, caller: &Caller) -> Vec<Out> {
-        let mut msg = match Message::parse(line) {
-            Ok(m) => m,
-            Err(e) => {
-                let mut out = Vec::with_capacity(2);
-                if self.cfg.audit {
-                    let mut rec = self.record(caller, "(invalid message)", None);
-                    rec.decision = AuditDecision::Deny;
-                    rec.rule = Some("(invalid message)".into());
-                    rec.message = Some(e.to_string());
-                    out.push(Out::Audit(Box::new(rec), None));
-                }
-                out.push(Out::Client(parse_error_line(&e)));
-                return out;
-            }
-        };
+        match Message::parse(line) {
+            Ok(m) => self.from_client_message(m, caller),
+            Err(e) => self.invalid_from_client(&e, caller),
+        }
+    }
+
+    /// What a client line that is not a message we can handle gets: its error answer, audited
+    /// as a denial.
+    pub fn invalid_from_client(&self, e: &ParseError, caller: &Caller) -> Vec<Out> {
+        let mut out = Vec::with_capacity(2);
+        if self.cfg.audit {
+            let mut rec = self.record(caller, "(invalid message)", None);
+            rec.decision = AuditDecision::Deny;
+            rec.rule = Some("(invalid message)".into());
+            rec.message = Some(e.to_string());
+            out.push(Out::Audit(Box::new(rec), None));
+        }
+        out.push(Out::Client(parse_error_line(e)));
+        out
+    }
+
+    /// [`Relay::from_client`] for a message the face has parsed already.
+    pub fn from_client_message(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
         match msg.kind() {
             Kind::Request => self.client_request(msg, caller),
             Kind::Notification => self.client_notification(msg),
@@ -553,15 +561,19 @@ impl Relay {
 
     /// Handles one line from the server.
     pub fn from_server(&self, line: &str) -> Vec<Out> {
-        let mut msg = match Message::parse(line) {
-            Ok(m) => m,
+        match Message::parse(line) {
+            Ok(m) => self.from_server_message(m),
             Err(e) => {
                 tracing::warn!(
                     "dropping a line from the server that is not a JSON-RPC message: {e}"
                 );
-                return Vec::new();
+                Vec::new()
             }
-        };
+        }
+    }
+
+    /// [`Relay::from_server`] for a message its transport has parsed already.
+    pub fn from_server_message(&self, mut msg: Message) -> Vec<Out> {
         match msg.kind() {
             Kind::Response => self.server_response(msg),
             Kind::Request => {

@@ -19,6 +19,7 @@ use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
 use portcullis_policy::sync::LockExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -65,11 +66,37 @@ pub struct HttpTransport {
     me: Weak<HttpTransport>,
     client: reqwest::Client,
     spec: HttpSpec,
+    /// `spec.url`, parsed once (not on every request).
+    url: reqwest::Url,
     static_headers: HeaderMap,
     inbox: Inbox,
     state: Mutex<SessionState>,
     closed: AtomicBool,
     max_body: usize,
+}
+
+/// The members of a request's params that its Streamable HTTP headers repeat, kept raw: one
+/// of another type than a string is left out alone, as it was when the params were a `Value`.
+#[derive(Default, serde::Deserialize)]
+struct HeaderParams<'a> {
+    #[serde(rename = "_meta", borrow, default)]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    uri: Option<&'a RawValue>,
+}
+
+/// The `_meta` member the headers repeat ([`META_PROTOCOL_VERSION`]).
+#[derive(serde::Deserialize)]
+struct HeaderMeta<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
+    version: Option<&'a RawValue>,
+}
+
+/// A raw JSON string's text; `None` for any other JSON.
+fn raw_str(raw: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
+    serde_json::from_str(raw?.get()).ok()
 }
 
 /// The HTTP client an upstream link uses (from `pool`; no redirects: an upstream cannot send
@@ -141,9 +168,16 @@ impl HttpTransport {
         pool: Pool,
     ) -> Result<Arc<dyn Transport>, String> {
         let (client, static_headers) = client_for(&spec, pool)?;
+        let url = reqwest::Url::parse(&spec.url).map_err(|e| {
+            format!(
+                "the server URL {} is not valid: {e}",
+                without_userinfo(&spec.url)
+            )
+        })?;
         Ok(Arc::new_cyclic(|me| HttpTransport {
             me: me.clone(),
             client,
+            url,
             spec,
             static_headers,
             inbox,
@@ -172,12 +206,15 @@ impl HttpTransport {
             HeaderValue::from_static("application/json, text/event-stream"),
         );
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        let params = msg.value("params");
+        // Only the members the headers repeat are read from the params (not the arguments).
+        let params: HeaderParams = msg
+            .get("params")
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or_default();
         let modern = params
-            .as_ref()
-            .and_then(|p| p.pointer("/_meta"))
-            .and_then(|m| m.get(META_PROTOCOL_VERSION))
-            .and_then(Value::as_str);
+            .meta
+            .and_then(|m| serde_json::from_str::<HeaderMeta>(m.get()).ok())
+            .and_then(|m| raw_str(m.version));
         let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
             if let Ok(v) = HeaderValue::from_str(v) {
                 h.insert(k, v);
@@ -185,20 +222,17 @@ impl HttpTransport {
         };
         match modern {
             Some(v) => {
-                set(&mut h, "mcp-protocol-version", v);
+                set(&mut h, "mcp-protocol-version", &v);
                 if msg.kind() == Kind::Request {
                     if let Some(m) = msg.method() {
                         set(&mut h, "mcp-method", m);
-                        let key = match m {
-                            "tools/call" | "prompts/get" => Some("name"),
-                            "resources/read" => Some("uri"),
+                        let name = match m {
+                            "tools/call" | "prompts/get" => raw_str(params.name),
+                            "resources/read" => raw_str(params.uri),
                             _ => None,
                         };
-                        if let Some(n) = key
-                            .and_then(|k| params.as_ref()?.get(k))
-                            .and_then(Value::as_str)
-                        {
-                            set(&mut h, "mcp-name", n);
+                        if let Some(n) = name {
+                            set(&mut h, "mcp-name", &n);
                         }
                     }
                 }
@@ -247,7 +281,7 @@ impl HttpTransport {
         }
         let resp = match self
             .client
-            .post(&self.spec.url)
+            .post(self.url.clone())
             .headers(headers)
             .body(line)
             .send()
@@ -366,9 +400,7 @@ impl HttpTransport {
     /// One message from the server (on the answer stream of request `related`, if any);
     /// returns whether it was a response.
     async fn hand_over(&self, text: String, is_init: bool, related: Option<u64>) -> bool {
-        let Ok(msg) = Message::parse(&text) else {
-            let head: String = text.chars().take(120).collect();
-            tracing::warn!("dropping a message from the upstream that is not JSON-RPC: {head:?}");
+        let Some(Inbound::Message { msg, .. }) = Inbound::message(&text, None) else {
             return false;
         };
         if is_init && msg.kind() == Kind::Response {
@@ -381,11 +413,10 @@ impl HttpTransport {
             }
         }
         let response = msg.kind() == Kind::Response;
-        drop(msg);
         // A response finds its request by id: only what precedes it needs the stream's mark.
         self.inbox
             .put(Inbound::Message {
-                line: text,
+                msg,
                 stream_of: related.filter(|_| !response),
             })
             .await;
@@ -436,7 +467,7 @@ impl HttpTransport {
         if let Some(id) = last_event_id.and_then(|i| HeaderValue::from_str(i).ok()) {
             h.insert("last-event-id", id);
         }
-        match self.client.get(&self.spec.url).headers(h).send().await {
+        match self.client.get(self.url.clone()).headers(h).send().await {
             Ok(r) if r.status().is_success() => Ok(r),
             Ok(r) => Err(format!("HTTP {}", r.status())),
             Err(e) => Err(e.without_url().to_string()),
@@ -511,7 +542,7 @@ impl HttpTransport {
             let h = self.headers_for(&Message::parse(&body).ok()?);
             let send = self
                 .client
-                .post(&self.spec.url)
+                .post(self.url.clone())
                 .headers(h)
                 .body(body)
                 .send();
@@ -555,7 +586,7 @@ impl HttpTransport {
             h.insert("mcp-session-id", sid);
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
-                self.client.delete(&self.spec.url).headers(h).send(),
+                self.client.delete(self.url.clone()).headers(h).send(),
             )
             .await;
         }

@@ -85,8 +85,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Inbound {
     /// A message from the server.
     Message {
-        /// The message, as received.
-        line: String,
+        /// The message, parsed once where it was received ([`Inbound::message`]).
+        msg: portcullis_mcp::Message,
         /// For a message that is not a response and arrived on a request's answer stream
         /// (Streamable HTTP): that request's upstream id, so that it can be routed to that
         /// request alone. A response finds its request by id and never carries one.
@@ -170,6 +170,21 @@ impl Inbox {
     /// Whether the owner is gone (nobody reads what the server sends any more).
     pub fn is_orphaned(&self) -> bool {
         self.owner().is_none()
+    }
+}
+
+impl Inbound {
+    /// A line from the server as a message for the owner; a line that is not a JSON-RPC
+    /// message is dropped here, with a warning (nothing could route or answer it).
+    pub fn message(line: &str, stream_of: Option<u64>) -> Option<Inbound> {
+        match portcullis_mcp::Message::parse(line) {
+            Ok(msg) => Some(Inbound::Message { msg, stream_of }),
+            Err(e) => {
+                let head: String = line.chars().take(120).collect();
+                tracing::warn!("dropping a line from the server that is not a JSON-RPC message ({e}): {head:?}");
+                None
+            }
+        }
     }
 }
 

@@ -109,12 +109,9 @@ impl SseTransport {
                         let _ = endpoint.send(Some(resolved));
                     }
                     _ => {
-                        self.inbox
-                            .put(Inbound::Message {
-                                line: ev.data,
-                                stream_of: None,
-                            })
-                            .await;
+                        if let Some(m) = Inbound::message(&ev.data, None) {
+                            self.inbox.put(m).await;
+                        }
                     }
                 }
             }

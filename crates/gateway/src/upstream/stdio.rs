@@ -182,12 +182,9 @@ impl StdioTransport {
             loop {
                 match read_line_capped(&mut reader, &mut buf, self.server_line_cap).await {
                     Ok(Some(line)) => {
-                        self.inbox
-                            .put(Inbound::Message {
-                                line,
-                                stream_of: None,
-                            })
-                            .await;
+                        if let Some(m) = Inbound::message(&line, None) {
+                            self.inbox.put(m).await;
+                        }
                     }
                     Ok(None) | Err(LineError::Io(_)) => break,
                     Err(LineError::TooLong(n)) => tracing::error!(
