@@ -3,24 +3,26 @@
 # installs cargo-afl when missing (it builds AFL++ from the crate's own source with the
 # machine's C compiler), builds the targets under fuzz/, then runs each one from its corpus
 # in fuzz/corpus/<target>/. A crash fails the script (exit 1) and its input is kept.
-# Usage: scripts/fuzz.sh [--seconds N | --execs N] [--jobs J] [--out DIR] [TARGET...]
+# Usage: scripts/fuzz.sh [--seconds N | --execs N] [--jobs J] [--max-len B] [--out DIR] [TARGET...]
 #   --seconds N  run each target N seconds (default 20)
 #   --execs N    run each target until N executions instead
 #   --jobs J     targets run at once (default 2; each is one process)
+#   --max-len B  inputs of at most B bytes (AFL++ -G; default: AFL++'s own, 1 MB)
 #   --out DIR    findings (queue, crashes, fuzzer_stats) per target (default fuzz/out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 ALL_TARGETS=(policy_doc mcp_message relay_from_client sse_parser intercept_import http_headers)
-seconds=20 execs="" jobs=2 out="$root/fuzz/out" targets=()
+seconds=20 execs="" jobs=2 maxlen="" out="$root/fuzz/out" targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --execs) execs=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --max-len) maxlen=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -47,6 +49,7 @@ mkdir -p "$out"
 run() {
   local t=$1 limit
   if [ -n "$execs" ]; then limit=(-E "$execs"); else limit=(-V "$seconds"); fi
+  if [ -n "$maxlen" ]; then limit+=(-G "$maxlen"); fi
   rm -rf "${out:?}/$t"
   cargo afl fuzz -i "fuzz/corpus/$t" -o "$out/$t" "${limit[@]}" -- "$bin/$t" \
     >"$out/$t.log" 2>&1 || { echo "afl-fuzz failed on $t, see $out/$t.log" >&2; tail -20 "$out/$t.log" >&2; return 1; }

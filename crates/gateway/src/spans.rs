@@ -393,7 +393,10 @@ mod tests {
     fn requests_only_and_meta_wins_over_the_header() {
         let t = tracer(1.0);
         assert!(t
-            .request(&msg(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#), None)
+            .request(
+                &msg(r#"{"jsonrpc":"2.0","method":"notifications/x"}"#),
+                None
+            )
             .is_none());
         assert!(t
             .request(&msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None)
@@ -415,7 +418,8 @@ mod tests {
         assert!(s.context().sampled);
         // The header alone: continued, its (unsampled) flag followed.
         let s = t
-            .request(&msg(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#),
+            .request(
+                &msg(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#),
                 header.as_ref(),
             )
             .unwrap();

@@ -818,7 +818,10 @@ fn a_listing_is_fetched_once_until_the_server_says_its_tools_changed() {
         "the whole listing was seen: not a tool"
     );
     r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
-    assert_eq!(r.needs_listing(&parsed(bogus)).as_deref(), Some("no_such_tool"));
+    assert_eq!(
+        r.needs_listing(&parsed(bogus)).as_deref(),
+        Some("no_such_tool")
+    );
 }
 
 /// A 2026-07-28 listen stream: every notification on it, `tools/list_changed` included, reaches
@@ -890,7 +893,10 @@ fn a_tool_whose_definition_changed_is_hidden_from_the_listing_and_its_call_denie
     let (r, _) = pinned(r#"{"version":"1","default":"allow"}"#);
     let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_invoice","arguments":{}}}"#;
     // Never listed: the link must list first.
-    assert_eq!(r.needs_listing(&parsed(call)).as_deref(), Some("read_invoice"));
+    assert_eq!(
+        r.needs_listing(&parsed(call)).as_deref(),
+        Some("read_invoice")
+    );
     let v1 = json!([{"name":"read_invoice","description":"Reads."},{"name":"pay_invoice","description":"Pays."}]);
     let (names, _) = list_through(&r, 1, v1);
     assert_eq!(names, ["read_invoice", "pay_invoice"]);
@@ -918,5 +924,8 @@ fn a_tool_whose_definition_changed_is_hidden_from_the_listing_and_its_call_denie
 
     // The server says its tools changed: the next call waits for a listing again.
     r.from_server(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
-    assert_eq!(r.needs_listing(&parsed(call)).as_deref(), Some("read_invoice"));
+    assert_eq!(
+        r.needs_listing(&parsed(call)).as_deref(),
+        Some("read_invoice")
+    );
 }

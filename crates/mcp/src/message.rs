@@ -47,6 +47,16 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// Calls of [`Message::parse`] so far (feature `parse-count`, for tests).
+#[cfg(feature = "parse-count")]
+static PARSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times [`Message::parse`] has run in this process (feature `parse-count`).
+#[cfg(feature = "parse-count")]
+pub fn parses() -> u64 {
+    PARSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One JSON-RPC 2.0 message. Members are kept raw and in order.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -88,6 +98,8 @@ fn raw(text: &str) -> Box<RawValue> {
 impl Message {
     /// Parses one message (a line or an HTTP body).
     pub fn parse(text: &str) -> Result<Message, ParseError> {
+        #[cfg(feature = "parse-count")]
+        PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let first = text.trim_start().as_bytes().first().copied();
         match first {
             Some(b'[') => {

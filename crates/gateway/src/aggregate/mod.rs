@@ -356,8 +356,7 @@ impl Aggregate {
         params["requestId"] = json!(n);
         msg.set_value("params", &params);
         if let Some(link) = self.members[i].live() {
-            link.from_client(msg, &self.members[i].caller())
-                .await;
+            link.from_client(msg, &self.members[i].caller()).await;
         }
     }
 
