@@ -12,10 +12,10 @@
 //! digest and decides whether it may use the server (see [`AuthError`] for the answers and
 //! their HTTP statuses). Rotation replaces the digest, so the old token is unknown from the
 //! next request on; revocation marks the grant, so its token is refused as revoked. Neither
-//! needs a restart: every authentication asks SQLite whether any connection has written the
-//! file since the last one (`PRAGMA data_version`), so changes made by other processes (the
-//! `portcullis grant …` commands) are seen by the next request, and grants are read again
-//! only then.
+//! needs a restart: every authentication first asks whether anything has written the file since
+//! the last one — the kernel's inotify events on Linux, else SQLite (`PRAGMA data_version`) —
+//! so changes made by other processes (the `portcullis grant …` commands) are seen by the next
+//! request, and grants are read again only then.
 //!
 //! # Why a plain SHA-256, and why no timing oracle
 //!
@@ -439,13 +439,24 @@ impl From<rusqlite::Error> for GrantOpenError {
 /// WAL mode, `synchronous=FULL` (grant changes are rare and must survive a power loss: a
 /// revocation that is forgotten would re-enable a token), one connection behind a mutex.
 /// Grants found by a token are kept in memory only while the file is unchanged: each
-/// authentication reads `PRAGMA data_version` (which moves when another connection commits),
-/// and this store's own writes empty the cache, so a change made anywhere takes effect on the
-/// next request.
+/// authentication looks for a write since the last one ([`Freshness`]), and this store's own
+/// writes empty the cache, so a change made anywhere takes effect on the next request.
 pub struct SqliteGrants {
     db: crate::authority::AuthorityDb,
     /// Taken only while the connection's lock is held (connection first, then cache).
     cache: Mutex<GrantCache>,
+    freshness: Freshness,
+}
+
+/// How an authentication learns that another connection may have changed the grants.
+enum Freshness {
+    /// inotify on the file's directory (Linux): one non-blocking read.
+    Watched(crate::file_watch::FileWatch),
+    /// `PRAGMA data_version`, which moves when another connection commits (a read
+    /// transaction, with its lock calls).
+    DataVersion,
+    /// An in-memory database: no other connection can write it.
+    Private,
 }
 
 /// Grants found by token digest, valid for one `data_version` of the file. Only tokens that
@@ -471,21 +482,28 @@ impl SqliteGrants {
     /// Opens (creating if needed) the database file at `path` and its schema.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GrantOpenError> {
         let path = path.as_ref();
+        // Watching starts before the first read, so no write can fall between the two.
+        let freshness = match crate::file_watch::FileWatch::open(path) {
+            Some(w) => Freshness::Watched(w),
+            None => Freshness::DataVersion,
+        };
         let conn = Connection::open(path)
             .map_err(|e| GrantOpenError(format!("{}: {e}", path.display())))?;
-        Self::init(conn).map_err(|e| GrantOpenError(format!("{}: {}", path.display(), e.0)))
+        Self::init(conn, freshness)
+            .map_err(|e| GrantOpenError(format!("{}: {}", path.display(), e.0)))
     }
 
     /// A private in-memory database, for tests: nothing is shared or kept.
     pub fn open_in_memory() -> Result<Self, GrantOpenError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, Freshness::Private)
     }
 
-    fn init(conn: Connection) -> Result<Self, GrantOpenError> {
+    fn init(conn: Connection, freshness: Freshness) -> Result<Self, GrantOpenError> {
         crate::authority::AuthorityDb::init(conn, SCHEMA, SCHEMA_VERSION, BUSY_TIMEOUT)
             .map(|db| SqliteGrants {
                 db,
                 cache: Mutex::default(),
+                freshness,
             })
             .map_err(GrantOpenError)
     }
@@ -753,14 +771,23 @@ impl GrantStore for SqliteGrants {
         let digest = token_digest(token);
         let sql = |e: rusqlite::Error| AuthError::Store(format!("sqlite: {e}"));
         let conn = self.lock();
-        let version: i64 = conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |row| row.get(0)))
-            .map_err(sql)?;
+        let version = match &self.freshness {
+            Freshness::DataVersion => Some(
+                conn.prepare_cached("PRAGMA data_version")
+                    .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+                    .map_err(sql)?,
+            ),
+            Freshness::Watched(_) | Freshness::Private => None,
+        };
         let mut cache = self.cache.lock_or_recover();
-        if cache.version != Some(version) {
+        let changed = match &self.freshness {
+            Freshness::Watched(w) => w.changed(),
+            Freshness::DataVersion => cache.version != version,
+            Freshness::Private => false,
+        };
+        if changed {
             cache.found.clear();
-            cache.version = Some(version);
+            cache.version = version;
         }
         if let Some(hit) = cache.found.get(&digest) {
             return admit(Some(hit.clone()), &digest, server, now);
@@ -829,4 +856,37 @@ pub(crate) fn admit(
         });
     }
     Ok(grant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without inotify (or elsewhere than Linux), `PRAGMA data_version` tells a cached grant
+    /// from a changed one; the integration tests cover the watched file.
+    #[test]
+    fn asking_sqlite_sees_another_connections_rotation_and_revocation() {
+        let dir = std::env::temp_dir().join(format!("portcullis-grants-dv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grants.db");
+        let a =
+            SqliteGrants::init(Connection::open(&path).unwrap(), Freshness::DataVersion).unwrap();
+        let b = SqliteGrants::open(&path).unwrap();
+        let (g, token) = b.create("odoo", "dv", None, None, 1).unwrap();
+        for at in [2, 3] {
+            assert_eq!(a.authenticate(token.secret(), "odoo", at).unwrap().id, g.id);
+        }
+        let (_, fresh) = b.rotate(&g.id, 4).unwrap();
+        assert!(matches!(
+            a.authenticate(token.secret(), "odoo", 5),
+            Err(AuthError::Unknown)
+        ));
+        assert_eq!(a.authenticate(fresh.secret(), "odoo", 5).unwrap().id, g.id);
+        b.revoke(&g.id, 6).unwrap();
+        assert!(matches!(
+            a.authenticate(fresh.secret(), "odoo", 7),
+            Err(AuthError::Revoked(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -45,6 +45,7 @@ pub mod approvals;
 pub mod audit;
 mod authority;
 pub mod factory;
+mod file_watch;
 pub mod grants;
 pub mod pins;
 mod secret;
