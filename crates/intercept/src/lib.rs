@@ -174,6 +174,18 @@ struct Rule {
     kind: Kind,
 }
 
+impl Rule {
+    /// A rule that denies every call, with its message.
+    fn always_deny(index: usize, name: String, loc: &str, on_deny: String) -> Rule {
+        Rule {
+            index,
+            name,
+            locator: loc.to_string(),
+            kind: Kind::Deny { on_deny },
+        }
+    }
+}
+
 enum Kind {
     /// All conditions must hold.
     Require {
@@ -615,14 +627,12 @@ impl Cx {
                      so nothing would be counted)",
                 );
             }
-            return Some(Rule {
+            return Some(Rule::always_deny(
                 index,
                 name,
-                locator: loc.to_string(),
-                kind: Kind::Deny {
-                    on_deny: on_deny.unwrap_or(default_message),
-                },
-            });
+                loc,
+                on_deny.unwrap_or(default_message),
+            ));
         }
 
         if !has_conditions {
@@ -770,14 +780,12 @@ impl Cx {
                 "{rule_ref}: the counter limit is 0, so every call is denied (as in Intercept); \
                  translated as a deny."
             ));
-            return Some(Rule {
+            return Some(Rule::always_deny(
                 index,
                 name,
-                locator: loc.to_string(),
-                kind: Kind::Deny {
-                    on_deny: on_deny.unwrap_or(default_message),
-                },
-            });
+                loc,
+                on_deny.unwrap_or(default_message),
+            ));
         }
         if st.increment_from.is_some() && st.increment != 1 {
             self.note(format!(
