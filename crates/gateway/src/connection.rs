@@ -9,7 +9,7 @@ use crate::events::Events;
 use crate::otlp::now_ns;
 use crate::relay::{Caller, Hold, Out, Relay};
 use crate::spans::{RequestSpan, Step, Tracer};
-use crate::traces::{hex, TraceParent};
+use crate::traces::hex;
 use crate::upstream::{self, BoxFuture, Inbound, Inbox, Receiver, Transport, UpstreamSpec};
 use portcullis_mcp::{codes, error_line, Message};
 use portcullis_policy::sync::LockExt;
@@ -365,10 +365,8 @@ fn log_span(msg: &Message, caller: &Caller, span: Option<&RequestSpan>) -> traci
         log.record("request_id", id.as_str());
     }
     let trace = span.map(|s| s.context().trace_id).or_else(|| {
-        let meta = Some(msg)
-            .filter(|m| crate::spans::has_traceparent(m))
-            .and_then(|m| TraceParent::from_meta(m.value("params").as_ref()));
-        meta.or_else(|| caller.trace.clone())
+        crate::spans::meta_traceparent(msg)
+            .or_else(|| caller.trace.clone())
             .map(|p| p.context.trace_id)
     });
     if let Some(t) = trace {

@@ -52,11 +52,7 @@ impl Tracer {
     pub fn request(&self, msg: &Message, header: Option<&TraceParent>) -> Option<RequestSpan> {
         let method = msg.method()?.to_owned();
         msg.id()?;
-        let meta = if has_traceparent(msg) {
-            TraceParent::from_meta(msg.value("params").as_ref())
-        } else {
-            None
-        };
+        let meta = meta_traceparent(msg);
         let span_id = new_span_id();
         let mut state = None;
         let (ctx, parent) = match meta.or_else(|| header.cloned()) {
@@ -328,11 +324,12 @@ impl RequestSpan {
     }
 }
 
-/// Whether a message's params may carry a `traceparent` (a cheap look at the raw text
-/// before the params are read).
-pub(crate) fn has_traceparent(msg: &Message) -> bool {
+/// The trace context a message carries in `params._meta` (`traceparent`, `tracestate`);
+/// the params are read only when their raw text names a `traceparent`.
+pub(crate) fn meta_traceparent(msg: &Message) -> Option<TraceParent> {
     msg.get("params")
-        .is_some_and(|p| p.get().contains("traceparent"))
+        .filter(|p| p.get().contains("traceparent"))?;
+    TraceParent::from_meta(msg.value("params").as_ref())
 }
 
 /// A random, non-zero 8-byte span id.

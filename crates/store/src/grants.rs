@@ -459,10 +459,11 @@ enum Freshness {
     Private,
 }
 
-/// Grants found by token digest, valid for one `data_version` of the file. Only tokens that
-/// exist are kept (so random tokens cannot grow it), and at most [`GrantCache::MAX`].
+/// Grants found by token digest, valid until [`Freshness`] tells of a change. Only tokens
+/// that exist are kept (so random tokens cannot grow it), and at most [`GrantCache::MAX`].
 #[derive(Default)]
 struct GrantCache {
+    /// The file's `data_version` when last asked ([`Freshness::DataVersion`] only).
     version: Option<i64>,
     found: HashMap<[u8; 32], (Grant, Vec<u8>)>,
 }
@@ -771,23 +772,20 @@ impl GrantStore for SqliteGrants {
         let digest = token_digest(token);
         let sql = |e: rusqlite::Error| AuthError::Store(format!("sqlite: {e}"));
         let conn = self.lock();
-        let version = match &self.freshness {
-            Freshness::DataVersion => Some(
-                conn.prepare_cached("PRAGMA data_version")
-                    .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
-                    .map_err(sql)?,
-            ),
-            Freshness::Watched(_) | Freshness::Private => None,
-        };
         let mut cache = self.cache.lock_or_recover();
         let changed = match &self.freshness {
             Freshness::Watched(w) => w.changed(),
-            Freshness::DataVersion => cache.version != version,
+            Freshness::DataVersion => {
+                let version = conn
+                    .prepare_cached("PRAGMA data_version")
+                    .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+                    .map_err(sql)?;
+                cache.version.replace(version) != Some(version)
+            }
             Freshness::Private => false,
         };
         if changed {
             cache.found.clear();
-            cache.version = version;
         }
         if let Some(hit) = cache.found.get(&digest) {
             return admit(Some(hit.clone()), &digest, server, now);

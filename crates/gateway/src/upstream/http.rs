@@ -400,7 +400,7 @@ impl HttpTransport {
     /// One message from the server (on the answer stream of request `related`, if any);
     /// returns whether it was a response.
     async fn hand_over(&self, text: String, is_init: bool, related: Option<u64>) -> bool {
-        let Some(Inbound::Message { msg, .. }) = Inbound::message(&text, None) else {
+        let Some(msg) = super::server_message(&text) else {
             return false;
         };
         if is_init && msg.kind() == Kind::Response {

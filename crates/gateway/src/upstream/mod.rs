@@ -177,13 +177,21 @@ impl Inbound {
     /// A line from the server as a message for the owner; a line that is not a JSON-RPC
     /// message is dropped here, with a warning (nothing could route or answer it).
     pub fn message(line: &str, stream_of: Option<u64>) -> Option<Inbound> {
-        match portcullis_mcp::Message::parse(line) {
-            Ok(msg) => Some(Inbound::Message { msg, stream_of }),
-            Err(e) => {
-                let head: String = line.chars().take(120).collect();
-                tracing::warn!("dropping a line from the server that is not a JSON-RPC message ({e}): {head:?}");
-                None
-            }
+        server_message(line).map(|msg| Inbound::Message { msg, stream_of })
+    }
+}
+
+/// A line from the server, parsed once where it was received; `None`, with a warning, when
+/// it is not a JSON-RPC message.
+pub(crate) fn server_message(line: &str) -> Option<portcullis_mcp::Message> {
+    match portcullis_mcp::Message::parse(line) {
+        Ok(msg) => Some(msg),
+        Err(e) => {
+            let head: String = line.chars().take(120).collect();
+            tracing::warn!(
+                "dropping a line from the server that is not a JSON-RPC message ({e}): {head:?}"
+            );
+            None
         }
     }
 }
