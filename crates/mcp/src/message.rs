@@ -1,7 +1,7 @@
 //! JSON-RPC messages held as raw top-level members.
 
 use indexmap::IndexMap;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
@@ -88,6 +88,54 @@ impl<'de> serde::Deserialize<'de> for Fields {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// Finds one member of an object, skipping the others unbuilt.
+struct Pick<'n>(&'n str);
+
+impl<'de> DeserializeSeed<'de> for Pick<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pick<'_> {
+    type Value = Option<&'de RawValue>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is) = m.next_key_seed(KeyIs(self.0))? {
+            if is {
+                found = Some(m.next_value::<&'de RawValue>()?);
+            } else {
+                m.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name, compared with the wanted one and not kept.
+struct KeyIs<'n>(&'n str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
     }
 }
 
@@ -249,6 +297,23 @@ impl Message {
         self.fields.get(key).map(|b| &**b)
     }
 
+    /// The raw value at `path` inside member `key`, through objects, found without building
+    /// values (`msg.peek("params", &["_meta", "progressToken"])`). As with a parsed `Value`,
+    /// a name given twice reads as its last occurrence.
+    pub fn peek(&self, key: &str, path: &[&str]) -> Option<&RawValue> {
+        let mut at = self.get(key)?;
+        for name in path {
+            let mut de = serde_json::Deserializer::from_str(at.get());
+            at = Pick(name).deserialize(&mut de).ok().flatten()?;
+        }
+        Some(at)
+    }
+
+    /// [`Message::peek`], read as a `T` (`None` when absent or of another shape).
+    pub fn peek_as<T: DeserializeOwned>(&self, key: &str, path: &[&str]) -> Option<T> {
+        serde_json::from_str(self.peek(key, path)?.get()).ok()
+    }
+
     /// Parses a member into a value (e.g. `params` for policy).
     pub fn value(&self, key: &str) -> Option<Value> {
         self.get(key)
@@ -279,6 +344,41 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_reads_one_member_deep_inside_as_a_parsed_value_would() {
+        let m = Message::parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\"b","arguments":{"x":[1,{"y":2}]},"_meta":{"progressToken":7,"k\u0065y":"v","progressToken":"last"}}}"#,
+        )
+        .unwrap();
+        let v = m.value("params").unwrap();
+        assert_eq!(
+            m.peek_as::<String>("params", &["name"]).as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(
+            m.peek("params", &["arguments"]).unwrap().get(),
+            r#"{"x":[1,{"y":2}]}"#
+        );
+        // An escaped name matches; a name given twice reads as its last, as in `Value`.
+        assert_eq!(
+            m.peek_as::<String>("params", &["_meta", "key"]).as_deref(),
+            Some("v")
+        );
+        let last = m.peek_as::<Value>("params", &["_meta", "progressToken"]);
+        assert_eq!(last.as_ref(), v.pointer("/_meta/progressToken"));
+        // Absent, or not an object on the way: none.
+        assert!(m.peek("params", &["nope"]).is_none());
+        assert!(m.peek("params", &["name", "deeper"]).is_none());
+        assert!(m.peek("params", &["arguments", "x", "y"]).is_none());
+        assert!(m.peek("result", &[]).is_none());
+        assert_eq!(
+            m.peek("params", &[]).map(|r| r.get()),
+            m.get("params").map(|r| r.get())
+        );
+        // Of another shape than asked: none.
+        assert_eq!(m.peek_as::<String>("params", &["arguments"]), None);
+    }
 
     #[test]
     fn kinds_and_raw_preservation() {

@@ -19,7 +19,7 @@ pub(super) enum Era {
     Legacy,
     /// 2026-07-28 (perhaps the handshake era too: `supportedVersions` lists only stateless
     /// versions, so a handshake is tried first); its `server/discover` result.
-    Modern(Value),
+    Modern(Arc<Value>),
 }
 
 /// A handshake-era upstream session serving stateless (2026-07-28) clients.
@@ -64,13 +64,13 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
     conn.router.forget(id);
     let era = match answer.map(|r| r.msg) {
         Some(m) => match m.value("result") {
-            Some(r) => Era::Modern(r),
+            Some(r) => Era::Modern(Arc::new(r)),
             None if m
                 .value("error")
                 .and_then(|e| e.get("code").and_then(Value::as_i64))
                 .is_some_and(|c| (-32022..=-32020).contains(&c)) =>
             {
-                Era::Modern(json!({}))
+                Era::Modern(Arc::new(json!({})))
             }
             None => Era::Legacy,
         },
@@ -84,7 +84,7 @@ async fn probe_era(gw: &Gateway, srv: &ServerRt) -> Result<Era, ()> {
 pub(super) async fn era_of(gw: &Gateway, srv: &ServerRt) -> Era {
     match srv.era.get_or_try_init(|| probe_era(gw, srv)).await {
         Ok(e) => e.clone(),
-        Err(()) => Era::Modern(json!({})),
+        Err(()) => Era::Modern(Arc::new(json!({}))),
     }
 }
 
@@ -98,9 +98,9 @@ pub(super) async fn bridge_post(
     srv: &ServerRt,
     caller: Caller,
     mut msg: Message,
-    params: Option<Value>,
     headers: &HeaderMap,
 ) -> Response {
+    let params = msg.value("params");
     let meta = params
         .as_ref()
         .and_then(|p| p.get("_meta"))
@@ -170,7 +170,6 @@ pub(super) async fn bridge_post(
         &bridge.conn,
         caller,
         msg,
-        params,
         headers,
         Vec::new(),
         Some(method),

@@ -449,15 +449,9 @@ async fn mcp(
                 Ok(m) => m,
                 Err(e) => return refuse_invalid(&gw, &srv.name, &caller, &e).await,
             };
-            let params = msg.value("params");
-            let modern_version = params
-                .as_ref()
-                .and_then(|p| p.pointer("/_meta"))
-                .and_then(|m| m.get(META_PROTOCOL_VERSION))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let modern_version = msg.peek_as::<String>("params", &["_meta", META_PROTOCOL_VERSION]);
             if let Some(v) = modern_version {
-                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+                return modern_post(&gw, &srv, caller, msg, &v, &headers).await;
             }
             // A 2026-07-28 header without the matching `_meta`: a modern request missing its
             // required keys (never a legacy one, which has no such header before initialize).
@@ -471,7 +465,7 @@ async fn mcp(
                         error_line(msg.id(), codes::INVALID_PARAMS, "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities"),
                     );
                 }
-                return modern_post(&gw, &srv, caller, msg, params, &v, &headers).await;
+                return modern_post(&gw, &srv, caller, msg, &v, &headers).await;
             }
             if session_id.is_some() {
                 return match session {
@@ -484,7 +478,7 @@ async fn mcp(
                         ),
                     ),
                     Some(s) if s.bridged.is_some() => {
-                        bridged_legacy_post(&gw, &s, msg, params, &headers).await
+                        bridged_legacy_post(&gw, &s, msg, &headers).await
                     }
                     Some(s) => legacy_post(&gw, &s, msg, text, &headers, None).await,
                 };

@@ -152,7 +152,6 @@ pub(super) async fn bridged_legacy_post(
     gw: &Gateway,
     s: &Session,
     mut msg: Message,
-    params: Option<Value>,
     headers: &HeaderMap,
 ) -> Response {
     let caller = gw.policies.current(&s.caller);
@@ -170,9 +169,12 @@ pub(super) async fn bridged_legacy_post(
         );
         return rpc_status(StatusCode::OK, line);
     }
-    let p = crate::bridge::with_meta(params, s.bridged.as_ref().unwrap_or(&Value::Null));
+    let p = crate::bridge::with_meta(
+        msg.value("params"),
+        s.bridged.as_ref().unwrap_or(&Value::Null),
+    );
     msg.set_value("params", &p);
-    forward_stateless(gw, &s.conn, caller, msg, Some(p), headers, Vec::new(), None).await
+    forward_stateless(gw, &s.conn, caller, msg, headers, Vec::new(), None).await
 }
 
 pub(super) async fn legacy_post(

@@ -28,7 +28,6 @@ pub(super) async fn modern_post(
     srv: &ServerRt,
     caller: Caller,
     msg: Message,
-    params: Option<Value>,
     version: &str,
     headers: &HeaderMap,
 ) -> Response {
@@ -75,11 +74,8 @@ pub(super) async fn modern_post(
             _ => None,
         };
         if let Some(k) = name_key {
-            let body_name = params
-                .as_ref()
-                .and_then(|p| p.get(k))
-                .and_then(Value::as_str);
-            match (header(headers, "mcp-name"), body_name) {
+            let body_name = msg.peek_as::<String>("params", &[k]);
+            match (header(headers, "mcp-name"), body_name.as_deref()) {
                 (Some(h), Some(b)) if h == b => {}
                 (h, b) => {
                     return mismatch(&format!("Mcp-Name {h:?} differs from params.{k} {b:?}"))
@@ -94,7 +90,7 @@ pub(super) async fn modern_post(
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     if matches!(era_of(gw, srv).await, Era::Legacy) {
-        return bridge_post(gw, srv, caller, msg, params, headers).await;
+        return bridge_post(gw, srv, caller, msg, headers).await;
     }
     let conn = match srv.modern.get_or_try_init(|| gw.connect(srv)).await {
         Ok(c) => c.clone(),
@@ -106,17 +102,7 @@ pub(super) async fn modern_post(
             .await;
         return StatusCode::ACCEPTED.into_response();
     }
-    forward_stateless(
-        gw,
-        &conn,
-        caller,
-        msg,
-        params,
-        headers,
-        params_headers,
-        None,
-    )
-    .await
+    forward_stateless(gw, &conn, caller, msg, headers, params_headers, None).await
 }
 
 /// Sends one stateless request on a connection many clients share: the request gets an id and
@@ -129,7 +115,6 @@ pub(super) async fn forward_stateless(
     conn: &Arc<Conn>,
     mut caller: Caller,
     mut msg: Message,
-    params: Option<Value>,
     headers: &HeaderMap,
     params_headers: Vec<(String, String)>,
     bridged: Option<String>,
@@ -140,10 +125,10 @@ pub(super) async fn forward_stateless(
     let ours = format!("\"h{}\"", gw.next.fetch_add(1, Ordering::Relaxed));
     let ours_raw = serde_json::value::RawValue::from_string(ours.clone()).expect("json");
     msg.set_id(&ours_raw);
-    let mut original_token = None;
-    if let Some(mut p) = params {
-        if let Some(t) = p.pointer("/_meta/progressToken").cloned() {
-            original_token = Some(t);
+    // A progress token (rare) is made unique too; only then are the params rebuilt.
+    let original_token = msg.peek_as::<Value>("params", &["_meta", "progressToken"]);
+    if original_token.is_some() {
+        if let Some(mut p) = msg.value("params") {
             p["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("json");
             msg.set_value("params", &p);
         }
@@ -230,7 +215,11 @@ impl Restore {
         match m.kind() {
             Kind::Response => {
                 m.set_id(&self.id);
-                if let (Some(method), Some(mut r)) = (&self.bridged, m.value("result")) {
+                let bridged = self
+                    .bridged
+                    .as_ref()
+                    .and_then(|b| Some((b, m.value("result")?)));
+                if let Some((method, mut r)) = bridged {
                     if let Some(o) = r.as_object_mut() {
                         o.entry("resultType").or_insert_with(|| json!("complete"));
                         if method.ends_with("/list") {

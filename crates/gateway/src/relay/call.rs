@@ -21,13 +21,6 @@ impl Relay {
             warning: None,
             reserved_ns: None,
         };
-        let refuse = |mut out: CallOutcome, code: i64, msg: String| {
-            out.audit_decision = AuditDecision::Deny;
-            out.rule = Some("(invalid params)".into());
-            out.message = Some(msg.clone());
-            out.result = Err(Answer::Error(code, msg));
-            out
-        };
         // Strict parse: duplicate keys anywhere in the params are refused, so that the
         // gateway and the server can never read two different tool names or arguments.
         let pv = match params.map(json::parse_strict) {
@@ -53,8 +46,23 @@ impl Relay {
             return refuse(out, codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into());
         };
         out.tool = Some(tool.to_owned());
+        let mut out = self.judge_call(&pv, tool, caller, out);
+        // The arguments move into the outcome for the audit trail (never copied).
+        if let Value::Object(mut o) = pv {
+            out.args = o.remove("arguments");
+        }
+        out
+    }
+
+    /// [`Relay::decide_call`] once the params are read and name a tool.
+    fn judge_call(
+        &self,
+        pv: &Value,
+        tool: &str,
+        caller: &Caller,
+        mut out: CallOutcome,
+    ) -> CallOutcome {
         let args = pv.get("arguments");
-        out.args = args.cloned();
         if let Some(a) = args {
             if !a.is_object() && !a.is_null() {
                 return refuse(
@@ -326,4 +334,13 @@ fn approval_result(a: &Approval, modern: bool) -> Value {
         r["resultType"] = serde_json::json!("complete");
     }
     r
+}
+
+/// A call refused for unreadable params: audited as a deny, answered with the error.
+fn refuse(mut out: CallOutcome, code: i64, msg: String) -> CallOutcome {
+    out.audit_decision = AuditDecision::Deny;
+    out.rule = Some("(invalid params)".into());
+    out.message = Some(msg.clone());
+    out.result = Err(Answer::Error(code, msg));
+    out
 }

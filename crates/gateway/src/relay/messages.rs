@@ -6,14 +6,13 @@ use super::*;
 /// How the upstream answered, for the audit trail: `ok`, `tool_error` (an `isError` result),
 /// `error <code>`.
 pub(super) fn upstream_status(msg: &Message) -> String {
-    if let Some(e) = msg.value("error") {
-        return format!(
-            "error {}",
-            e.get("code").and_then(Value::as_i64).unwrap_or_default()
-        );
+    if msg.get("error").is_some() {
+        let code: Option<i64> = msg.peek_as("error", &["code"]);
+        return format!("error {}", code.unwrap_or_default());
     }
-    match msg.value("result") {
-        Some(r) if r.get("isError") == Some(&Value::Bool(true)) => "tool_error".into(),
+    // Peeked, not parsed: a tool's result can be large.
+    match msg.peek_as::<bool>("result", &["isError"]) {
+        Some(true) => "tool_error".into(),
         _ => "ok".into(),
     }
 }

@@ -390,12 +390,11 @@ impl Relay {
 
     fn client_request(&self, mut msg: Message, caller: &Caller) -> Vec<Out> {
         let started = Instant::now();
-        let original = msg.to_json();
         // Audit records that go out before this request's own outputs (expired approvals).
         let mut pre: Vec<Out> = Vec::new();
         let client_id = msg.id().expect("requests have ids").to_owned();
         let method = msg.method().unwrap_or_default().to_owned();
-        let mut params = msg.get("params").map(|p| p.get().to_owned());
+        let params = msg.get("params").map(|p| p.get());
         let mut what = What::Other;
         let mut trail = self.cfg.audit.then(|| {
             Box::new(Trail {
@@ -406,7 +405,7 @@ impl Relay {
         });
         match method.as_str() {
             "tools/call" => {
-                let mut outcome = self.decide_call(params.as_deref(), caller);
+                let mut outcome = self.decide_call(params, caller);
                 let expired_audits: Vec<Out> = if self.cfg.audit {
                     std::mem::take(&mut outcome.expired)
                         .into_iter()
@@ -417,7 +416,7 @@ impl Relay {
                 };
                 if let Some(t) = trail.as_mut() {
                     t.rec.tool = outcome.tool.clone();
-                    t.args = outcome.args.clone();
+                    t.args = outcome.args.take();
                     t.rec.decision = outcome.audit_decision;
                     t.rec.rule = outcome.rule.clone();
                     t.rec.message = outcome.message.clone();
@@ -459,10 +458,8 @@ impl Relay {
                                         .as_deref()
                                         .is_some_and(|r| r.starts_with(HELD)) =>
                             {
-                                let progress_token = params
-                                    .as_deref()
-                                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                                    .and_then(|p| p.pointer("/_meta/progressToken").cloned());
+                                let progress_token =
+                                    msg.peek_as::<Value>("params", &["_meta", "progressToken"]);
                                 let answer_line =
                                     Answer::Approval(a.clone(), false).line(&client_id);
                                 let mut held = caller.clone();
@@ -472,7 +469,7 @@ impl Relay {
                                 ));
                                 out.push(Out::Hold(Box::new(Hold {
                                     approval_id: a.id.clone(),
-                                    request: original,
+                                    request: msg.to_json(),
                                     answer: answer_line,
                                     progress_token,
                                     caller: held,
@@ -487,7 +484,7 @@ impl Relay {
             }
             "tools/list" => what = What::ToolsList(caller.engine.clone()),
             "initialize" => {
-                let p: Option<Value> = params.as_deref().and_then(|p| serde_json::from_str(p).ok());
+                let p: Option<Value> = params.and_then(|p| serde_json::from_str(p).ok());
                 let mut st = self.lock();
                 st.client_name = p
                     .as_ref()
@@ -504,21 +501,20 @@ impl Relay {
         st.next_up += 1;
         // Progress token: replace with one unique on the upstream connection.
         let mut token = None;
-        if let Some(p) = params.as_deref() {
-            if let Ok(mut pv) = serde_json::from_str::<Value>(p) {
-                if let Some(t) = pv.pointer("/_meta/progressToken").cloned() {
-                    let ours = format!("\"pc-{}\"", st.next_token);
-                    st.next_token += 1;
-                    st.tokens.insert(ours.clone(), raw(t.to_string()));
-                    pv["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("string");
-                    // Re-encode params only when a token was rewritten.
-                    params = Some(pv.to_string());
-                    msg.set_raw("params", raw(pv.to_string()));
-                    token = Some(ours);
-                }
+        // Peeked first: the params are parsed and re-encoded only when a token is rewritten.
+        if let Some(t) = msg
+            .peek("params", &["_meta", "progressToken"])
+            .map(|t| t.to_owned())
+        {
+            if let Some(mut pv) = msg.value("params") {
+                let ours = format!("\"pc-{}\"", st.next_token);
+                st.next_token += 1;
+                st.tokens.insert(ours.clone(), t);
+                pv["_meta"]["progressToken"] = serde_json::from_str(&ours).expect("string");
+                msg.set_raw("params", raw(pv.to_string()));
+                token = Some(ours);
             }
         }
-        let _ = params;
         if let Some(t) = trail.as_mut() {
             t.rec.gateway_us = started.elapsed().as_micros() as u64;
             if self.write_ahead && matches!(what, What::ToolsCall(_)) {
