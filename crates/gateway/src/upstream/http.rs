@@ -18,7 +18,9 @@
 use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
 use portcullis_policy::sync::LockExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use super::client::{Client, Response, Target};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,10 +66,10 @@ struct SessionState {
 pub struct HttpTransport {
     /// Itself, weakly: each request's POST runs in its own task.
     me: Weak<HttpTransport>,
-    client: reqwest::Client,
+    client: Client,
     spec: HttpSpec,
     /// `spec.url`, parsed once (not on every request).
-    url: reqwest::Url,
+    url: Target,
     static_headers: HeaderMap,
     inbox: Inbox,
     state: Mutex<SessionState>,
@@ -105,7 +107,7 @@ fn raw_str(raw: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
 pub(crate) fn client_for(
     spec: &HttpSpec,
     pool: Pool,
-) -> Result<(reqwest::Client, HeaderMap), String> {
+) -> Result<(Client, HeaderMap), String> {
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
         let name = HeaderName::from_bytes(k.as_bytes())
@@ -123,12 +125,8 @@ pub(crate) fn client_for(
 }
 
 /// A client that follows no redirect.
-fn build_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+fn build_client() -> Result<Client, String> {
+    Client::new().map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// A URL without its `user:password@` part, which must never be printed.
@@ -153,8 +151,8 @@ pub fn cannot_reach(url: &str, why: impl std::fmt::Display) -> String {
 /// tens of KiB, so one per handshake-era session would dominate a session's memory, and
 /// sessions to the same upstream can share keep-alive connections (an MCP session lives in
 /// the `Mcp-Session-Id` header, not in the connection). Credentials are per request.
-fn shared_client() -> Result<reqwest::Client, String> {
-    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+fn shared_client() -> Result<Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<Client, String>> =
         std::sync::OnceLock::new();
     CLIENT.get_or_init(build_client).clone()
 }
@@ -168,7 +166,7 @@ impl HttpTransport {
         pool: Pool,
     ) -> Result<Arc<dyn Transport>, String> {
         let (client, static_headers) = client_for(&spec, pool)?;
-        let url = reqwest::Url::parse(&spec.url).map_err(|e| {
+        let url = Target::parse(&spec.url).map_err(|e| {
             format!(
                 "the server URL {} is not valid: {e}",
                 without_userinfo(&spec.url)
@@ -281,16 +279,13 @@ impl HttpTransport {
         }
         let resp = match self
             .client
-            .post(self.url.clone())
-            .headers(headers)
-            .body(line)
-            .send()
+            .send(Method::POST, &self.url, headers, line)
             .await
         {
             Ok(r) => r,
             Err(e) => {
                 if let Some(up) = up {
-                    let why = cannot_reach(&self.spec.url, e.without_url());
+                    let why = cannot_reach(&self.spec.url, e);
                     self.failed(up, why, Failure::Unreachable).await;
                 }
                 return;
@@ -306,7 +301,7 @@ impl HttpTransport {
                 self.state.lock_or_recover().session_id = Some(sid.to_owned());
             }
         }
-        if status == reqwest::StatusCode::ACCEPTED {
+        if status == StatusCode::ACCEPTED {
             if is_initialized {
                 self.open_get_stream();
             }
@@ -328,8 +323,8 @@ impl HttpTransport {
     /// one JSON body) into the inbox; a request left without an answer is reported failed.
     async fn read_answer(
         self: Arc<Self>,
-        resp: reqwest::Response,
-        status: reqwest::StatusCode,
+        resp: Response,
+        status: StatusCode,
         sse: bool,
         is_init: bool,
         up: Option<u64>,
@@ -387,7 +382,7 @@ impl HttpTransport {
                     let why = format!("the server answered HTTP {status}");
                     (why, Failure::HttpStatus(status.as_u16()))
                 };
-                if status == reqwest::StatusCode::NOT_FOUND
+                if status == StatusCode::NOT_FOUND
                     && self.state.lock_or_recover().session_id.is_some()
                 {
                     tracing::warn!("the upstream session ended (404)");
@@ -428,7 +423,7 @@ impl HttpTransport {
     /// the session's GET stream, which the server may keep open.
     async fn read_sse(
         &self,
-        mut resp: reqwest::Response,
+        mut resp: Response,
         is_init: bool,
         related: Option<u64>,
     ) -> StreamEnd {
@@ -460,17 +455,17 @@ impl HttpTransport {
 
     /// Opens a GET stream of the session (resuming after `last_event_id` if given); a
     /// refusal (405: the server has no GET stream; 404: the session ended) is an error.
-    async fn get_stream(&self, last_event_id: Option<&str>) -> Result<reqwest::Response, String> {
+    async fn get_stream(&self, last_event_id: Option<&str>) -> Result<Response, String> {
         let mut h = self.static_headers.clone();
         h.insert("accept", HeaderValue::from_static("text/event-stream"));
         self.session_headers(&mut h);
         if let Some(id) = last_event_id.and_then(|i| HeaderValue::from_str(i).ok()) {
             h.insert("last-event-id", id);
         }
-        match self.client.get(self.url.clone()).headers(h).send().await {
+        match self.client.send(Method::GET, &self.url, h, "").await {
             Ok(r) if r.status().is_success() => Ok(r),
             Ok(r) => Err(format!("HTTP {}", r.status())),
-            Err(e) => Err(e.without_url().to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -540,12 +535,7 @@ impl HttpTransport {
                 "io.modelcontextprotocol/clientInfo":{"name":"portcullis","version":env!("CARGO_PKG_VERSION")}}}})
             .to_string();
             let h = self.headers_for(&Message::parse(&body).ok()?);
-            let send = self
-                .client
-                .post(self.url.clone())
-                .headers(h)
-                .body(body)
-                .send();
+            let send = self.client.send(Method::POST, &self.url, h, body);
             let resp = tokio::time::timeout(Duration::from_secs(10), send)
                 .await
                 .ok()?
@@ -586,7 +576,7 @@ impl HttpTransport {
             h.insert("mcp-session-id", sid);
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
-                self.client.delete(self.url.clone()).headers(h).send(),
+                self.client.send(Method::DELETE, &self.url, h, ""),
             )
             .await;
         }
@@ -641,13 +631,9 @@ impl Transport for HttpTransport {
     }
 }
 
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<String, String> {
+async fn read_capped(mut resp: Response, cap: usize) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| e.without_url().to_string())?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
         body.extend_from_slice(&chunk);
         if body.len() > cap {
             return Err(format!("the answer exceeds {cap} bytes"));

@@ -4,6 +4,7 @@
 //! the owner of the connection ([`crate::connection`]) does. Side by side: [`stdio`] (child
 //! process), [`http`] (Streamable HTTP, both eras), [`sse`] (legacy HTTP+SSE).
 
+pub(crate) mod client;
 pub mod http;
 pub mod sse;
 pub mod stdio;
@@ -29,7 +30,7 @@ impl UpstreamSpec {
     /// HTTP.
     pub fn for_url(url: String, headers: Vec<(String, String)>) -> UpstreamSpec {
         let spec = http::HttpSpec { url, headers };
-        let path_is_sse = reqwest::Url::parse(&spec.url)
+        let path_is_sse = url::Url::parse(&spec.url)
             .is_ok_and(|u| u.path().trim_end_matches('/').ends_with("/sse"));
         if path_is_sse {
             UpstreamSpec::Sse(spec)

@@ -5,8 +5,10 @@
 //! and the credentials injected into it — elsewhere.
 
 use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
+use super::client::{Client, Target};
 use crate::upstream::http::{cannot_reach, HttpSpec, SseParser};
-use reqwest::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::Method;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 pub struct SseTransport {
     /// Itself, weakly: each POST runs in its own task.
     me: Weak<SseTransport>,
-    client: reqwest::Client,
+    client: Client,
     headers: HeaderMap,
     inbox: Inbox,
     endpoint: watch::Receiver<Option<Endpoint>>,
@@ -26,9 +28,9 @@ pub struct SseTransport {
 }
 
 /// The URI the stream named, or why there is none (and what kind of failure that is).
-type Endpoint = Result<String, (ErrorKind, String)>;
+type Endpoint = Result<Target, (ErrorKind, String)>;
 
-fn origin(u: &reqwest::Url) -> (String, Option<String>, Option<u16>) {
+fn origin(u: &url::Url) -> (String, Option<String>, Option<u16>) {
     (
         u.scheme().to_owned(),
         u.host_str().map(str::to_owned),
@@ -46,7 +48,9 @@ impl SseTransport {
     ) -> std::io::Result<Arc<dyn Transport>> {
         let (client, headers) =
             super::http::client_for(&spec, pool).map_err(std::io::Error::other)?;
-        let base = reqwest::Url::parse(&spec.url)
+        let base = url::Url::parse(&spec.url)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", spec.url)))?;
+        let target = Target::parse(&spec.url)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", spec.url)))?;
         let (tx, rx) = watch::channel(None);
         let link = Arc::new_cyclic(|me| SseTransport {
@@ -58,7 +62,7 @@ impl SseTransport {
             closed: AtomicBool::new(false),
         });
         let me = link.clone();
-        tokio::spawn(async move { me.read_stream(base, tx).await });
+        tokio::spawn(async move { me.read_stream(base, target, tx).await });
         let mut rx = link.endpoint.clone();
         let got = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|e| e.is_some())).await;
         match got {
@@ -75,12 +79,13 @@ impl SseTransport {
 
     async fn read_stream(
         self: Arc<Self>,
-        base: reqwest::Url,
+        base: url::Url,
+        target: Target,
         endpoint: watch::Sender<Option<Endpoint>>,
     ) {
         let mut h = self.headers.clone();
         h.insert("accept", HeaderValue::from_static("text/event-stream"));
-        let resp = match self.client.get(base.clone()).headers(h).send().await {
+        let resp = match self.client.send(Method::GET, &target, h, "").await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 let why = format!("{base}: HTTP {}", r.status());
@@ -88,7 +93,7 @@ impl SseTransport {
                 return;
             }
             Err(e) => {
-                let why = cannot_reach(base.as_str(), e.without_url());
+                let why = cannot_reach(base.as_str(), e);
                 let _ = endpoint.send(Some(Err((ErrorKind::HostUnreachable, why))));
                 return;
             }
@@ -101,7 +106,7 @@ impl SseTransport {
                     "endpoint" => {
                         let resolved = base.join(ev.data.trim()).map_err(|e| e.to_string()).and_then(|u| {
                             if origin(&u) == origin(&base) {
-                                Ok(u.to_string())
+                                Target::parse(u.as_str())
                             } else {
                                 Err(format!("the server named an endpoint on another origin ({u}); refused"))
                             }
@@ -135,14 +140,14 @@ impl SseTransport {
         };
         let mut h = self.headers.clone();
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        let result = self.client.post(url).headers(h).body(line).send().await;
+        let result = self.client.send(Method::POST, &url, h, line).await;
         let failed = match result {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some((
                 format!("the server answered HTTP {}", r.status()),
                 Failure::HttpStatus(r.status().as_u16()),
             )),
-            Err(e) => Some((e.without_url().to_string(), Failure::Other)),
+            Err(e) => Some((e.to_string(), Failure::Other)),
         };
         if let (Some((why, cause)), Some(up)) = (failed, up) {
             self.inbox.put(Inbound::Failed { up, why, cause }).await;
