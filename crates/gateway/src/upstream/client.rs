@@ -19,10 +19,8 @@ use std::time::Duration;
 /// How long a TCP connect to an upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Pooled = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    Full<Bytes>,
->;
+type Pooled =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A pool of keep-alive connections (cheap to clone: clones share the pool).
 #[derive(Clone)]
@@ -197,5 +195,42 @@ mod tests {
         assert_eq!(plain.uri.path(), "/mcp");
         assert!(Target::parse("ftp://example.com/").is_err());
         assert!(Target::parse("not a url").is_err());
+    }
+
+    /// `https://` goes through rustls with the web PKI roots: a server whose certificate no
+    /// public authority issued is refused during the handshake, before any request is sent.
+    #[tokio::test]
+    async fn https_verifies_the_servers_certificate() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let cert = CertificateDer::from(
+            include_bytes!("../../tests/fixtures/tls/self-signed.der").to_vec(),
+        );
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            include_bytes!("../../tests/fixtures/tls/self-signed.key.der").to_vec(),
+        ));
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.is_ok()
+        });
+        let to = Target::parse(&format!("https://127.0.0.1:{port}/mcp")).unwrap();
+        let err = Client::new()
+            .unwrap()
+            .send(Method::POST, &to, HeaderMap::new(), "{}")
+            .await
+            .err()
+            .expect("a self-signed certificate is refused");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        assert!(!server.await.unwrap(), "the handshake never completed");
     }
 }

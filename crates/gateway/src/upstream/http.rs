@@ -15,12 +15,12 @@
 //! Upstream credentials (static headers) ride on every request that leaves, which is only
 //! ever what the policy allowed; they are never logged.
 
-use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
-use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
-use portcullis_policy::sync::LockExt;
 use super::client::{Client, Response, Target};
+use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
+use portcullis_mcp::{Kind, Message, META_PROTOCOL_VERSION};
+use portcullis_policy::sync::LockExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,10 +104,7 @@ fn raw_str(raw: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
 /// The HTTP client an upstream link uses (from `pool`; no redirects: an upstream cannot send
 /// traffic and injected credentials elsewhere) and the spec's static headers, marked sensitive
 /// so they never appear in debug output. Header values with CR/LF (injection) are refused.
-pub(crate) fn client_for(
-    spec: &HttpSpec,
-    pool: Pool,
-) -> Result<(Client, HeaderMap), String> {
+pub(crate) fn client_for(spec: &HttpSpec, pool: Pool) -> Result<(Client, HeaderMap), String> {
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
         let name = HeaderName::from_bytes(k.as_bytes())
@@ -152,8 +149,7 @@ pub fn cannot_reach(url: &str, why: impl std::fmt::Display) -> String {
 /// sessions to the same upstream can share keep-alive connections (an MCP session lives in
 /// the `Mcp-Session-Id` header, not in the connection). Credentials are per request.
 fn shared_client() -> Result<Client, String> {
-    static CLIENT: std::sync::OnceLock<Result<Client, String>> =
-        std::sync::OnceLock::new();
+    static CLIENT: std::sync::OnceLock<Result<Client, String>> = std::sync::OnceLock::new();
     CLIENT.get_or_init(build_client).clone()
 }
 
@@ -421,12 +417,7 @@ impl HttpTransport {
     /// Reads an SSE stream, passing every message to the inbox. A request's stream
     /// (`related`: its upstream id) is left as soon as a response came: a resumed stream is
     /// the session's GET stream, which the server may keep open.
-    async fn read_sse(
-        &self,
-        mut resp: Response,
-        is_init: bool,
-        related: Option<u64>,
-    ) -> StreamEnd {
+    async fn read_sse(&self, mut resp: Response, is_init: bool, related: Option<u64>) -> StreamEnd {
         let mut parser = SseParser::default();
         let mut answered = false;
         let mut delivered = false;

@@ -4,8 +4,8 @@
 //! The endpoint must be on the SSE URL's own origin: an upstream cannot redirect traffic —
 //! and the credentials injected into it — elsewhere.
 
-use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use super::client::{Client, Target};
+use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use crate::upstream::http::{cannot_reach, HttpSpec, SseParser};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::Method;
