@@ -119,8 +119,10 @@ impl TransportWire {
         if let Some(up) = up {
             self.owner.waiting.store(up, Ordering::SeqCst);
         }
+        let parsed = portcullis_mcp::Message::parse(&msg.to_string())
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("{e} (while sending {step})")))?;
         self.transport
-            .send(msg.to_string(), up, Vec::new())
+            .send(Box::new(parsed), up, Vec::new())
             .await
             .map_err(|e| Error::new(ErrorKind::Transport, format!("{e} (while sending {step})")))
     }

@@ -458,7 +458,10 @@ async fn deliver(
     conn: &Arc<Connection>,
     stream_of: Option<String>,
     span: &mut Option<RequestSpan>,
-) -> (Vec<(String, Option<u64>, Option<TraceHeaders>)>, Vec<u64>) {
+) -> (
+    Vec<(Box<Message>, Option<u64>, Option<TraceHeaders>)>,
+    Vec<u64>,
+) {
     let mut upstream = Vec::new();
     let mut unrecorded = Vec::new();
     let mut audit_failed = false;
@@ -507,9 +510,10 @@ async fn deliver(
                 let mut s = span.take().expect("checked");
                 let tp = s.upstream_starts();
                 let ts = s.tracestate().map(str::to_owned);
-                let line = with_trace_context(&line, &tp, ts.as_deref()).unwrap_or(line);
+                let mut msg = line;
+                with_trace_context(&mut msg, &tp, ts.as_deref());
                 conn.flights.lock_or_recover().insert(up, s);
-                upstream.push((line, Some(up), Some((tp, ts))));
+                upstream.push((msg, Some(up), Some((tp, ts))));
             }
             Out::Server(line, up) => upstream.push((line, up, None)),
             Out::Hold(h) => {
@@ -527,11 +531,10 @@ async fn deliver(
 /// The `traceparent` and `tracestate` a traced request carries upstream.
 type TraceHeaders = (String, Option<String>);
 
-/// `line` with `params._meta.traceparent` set to `tp` and `params._meta.tracestate` to `ts`
-/// (removed without one: a state belongs to the context it came with). `None`: params that
-/// are not an object, or a line that does not parse; it then goes as it is.
-fn with_trace_context(line: &str, tp: &str, ts: Option<&str>) -> Option<String> {
-    let mut msg = Message::parse(line).ok()?;
+/// Sets `params._meta.traceparent` to `tp` and `params._meta.tracestate` to `ts` (removed
+/// without one: a state belongs to the context it came with). Params that are not an object
+/// are left as they are.
+fn with_trace_context(msg: &mut Message, tp: &str, ts: Option<&str>) -> Option<()> {
     let mut params = msg.value("params").unwrap_or_else(|| serde_json::json!({}));
     let p = params.as_object_mut()?;
     let meta = p
@@ -544,7 +547,7 @@ fn with_trace_context(line: &str, tp: &str, ts: Option<&str>) -> Option<String> 
         None => meta.remove("tracestate"),
     };
     msg.set_value("params", &params);
-    Some(msg.to_json())
+    Some(())
 }
 
 /// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays

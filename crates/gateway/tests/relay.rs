@@ -88,7 +88,7 @@ fn server(outs: &[Out]) -> Vec<Value> {
     outs.iter()
         .filter_map(|o| {
             if let Out::Server(l, _) = o {
-                Some(serde_json::from_str(l).unwrap())
+                Some(serde_json::from_str(&l.to_json()).unwrap())
             } else {
                 None
             }
@@ -178,11 +178,11 @@ fn unknown_methods_and_fields_pass_unchanged() {
         panic!()
     };
     assert_eq!(
-        up,
+        up.to_json(),
         r#"{"jsonrpc":"2.0","id":1,"method":"vendor/custom","params":{"z":1.0,"a":[1e400]},"extra":true}"#
     );
     let n = r#"{"jsonrpc":"2.0","method":"notifications/vendor","params":{"q":0.70}}"#;
-    assert_eq!(r.send(n), vec![Out::Server(n.to_string(), None)]);
+    assert_eq!(r.send(n), vec![Out::Server(Box::new(parsed(n)), None)]);
     assert_eq!(r.from_server(n), vec![Out::Client(n.to_string())]);
 }
 
@@ -749,7 +749,7 @@ fn under_enforce_a_tool_whose_schema_was_never_listed_is_refused() {
         Some("pay_invoice")
     );
     let (line, up, mut rx) = r.listing_request(None, &parsed(STRING_AMOUNT));
-    let req: Value = serde_json::from_str(&line).unwrap();
+    let req: Value = serde_json::from_str(&line.to_json()).unwrap();
     assert_eq!(
         (req["method"].as_str(), req["id"].as_u64()),
         (Some("tools/list"), Some(up))

@@ -65,6 +65,18 @@ pub struct Message {
     kind: Kind,
 }
 
+/// Equal when they would be written out byte for byte the same.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|((k, v), (ok, ov))| k == ok && v.get() == ov.get())
+    }
+}
+
 struct Fields(IndexMap<String, Box<RawValue>>);
 
 impl<'de> serde::Deserialize<'de> for Fields {

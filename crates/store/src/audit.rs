@@ -441,7 +441,10 @@ struct Row {
 
 impl Row {
     fn new(mut rec: AuditRecord, owner: Option<&str>, begins: bool) -> Row {
-        let list = |v: &[String]| (!v.is_empty()).then(|| Value::from(v).to_string());
+        // Encoded straight from the strings (no intermediate `Value` of copies).
+        let list = |v: &[String]| {
+            (!v.is_empty()).then(|| serde_json::to_string(v).expect("strings encode"))
+        };
         Row {
             arg_keys: list(&rec.arg_keys),
             args: rec.args.take().map(|a| a.to_string()),

@@ -43,7 +43,8 @@ fn main() {
             let valid = Message::parse(line).is_ok();
             for out in relay.from_client(line, &caller) {
                 match out {
-                    Out::Server(l, _) => {
+                    Out::Server(m, _) => {
+                        let l = m.to_json();
                         assert!(
                             valid,
                             "an invalid line reached the upstream: {line:?} -> {l}"

@@ -135,11 +135,15 @@ impl Relay {
         let mut out: Vec<Out> = event.into_iter().collect();
         out.extend([
             Out::Server(
-                Message::request(&up.to_string(), "initialize", Some(&params)).to_json(),
+                Box::new(Message::request(
+                    &up.to_string(),
+                    "initialize",
+                    Some(&params),
+                )),
                 None,
             ),
             Out::Server(
-                Message::notification("notifications/initialized", None).to_json(),
+                Box::new(Message::notification("notifications/initialized", None)),
                 None,
             ),
         ]);

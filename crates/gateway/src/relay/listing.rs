@@ -59,7 +59,11 @@ impl Relay {
         &self,
         cursor: Option<&str>,
         like: &Message,
-    ) -> (String, u64, tokio::sync::oneshot::Receiver<Option<String>>) {
+    ) -> (
+        Box<Message>,
+        u64,
+        tokio::sync::oneshot::Receiver<Option<String>>,
+    ) {
         let mut params = serde_json::Map::new();
         if let Some(c) = cursor {
             params.insert("cursor".into(), Value::from(c));
@@ -82,9 +86,8 @@ impl Relay {
         let up = st.next_up;
         st.next_up += 1;
         st.pending.insert(up, Pending::Listing(tx));
-        let line =
-            Message::request(&up.to_string(), "tools/list", Some(&Value::Object(params))).to_json();
-        (line, up, rx)
+        let req = Message::request(&up.to_string(), "tools/list", Some(&Value::Object(params)));
+        (Box::new(req), up, rx)
     }
 
     /// Records a `tools/list` answer as the server sent it: the names (metrics), the input

@@ -51,8 +51,9 @@ pub enum Out {
     /// To the MCP client (downstream).
     Client(String),
     /// To the MCP server (upstream), tagged with the upstream request id when it is a request,
-    /// so that a failed write can be answered with [`Relay::undeliverable`].
-    Server(String, Option<u64>),
+    /// so that a failed write can be answered with [`Relay::undeliverable`]. Handed over
+    /// parsed: the transport writes it out once (and an HTTP one reads its headers from it).
+    Server(Box<Message>, Option<u64>),
     /// An audit record, with the call's arguments (for the keyed hash, and the values when the
     /// server keeps them). It must be written before any `Client` line after it is delivered.
     Audit(Box<AuditRecord>, Option<Value>),
@@ -352,7 +353,7 @@ impl Relay {
                     Some(server_id) => {
                         st.server_reqs_rev.remove(server_id.get());
                         msg.set_id(&server_id);
-                        vec![Out::Server(msg.to_json(), None)]
+                        vec![Out::Server(Box::new(msg), None)]
                     }
                     None => {
                         tracing::warn!("dropping a client response to an unknown request id");
@@ -533,7 +534,7 @@ impl Relay {
             },
         );
         msg.set_id(&raw(up.to_string()));
-        pre.push(Out::Server(msg.to_json(), Some(up)));
+        pre.push(Out::Server(Box::new(msg), Some(up)));
         pre
     }
 
@@ -552,7 +553,7 @@ impl Relay {
                 None => return Vec::new(), // unknown or finished: drop
             }
         }
-        vec![Out::Server(msg.to_json(), None)]
+        vec![Out::Server(Box::new(msg), None)]
     }
 
     /// Handles one line from the server.

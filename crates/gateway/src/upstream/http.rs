@@ -254,14 +254,11 @@ impl HttpTransport {
     /// is always read and handed over before this returns.
     async fn post(
         self: Arc<Self>,
-        line: String,
+        msg: Box<Message>,
         up: Option<u64>,
         extra: Vec<(String, String)>,
         detach_stream: bool,
     ) {
-        let Ok(msg) = Message::parse(&line) else {
-            return;
-        };
         let is_init = msg.method() == Some("initialize");
         let is_initialized = msg.method() == Some("notifications/initialized");
         let mut headers = self.headers_for(&msg);
@@ -275,7 +272,7 @@ impl HttpTransport {
         }
         let resp = match self
             .client
-            .send(Method::POST, &self.url, headers, line)
+            .send(Method::POST, &self.url, headers, msg.to_json())
             .await
         {
             Ok(r) => r,
@@ -580,16 +577,16 @@ impl Transport for HttpTransport {
     /// request); requests run concurrently, each in its own task.
     fn send(
         &self,
-        line: String,
+        msg: Box<Message>,
         up: Option<u64>,
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
             let me = self.link()?;
             if up.is_none() {
-                me.post(line, None, extra, false).await;
+                me.post(msg, None, extra, false).await;
             } else {
-                tokio::spawn(me.post(line, up, extra, false));
+                tokio::spawn(me.post(msg, up, extra, false));
             }
             Ok(())
         })
@@ -601,14 +598,14 @@ impl Transport for HttpTransport {
     /// task, so the answer still reaches the relay and its audit record.
     fn send_answered(
         &self,
-        line: String,
+        msg: Box<Message>,
         up: Option<u64>,
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
             let me = self.link()?;
             let detach = up.is_some();
-            super::Detached::new(me.post(line, up, extra, detach)).await;
+            super::Detached::new(me.post(msg, up, extra, detach)).await;
             Ok(())
         })
     }

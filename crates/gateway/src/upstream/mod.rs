@@ -206,7 +206,7 @@ pub trait Transport: Send + Sync {
     /// returns, so the server sees them in order; requests may still be in flight.
     fn send(
         &self,
-        line: String,
+        msg: Box<portcullis_mcp::Message>,
         up: Option<u64>,
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>>;
@@ -217,11 +217,11 @@ pub trait Transport: Send + Sync {
     /// transports (and streamed answers) behave as with `send`.
     fn send_answered(
         &self,
-        line: String,
+        msg: Box<portcullis_mcp::Message>,
         up: Option<u64>,
         extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
-        self.send(line, up, extra)
+        self.send(msg, up, extra)
     }
 
     /// Stops the child, ends the HTTP session, or closes the SSE stream.

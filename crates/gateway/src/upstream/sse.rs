@@ -9,6 +9,7 @@ use super::{BoxFuture, Failure, Inbound, Inbox, Pool, Transport};
 use crate::upstream::http::{cannot_reach, HttpSpec, SseParser};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::Method;
+use portcullis_mcp::Message;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -160,11 +161,12 @@ impl Transport for SseTransport {
     /// `notifications/initialized` before the next request); requests each in their own task.
     fn send(
         &self,
-        line: String,
+        msg: Box<Message>,
         up: Option<u64>,
         _extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
+            let line = msg.to_json();
             let me = self
                 .me
                 .upgrade()

@@ -6,7 +6,7 @@
 //! group — some servers (server-everything) ignore end of input.
 
 use super::{BoxFuture, Inbound, Inbox, Transport};
-use portcullis_mcp::{read_line_capped, LineError};
+use portcullis_mcp::{read_line_capped, LineError, Message};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -241,11 +241,12 @@ impl StdioTransport {
 impl Transport for StdioTransport {
     fn send(
         &self,
-        line: String,
+        msg: Box<Message>,
         _up: Option<u64>,
         _extra: Vec<(String, String)>,
     ) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
+            let line = msg.to_json();
             let deadline = tokio::time::Instant::now() + RESTART_WAIT;
             loop {
                 let mut back = self.generation.subscribe();
