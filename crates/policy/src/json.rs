@@ -153,45 +153,47 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
 /// Canonical JSON: object keys sorted at every depth, no insignificant whitespace, integers
 /// as integers. Used for counter keys (`per`) and, later, approval fingerprints.
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(v, &mut out);
-    out
+    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Writes `v` canonically into `out`, straight from the value (no text per member).
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    use std::io::Write;
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                serde_json::to_writer(&mut *out, k).expect("a string encodes");
+                out.push(b':');
                 write_canonical(&m[k], out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Number(n) => match num(n) {
             // 1.0 and 1 are equal under json_eq, so they must share a key.
             Some(Num::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                out.push_str(&(f as i64).to_string())
+                write!(out, "{}", f as i64).expect("writing to memory")
             }
-            _ => out.push_str(&n.to_string()),
+            _ => write!(out, "{n}").expect("writing to memory"),
         },
-        other => out.push_str(&other.to_string()),
+        other => serde_json::to_writer(&mut *out, other).expect("a value encodes"),
     }
 }
 
@@ -278,6 +280,11 @@ mod tests {
         assert_eq!(
             canonical(&json!({"b":1,"a":{"d":[1.0,2.5],"c":"x"}})),
             r#"{"a":{"c":"x","d":[1,2.5]},"b":1}"#
+        );
+        // Counter keys are stored: the text of escapes, numbers and literals must not move.
+        assert_eq!(
+            canonical(&json!({"k\"é\n":"v\u{0001}\\","n":[-0.0,1e300,12345678901234567890u64,-7,true,null]})),
+            r#"{"k\"é\n":"v\u0001\\","n":[0,1e+300,12345678901234567890,-7,true,null]}"#
         );
     }
 }

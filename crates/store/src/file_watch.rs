@@ -36,6 +36,7 @@ impl FileWatch {
         // SAFETY: plain system calls; the descriptor is owned from here on.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
+            fallback(path, "inotify_init1");
             return None;
         }
         // SAFETY: `fd` is a new descriptor nobody else owns.
@@ -50,6 +51,7 @@ impl FileWatch {
             libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), dir.as_ptr(), mask)
         };
         if wd < 0 {
+            fallback(path, "inotify_add_watch");
             return None;
         }
         let with = |suffix: &[u8]| [name.as_slice(), suffix].concat();
@@ -62,6 +64,7 @@ impl FileWatch {
 
     /// No inotify here: the caller asks SQLite.
     #[cfg(not(target_os = "linux"))]
+    #[allow(clippy::missing_const_for_fn)]
     pub(crate) fn open(_path: &Path) -> Option<FileWatch> {
         None
     }
@@ -123,6 +126,18 @@ impl FileWatch {
     pub(crate) fn changed(&self) -> bool {
         true
     }
+}
+
+/// Says why a file is not watched (most often the per-user limit of inotify instances), what
+/// that costs, and how to lift it.
+#[cfg(target_os = "linux")]
+fn fallback(path: &Path, call: &str) {
+    tracing::warn!(
+        "cannot watch {} ({call}: {}); changes to it are checked with a SQLite read on every \
+         request instead — raise fs.inotify.max_user_instances (sysctl) if the limit is reached",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 #[cfg(all(test, target_os = "linux"))]
