@@ -283,7 +283,9 @@ mod tests {
         );
         // Counter keys are stored: the text of escapes, numbers and literals must not move.
         assert_eq!(
-            canonical(&json!({"k\"é\n":"v\u{0001}\\","n":[-0.0,1e300,12345678901234567890u64,-7,true,null]})),
+            canonical(
+                &json!({"k\"é\n":"v\u{0001}\\","n":[-0.0,1e300,12345678901234567890u64,-7,true,null]})
+            ),
             r#"{"k\"é\n":"v\u0001\\","n":[0,1e+300,12345678901234567890,-7,true,null]}"#
         );
     }

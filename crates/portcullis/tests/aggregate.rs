@@ -711,6 +711,76 @@ policy = "open.json"
     assert_eq!(post(Some("pcx_0000"), "/mcp").status, 401);
     assert_eq!(post(Some(&one), "/mcp/rec").status, 403);
     assert_eq!(post(Some(&two), "/mcp").status, 200);
+    // Stateless requests whose headers do not repeat their body, or a method the era removed:
+    // refused by the aggregated endpoint with the same checks as /mcp/<server>, before any
+    // member sees them.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{}});
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call",
+        "params":{"name":"rec__read_invoice","arguments":{"id":4242},"_meta":meta}})
+    .to_string();
+    let ping = json!({"jsonrpc":"2.0","id":10,"method":"ping","params":{"_meta":meta}}).to_string();
+    let bearer = format!("Bearer {two}");
+    let stateless = |body: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("authorization", bearer.as_str()),
+        ];
+        h.extend_from_slice(extra);
+        http_request(
+            gw.port,
+            "POST",
+            "/mcp",
+            &h,
+            body.as_bytes(),
+            std::time::Duration::from_secs(30),
+        )
+    };
+    let v = ("mcp-protocol-version", "2026-07-28");
+    for (body, extra, status, code, says) in [
+        (
+            &call,
+            vec![],
+            400,
+            -32020,
+            "MCP-Protocol-Version header is missing",
+        ),
+        (
+            &call,
+            vec![v, ("mcp-method", "tools/list")],
+            400,
+            -32020,
+            "Mcp-Method",
+        ),
+        (
+            &call,
+            vec![
+                v,
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "rec__delete_invoice"),
+            ],
+            400,
+            -32020,
+            "Mcp-Name",
+        ),
+        (
+            &ping,
+            vec![v, ("mcp-method", "ping")],
+            404,
+            -32601,
+            "does not exist",
+        ),
+    ] {
+        let r = stateless(body, &extra);
+        assert_eq!(r.status, status, "{extra:?}: {}", r.body);
+        let e = r.json();
+        assert_eq!(e["error"]["code"], code, "{e}");
+        let message = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{extra:?}: {message}");
+    }
+    let record = std::fs::read_to_string(dir.join("record.jsonl")).unwrap_or_default();
+    assert!(!record.contains("4242"), "a refused request reached rec");
 }
 
 #[test]

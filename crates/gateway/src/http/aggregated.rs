@@ -5,7 +5,7 @@
 use super::auth::admit_all;
 use super::era::bridged_client;
 use super::routes::{answer, get_stream, primes, Routes, Streaming};
-use super::stateless::Restore;
+use super::stateless::{removed_method, request_headers, version_header, Restore};
 use super::{
     accepts_sse, admitted_body, body_text, header, media, random_hex, refuse_invalid, rpc_status,
     streams, Gateway, SESSION_HEADER,
@@ -274,17 +274,8 @@ async fn stateless(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let mismatch = |what: String| {
-        rpc_status(
-            StatusCode::BAD_REQUEST,
-            error_line(msg.id(), -32020, &format!("Header mismatch: {what}")),
-        )
-    };
-    if header(headers, "mcp-protocol-version") != Some(version.as_str()) {
-        return mismatch(format!(
-            "MCP-Protocol-Version {:?} differs from _meta {version:?}",
-            header(headers, "mcp-protocol-version")
-        ));
+    if let Err(r) = version_header(&msg, &version, headers) {
+        return *r;
     }
     if version != portcullis_mcp::MODERN {
         let data = json!({"supported": [portcullis_mcp::MODERN], "requested": version});
@@ -292,49 +283,11 @@ async fn stateless(
             "error": {"code": -32022, "message": "Unsupported protocol version", "data": data}});
         return rpc_status(StatusCode::BAD_REQUEST, line.to_string());
     }
-    let method = msg.method().unwrap_or_default().to_owned();
-    if msg.kind() == Kind::Request {
-        if header(headers, "mcp-method") != Some(method.as_str()) {
-            return mismatch(format!(
-                "Mcp-Method {:?} differs from the body's method {method:?}",
-                header(headers, "mcp-method")
-            ));
-        }
-        let key = match method.as_str() {
-            "tools/call" | "prompts/get" => Some("name"),
-            "resources/read" => Some("uri"),
-            _ => None,
-        };
-        if let Some(k) = key {
-            let body = params
-                .as_ref()
-                .and_then(|p| p.get(k))
-                .and_then(Value::as_str);
-            if body.is_none() || header(headers, "mcp-name") != body {
-                return mismatch(format!(
-                    "Mcp-Name {:?} differs from params.{k} {body:?}",
-                    header(headers, "mcp-name")
-                ));
-            }
-        }
-        if [
-            "ping",
-            "logging/setLevel",
-            "resources/subscribe",
-            "resources/unsubscribe",
-        ]
-        .contains(&method.as_str())
-        {
-            return rpc_status(
-                StatusCode::NOT_FOUND,
-                error_line(
-                    msg.id(),
-                    codes::METHOD_NOT_FOUND,
-                    &format!("{method} does not exist in protocol version {version}"),
-                ),
-            );
-        }
+    let checked = request_headers(&msg, headers).and_then(|()| removed_method(&msg, &version));
+    if let Err(r) = checked {
+        return *r;
     }
+    let method = msg.method().unwrap_or_default().to_owned();
     let (caps, info) = bridged_client(&meta);
     let key = format!(
         "bridge|{who}|{}|{}",

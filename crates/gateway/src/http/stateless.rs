@@ -23,6 +23,84 @@ const REMOVED_IN_MODERN: &[&str] = &[
     "resources/unsubscribe",
 ];
 
+/// A stateless request whose headers do not repeat its body: 400, `-32020`.
+fn mismatch(msg: &Message, what: &str) -> Box<Response> {
+    Box::new(rpc_status(
+        StatusCode::BAD_REQUEST,
+        error_line(msg.id(), -32020, &format!("Header mismatch: {what}")),
+    ))
+}
+
+/// `MCP-Protocol-Version` must be the version the request's `_meta` names.
+pub(super) fn version_header(
+    msg: &Message,
+    version: &str,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response>> {
+    match header(headers, "mcp-protocol-version") {
+        Some(h) if h == version => Ok(()),
+        Some(h) => Err(mismatch(
+            msg,
+            &format!("MCP-Protocol-Version {h:?} differs from _meta {version:?}"),
+        )),
+        None => Err(mismatch(msg, "MCP-Protocol-Version header is missing")),
+    }
+}
+
+/// A request for a method 2026-07-28 removed is answered as a modern server must (404,
+/// `-32601`), whatever the upstream is.
+pub(super) fn removed_method(msg: &Message, version: &str) -> Result<(), Box<Response>> {
+    let method = msg.method().unwrap_or_default();
+    if msg.kind() == Kind::Request && REMOVED_IN_MODERN.contains(&method) {
+        return Err(Box::new(rpc_status(
+            StatusCode::NOT_FOUND,
+            error_line(
+                msg.id(),
+                codes::METHOD_NOT_FOUND,
+                &format!("{method} does not exist in protocol version {version}"),
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// A request's `Mcp-Method` must be its method, and its `Mcp-Name` the tool, prompt or
+/// resource its params name.
+pub(super) fn request_headers(msg: &Message, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if msg.kind() != Kind::Request {
+        return Ok(());
+    }
+    let method = msg.method().unwrap_or_default();
+    match header(headers, "mcp-method") {
+        Some(h) if h == method => {}
+        Some(h) => {
+            return Err(mismatch(
+                msg,
+                &format!("Mcp-Method {h:?} differs from the body's method {method:?}"),
+            ))
+        }
+        None => return Err(mismatch(msg, "Mcp-Method header is missing")),
+    }
+    let name_key = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(k) = name_key {
+        let body_name = msg.peek_as::<String>("params", &[k]);
+        match (header(headers, "mcp-name"), body_name.as_deref()) {
+            (Some(h), Some(b)) if h == b => {}
+            (h, b) => {
+                return Err(mismatch(
+                    msg,
+                    &format!("Mcp-Name {h:?} differs from params.{k} {b:?}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn modern_post(
     gw: &Gateway,
     srv: &ServerRt,
@@ -31,57 +109,11 @@ pub(super) async fn modern_post(
     version: &str,
     headers: &HeaderMap,
 ) -> Response {
-    let mismatch = |what: &str| {
-        rpc_status(
-            StatusCode::BAD_REQUEST,
-            error_line(msg.id(), -32020, &format!("Header mismatch: {what}")),
-        )
-    };
-    match header(headers, "mcp-protocol-version") {
-        Some(h) if h == version => {}
-        Some(h) => {
-            return mismatch(&format!(
-                "MCP-Protocol-Version {h:?} differs from _meta {version:?}"
-            ))
-        }
-        None => return mismatch("MCP-Protocol-Version header is missing"),
-    }
-    let method = msg.method().unwrap_or_default().to_owned();
-    if msg.kind() == Kind::Request && REMOVED_IN_MODERN.contains(&method.as_str()) {
-        // Gone in 2026-07-28 whatever the upstream is: answer as a modern server must.
-        return rpc_status(
-            StatusCode::NOT_FOUND,
-            error_line(
-                msg.id(),
-                codes::METHOD_NOT_FOUND,
-                &format!("{method} does not exist in protocol version {version}"),
-            ),
-        );
-    }
-    if msg.kind() == Kind::Request {
-        match header(headers, "mcp-method") {
-            Some(h) if h == method => {}
-            Some(h) => {
-                return mismatch(&format!(
-                    "Mcp-Method {h:?} differs from the body's method {method:?}"
-                ))
-            }
-            None => return mismatch("Mcp-Method header is missing"),
-        }
-        let name_key = match method.as_str() {
-            "tools/call" | "prompts/get" => Some("name"),
-            "resources/read" => Some("uri"),
-            _ => None,
-        };
-        if let Some(k) = name_key {
-            let body_name = msg.peek_as::<String>("params", &[k]);
-            match (header(headers, "mcp-name"), body_name.as_deref()) {
-                (Some(h), Some(b)) if h == b => {}
-                (h, b) => {
-                    return mismatch(&format!("Mcp-Name {h:?} differs from params.{k} {b:?}"))
-                }
-            }
-        }
+    let checked = version_header(&msg, version, headers)
+        .and_then(|()| removed_method(&msg, version))
+        .and_then(|()| request_headers(&msg, headers));
+    if let Err(r) = checked {
+        return *r;
     }
     // Mcp-Param-* headers travel on to an HTTP upstream unchanged (policy reads the body).
     let params_headers: Vec<(String, String)> = headers
