@@ -7,7 +7,7 @@
 
 use crate::events::Events;
 use crate::otlp::now_ns;
-use crate::relay::{Caller, Hold, Out, Relay};
+use crate::relay::{Caller, Hold, Line, Out, Relay};
 use crate::spans::{RequestSpan, Step, Tracer};
 use crate::traces::hex;
 use crate::upstream::{self, BoxFuture, Inbound, Inbox, Receiver, Transport, UpstreamSpec};
@@ -50,8 +50,8 @@ impl From<Message> for FromClient<'_> {
 /// A line for the client side of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToClient {
-    /// The message.
-    pub line: String,
+    /// The message (as text, or parsed when the relay produced it from a message).
+    pub line: Line,
     /// For a message that arrived on a request's answer stream ahead of its answer: that
     /// request's client id (raw JSON), so that a face serving many clients over one
     /// connection routes it to that request and no other.
@@ -61,7 +61,7 @@ pub struct ToClient {
 impl From<String> for ToClient {
     fn from(line: String) -> ToClient {
         ToClient {
-            line,
+            line: line.into(),
             stream_of: None,
         }
     }
@@ -494,7 +494,7 @@ async fn deliver(
             }
             Out::Client(line) => {
                 if audit_failed {
-                    if let Ok(m) = Message::parse(&line) {
+                    if let Ok((m, _)) = line.into_message() {
                         if m.id().is_some() {
                             let _ = to_client.send(error_line(m.id(), codes::INTERNAL_ERROR, "The gateway could not write its audit record, so the answer is withheld. Try again shortly.").into());
                         }

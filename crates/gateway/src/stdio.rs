@@ -48,7 +48,7 @@ where
     let link = Connection::start(&spec, relay, to_client.clone(), audit).await?;
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let mut buf = out.line.into_bytes();
+            let mut buf = out.line.into_text().into_bytes();
             buf.push(b'\n');
             if client_out.write_all(&buf).await.is_err() {
                 break;
@@ -130,7 +130,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     mut out: W,
 ) {
     while let Some(t) = rx.recv().await {
-        let mut buf = t.line.into_bytes();
+        let mut buf = t.line.into_text().into_bytes();
         buf.push(b'\n');
         if out.write_all(&buf).await.is_err() {
             break;

@@ -52,6 +52,7 @@ fn main() {
                         assert!(Message::parse(&l).is_ok(), "the upstream got {l:?}");
                     }
                     Out::Client(l) => {
+                        let l = l.into_text();
                         assert!(
                             serde_json::from_str::<serde_json::Value>(&l).is_ok(),
                             "the client got a line that is not JSON: {l:?}"

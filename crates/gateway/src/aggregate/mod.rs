@@ -658,7 +658,8 @@ impl Aggregate {
     /// A line from member `i`'s connection: answers go to whoever waits, the member's
     /// requests to the client under ids of ours, notifications to the client.
     fn member_line(&self, i: usize, t: ToClient) -> bool {
-        let Ok(mut msg) = Message::parse(&t.line) else {
+        let line = t.line.into_text();
+        let Ok(mut msg) = Message::parse(&line) else {
             return true;
         };
         match msg.kind() {
@@ -669,12 +670,12 @@ impl Aggregate {
                 let waiting = self.flights.lock_or_recover().answered(n);
                 match waiting {
                     Some(Waiting::Client { id, .. }) => {
-                        if let Some(line) = route::with_id(&t.line, &id) {
+                        if let Some(line) = route::with_id(&line, &id) {
                             self.send(line);
                         }
                     }
                     Some(Waiting::Task(tx)) => {
-                        let _ = tx.send(t.line);
+                        let _ = tx.send(line);
                     }
                     Some(Waiting::Nobody) | None => {}
                 }
@@ -682,7 +683,7 @@ impl Aggregate {
             MsgKind::Request => {
                 let their = msg.id().expect("a request").get().to_owned();
                 let n = self.flights.lock_or_recover().server_request(i, &their);
-                if let Some(line) = route::with_id(&t.line, &n.to_string()) {
+                if let Some(line) = route::with_id(&line, &n.to_string()) {
                     self.send(line);
                 }
             }
@@ -708,7 +709,7 @@ impl Aggregate {
                     self.send(msg.to_json());
                     return true;
                 }
-                self.send(t.line);
+                self.send(line);
             }
         }
         true

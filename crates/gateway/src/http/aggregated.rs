@@ -386,9 +386,9 @@ async fn open_bridge(
     // the router matches by token); change notifications need a listen stream, which this
     // endpoint does not offer.
     let to_client = ClientTx::new(move |t: ToClient| {
-        let unsolicited = Message::parse(&t.line).is_ok_and(|m| {
+        let unsolicited = t.line.with_message(|m| {
             m.kind() == Kind::Notification && m.method() != Some("notifications/progress")
-        });
+        }) == Some(true);
         if !unsolicited {
             r.route(t);
         }

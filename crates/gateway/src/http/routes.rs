@@ -36,17 +36,23 @@ pub(super) struct Routes {
     events: Mutex<EventLog>,
 }
 
-/// A message routed to a waiting request: the line as it goes out, and the message it holds,
-/// parsed once here for everything after (the answer's status, the client's id put back).
+/// A message routed to a waiting request: the message, parsed at most once (here, when it
+/// came as text) for everything after (the answer's status, the client's id put back), and
+/// its text when it came as text.
 #[derive(Debug)]
 pub(super) struct Routed {
-    pub(super) line: String,
+    pub(super) line: Option<String>,
     pub(super) msg: Message,
 }
 
 impl Routed {
     pub(super) fn is_response(&self) -> bool {
         self.msg.kind() == Kind::Response
+    }
+
+    /// The line as it goes out.
+    pub(super) fn into_text(self) -> String {
+        self.line.unwrap_or_else(|| self.msg.to_json())
     }
 }
 
@@ -67,7 +73,7 @@ impl Routes {
             line,
             stream_of: related,
         } = out;
-        let Ok(msg) = Message::parse(&line) else {
+        let Ok((msg, line)) = line.into_message() else {
             return;
         };
         let target = match msg.kind() {
@@ -105,12 +111,13 @@ impl Routes {
             }
         };
         let is_response = msg.kind() == Kind::Response;
+        let routed = Routed { line, msg };
         let line = match target {
-            Some(tx) => match tx.send(Routed { line, msg }) {
+            Some(tx) => match tx.send(routed) {
                 Ok(()) => return,
-                Err(back) => back.0.line,
+                Err(back) => back.0.into_text(),
             },
-            None => line,
+            None => routed.into_text(),
         };
         if is_response && !self.stream_all.load(Ordering::Relaxed) {
             // An answer nobody waits for (cancelled, timed out): drop it. (A legacy SSE
@@ -251,7 +258,7 @@ pub(super) async fn answer(
         let restore = restore.clone();
         move |r: Routed| match &*restore {
             Some(restore) => restore.apply(r),
-            None => r.line,
+            None => r.into_text(),
         }
     };
     let first = match tokio::time::timeout(gw.timeout, rx.recv()).await {
@@ -364,7 +371,7 @@ mod tests {
 
     fn tagged(client_id: &str, line: &str) -> ToClient {
         ToClient {
-            line: line.to_owned(),
+            line: line.to_owned().into(),
             stream_of: Some(client_id.to_owned()),
         }
     }
@@ -379,7 +386,11 @@ mod tests {
         let mut b = routes.wait_for("\"h2\"", None);
         let note = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"for h1"}}"#;
         routes.route(tagged("\"h1\"", note));
-        assert_eq!(a.try_recv().unwrap().line, note, "untagged on the way out");
+        assert_eq!(
+            a.try_recv().unwrap().into_text(),
+            note,
+            "untagged on the way out"
+        );
         assert!(b.try_recv().is_err());
         routes.forget("\"h1\"");
         routes.route(tagged("\"h1\"", note));
@@ -390,7 +401,7 @@ mod tests {
         assert!(routes.backlog.lock_or_recover().is_empty());
         // Untagged (a stdio upstream): the single request in flight, as before.
         routes.route(note.to_string().into());
-        assert_eq!(b.try_recv().unwrap().line, note);
+        assert_eq!(b.try_recv().unwrap().into_text(), note);
     }
 
     /// A legacy HTTP+SSE session has one stream and no waiters: tagged messages go there.

@@ -74,7 +74,8 @@ pub(super) async fn open_session(
     let mut answer = None;
     while let Ok(Some(l)) = tokio::time::timeout(gw.timeout, rx.recv()).await {
         if l.is_response() {
-            answer = Some((l.msg, l.line));
+            let line = l.line.clone().unwrap_or_else(|| l.msg.to_json());
+            answer = Some((l.msg, line));
             break;
         }
     }

@@ -275,7 +275,7 @@ impl Restore {
                     m.set_value("params", &p);
                 }
             }
-            _ => return line,
+            _ => return line.unwrap_or_else(|| m.to_json()),
         }
         m.to_json()
     }

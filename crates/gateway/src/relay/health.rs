@@ -34,13 +34,16 @@ impl Relay {
             t.rec.upstream_status = Some(format!("undeliverable: {why}"));
             Out::Audit(Box::new(t.rec), t.args)
         });
-        let answer = Out::Client(error_line(
-            Some(&client_id),
-            codes::INTERNAL_ERROR,
-            &format!(
-                "The upstream server is not reachable ({why}); the request was not delivered."
-            ),
-        ));
+        let answer = Out::Client(
+            error_line(
+                Some(&client_id),
+                codes::INTERNAL_ERROR,
+                &format!(
+                    "The upstream server is not reachable ({why}); the request was not delivered."
+                ),
+            )
+            .into(),
+        );
         audit.into_iter().chain([answer]).collect()
     }
 
@@ -114,7 +117,7 @@ impl Relay {
                     t.rec.upstream_ms = Some(t.started.elapsed().as_millis() as u64);
                     out.push(Out::Audit(Box::new(t.rec), t.args));
                 }
-                out.push(Out::Client(error_line(Some(&client_id), codes::INTERNAL_ERROR, &format!("The upstream server stopped before answering ({why}); retry once it is back."))));
+                out.push(Out::Client(error_line(Some(&client_id), codes::INTERNAL_ERROR, &format!("The upstream server stopped before answering ({why}); retry once it is back.")).into()));
             }
         }
         out
@@ -148,9 +151,10 @@ impl Relay {
             ),
         ]);
         if st.tools_list_changed {
-            out.push(Out::Client(
-                Message::notification("notifications/tools/list_changed", None).to_json(),
-            ));
+            out.push(Out::Client(Line::Parsed(Box::new(Message::notification(
+                "notifications/tools/list_changed",
+                None,
+            )))));
         }
         out
     }

@@ -45,11 +45,77 @@ use std::time::Instant;
 /// The `_meta` key carrying a listen stream's subscription id (2026-07-28).
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
+/// A message for the client: as text, or still parsed — written out where it leaves, so that
+/// a face that needs the message (the HTTP router) never parses it again.
+#[derive(Clone, Debug)]
+pub enum Line {
+    /// As written.
+    Text(String),
+    /// Parsed, to be written out by whoever sends it.
+    Parsed(Box<Message>),
+}
+
+impl Line {
+    /// The text (the message written out, if it is parsed).
+    pub fn into_text(self) -> String {
+        match self {
+            Line::Text(t) => t,
+            Line::Parsed(m) => m.to_json(),
+        }
+    }
+
+    /// The text, borrowed when it is one.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Line::Text(t) => t.into(),
+            Line::Parsed(m) => m.to_json().into(),
+        }
+    }
+
+    /// The message, and the text it was read from when it came as text.
+    pub fn into_message(self) -> Result<(Message, Option<String>), ParseError> {
+        match self {
+            Line::Text(t) => Message::parse(&t).map(|m| (m, Some(t))),
+            Line::Parsed(m) => Ok((*m, None)),
+        }
+    }
+
+    /// Runs `f` on the message (parsed from the text if need be); `None` when the text is not
+    /// a message.
+    pub fn with_message<R>(&self, f: impl FnOnce(&Message) -> R) -> Option<R> {
+        match self {
+            Line::Text(t) => Message::parse(t).ok().map(|m| f(&m)),
+            Line::Parsed(m) => Some(f(m)),
+        }
+    }
+}
+
+/// Equal when they read the same.
+impl PartialEq for Line {
+    fn eq(&self, other: &Line) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for Line {}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl From<String> for Line {
+    fn from(t: String) -> Line {
+        Line::Text(t)
+    }
+}
+
 /// A line to write, and where.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Out {
     /// To the MCP client (downstream).
-    Client(String),
+    Client(Line),
     /// To the MCP server (upstream), tagged with the upstream request id when it is a request,
     /// so that a failed write can be answered with [`Relay::undeliverable`]. Handed over
     /// parsed: the transport writes it out once (and an HTTP one reads its headers from it).
@@ -336,7 +402,7 @@ impl Relay {
             rec.message = Some(e.to_string());
             out.push(Out::Audit(Box::new(rec), None));
         }
-        out.push(Out::Client(parse_error_line(e)));
+        out.push(Out::Client(parse_error_line(e).into()));
         out
     }
 
@@ -477,7 +543,7 @@ impl Relay {
                                     wait_ms: hold_ms,
                                 })));
                             }
-                            answer => out.push(Out::Client(answer.line(&client_id))),
+                            answer => out.push(Out::Client(answer.line(&client_id).into())),
                         }
                         return out;
                     }
@@ -582,7 +648,7 @@ impl Relay {
                 st.server_reqs_rev.insert(server_id.get().to_owned(), down);
                 st.server_reqs.insert(down, server_id);
                 msg.set_id(&raw(down.to_string()));
-                vec![Out::Client(msg.to_json())]
+                vec![Out::Client(Line::Parsed(Box::new(msg)))]
             }
             Kind::Notification => {
                 let method = msg.method().unwrap_or_default().to_owned();
@@ -646,7 +712,7 @@ impl Relay {
                         }
                     }
                 }
-                vec![Out::Client(msg.to_json())]
+                vec![Out::Client(Line::Parsed(Box::new(msg)))]
             }
         }
     }
@@ -726,7 +792,7 @@ impl Relay {
         pin_audits
             .into_iter()
             .chain(audit)
-            .chain([Out::Client(msg.to_json())])
+            .chain([Out::Client(Line::Parsed(Box::new(msg)))])
             .collect()
     }
 
