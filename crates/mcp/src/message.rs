@@ -60,7 +60,7 @@ pub fn parses() -> u64 {
 /// One JSON-RPC 2.0 message. Members are kept raw and in order.
 #[derive(Clone, Debug)]
 pub struct Message {
-    fields: IndexMap<String, Box<RawValue>>,
+    fields: IndexMap<Name, Box<RawValue>>,
     method: Option<String>,
     kind: Kind,
 }
@@ -77,7 +77,40 @@ impl PartialEq for Message {
     }
 }
 
-struct Fields(IndexMap<String, Box<RawValue>>);
+/// A member name: JSON-RPC's own names are static (no allocation per message), others owned.
+type Name = std::borrow::Cow<'static, str>;
+
+/// The JSON-RPC members every message is made of.
+const KNOWN: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+
+fn name(n: &str) -> Name {
+    match KNOWN.iter().find(|k| **k == n) {
+        Some(k) => Name::Borrowed(k),
+        None => Name::Owned(n.to_owned()),
+    }
+}
+
+/// Reads a member name as a [`Name`].
+struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Name;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Name, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for NameSeed {
+    type Value = Name;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Name, E> {
+        Ok(name(v))
+    }
+}
+
+struct Fields(IndexMap<Name, Box<RawValue>>);
 
 impl<'de> serde::Deserialize<'de> for Fields {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -88,8 +121,8 @@ impl<'de> serde::Deserialize<'de> for Fields {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fields, A::Error> {
-                let mut out = IndexMap::new();
-                while let Some(k) = m.next_key::<String>()? {
+                let mut out = IndexMap::with_capacity(KNOWN.len());
+                while let Some(k) = m.next_key_seed(NameSeed)? {
                     if out.contains_key(&k) {
                         return Err(de::Error::custom(format_args!("duplicate member {k:?}")));
                     }
@@ -334,12 +367,12 @@ impl Message {
 
     /// Replaces or adds a member from a value.
     pub fn set_value(&mut self, key: &str, v: &Value) {
-        self.fields.insert(key.to_owned(), raw(&v.to_string()));
+        self.fields.insert(name(key), raw(&v.to_string()));
     }
 
     /// Replaces or adds a member from raw JSON text (which must be valid).
     pub fn set_raw(&mut self, key: &str, v: Box<RawValue>) {
-        self.fields.insert(key.to_owned(), v);
+        self.fields.insert(name(key), v);
     }
 
     /// Whether this is a response carrying `error`.
@@ -356,6 +389,26 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_given_twice_is_refused_also_when_spelled_with_escapes() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"\u0069d":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":1,"x":2}"#,
+        ] {
+            let e = Message::parse(text).expect_err(text).to_string();
+            assert!(e.contains("duplicate member"), "{text}: {e}");
+        }
+        // An escaped JSON-RPC name is that member (read, and written back under its name).
+        let m =
+            Message::parse(r#"{"jsonrpc":"2.0","\u0069d":7,"method":"ping","x-y":{}}"#).unwrap();
+        assert_eq!(m.id().map(|i| i.get()), Some("7"));
+        assert_eq!(
+            m.to_json(),
+            r#"{"jsonrpc":"2.0","id":7,"method":"ping","x-y":{}}"#
+        );
+    }
 
     #[test]
     fn peek_reads_one_member_deep_inside_as_a_parsed_value_would() {

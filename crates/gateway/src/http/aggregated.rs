@@ -155,9 +155,8 @@ pub(super) async fn mcp_all(
                 Err(e) => return refuse_invalid(&gw, "(aggregate)", caller, &e).await,
             };
             let modern = msg
-                .value("params")
-                .and_then(|p| p.pointer("/_meta").cloned())
-                .is_some_and(|m| m.get(META_PROTOCOL_VERSION).is_some());
+                .peek("params", &["_meta", META_PROTOCOL_VERSION])
+                .is_some();
             if modern {
                 return stateless(&gw, members, who, msg, &headers).await;
             }
