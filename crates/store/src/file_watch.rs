@@ -64,7 +64,6 @@ impl FileWatch {
 
     /// No inotify here: the caller asks SQLite.
     #[cfg(not(target_os = "linux"))]
-    #[allow(clippy::missing_const_for_fn)]
     pub(crate) fn open(_path: &Path) -> Option<FileWatch> {
         None
     }
