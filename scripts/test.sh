@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A clean build is never incremental's: its cache only costs disk (1.5 GB of the test build).
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
+
+disk() { df -h "${CARGO_TARGET_DIR:-target}" 2>/dev/null | awk 'NR==2 {print "disk: " $4 " free on " $6}' || true; }
+step "disk"
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+disk
+
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -67,6 +75,10 @@ scripts/conformance-client.sh
 
 step "smoke: the README's run command"
 scripts/run.sh >/dev/null
+
+step "disk at the end"
+disk
+du -sh "${CARGO_TARGET_DIR:-target}" fuzz/target 2>/dev/null || true
 
 echo
 echo "all tests passed"
