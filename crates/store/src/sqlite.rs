@@ -374,7 +374,16 @@ impl Cells for Sql<'_> {
         key: &CounterKey,
         f: impl FnOnce(Option<(Millis, u64)>) -> Option<Bucket>,
     ) -> Result<(), ReserveError> {
-        match f(self.bucket(key)?) {
+        let stored = self.bucket(key)?;
+        match f(stored) {
+            // The same bucket: only its count changes, so the row is rewritten in place and
+            // the `expires` index is left alone (one page written instead of two).
+            Some(b) if stored.is_some_and(|(start, _)| start == b.start) => self
+                .conn
+                .prepare_cached("UPDATE counters SET used = ?2 WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key.as_str(), b.used]))
+                .map(drop)
+                .map_err(db),
             Some(b) => self.put_bucket(key, &b),
             None => Ok(()),
         }

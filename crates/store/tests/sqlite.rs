@@ -139,3 +139,30 @@ fn a_newer_schema_is_refused() {
     let err = SqliteCounters::open(db.path()).unwrap_err().to_string();
     assert!(err.contains("schema version 99"), "{err}");
 }
+
+/// What a reservation costs on disk, counted rather than timed: the WAL frames (one page
+/// each) a calendar counter's commit appends once its row exists. Charging the same bucket
+/// rewrites the row in place and leaves the `expires` index alone, so it is one page; a
+/// second page per call (the index's) was a fifth of the transaction's cost.
+#[test]
+fn charging_the_same_bucket_writes_one_page() {
+    let db = TempDb::new("pages");
+    let store = SqliteCounters::open(db.path()).unwrap();
+    let day = req("daily", Window::Day, 1_000, 1);
+    let morning = MIDNIGHT + 9 * HOUR;
+    ok(&store, std::slice::from_ref(&day), morning); // creates the row
+    let mut wal = db.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_len = || std::fs::metadata(&wal).unwrap().len();
+    let before = wal_len();
+    const CALLS: u64 = 50; // far below the 1,000-page auto-checkpoint, so the WAL only grows
+    for i in 1..=CALLS {
+        ok(&store, std::slice::from_ref(&day), morning + i);
+    }
+    let frame = 4096 + 24; // page size and frame header
+    let frames = (wal_len() - before) / frame;
+    assert_eq!(
+        frames, CALLS,
+        "{frames} WAL frames for {CALLS} charges of one bucket (one page each expected)"
+    );
+}
