@@ -64,7 +64,8 @@ struct Cli {
     /// upstream on CPU 0, gateway on CPU 1).
     #[arg(long, value_enum, default_value_t = Layout::Unpinned)]
     layout: Layout,
-    /// Only scenarios whose name contains this text (repeatable).
+    /// Only scenarios whose name contains this text (repeatable); `=NAME`: only the scenario
+    /// named exactly NAME (e.g. `--only "=http c=64 seed/audit=async"`, the SQLite row alone).
     #[arg(long)]
     only: Vec<String>,
     /// Another gateway to compare, started by `scripts/bench-peers.sh start NAME -- <upstream>`
@@ -822,7 +823,11 @@ struct Harness {
 
 impl Harness {
     fn wanted(&self, name: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+        self.only.is_empty()
+            || self.only.iter().any(|o| match o.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(o.as_str()),
+            })
     }
 
     /// Starts `portcullis serve` with `server_toml` as its one server, creates a grant carrying
