@@ -12,7 +12,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis_store::{AuditDecision, AuditLog, AuditMode, AuditRecord};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,19 +39,12 @@ fn record(i: u64) -> AuditRecord {
     r
 }
 
-fn db_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "portcullis-audit-bench-{tag}-{}.db",
-        std::process::id()
-    ))
-}
-
-fn remove(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.to_path_buf().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+/// A fresh database file in a scratch directory (removed, with the WAL files, when the
+/// directory is dropped).
+fn fresh_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    (dir, path)
 }
 
 /// Appends `total` records from `tasks` concurrent tasks; returns the elapsed time
@@ -85,8 +78,7 @@ fn bench_mode(c: &mut Criterion, name: &str, mode: AuditMode) {
         .enable_all()
         .build()
         .unwrap();
-    let path = db_path(name);
-    remove(&path);
+    let (_dir, path) = fresh_db();
     let log = Arc::new(AuditLog::open(&path, mode).unwrap());
     let mut group = c.benchmark_group(format!("audit/{name}"));
     group.throughput(Throughput::Elements(1));
@@ -108,7 +100,6 @@ fn bench_mode(c: &mut Criterion, name: &str, mode: AuditMode) {
     }
     group.finish();
     drop(log);
-    remove(&path);
 }
 
 /// Fixed-size runs: median records/s of three, and records per commit.
@@ -133,15 +124,13 @@ fn summary(_c: &mut Criterion) {
             let mut rates = Vec::new();
             let mut per_commit = 0.0;
             for _ in 0..3 {
-                let path = db_path(&format!("summary-{name}"));
-                remove(&path);
+                let (_dir, path) = fresh_db();
                 let log = Arc::new(AuditLog::open(&path, mode).unwrap());
                 let elapsed = run(&rt, &log, tasks, total);
                 let s = log.stats();
                 per_commit += s.committed as f64 / s.batches.max(1) as f64 / 3.0;
                 rates.push(total as f64 / elapsed.as_secs_f64());
                 drop(log);
-                remove(&path);
             }
             rates.sort_by(f64::total_cmp);
             eprintln!(

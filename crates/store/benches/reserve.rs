@@ -3,7 +3,6 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use portcullis_policy::{CounterKey, CounterStore, Millis, Reservation, Scope, Window};
 use portcullis_store::{MemoryCounters, SqliteCounters};
-use std::path::PathBuf;
 
 /// 2026-11-22T12:00:00Z.
 const NOW: Millis = 1_795_348_800_000;
@@ -56,17 +55,9 @@ fn memory(c: &mut Criterion) {
 }
 
 fn sqlite(c: &mut Criterion) {
-    let path: PathBuf =
-        std::env::temp_dir().join(format!("portcullis-store-bench-{}.db", std::process::id()));
-    {
-        let store = SqliteCounters::open(&path).unwrap();
-        bench_store(c, "sqlite-file", &store);
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteCounters::open(dir.path().join("counters.db")).unwrap();
+    bench_store(c, "sqlite-file", &store);
 }
 
 criterion_group!(benches, memory, sqlite);

@@ -339,8 +339,8 @@ mod tests {
 
     #[test]
     fn opens_every_store_in_the_data_dir() {
-        let dir = std::env::temp_dir().join(format!("portcullis-factory-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let stores = StoreConfig::default().open(&dir.join("data")).unwrap();
         for f in [
             COUNTERS_FILE,
@@ -356,7 +356,6 @@ mod tests {
             counters: CounterBackend::Memory,
             ..StoreConfig::default()
         };
-        mem.open_counters(Some(&dir)).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        mem.open_counters(Some(dir)).unwrap();
     }
 }

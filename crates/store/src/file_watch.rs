@@ -145,8 +145,8 @@ mod tests {
 
     #[test]
     fn writes_to_the_file_or_its_wal_are_seen_and_other_files_are_not() {
-        let dir = std::env::temp_dir().join(format!("portcullis-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().to_owned();
         let db = dir.join("grants.db");
         std::fs::write(&db, b"x").unwrap();
         let w = FileWatch::open(&db).unwrap();
@@ -158,7 +158,7 @@ mod tests {
         assert!(!w.changed(), "seen once");
         std::fs::write(&db, b"checkpoint").unwrap();
         assert!(w.changed(), "the file itself");
-        std::fs::remove_dir_all(&dir).unwrap();
+        scratch.close().unwrap(); // the directory and everything in it removed
         assert!(w.changed(), "the directory is gone");
         assert!(w.changed(), "and stays a change: the watch is lost");
     }

@@ -864,8 +864,8 @@ mod tests {
     /// from a changed one; the integration tests cover the watched file.
     #[test]
     fn asking_sqlite_sees_another_connections_rotation_and_revocation() {
-        let dir = std::env::temp_dir().join(format!("portcullis-grants-dv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let path = dir.join("grants.db");
         let a =
             SqliteGrants::init(Connection::open(&path).unwrap(), Freshness::DataVersion).unwrap();
@@ -885,6 +885,5 @@ mod tests {
             a.authenticate(fresh.secret(), "odoo", 7),
             Err(AuthError::Revoked(_))
         ));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

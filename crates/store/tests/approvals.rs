@@ -2,44 +2,17 @@
 //! race), deny (reported until the window ends), expiry with an injected clock, restarts and
 //! several handles on one file.
 
+mod common;
+use common::TempDb;
+
 use portcullis_store::{
     ApprovalCheck, ApprovalError, ApprovalRequest, ApprovalStatus, ApprovalStore, SqliteApprovals,
 };
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
 const NOW: u64 = 1_795_348_800_000;
 const MIN: u64 = 60_000;
-
-/// A database file removed (with its WAL) when dropped.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let p = std::env::temp_dir().join(format!(
-            "portcullis-approvals-{}-{name}.db",
-            std::process::id()
-        ));
-        let t = TempDb(p);
-        t.clean();
-        t
-    }
-
-    fn clean(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut s = self.0.clone().into_os_string();
-            s.push(suffix);
-            let _ = std::fs::remove_file(s);
-        }
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
 
 fn req(fp: &str) -> ApprovalRequest {
     ApprovalRequest {
@@ -308,13 +281,13 @@ fn status_names_round_trip() {
 fn approvals_survive_a_restart() {
     let db = TempDb::new("restart");
     let (a, approved) = {
-        let s = SqliteApprovals::open(&db.0).unwrap();
+        let s = SqliteApprovals::open(db.path()).unwrap();
         let (a, _) = pending(s.check(&req("one"), NOW).unwrap());
         let (b, _) = pending(s.check(&req("two"), NOW).unwrap());
         s.approve(&b.id, "alice", 10 * MIN, NOW).unwrap();
         (a, b)
     };
-    let s = SqliteApprovals::open(&db.0).unwrap();
+    let s = SqliteApprovals::open(db.path()).unwrap();
     assert_eq!(s.get(&a.id).unwrap(), a);
     let (again, new) = pending(s.check(&req("one"), NOW + MIN).unwrap());
     assert!(!new);
@@ -329,8 +302,8 @@ fn approvals_survive_a_restart() {
 fn two_handles_on_one_file_stay_exact() {
     let db = TempDb::new("handles");
     two_handles_stay_exact(
-        Arc::new(SqliteApprovals::open(&db.0).unwrap()),
-        Arc::new(SqliteApprovals::open(&db.0).unwrap()),
+        Arc::new(SqliteApprovals::open(db.path()).unwrap()),
+        Arc::new(SqliteApprovals::open(db.path()).unwrap()),
     );
 }
 

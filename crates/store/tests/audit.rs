@@ -1,46 +1,18 @@
 //! The audit log: durability (group commit), concurrency, queries, retention, export.
 
+mod common;
+use common::TempDb;
+
 use portcullis_store::audit::{arg_keys, IN_FLIGHT, OUTCOME_UNKNOWN};
 use portcullis_store::{AuditDecision, AuditFilter, AuditLog, AuditMode, AuditRecord};
 use rusqlite::Connection;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// 2026-11-22T12:00:00Z.
 const NOW: u64 = 1_795_348_800_000;
 const MIN: u64 = 60_000;
-
-/// A database file that is removed (with its WAL files) when dropped.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let p =
-            std::env::temp_dir().join(format!("portcullis-audit-{name}-{}.db", std::process::id()));
-        let t = TempDb(p);
-        t.clean();
-        t
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn clean(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
 
 fn record(i: u64) -> AuditRecord {
     let mut r = AuditRecord::new(NOW + i, "odoo", "tools/call", AuditDecision::Allow);

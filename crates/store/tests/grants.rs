@@ -1,48 +1,20 @@
 //! The grant store: tokens, hashing, rotation, revocation, expiry, server binding.
 
+mod common;
+use common::TempDb;
+
 use portcullis_store::grants::{GRANT_ID_PREFIX, TOKEN_PREFIX, TOKEN_RANDOM_BYTES};
 use portcullis_store::CachedGrants;
 use portcullis_store::{
     bearer_token, AuthError, GrantError, GrantStatus, GrantStore, SqliteGrants,
 };
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// 2026-11-22T12:00:00Z.
 const NOW: u64 = 1_795_348_800_000;
 const DAY: u64 = 86_400_000;
-
-/// A database file that is removed (with its WAL files) when dropped.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> TempDb {
-        let p = std::env::temp_dir().join(format!(
-            "portcullis-grants-{name}-{}-{:?}.db",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let t = TempDb(p);
-        t.clean();
-        t
-    }
-
-    fn clean(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
 
 fn mem() -> SqliteGrants {
     SqliteGrants::open_in_memory().unwrap()
@@ -223,12 +195,12 @@ fn a_grants_file_of_single_server_grants_keeps_working() {
     // A database written before server lists: one name per row, read as a list of one.
     let db = TempDb::new("old-single");
     let token = {
-        let s = SqliteGrants::open(&db.0).unwrap();
+        let s = SqliteGrants::open(db.path()).unwrap();
         s.create("odoo", "alice", Some("odoo"), None, NOW)
             .unwrap()
             .1
     };
-    let s = SqliteGrants::open(&db.0).unwrap();
+    let s = SqliteGrants::open(db.path()).unwrap();
     let g = s.authenticate(token.secret(), "odoo", NOW).unwrap();
     assert_eq!(g.server, "odoo");
     assert_eq!(g.policy_on("odoo"), Some("odoo"));
@@ -330,14 +302,14 @@ fn labels_and_names_are_checked(s: Arc<dyn GrantStore>) {
 fn the_file_holds_no_token_and_survives_reopening() {
     let db = TempDb::new("file");
     let (g, token) = {
-        let s = SqliteGrants::open(&db.0).unwrap();
+        let s = SqliteGrants::open(db.path()).unwrap();
         let (g, token) = s.create("odoo", "alice", Some("p"), None, NOW).unwrap();
         // Rotate once, so both an old and a current token have existed.
         let (_, token2) = s.rotate(&g.id, NOW + 1).unwrap();
         let files: Vec<u8> = ["", "-wal"]
             .iter()
             .flat_map(|suf| {
-                let mut p = db.0.clone().into_os_string();
+                let mut p = db.path().as_os_str().to_owned();
                 p.push(suf);
                 std::fs::read(p).unwrap_or_default()
             })
@@ -356,8 +328,8 @@ fn the_file_holds_no_token_and_survives_reopening() {
     // A second process (a new connection) sees the grant; a rotation or revocation made
     // through one connection is seen by another on its next call, although the other keeps
     // the grants it found in memory.
-    let a = SqliteGrants::open(&db.0).unwrap();
-    let b = SqliteGrants::open(&db.0).unwrap();
+    let a = SqliteGrants::open(db.path()).unwrap();
+    let b = SqliteGrants::open(db.path()).unwrap();
     for at in [NOW + 2, NOW + 3] {
         assert_eq!(a.authenticate(token.secret(), "odoo", at).unwrap().id, g.id);
     }

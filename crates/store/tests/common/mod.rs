@@ -97,36 +97,25 @@ pub fn contend(
     granted.into_iter().map(AtomicUsize::into_inner).collect()
 }
 
-/// A database file in the temp dir, deleted (with its WAL files) on drop.
-pub struct TempDb(PathBuf);
+/// A database file in a scratch directory of its own, removed (with its WAL and lock
+/// files) on drop.
+pub struct TempDb {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
 
 impl TempDb {
     pub fn new(name: &str) -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let file = format!(
-            "portcullis-store-{}-{nanos}-{}-{name}.db",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        TempDb(std::env::temp_dir().join(file))
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-store-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(format!("{name}.db"));
+        TempDb { _dir: dir, path }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal", "-owner"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        &self.path
     }
 }
 
