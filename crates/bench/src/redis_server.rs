@@ -72,6 +72,28 @@ impl RedisServer {
         }
     }
 
+    /// Stops it (SIGSTOP) without closing anything: connections and connects still succeed,
+    /// nothing is answered — a Redis that hangs.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused one go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let c = self.child.as_ref().expect("redis-server is running");
+        let pid = libc::pid_t::try_from(c.id()).expect("a pid");
+        // SAFETY: kill(2) on the pid of our own child; no memory is passed.
+        assert_eq!(
+            unsafe { libc::kill(pid, sig) },
+            0,
+            "signal {sig} to redis-server"
+        );
+    }
+
     /// Starts it again on the same port (empty: nothing was saved), waiting until it answers.
     pub fn restart(&mut self) {
         self.kill();

@@ -203,6 +203,59 @@ mod shared {
         assert_eq!(used(&store, &r, MIDNIGHT), 1);
     }
 
+    /// A Redis that hangs (stopped, not gone: connects succeed, nothing is answered) costs
+    /// one timeout, not one per call: for [`COOL_OFF`] after it, calls fail at once, without
+    /// waiting; then the first call asks again, and once Redis is back, succeeds.
+    #[test]
+    fn a_hung_redis_costs_one_timeout_then_calls_fail_at_once_until_it_is_asked_again() {
+        use portcullis_store::redis::{COOL_OFF, TIMEOUT};
+        use std::time::Instant;
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let store = redis_counters(&server, "hung:");
+        let r = req("calls", Window::Hour, 100, 1);
+        let one = std::slice::from_ref(&r);
+        ok(&store, one, MIDNIGHT);
+        server.pause();
+        let store_error = |what: &str| match store.reserve(one, MIDNIGHT) {
+            Err(ReserveError::Store(e)) => e,
+            other => panic!("{what}: expected a store error, got {other:?}"),
+        };
+        let started = Instant::now();
+        let first = store_error("the first call");
+        assert!(
+            started.elapsed() >= TIMEOUT,
+            "the first call waited for its timeout: {first}"
+        );
+        assert!(
+            first.contains("no answer within 500 ms") && !first.contains("not asked"),
+            "{first}"
+        );
+        // The calls right after it are not sent: each fails at once, saying why.
+        for i in 0..20 {
+            let e = store_error("a call in the cool-off");
+            assert!(
+                e.contains("not asked") && e.contains("timed out"),
+                "call {i}: {e}"
+            );
+        }
+        assert!(
+            started.elapsed() < TIMEOUT + COOL_OFF,
+            "20 calls in the cool-off took {:?}: they waited",
+            started.elapsed()
+        );
+        // Redis back: after the cool-off the next call asks it again and succeeds. The 20
+        // calls refused in the cool-off charged nothing; the one that timed out may have: its
+        // script waited in the socket and ran when Redis woke (an unknown outcome, which is why
+        // a failed call is never retried).
+        server.resume();
+        std::thread::sleep(COOL_OFF);
+        ok(&store, one, MIDNIGHT);
+        let n = used(&store, &r, MIDNIGHT);
+        assert!((2..=3).contains(&n), "{n} charged");
+    }
+
     #[test]
     fn keys_expire_with_their_window() {
         let Some(server) = RedisServer::start(&[]) else {

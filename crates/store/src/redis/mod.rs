@@ -4,7 +4,10 @@
 //!
 //! Every call runs on a pooled synchronous connection with connect, read and write timeouts
 //! ([`TIMEOUT`]); a connection that failed is dropped, and the next call opens a new one, so a
-//! replica recovers on its own when Redis returns. A failed call is never retried here: its
+//! replica recovers on its own when Redis returns. A call that timed out (a Redis that hangs
+//! rather than refuses) makes the calls of the next [`COOL_OFF`] fail at once, without asking
+//! it: each call blocks its thread while it waits, and a gateway's few request threads must
+//! not all sit out a timeout per call. Either way the caller fails closed. A failed call is never retried here: its
 //! outcome is unknown (a script may have run before the answer was lost), and retrying a
 //! reservation could count it twice.
 //!
@@ -43,11 +46,16 @@ pub use sessions::RedisSessions;
 use ::redis::{Client, Connection, RedisResult};
 use portcullis_policy::sync::LockExt;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connect, read and write timeout of every Redis call.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After a call times out, how long further calls fail at once instead of waiting for their
+/// own timeout; the first call after it asks Redis again.
+pub const COOL_OFF: Duration = Duration::from_secs(1);
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "portcullis:";
@@ -67,6 +75,9 @@ struct Inner {
     /// Where the URL points, without credentials (for messages).
     place: String,
     idle: Mutex<Vec<Connection>>,
+    /// Calls fail at once until this many ms after `born` (see [`COOL_OFF`]).
+    cool_until_ms: AtomicU64,
+    born: Instant,
 }
 
 impl fmt::Debug for Redis {
@@ -101,6 +112,8 @@ impl Redis {
                 prefix: prefix.to_owned(),
                 place,
                 idle: Mutex::new(Vec::new()),
+                cool_until_ms: AtomicU64::new(0),
+                born: Instant::now(),
             }),
         })
     }
@@ -126,10 +139,23 @@ impl Redis {
         &self,
         f: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, String> {
+        let now_ms = self.inner.born.elapsed().as_millis() as u64;
+        if now_ms < self.inner.cool_until_ms.load(Ordering::Relaxed) {
+            return Err(format!(
+                "redis at {}: not asked: a call timed out (after {} ms) less than {} s ago; \
+                 calls fail at once until then",
+                self.inner.place,
+                TIMEOUT.as_millis(),
+                COOL_OFF.as_secs()
+            ));
+        }
         let idle = self.inner.idle.lock_or_recover().pop();
         let mut con = match idle {
             Some(c) => c,
-            None => self.connect().map_err(|e| self.describe(&e))?,
+            None => self.connect().map_err(|e| {
+                self.cool_off_after(&e);
+                self.describe(&e)
+            })?,
         };
         match f(&mut con) {
             Ok(v) => {
@@ -151,9 +177,20 @@ impl Redis {
                 } else {
                     // Idle connections opened before the failure are likely dead too.
                     self.inner.idle.lock_or_recover().clear();
+                    self.cool_off_after(&e);
                 }
                 Err(self.describe(&e))
             }
+        }
+    }
+
+    /// After a timeout, the calls of the next [`COOL_OFF`] fail at once.
+    fn cool_off_after(&self, e: &::redis::RedisError) {
+        if e.is_timeout() {
+            let until = self.inner.born.elapsed() + COOL_OFF;
+            self.inner
+                .cool_until_ms
+                .store(until.as_millis() as u64, Ordering::Relaxed);
         }
     }
 
@@ -165,7 +202,16 @@ impl Redis {
     }
 
     fn describe(&self, e: &::redis::RedisError) -> String {
-        format!("redis at {}: {e}", self.inner.place)
+        if e.is_timeout() {
+            // The OS's words for it ("Resource temporarily unavailable") do not say timeout.
+            format!(
+                "redis at {}: no answer within {} ms ({e})",
+                self.inner.place,
+                TIMEOUT.as_millis()
+            )
+        } else {
+            format!("redis at {}: {e}", self.inner.place)
+        }
     }
 }
 
