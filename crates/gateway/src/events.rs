@@ -40,6 +40,13 @@ pub trait EventSink: Send + Sync {
         None
     }
 
+    /// Takes the answer's event of a call whose [`forwarding`](Self::forwarding) record is
+    /// durable already (it carries the same [`intent`](AuditRecord::intent)): a durable sink
+    /// may commit it after the answer goes out. The default is [`emit`](Self::emit).
+    fn completing(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+        self.emit(event, keep_args)
+    }
+
     /// Told how long a request waited for another sink's durable commit (audit commit
     /// latency, for metrics); the default ignores it.
     fn committed(&self, _waited: std::time::Duration) {}
@@ -83,6 +90,14 @@ impl EventSink for AuditEvents {
         let log = self.0.clone();
         Some(Box::pin(async move {
             log.begin(rec).await.map_err(|e| e.to_string())
+        }))
+    }
+
+    fn completing(&self, event: &Event, keep_args: bool) -> Option<Commit> {
+        let rec = self.record(event, keep_args);
+        let log = self.0.clone();
+        Some(Box::pin(async move {
+            log.complete(rec).await.map_err(|e| e.to_string())
         }))
     }
 
@@ -155,21 +170,34 @@ impl Events {
 
     /// Emits one event to every sink and waits for the durable ones. An error means the
     /// event could not be made durable: the caller fails closed (withholds the answer).
+    ///
+    /// The answer's record of a call written ahead (one with an
+    /// [`intent`](AuditRecord::intent)) goes to [`EventSink::completing`]: the call's decision
+    /// is durable already, so the answer does not wait for a second commit (an error still
+    /// means the record could not even be queued).
     pub async fn emit(&self, record: AuditRecord, args: Option<Value>) -> Result<(), String> {
-        self.fan_out(Event { record, args }, |s, e, k| s.emit(e, k))
+        if record.intent.is_some() {
+            return self
+                .fan_out(Event { record, args }, false, |s, e, k| s.completing(e, k))
+                .await;
+        }
+        self.fan_out(Event { record, args }, true, |s, e, k| s.emit(e, k))
             .await
     }
 
     /// Emits the write-ahead record of a call about to be forwarded and waits until it is
     /// durable. An error means it is not: the caller must not forward the call.
     pub async fn forwarding(&self, record: AuditRecord, args: Option<Value>) -> Result<(), String> {
-        self.fan_out(Event { record, args }, |s, e, k| s.forwarding(e, k))
+        self.fan_out(Event { record, args }, true, |s, e, k| s.forwarding(e, k))
             .await
     }
 
+    /// Hands `event` to every sink through `take` and waits for the commits they return;
+    /// `durable_wait`: the wait is a durable commit's, reported to [`EventSink::committed`].
     async fn fan_out(
         &self,
         event: Event,
+        durable_wait: bool,
         take: impl Fn(&dyn EventSink, &Event, bool) -> Option<Commit>,
     ) -> Result<(), String> {
         let mut failed = None;
@@ -184,7 +212,7 @@ impl Events {
                 *waited.get_or_insert_with(Default::default) += start.elapsed();
             }
         }
-        if let (Some(w), None) = (waited, &failed) {
+        if let (Some(w), None, true) = (waited, &failed, durable_wait) {
             for sink in self.sinks.iter() {
                 sink.committed(w);
             }

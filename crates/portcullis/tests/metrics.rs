@@ -254,7 +254,8 @@ fn metrics_count_what_agents_did_and_need_the_admin_token() {
     assert!(upstream >= 4.0, "{text}");
     let gateway = sample(text, r#"portcullis_gateway_seconds_count{server="rec"}"#).unwrap();
     assert!(gateway >= 8.0, "{text}");
-    // Every record so far is committed (durable audit: before each answer).
+    // Every record so far is committed (durable audit: each decision before its answer; a
+    // forwarded call's completion went with the next commit, a later refusal's at the latest).
     let committed = sample(text, "portcullis_audit_committed_total").unwrap();
     assert!(committed >= 9.0, "{text}");
     assert_eq!(sample(text, "portcullis_audit_failed_total"), Some(0.0));

@@ -24,9 +24,11 @@
 //!
 //! In durable mode a forwarded `tools/call` is recorded twice in one row: [`AuditLog::begin`]
 //! commits the decision with `upstream_status = "in flight"` **before** the call's bytes go
-//! upstream, and the answer's record ([`AuditLog::append`] of a record carrying the same
+//! upstream, and the answer's record ([`AuditLog::complete`] of a record carrying the same
 //! [`AuditRecord::intent`]) completes that row in place. Both go through the same group
-//! commit. A process that dies between the two leaves the row in flight; the next
+//! commit, but only the first is awaited: the answer's record is queued and the client's
+//! answer goes out without waiting for its commit (one fsync on a forwarded call's path, the
+//! decision's). A process that dies before that commit leaves the row in flight; the next
 //! `serve`/`stdio` on the data directory marks the rows of processes that no longer run as
 //! [`OUTCOME_UNKNOWN`] ([`AuditLog::settle_unfinished`]), so a crash never hides a call the
 //! upstream may have executed. In async mode there is no write-ahead row (its loss window
@@ -709,6 +711,24 @@ impl AuditLog {
         }
         rec.upstream_status.get_or_insert_with(|| IN_FLIGHT.into());
         self.enqueue(Box::new(self.row(rec, true))).await
+    }
+
+    /// The answer's record of a call [`begin`](Self::begin) wrote ahead. Durable mode: it goes
+    /// into the next group commit (the writer starts one at once) and this resolves when it is
+    /// queued, not when it is on disk: the call's decision is durable already, and a crash
+    /// before this commit leaves the row in flight, settled as [`OUTCOME_UNKNOWN`]. So an
+    /// answer waits for one fsync (the write-ahead), not two. A record without an intent, or
+    /// async mode: [`append`](Self::append).
+    pub async fn complete(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        if self.mode != AuditMode::Durable || rec.intent.is_none() {
+            return self.append(rec).await;
+        }
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .forget();
+        self.send(Msg::Append(Box::new(self.row(rec, false)), None))
     }
 
     /// Whether forwarded calls are recorded before they go upstream ([`begin`](Self::begin)).

@@ -141,6 +141,43 @@ fn a_forwarded_call_is_on_disk_before_it_goes_up_and_its_answer_completes_the_sa
     assert_eq!(rows_on_disk(db.path()), 2);
 }
 
+/// The answer of a call written ahead does not wait for a second commit: `complete` resolves
+/// once the record is queued, also while nothing can be committed (another connection holds
+/// the database's write lock), where `append` waits; the queued answer still completes its row.
+#[test]
+fn a_written_ahead_calls_answer_is_queued_not_awaited() {
+    let db = TempDb::new("complete");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let rt = rt();
+    rt.block_on(log.begin(begun(1))).unwrap();
+    let blocker = Connection::open(db.path()).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    rt.block_on(async {
+        let bound = std::time::Duration::from_secs(3); // far below the writer's 5 s busy wait
+        tokio::time::timeout(bound, log.complete(answered(1)))
+            .await
+            .expect("complete waited for a commit that cannot happen yet")
+            .unwrap();
+        // The control: a plain record does wait for its commit.
+        let append = log.append(record(2));
+        tokio::pin!(append);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut append)
+                .await
+                .is_err(),
+            "append resolved while the write lock was held"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        append.await.unwrap();
+        log.flush().await.unwrap();
+    });
+    assert_eq!(
+        log.query(&AuditFilter::default()).unwrap(),
+        vec![record(1), record(2)],
+        "the first row completed in place"
+    );
+}
+
 #[test]
 fn async_mode_writes_no_write_ahead_row() {
     let db = TempDb::new("write-ahead-async");
