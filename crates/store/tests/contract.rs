@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use portcullis_bench::redis_server::RedisServer;
-use portcullis_policy::{CounterStore, Millis, Ticket, Usage, Window};
+use portcullis_policy::{CounterStore, Millis, Reservation, Ticket, Usage, Window};
 use portcullis_store::{MemoryCounters, Redis, RedisCounters, SqliteCounters, WriteBehindCounters};
 
 /// A store under test, with whatever must outlive it (a temp file, a redis-server).
@@ -71,6 +71,14 @@ fn redis() -> Option<Fixture> {
 
 fn redis_counters(server: &RedisServer, prefix: &str) -> RedisCounters {
     RedisCounters::new(Redis::new(&server.url(), prefix).unwrap()).unwrap()
+}
+
+/// [`redis_counters`] with an hourly counter of `max`, charged once at [`MIDNIGHT`].
+fn charged_once(server: &RedisServer, prefix: &str, max: u64) -> (RedisCounters, Reservation) {
+    let store = redis_counters(server, prefix);
+    let r = req("calls", Window::Hour, max, 1);
+    ok(&store, std::slice::from_ref(&r), MIDNIGHT);
+    (store, r)
 }
 
 /// One `#[test]` per suite function, for one backend.
@@ -184,10 +192,8 @@ mod shared {
         let Some(mut server) = RedisServer::start(&[]) else {
             return;
         };
-        let store = redis_counters(&server, "down:");
-        let r = req("calls", Window::Hour, 3, 1);
+        let (store, r) = charged_once(&server, "down:", 3);
         let one = std::slice::from_ref(&r);
-        ok(&store, one, MIDNIGHT);
         server.kill();
         for _ in 0..3 {
             match store.reserve(one, MIDNIGHT) {
@@ -213,10 +219,8 @@ mod shared {
         let Some(server) = RedisServer::start(&[]) else {
             return;
         };
-        let store = redis_counters(&server, "hung:");
-        let r = req("calls", Window::Hour, 100, 1);
+        let (store, r) = charged_once(&server, "hung:", 100);
         let one = std::slice::from_ref(&r);
-        ok(&store, one, MIDNIGHT);
         server.pause();
         let store_error = |what: &str| match store.reserve(one, MIDNIGHT) {
             Err(ReserveError::Store(e)) => e,
