@@ -7,9 +7,9 @@
 //! replica recovers on its own when Redis returns. A call that timed out (a Redis that hangs
 //! rather than refuses) makes the calls of the next [`COOL_OFF`] fail at once, without asking
 //! it: each call blocks its thread while it waits, and a gateway's few request threads must
-//! not all sit out a timeout per call. Either way the caller fails closed. A failed call is never retried here: its
-//! outcome is unknown (a script may have run before the answer was lost), and retrying a
-//! reservation could count it twice.
+//! not all sit out a timeout per call. Either way the caller fails closed. A failed call is
+//! never retried here: its outcome is unknown (a script may have run before the answer was
+//! lost), and retrying a reservation could count it twice.
 //!
 //! Key layout (`P` is the prefix, `portcullis:` by default):
 //!
