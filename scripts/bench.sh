@@ -5,6 +5,7 @@
 #   scripts/bench.sh                      # full run, unpinned (about 15 minutes)
 #   scripts/bench.sh --quick              # a minute-long smoke run
 #   scripts/bench.sh --layout one-core --only "c=1"   # added latency with everything on CPU 0
+#   scripts/bench.sh --only "=http c=64 seed/audit=async"  # one scenario, by its exact name
 #   scripts/bench.sh --peers              # also ContextForge and mcp-proxy (installs them first)
 #
 # Other arguments go to `bench` (see `bench --help` in cargo's release directory). Results:
