@@ -232,7 +232,11 @@ impl Connection {
             .and_then(|t| t.request(&msg, caller.trace.as_ref()));
         let log = log_span(&msg, caller, span.as_ref());
         let t0 = if span.is_some() { now_ns() } else { 0 };
-        let outs = log.in_scope(|| self.relay.from_client_message(msg, caller));
+        let outs = self
+            .relay
+            .from_client_message_deferred(msg, caller)
+            .instrument(log.clone())
+            .await;
         if let Some(s) = &mut span {
             s.step(Step::Decide, t0);
         }

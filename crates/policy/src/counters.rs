@@ -178,7 +178,25 @@ pub trait CounterStore: Send + Sync {
     fn refund(&self, ticket: &Ticket, now: Millis) -> Result<(), ReserveError>;
     /// Reads one counter without charging it.
     fn usage(&self, key: &CounterKey, window: Window, now: Millis) -> Result<Usage, ReserveError>;
+
+    /// Whether callers that can wait without holding a thread (an async request path) should
+    /// reserve through [`reserve_later`](Self::reserve_later): a store that gathers the
+    /// reservations of concurrent callers into one write says so. False by default.
+    fn defers(&self) -> bool {
+        false
+    }
+
+    /// Charges like [`reserve`](Self::reserve) and hands the result, with `reqs` back, to
+    /// `reply`: at once, on this thread (the default), or later, from another thread,
+    /// together with other callers' reservations. `reply` is called exactly once.
+    fn reserve_later(&self, reqs: Vec<Reservation>, now: Millis, reply: Reply) {
+        let r = self.reserve(&reqs, now);
+        reply(reqs, r)
+    }
 }
+
+/// Where [`CounterStore::reserve_later`] hands its result (and the reservations it was given).
+pub type Reply = Box<dyn FnOnce(Vec<Reservation>, Result<Ticket, ReserveError>) + Send>;
 
 /// Shared arithmetic for backends: given the charges of a rolling window that are still live
 /// (timestamp, amount; oldest first), when will `amount` more fit under `max`?

@@ -820,7 +820,14 @@ impl Engine {
         if plan.reservations.is_empty() {
             return Decision::Allow(Ticket::default());
         }
-        match store.reserve(&plan.reservations, now) {
+        self.settle(plan, store.reserve(&plan.reservations, now))
+    }
+
+    /// The decision a reservation of `plan` comes to: its ticket, or the denial of the limit
+    /// that did not fit (or of the store that failed, closed). For a reservation made
+    /// elsewhere ([`CounterStore::reserve_later`]).
+    pub fn settle(&self, plan: &LimitPlan, reserved: Result<Ticket, ReserveError>) -> Decision {
+        match reserved {
             Ok(t) => Decision::Allow(t),
             Err(e) => Decision::Deny(self.limit_denial(plan, &e)),
         }

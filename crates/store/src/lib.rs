@@ -9,9 +9,13 @@
 //!   gateway process whose limits may reset when it restarts, and for tests.
 //! - [`SqliteCounters`]: a SQLite file in WAL mode, one `BEGIN IMMEDIATE` transaction per
 //!   reservation. Exact across restarts (a daily quota stays spent) and across processes that
-//!   share the file; tens of microseconds per reservation.
+//!   share the file; tens of microseconds per reservation. Reservations made through
+//!   `reserve_later` that find the connection busy are committed together by a thread of the
+//!   store's own (`batch`), one transaction for all that queued meanwhile.
 //! - [`RedisCounters`]: a shared Redis (`[store] url`), one Lua script per reservation (one
-//!   round trip). Exact across every replica sharing the Redis and key prefix.
+//!   round trip; through `reserve_later`, one pipeline for all that queued during the last
+//!   round trip, on the store's own thread). Exact across every replica sharing the Redis and
+//!   key prefix.
 //!
 //! All three implement the same contract, checked by one shared test suite:
 //! - a reservation charges all its counters or none, also under concurrency;
@@ -28,6 +32,7 @@
 //! rolling charges) are dropped lazily and by a sweep at most once a minute of the callers'
 //! clock, so storage follows the live counters rather than growing without bound.
 
+mod batch;
 mod logic;
 mod memory;
 pub mod redis;

@@ -1,14 +1,15 @@
 //! [`SqliteCounters`]: counters in a SQLite file, exact across restarts and processes.
 
+use crate::batch::{Batcher, Job};
 use crate::logic::{self, Bucket, Cells, SweepClock};
 use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
-    CounterKey, CounterStore, Millis, Reservation, ReserveError, Ticket, Usage, Window,
+    CounterKey, CounterStore, Millis, Reply, Reservation, ReserveError, Ticket, Usage, Window,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 /// How long a writer waits for another process's transaction before failing (closed).
@@ -51,13 +52,21 @@ const SCHEMA: &str = "
 /// crash may roll back the last few commits, i.e. forget a few charges made just before it.
 /// For rate counters that is an acceptable trade for a write path that is not bound by disk
 /// flushes (a few tens of microseconds instead of milliseconds).
+///
+/// [`reserve_later`](CounterStore::reserve_later) (the request path) reserves at once when the
+/// connection is free; when another reservation holds it, the caller's thread does not wait:
+/// the reservation is queued for the store's batcher thread, which commits every reservation
+/// queued meanwhile in one transaction (each still all or nothing).
 pub struct SqliteCounters {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// The thread that commits reservations made while the connection was busy, many to a
+    /// transaction ([`CounterStore::reserve_later`]); started by the first.
+    batcher: OnceLock<Batcher>,
     /// The shared owner lock of a file opened by [`SqliteCounters::open`].
     _owner: Option<std::fs::File>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     conn: Connection,
     sweep_clock: SweepClock,
 }
@@ -183,10 +192,11 @@ impl SqliteCounters {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
         Ok(SqliteCounters {
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 conn,
                 sweep_clock: SweepClock::default(),
-            }),
+            })),
+            batcher: OnceLock::new(),
             _owner: None,
         })
     }
@@ -203,8 +213,18 @@ impl SqliteCounters {
         now: Millis,
         f: impl FnOnce(&mut Sql<'_>) -> Result<T, ReserveError>,
     ) -> Result<T, ReserveError> {
-        let mut inner = self.lock();
-        let Inner { conn, sweep_clock } = &mut *inner;
+        self.lock().write(now, f)
+    }
+}
+
+impl Inner {
+    /// [`SqliteCounters::write`] on the locked connection.
+    fn write<T>(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&mut Sql<'_>) -> Result<T, ReserveError>,
+    ) -> Result<T, ReserveError> {
+        let Inner { conn, sweep_clock } = self;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
@@ -215,6 +235,36 @@ impl SqliteCounters {
         }
         tx.commit().map_err(db)?;
         Ok(out)
+    }
+
+    /// Reserves every job of a batch in one transaction: each all or nothing (a reservation
+    /// that does not fit writes nothing), all committed together, with one sweep when due
+    /// (on the batch's latest clock). A store error fails the whole batch, closed: every
+    /// reservation that had fit fails with it, since the transaction that charged them is
+    /// rolled back.
+    pub(crate) fn reserve_batch(&mut self, jobs: &[Job]) -> Vec<Result<Ticket, ReserveError>> {
+        let latest = jobs.iter().map(|j| j.now).max().unwrap_or(0);
+        let mut results = Vec::with_capacity(jobs.len());
+        let outcome = self.write(latest, |sql| {
+            for j in jobs {
+                match logic::reserve(sql, &j.reqs, j.now) {
+                    Err(e @ ReserveError::Store(_)) => return Err(e),
+                    r => results.push(r),
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => results,
+            Err(e) => jobs
+                .iter()
+                .enumerate()
+                .map(|(i, _)| match results.get(i) {
+                    Some(Err(exhausted)) => Err(exhausted.clone()),
+                    _ => Err(e.clone()),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -302,6 +352,36 @@ impl CounterStore for SqliteCounters {
             return Ok(Ticket::default());
         }
         self.write(now, |sql| logic::reserve(sql, reqs, now))
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+
+    /// When the connection is free, reserves at once on this thread (one transaction, as
+    /// [`reserve`](CounterStore::reserve)). When another reservation holds it, the caller does
+    /// not wait for it: the reservation goes to the batcher thread, which commits every
+    /// reservation that arrived meanwhile in one transaction once the connection is free.
+    fn reserve_later(&self, reqs: Vec<Reservation>, now: Millis, reply: Reply) {
+        if reqs.is_empty() {
+            return reply(reqs, Ok(Ticket::default()));
+        }
+        let mut inner = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                let batcher = self.batcher.get_or_init(|| {
+                    let inner = Arc::clone(&self.inner);
+                    Batcher::start("counters-batch", move |jobs| {
+                        inner.lock_or_recover().reserve_batch(jobs)
+                    })
+                });
+                return batcher.queue(Job { reqs, now, reply });
+            }
+        };
+        let r = inner.write(now, |sql| logic::reserve(sql, &reqs, now));
+        drop(inner);
+        reply(reqs, r)
     }
 
     fn refund(&self, ticket: &Ticket, now: Millis) -> Result<(), ReserveError> {

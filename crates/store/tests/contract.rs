@@ -109,6 +109,7 @@ macro_rules! contract_for_all_backends {
 contract_for_all_backends!(
     exactly_max_granted_under_contention,
     all_or_nothing_under_contention,
+    deferred_reservations_are_exact_under_contention,
     all_or_nothing,
     first_exhausted_index_is_reported,
     calendar_windows_reset_at_utc_boundaries,
@@ -320,6 +321,39 @@ mod suite {
         assert_eq!(g[0] + g[2], 10, "{g:?}");
         assert_eq!(g[0] + g[1], 15, "{g:?}");
         assert_eq!(g[0] + g[3], 12, "{g:?}");
+    }
+
+    /// The same contract through `reserve_later` (the request path's way in): the stores
+    /// that gather reservations into one write (SQLite, Redis) still charge each all or none,
+    /// never past `max`, and reply once to each.
+    pub fn deferred_reservations_are_exact_under_contention(store: &dyn CounterStore) {
+        let now = MIDNIGHT + 7;
+        let single = req("single", Window::Minute, 10, 1);
+        assert_eq!(
+            contend_deferred(&[store], 400, &[vec![single.clone()]], now),
+            [10]
+        );
+        assert_eq!(used(store, &single, now), 10);
+        let a = req("a", Window::Minute, 10, 1);
+        let b = req("b", Window::Day, 15, 1);
+        let r = req("r", Window::Rolling(MIN), 12, 1);
+        let mix = [
+            vec![a.clone(), b.clone(), r.clone()],
+            vec![b.clone()],
+            vec![a.clone()],
+            vec![r.clone()],
+        ];
+        let g = contend_deferred(&[store], 400, &mix, now);
+        assert_eq!(used(store, &a, now), 10);
+        assert_eq!(used(store, &b, now), 15);
+        assert_eq!(used(store, &r, now), 12);
+        assert_eq!(g[0] + g[2], 10, "{g:?}");
+        assert_eq!(g[0] + g[1], 15, "{g:?}");
+        assert_eq!(g[0] + g[3], 12, "{g:?}");
+        // An empty reservation is granted at once, as by `reserve`.
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.reserve_later(Vec::new(), now, Box::new(move |_, r| tx.send(r).unwrap()));
+        assert_eq!(rx.recv().unwrap().unwrap(), Ticket::default());
     }
 
     pub fn all_or_nothing(store: &dyn CounterStore) {

@@ -166,3 +166,69 @@ fn charging_the_same_bucket_writes_one_page() {
         "{frames} WAL frames for {CALLS} charges of one bucket (one page each expected)"
     );
 }
+
+/// Reservations that find the connection busy are not waited for on the caller's thread:
+/// they are queued, and the batcher commits those queued meanwhile in one transaction. Here a
+/// blocking `reserve` holds the connection (it waits for another process's write lock) while
+/// fifty `reserve_later` calls arrive: each returns at once, and once the lock is released the
+/// fifty charges land in at most two transactions (the batcher may have taken the first
+/// before the rest arrived), i.e. a few WAL frames where one transaction each would write
+/// fifty.
+#[test]
+fn reservations_made_while_the_connection_is_busy_share_a_transaction() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let db = TempDb::new("batch");
+    let store = SqliteCounters::open(db.path()).unwrap();
+    let day = req("daily", Window::Day, 1_000, 1);
+    let morning = MIDNIGHT + 9 * HOUR;
+    ok(&store, std::slice::from_ref(&day), morning); // creates the row
+    let mut wal = db.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_len = || std::fs::metadata(&wal).unwrap().len();
+    let before = wal_len();
+    let other = rusqlite::Connection::open(db.path()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    const CALLS: u64 = 50;
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| ok(&store, std::slice::from_ref(&day), morning + 1));
+        // Let the holder take the connection and wait for the other process's lock.
+        std::thread::sleep(Duration::from_millis(300));
+        let (tx, rx) = mpsc::channel();
+        let queued = Instant::now();
+        for i in 0..CALLS {
+            let tx = tx.clone();
+            let reply = Box::new(move |_, r| tx.send(r).unwrap());
+            store.reserve_later(vec![day.clone()], morning + 2 + i, reply);
+        }
+        assert!(
+            queued.elapsed() < Duration::from_secs(1),
+            "reserve_later waited for the busy connection"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "answered before the connection was free"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        holder.join().unwrap();
+        for _ in 0..CALLS {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("every queued reservation is answered")
+                .expect("and granted");
+        }
+    });
+    assert_eq!(
+        store
+            .usage(&day.key, day.window, morning + 100)
+            .unwrap()
+            .used,
+        2 + CALLS
+    );
+    let frame = 4096 + 24; // page size and frame header
+    let frames = (wal_len() - before) / frame;
+    assert!(
+        frames <= 3,
+        "{frames} WAL frames for one blocking charge and {CALLS} queued ones (at most 3: one \
+         transaction for the blocking one, at most two for the queued)"
+    );
+}

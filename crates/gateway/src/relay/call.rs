@@ -4,11 +4,65 @@
 
 use super::*;
 use crate::schemas::ArgCheck;
+use portcullis_policy::{LimitPlan, ReserveError};
 
 impl Relay {
     /// Decides a `tools/call`: the ticket to forward with (empty when nothing was charged), or
-    /// the answer to give instead; plus what the audit trail records.
+    /// the answer to give instead; plus what the audit trail records. The counters are
+    /// reserved on this thread.
     pub(super) fn decide_call(&self, params: Option<&str>, caller: &Caller) -> CallOutcome {
+        match self.judge(params, caller) {
+            Judged::Decided(out) => out,
+            Judged::Reserve(mut r) => {
+                let engine = caller.engine.as_ref().expect("a plan comes from an engine");
+                let store = &*self.cfg.store;
+                let (plan, now) = (&r.plan, r.now);
+                let d = self.timed(&mut r.out, || engine.reserve(plan, store, now));
+                self.settle(r, d)
+            }
+        }
+    }
+
+    /// [`Relay::decide_call`] with the counters reserved through
+    /// [`CounterStore::reserve_later`](portcullis_policy::CounterStore::reserve_later): the
+    /// task waits for a store that gathers reservations, its thread does not.
+    pub(super) async fn decide_call_deferred(
+        &self,
+        params: Option<&str>,
+        caller: &Caller,
+    ) -> CallOutcome {
+        match self.judge(params, caller) {
+            Judged::Decided(out) => out,
+            Judged::Reserve(mut r) => {
+                let engine = caller.engine.as_ref().expect("a plan comes from an engine");
+                let start = self.timed.then(crate::otlp::now_ns);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let reqs = std::mem::take(&mut r.plan.reservations);
+                let reply = Box::new(move |reqs, res| {
+                    let _ = tx.send((reqs, res));
+                });
+                self.cfg.store.reserve_later(reqs, r.now, reply);
+                let reserved = match rx.await {
+                    Ok((reqs, res)) => {
+                        r.plan.reservations = reqs;
+                        res
+                    }
+                    Err(_) => Err(ReserveError::Store(
+                        "the counter store dropped a reservation unanswered".into(),
+                    )),
+                };
+                if let Some(start) = start {
+                    r.out.reserved_ns = Some((start, crate::otlp::now_ns()));
+                }
+                let d = engine.settle(&r.plan, reserved);
+                self.settle(r, d)
+            }
+        }
+    }
+
+    /// Everything about a `tools/call` but the counters: decided already (refused, denied,
+    /// held for approval), or a plan to reserve.
+    fn judge(&self, params: Option<&str>, caller: &Caller) -> Judged {
         let mut out = CallOutcome {
             result: Ok(Ticket::default()),
             expired: Vec::new(),
@@ -33,6 +87,7 @@ impl Relay {
                         "tools/call params could not be read ({e}); the call was not forwarded"
                     ),
                 )
+                .into()
             }
             None => {
                 return refuse(
@@ -40,28 +95,27 @@ impl Relay {
                     codes::INVALID_PARAMS,
                     "tools/call needs params with a tool name; the call was not forwarded".into(),
                 )
+                .into()
             }
         };
         let Some(tool) = pv.get("name").and_then(Value::as_str) else {
-            return refuse(out, codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into());
+            return refuse(out, codes::INVALID_PARAMS, "tools/call params.name must be a string naming the tool; the call was not forwarded".into()).into();
         };
         out.tool = Some(tool.to_owned());
-        let mut out = self.judge_call(&pv, tool, caller, out);
+        let mut judged = self.judge_call(&pv, tool, caller, out);
         // The arguments move into the outcome for the audit trail (never copied).
         if let Value::Object(mut o) = pv {
+            let out = match &mut judged {
+                Judged::Decided(out) => out,
+                Judged::Reserve(r) => &mut r.out,
+            };
             out.args = o.remove("arguments");
         }
-        out
+        judged
     }
 
-    /// [`Relay::decide_call`] once the params are read and name a tool.
-    fn judge_call(
-        &self,
-        pv: &Value,
-        tool: &str,
-        caller: &Caller,
-        mut out: CallOutcome,
-    ) -> CallOutcome {
+    /// [`Relay::judge`] once the params are read and name a tool.
+    fn judge_call(&self, pv: &Value, tool: &str, caller: &Caller, mut out: CallOutcome) -> Judged {
         let args = pv.get("arguments");
         if let Some(a) = args {
             if !a.is_object() && !a.is_null() {
@@ -70,22 +124,13 @@ impl Relay {
                     codes::INVALID_PARAMS,
                     "tools/call params.arguments must be an object; the call was not forwarded"
                         .into(),
-                );
+                )
+                .into();
             }
         }
         let meta = pv.get("_meta");
         let modern = meta.and_then(|m| m.get(META_PROTOCOL_VERSION)).is_some();
-        let deny = |mut out: CallOutcome, d: Denial| {
-            out.audit_decision = if d.rule == "(hidden)" {
-                AuditDecision::Hidden
-            } else {
-                AuditDecision::Deny
-            };
-            out.rule = Some(d.rule.clone());
-            out.message = Some(d.message.clone());
-            out.result = Err(Answer::Denied(d, modern));
-            out
-        };
+        let deny = |out: CallOutcome, d: Denial| Judged::Decided(deny(out, d, modern));
         let Some(engine) = &caller.engine else {
             return deny(out, Denial::no_policy());
         };
@@ -127,12 +172,21 @@ impl Relay {
                     out.rule = Some(INVALID_ARGUMENTS.into());
                     out.message = Some(msg.clone());
                     out.result = Err(Answer::Error(codes::INVALID_PARAMS, msg));
-                    return out;
+                    return out.into();
                 }
             }
         }
-        let decision = match check {
-            Check::Deny(d) => Decision::Deny(d),
+        let reserve = |out: CallOutcome, plan: LimitPlan, now: Millis| {
+            Judged::Reserve(Reserving {
+                out,
+                plan,
+                now,
+                shadow,
+                modern,
+            })
+        };
+        let denied = match check {
+            Check::Deny(d) => d,
             Check::Approval(need, plan) => {
                 let Some(store) = &self.cfg.approvals else {
                     return deny(
@@ -168,16 +222,16 @@ impl Relay {
                             a.id,
                             a.decided_by.as_deref().unwrap_or("?")
                         ));
-                        self.timed(&mut out, || engine.reserve(&plan, &*self.cfg.store, now))
+                        return reserve(out, plan, now);
                     }
-                    Ok(ApprovalCheck::Denied(a)) => Decision::Deny(Denial {
+                    Ok(ApprovalCheck::Denied(a)) => Denial {
                         rule: need.rule,
                         message: format!(
                             "Approval denied: {}",
                             a.decision_reason.as_deref().unwrap_or("no reason given")
                         ),
                         retry_after_secs: None,
-                    }),
+                    },
                     Ok(ApprovalCheck::Pending { approval, new }) => {
                         if new {
                             if let Some(notify) = &self.cfg.on_new_approval {
@@ -193,36 +247,91 @@ impl Relay {
                             approval.id
                         ));
                         out.result = Err(Answer::Approval(Box::new(approval), modern));
-                        return out;
+                        return out.into();
                     }
-                    Err(e) => Decision::Deny(Denial::store_error(&format!("approvals: {e}"))),
+                    Err(e) => Denial::store_error(&format!("approvals: {e}")),
                 }
             }
-            Check::Proceed(plan) => self.timed(&mut out, || {
-                engine.reserve(&plan, &*self.cfg.store, (self.cfg.clock)())
-            }),
+            Check::Proceed(plan) => return reserve(out, plan, (self.cfg.clock)()),
         };
-        match decision {
-            Decision::Allow(t) => {
-                tracing::debug!(tool, "allow");
-                out.result = Ok(t);
-                out
-            }
-            Decision::Deny(d) if shadow => {
-                tracing::info!(tool, rule = %d.rule, "shadow mode: would deny, forwarding");
-                out.audit_decision = AuditDecision::ShadowDeny;
-                out.rule = Some(d.rule);
-                out.message = Some(d.message);
-                out
-            }
-            Decision::Deny(d) => {
-                tracing::info!(tool, rule = %d.rule, "deny");
-                deny(out, d)
-            }
-            Decision::NeedsApproval(..) => unreachable!("mapped above"),
-        }
+        Judged::Decided(settle(out, Decision::Deny(denied), shadow, modern))
+    }
+
+    /// The outcome of a call whose counters were reserved (`d`: the reservation's decision).
+    fn settle(&self, r: Reserving, d: Decision) -> CallOutcome {
+        let Reserving {
+            out,
+            shadow,
+            modern,
+            ..
+        } = r;
+        settle(out, d, shadow, modern)
     }
 }
+
+/// The outcome of a call the policy let through to its reservation, or denied: allowed with
+/// its ticket; denied, or (shadow mode) forwarded flagged as a denial.
+fn settle(mut out: CallOutcome, d: Decision, shadow: bool, modern: bool) -> CallOutcome {
+    let tool = out.tool.as_deref().unwrap_or_default();
+    match d {
+        Decision::Allow(t) => {
+            tracing::debug!(tool, "allow");
+            out.result = Ok(t);
+            out
+        }
+        Decision::Deny(d) if shadow => {
+            tracing::info!(tool, rule = %d.rule, "shadow mode: would deny, forwarding");
+            out.audit_decision = AuditDecision::ShadowDeny;
+            out.rule = Some(d.rule);
+            out.message = Some(d.message);
+            out
+        }
+        Decision::Deny(d) => {
+            tracing::info!(tool, rule = %d.rule, "deny");
+            deny(out, d, modern)
+        }
+        Decision::NeedsApproval(..) => unreachable!("approvals are asked before reserving"),
+    }
+}
+
+/// A call denied by `d`: audited as hidden or denied, answered with the denial.
+fn deny(mut out: CallOutcome, d: Denial, modern: bool) -> CallOutcome {
+    out.audit_decision = if d.rule == "(hidden)" {
+        AuditDecision::Hidden
+    } else {
+        AuditDecision::Deny
+    };
+    out.rule = Some(d.rule.clone());
+    out.message = Some(d.message.clone());
+    out.result = Err(Answer::Denied(d, modern));
+    out
+}
+
+/// Where judging a `tools/call` stops: decided, or with counters to reserve.
+pub(super) enum Judged {
+    Decided(CallOutcome),
+    Reserve(Reserving),
+}
+
+impl From<CallOutcome> for Judged {
+    fn from(out: CallOutcome) -> Judged {
+        Judged::Decided(out)
+    }
+}
+
+/// A call the policy lets through once its counters are reserved.
+pub(super) struct Reserving {
+    out: CallOutcome,
+    plan: LimitPlan,
+    /// The clock the reservation is made at.
+    now: Millis,
+    /// Shadow mode: a denial is forwarded, flagged.
+    shadow: bool,
+    /// A 2026-07-28 request (its denial carries `resultType`).
+    modern: bool,
+}
+
+impl Relay {}
 
 /// The audit rule of a call refused (or, under `warn`, flagged) for its arguments.
 pub const INVALID_ARGUMENTS: &str = "(invalid arguments)";

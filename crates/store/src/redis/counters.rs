@@ -4,14 +4,16 @@
 //! half-charged call.
 
 use super::{num, Redis};
+use crate::batch::{Batcher, Job};
 use crate::logic::{self, Bucket, Cells};
-use ::redis::{Script, Value};
+use ::redis::{ErrorKind, RedisResult, Script, ScriptInvocation, ServerErrorKind, Value};
 use portcullis_policy::counters::rolling_retry_after;
 use portcullis_policy::{
-    CounterKey, CounterStore, Held, Millis, Reservation, ReserveError, Ticket, Usage, Window,
+    CounterKey, CounterStore, Held, Millis, Reply, Reservation, ReserveError, Ticket, Usage, Window,
 };
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// How long a counter key outlives its window in Redis. Keys expire by Redis's clock while
 /// windows follow the callers' clocks, which may disagree by a little between replicas: a
@@ -139,8 +141,27 @@ return 1
 /// charge leaves the window, each plus [`EXPIRY_GRACE_MS`]), so Redis holds the live
 /// counters only. Any Redis failure is a [`ReserveError::Store`]: the relay denies the call
 /// (fail closed), and nothing is assumed charged.
-#[derive(Debug)]
+///
+/// Reservations of the request path ([`CounterStore::reserve_later`]) go through a thread of
+/// their own that sends every reservation queued meanwhile in one pipeline (one round trip
+/// for them all; each still its own atomic script), so that no request thread waits for
+/// the network.
 pub struct RedisCounters {
+    core: Arc<Core>,
+    /// The pipelining thread, started by the first deferred reservation.
+    batcher: OnceLock<Batcher>,
+}
+
+impl fmt::Debug for RedisCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCounters")
+            .field("redis", &self.core.redis)
+            .finish()
+    }
+}
+
+/// What the store and its pipelining thread share.
+struct Core {
     redis: Redis,
     /// This store's part of each rolling charge's member name (with `seq`), so that two
     /// charges of one stamp and amount stay two members, also across replicas.
@@ -153,12 +174,17 @@ impl RedisCounters {
     pub fn new(redis: Redis) -> Result<RedisCounters, String> {
         let bytes = crate::secret::random_bytes::<8>()?;
         Ok(RedisCounters {
-            redis,
-            nonce: crate::secret::hex(&bytes),
-            seq: AtomicU64::new(0),
+            core: Arc::new(Core {
+                redis,
+                nonce: crate::secret::hex(&bytes),
+                seq: AtomicU64::new(0),
+            }),
+            batcher: OnceLock::new(),
         })
     }
+}
 
+impl Core {
     fn key(&self, key: &CounterKey, window: Window) -> String {
         let kind = if window.rolling().is_some() {
             "r:"
@@ -173,11 +199,9 @@ fn store_err(e: String) -> ReserveError {
     ReserveError::Store(e)
 }
 
-impl CounterStore for RedisCounters {
-    fn reserve(&self, reqs: &[Reservation], now: Millis) -> Result<Ticket, ReserveError> {
-        if reqs.is_empty() {
-            return Ok(Ticket::default());
-        }
+impl Core {
+    /// The reservation script's invocation for `reqs` at `now`.
+    fn invocation(&self, reqs: &[Reservation], now: Millis) -> ScriptInvocation<'static> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut inv = RESERVE.prepare_invoke();
         inv.arg(num(now))
@@ -211,44 +235,126 @@ impl CounterStore for RedisCounters {
                 }
             };
         }
+        inv
+    }
+
+    /// One reservation, on this thread.
+    fn reserve(&self, reqs: &[Reservation], now: Millis) -> Result<Ticket, ReserveError> {
+        let inv = self.invocation(reqs, now);
         let reply: Vec<Value> = self.redis.run(|c| inv.invoke(c)).map_err(store_err)?;
-        let ints = |vs: &[Value]| vs.iter().map(int).collect::<Result<Vec<u64>, _>>();
-        match reply.split_first() {
-            Some((ok, ats)) if int(ok)? == 1 && ats.len() == reqs.len() => Ok(Ticket {
-                held: reqs
-                    .iter()
-                    .zip(ints(ats)?)
-                    .map(|(r, at)| Held {
-                        key: r.key.clone(),
-                        window: r.window,
-                        at,
-                        amount: r.amount,
-                    })
-                    .collect(),
-            }),
-            Some((_, [index, kind, rest @ ..])) => {
-                let index = usize::try_from(int(index)?).map_err(|_| bad_reply())?;
-                let r = reqs.get(index).ok_or_else(bad_reply)?;
-                let need = logic::need_of(reqs, index);
-                let rest = ints(rest)?;
-                let retry_after_ms = match (text(kind)?.as_str(), r.window, rest.as_slice()) {
-                    ("c", _, &[start, end, used]) => {
-                        logic::calendar_retry_after(&Bucket { start, end, used }, need, r.max, now)
-                    }
-                    ("r", Window::Rolling(len), live) => {
-                        let live: Vec<(Millis, u64)> =
-                            live.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-                        rolling_retry_after(&live, len, r.max, need, now)
-                    }
-                    _ => return Err(bad_reply()),
-                };
-                Err(ReserveError::Exhausted {
-                    index,
-                    retry_after_ms,
-                })
+        ticket(reqs, now, &reply)
+    }
+
+    /// A batch of reservations in one pipeline (one round trip), each its own script run;
+    /// their results in the order of `jobs`. A script Redis has lost (restarted, flushed) is
+    /// loaded and the reservations it refused (`NOSCRIPT`: nothing ran) are asked again.
+    fn reserve_batch(&self, jobs: &[Job]) -> Vec<Result<Ticket, ReserveError>> {
+        let invs: Vec<ScriptInvocation<'static>> = jobs
+            .iter()
+            .map(|j| self.invocation(&j.reqs, j.now))
+            .collect();
+        let pipeline = |c: &mut ::redis::Connection, which: &[usize]| {
+            let mut pipe = ::redis::pipe();
+            pipe.ignore_errors();
+            for &i in which {
+                pipe.invoke_script(&invs[i]);
             }
-            _ => Err(bad_reply()),
+            pipe.query::<Vec<RedisResult<Vec<Value>>>>(c)
+        };
+        let answers = self.redis.run(|c| {
+            let all: Vec<usize> = (0..invs.len()).collect();
+            let mut out = pipeline(c, &all)?;
+            let lost: Vec<usize> = out
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)))
+                .map(|(i, _)| i)
+                .collect();
+            if !lost.is_empty() {
+                RESERVE.load(c)?;
+                for (i, r) in lost.iter().zip(pipeline(c, &lost)?) {
+                    out[*i] = r;
+                }
+            }
+            Ok(out)
+        });
+        match answers {
+            Err(e) => jobs.iter().map(|_| Err(store_err(e.clone()))).collect(),
+            Ok(out) => jobs
+                .iter()
+                .zip(out)
+                .map(|(j, r)| match r {
+                    Ok(reply) => ticket(&j.reqs, j.now, &reply),
+                    Err(e) => Err(store_err(self.redis.describe(&e))),
+                })
+                .collect(),
         }
+    }
+}
+
+/// The ticket (or the refusal) the reservation script's `reply` stands for.
+fn ticket(reqs: &[Reservation], now: Millis, reply: &[Value]) -> Result<Ticket, ReserveError> {
+    let ints = |vs: &[Value]| vs.iter().map(int).collect::<Result<Vec<u64>, _>>();
+    match reply.split_first() {
+        Some((ok, ats)) if int(ok)? == 1 && ats.len() == reqs.len() => Ok(Ticket {
+            held: reqs
+                .iter()
+                .zip(ints(ats)?)
+                .map(|(r, at)| Held {
+                    key: r.key.clone(),
+                    window: r.window,
+                    at,
+                    amount: r.amount,
+                })
+                .collect(),
+        }),
+        Some((_, [index, kind, rest @ ..])) => {
+            let index = usize::try_from(int(index)?).map_err(|_| bad_reply())?;
+            let r = reqs.get(index).ok_or_else(bad_reply)?;
+            let need = logic::need_of(reqs, index);
+            let rest = ints(rest)?;
+            let retry_after_ms = match (text(kind)?.as_str(), r.window, rest.as_slice()) {
+                ("c", _, &[start, end, used]) => {
+                    logic::calendar_retry_after(&Bucket { start, end, used }, need, r.max, now)
+                }
+                ("r", Window::Rolling(len), live) => {
+                    let live: Vec<(Millis, u64)> =
+                        live.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+                    rolling_retry_after(&live, len, r.max, need, now)
+                }
+                _ => return Err(bad_reply()),
+            };
+            Err(ReserveError::Exhausted {
+                index,
+                retry_after_ms,
+            })
+        }
+        _ => Err(bad_reply()),
+    }
+}
+
+impl CounterStore for RedisCounters {
+    fn reserve(&self, reqs: &[Reservation], now: Millis) -> Result<Ticket, ReserveError> {
+        if reqs.is_empty() {
+            return Ok(Ticket::default());
+        }
+        self.core.reserve(reqs, now)
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+
+    /// Queued for the pipelining thread: the caller's thread never waits for Redis.
+    fn reserve_later(&self, reqs: Vec<Reservation>, now: Millis, reply: Reply) {
+        if reqs.is_empty() {
+            return reply(reqs, Ok(Ticket::default()));
+        }
+        let batcher = self.batcher.get_or_init(|| {
+            let core = Arc::clone(&self.core);
+            Batcher::start("redis-counters", move |jobs| core.reserve_batch(jobs))
+        });
+        batcher.queue(Job { reqs, now, reply });
     }
 
     fn refund(&self, ticket: &Ticket, _now: Millis) -> Result<(), ReserveError> {
@@ -257,7 +363,7 @@ impl CounterStore for RedisCounters {
         }
         let mut inv = REFUND.prepare_invoke();
         for h in &ticket.held {
-            inv.key(self.key(&h.key, h.window))
+            inv.key(self.core.key(&h.key, h.window))
                 .arg(if h.window.rolling().is_some() {
                     "r"
                 } else {
@@ -266,17 +372,19 @@ impl CounterStore for RedisCounters {
                 .arg(num(h.at))
                 .arg(num(h.amount.min(LIMIT)));
         }
-        self.redis
+        self.core
+            .redis
             .run(|c| inv.invoke::<Value>(c))
             .map(drop)
             .map_err(store_err)
     }
 
     fn usage(&self, key: &CounterKey, window: Window, now: Millis) -> Result<Usage, ReserveError> {
-        let k = self.key(key, window);
+        let k = self.core.key(key, window);
         let mut snap = Snapshot::default();
         if window.rolling().is_some() {
             let members: Vec<(String, f64)> = self
+                .core
                 .redis
                 .run(|c| {
                     ::redis::cmd("ZRANGE")
@@ -297,6 +405,7 @@ impl CounterStore for RedisCounters {
             }
         } else {
             let (b, u): (Option<u64>, Option<u64>) = self
+                .core
                 .redis
                 .run(|c| ::redis::cmd("HMGET").arg(&k).arg("b").arg("u").query(c))
                 .map_err(store_err)?;

@@ -201,7 +201,7 @@ impl Redis {
         Ok(con)
     }
 
-    fn describe(&self, e: &::redis::RedisError) -> String {
+    pub(crate) fn describe(&self, e: &::redis::RedisError) -> String {
         if e.is_timeout() {
             // The OS's words for it ("Resource temporarily unavailable") do not say timeout.
             format!(

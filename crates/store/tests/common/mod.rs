@@ -72,6 +72,27 @@ pub fn contend(
     mix: &[Vec<Reservation>],
     now: Millis,
 ) -> Vec<usize> {
+    contend_how(stores, threads, mix, now, false)
+}
+
+/// [`contend`] through [`CounterStore::reserve_later`]: each thread waits for its reply
+/// (which must come once, within 30 s, with the reservations it was given back).
+pub fn contend_deferred(
+    stores: &[&dyn CounterStore],
+    threads: usize,
+    mix: &[Vec<Reservation>],
+    now: Millis,
+) -> Vec<usize> {
+    contend_how(stores, threads, mix, now, true)
+}
+
+fn contend_how(
+    stores: &[&dyn CounterStore],
+    threads: usize,
+    mix: &[Vec<Reservation>],
+    now: Millis,
+    deferred: bool,
+) -> Vec<usize> {
     let barrier = Barrier::new(threads);
     let granted: Vec<AtomicUsize> = mix.iter().map(|_| AtomicUsize::new(0)).collect();
     thread::scope(|s| {
@@ -83,7 +104,20 @@ pub fn contend(
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
                     barrier.wait();
-                    match store.reserve(reqs, now) {
+                    let result = if deferred {
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let reply = Box::new(move |back, r| tx.send((back, r)).unwrap());
+                        store.reserve_later(reqs.clone(), now, reply);
+                        let (back, r) = rx
+                            .recv_timeout(std::time::Duration::from_secs(30))
+                            .expect("reserve_later replied");
+                        assert_eq!(&back, reqs, "the reservations come back with the reply");
+                        assert!(rx.try_recv().is_err(), "one reply per reservation");
+                        r
+                    } else {
+                        store.reserve(reqs, now)
+                    };
+                    match result {
                         Ok(_) => {
                             granted[kind].fetch_add(1, Ordering::Relaxed);
                         }
