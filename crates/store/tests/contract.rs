@@ -210,6 +210,97 @@ mod shared {
         assert_eq!(used(&store, &r, MIDNIGHT), 1);
     }
 
+    /// A Redis that has lost the reservation script (restarted without its data, `SCRIPT
+    /// FLUSH`) refuses the pipelined scripts with `NOSCRIPT`, which did not run: the batcher
+    /// loads it and sends them again, and each is charged exactly once.
+    #[test]
+    fn pipelined_reservations_survive_a_flushed_script_cache() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let (store, r) = charged_once(&server, "flushed:", 1_000);
+        let mut admin = ::redis::Client::open(server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let deferred = |n: usize| {
+            let (tx, rx) = mpsc::channel();
+            for _ in 0..n {
+                let tx = tx.clone();
+                let reply = Box::new(move |_, res| tx.send(res).unwrap());
+                store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
+            }
+            for i in 0..n {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("reservation {i}: {e}"));
+            }
+        };
+        deferred(5);
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query::<()>(&mut admin)
+            .unwrap();
+        deferred(20);
+        assert_eq!(used(&store, &r, MIDNIGHT), 26);
+    }
+
+    /// The request path's reservations (`reserve_later`) never wait on the caller's thread,
+    /// also when Redis hangs: fifty queued while it is stopped all return at once; the ones the
+    /// batcher had sent fail after one timeout, those it had not sent fail in the cool-off
+    /// without being asked, and every one is answered exactly once. Then Redis is back and a
+    /// reservation passes again.
+    #[test]
+    fn a_hung_redis_never_holds_the_callers_thread() {
+        use portcullis_store::redis::{COOL_OFF, TIMEOUT};
+        use std::sync::mpsc;
+        use std::time::{Duration, Instant};
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let (store, r) = charged_once(&server, "hung-later:", 1_000);
+        server.pause();
+        let (tx, rx) = mpsc::channel();
+        let queued = Instant::now();
+        for _ in 0..50 {
+            let tx = tx.clone();
+            let reply = Box::new(move |_, res| tx.send(res).unwrap());
+            store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
+        }
+        assert!(
+            queued.elapsed() < TIMEOUT / 2,
+            "queueing fifty reservations took {:?}: the caller waited for Redis",
+            queued.elapsed()
+        );
+        for i in 0..50 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Err(ReserveError::Store(e))) => {
+                    assert!(e.contains("redis at"), "reservation {i}: {e}")
+                }
+                other => panic!(
+                    "reservation {i} after {:?}: expected a store error, got {other:?}",
+                    queued.elapsed()
+                ),
+            }
+        }
+        assert!(
+            queued.elapsed() < TIMEOUT * 3,
+            "fifty reservations took {:?} to be refused: more than one timeout each batch",
+            queued.elapsed()
+        );
+        assert!(rx.try_recv().is_err(), "one answer per reservation");
+        server.resume();
+        std::thread::sleep(COOL_OFF);
+        let (tx, rx) = mpsc::channel();
+        let reply = Box::new(move |_, res| tx.send(res).unwrap());
+        store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("Redis is back: the reservation passes");
+    }
+
     /// A Redis that hangs (stopped, not gone: connects succeed, nothing is answered) costs
     /// one timeout, not one per call: for [`COOL_OFF`] after it, calls fail at once, without
     /// waiting; then the first call asks again, and once Redis is back, succeeds.

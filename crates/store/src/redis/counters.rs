@@ -247,33 +247,24 @@ impl Core {
 
     /// A batch of reservations in one pipeline (one round trip), each its own script run;
     /// their results in the order of `jobs`. A script Redis has lost (restarted, flushed) is
-    /// loaded and the reservations it refused (`NOSCRIPT`: nothing ran) are asked again.
+    /// refused with `NOSCRIPT` (it did not run): it is loaded and those reservations are sent
+    /// again. A failure to send or read fails the whole batch, closed, after one timeout at
+    /// most (the connection is dropped and the cool-off starts, as for a single call).
     fn reserve_batch(&self, jobs: &[Job]) -> Vec<Result<Ticket, ReserveError>> {
         let invs: Vec<ScriptInvocation<'static>> = jobs
             .iter()
             .map(|j| self.invocation(&j.reqs, j.now))
             .collect();
-        let pipeline = |c: &mut ::redis::Connection, which: &[usize]| {
-            let mut pipe = ::redis::pipe();
-            pipe.ignore_errors();
-            for &i in which {
-                pipe.invoke_script(&invs[i]);
-            }
-            pipe.query::<Vec<RedisResult<Vec<Value>>>>(c)
-        };
         let answers = self.redis.run(|c| {
             let all: Vec<usize> = (0..invs.len()).collect();
-            let mut out = pipeline(c, &all)?;
-            let lost: Vec<usize> = out
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| matches!(r, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)))
-                .map(|(i, _)| i)
+            let mut out = exchange(c, &invs, &all)?;
+            let lost: Vec<usize> = (0..out.len())
+                .filter(|&i| matches!(&out[i], Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)))
                 .collect();
             if !lost.is_empty() {
                 RESERVE.load(c)?;
-                for (i, r) in lost.iter().zip(pipeline(c, &lost)?) {
-                    out[*i] = r;
+                for (i, answer) in lost.iter().zip(exchange(c, &invs, &lost)?) {
+                    out[*i] = answer;
                 }
             }
             Ok(out)
@@ -283,13 +274,34 @@ impl Core {
             Ok(out) => jobs
                 .iter()
                 .zip(out)
-                .map(|(j, r)| match r {
-                    Ok(reply) => ticket(&j.reqs, j.now, &reply),
+                .map(|(j, answer)| match answer {
+                    Ok(Value::Array(reply)) => ticket(&j.reqs, j.now, &reply),
+                    Ok(_) => Err(bad_reply()),
                     Err(e) => Err(store_err(self.redis.describe(&e))),
                 })
                 .collect(),
         }
     }
+}
+
+/// Sends the invocations `which` of `invs` as one pipeline and reads their answers (a server
+/// error is that script's answer), stopping at the first answer that cannot be read: the
+/// redis crate's own pipeline reads on after a failure, one timeout per command, so a hung
+/// Redis would hold a batch of a hundred for fifty seconds.
+fn exchange(
+    c: &mut ::redis::Connection,
+    invs: &[ScriptInvocation<'static>],
+    which: &[usize],
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let mut pipe = ::redis::pipe();
+    for &i in which {
+        pipe.invoke_script(&invs[i]);
+    }
+    c.send_packed_command(&pipe.get_packed_pipeline())?;
+    which
+        .iter()
+        .map(|_| c.recv_response().map(Value::extract_error))
+        .collect()
 }
 
 /// The ticket (or the refusal) the reservation script's `reply` stands for.
