@@ -2,8 +2,10 @@
 //! ([`CounterStore::reserve_later`](portcullis_policy::CounterStore::reserve_later)): a thread
 //! that takes every reservation queued while it worked on the last batch and makes them all
 //! with one write — one SQLite transaction (one `BEGIN IMMEDIATE`/`COMMIT`, its lock calls
-//! and WAL write), one Redis pipeline (one round trip) — then replies to each. No caller's
-//! thread waits for a lock or the network: its task waits for the reply.
+//! and WAL write), one Redis pipeline (one round trip) — then replies to each. A store queues
+//! here what it cannot make at once without making the caller's thread wait behind another
+//! reservation (SQLite: its connection is busy; Redis: another reservation is pending); the
+//! caller's task waits for the reply, its thread goes on.
 
 use portcullis_policy::{Millis, Reply, Reservation, ReserveError, Ticket};
 use std::sync::mpsc;

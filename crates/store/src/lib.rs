@@ -13,8 +13,8 @@
 //!   `reserve_later` that find the connection busy are committed together by a thread of the
 //!   store's own (`batch`), one transaction for all that queued meanwhile.
 //! - [`RedisCounters`]: a shared Redis (`[store] url`), one Lua script per reservation (one
-//!   round trip; through `reserve_later`, one pipeline for all that queued during the last
-//!   round trip, on the store's own thread). Exact across every replica sharing the Redis and
+//!   round trip; through `reserve_later`, those made while another is pending go in one
+//!   pipeline, on the store's own thread). Exact across every replica sharing the Redis and
 //!   key prefix.
 //!
 //! All three implement the same contract, checked by one shared test suite:

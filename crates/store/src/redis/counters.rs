@@ -12,7 +12,7 @@ use portcullis_policy::{
     CounterKey, CounterStore, Held, Millis, Reply, Reservation, ReserveError, Ticket, Usage, Window,
 };
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 /// How long a counter key outlives its window in Redis. Keys expire by Redis's clock while
@@ -142,10 +142,10 @@ return 1
 /// counters only. Any Redis failure is a [`ReserveError::Store`]: the relay denies the call
 /// (fail closed), and nothing is assumed charged.
 ///
-/// Reservations of the request path ([`CounterStore::reserve_later`]) go through a thread of
-/// their own that sends every reservation queued meanwhile in one pipeline (one round trip
-/// for them all; each still its own atomic script), so that no request thread waits for
-/// the network.
+/// Reservations of the request path ([`CounterStore::reserve_later`]) made while another is
+/// pending go through a thread of their own that sends every reservation queued meanwhile
+/// in one pipeline (one round trip for them all; each still its own atomic script), so that
+/// under load request threads do not wait for the network; a lone one is made at once.
 pub struct RedisCounters {
     core: Arc<Core>,
     /// The pipelining thread, started by the first deferred reservation.
@@ -167,6 +167,8 @@ struct Core {
     /// charges of one stamp and amount stay two members, also across replicas.
     nonce: String,
     seq: AtomicU64,
+    /// Reservations of `reserve_later` made or queued and not yet answered.
+    pending: AtomicUsize,
 }
 
 impl RedisCounters {
@@ -178,6 +180,7 @@ impl RedisCounters {
                 redis,
                 nonce: crate::secret::hex(&bytes),
                 seq: AtomicU64::new(0),
+                pending: AtomicUsize::new(0),
             }),
             batcher: OnceLock::new(),
         })
@@ -357,14 +360,25 @@ impl CounterStore for RedisCounters {
         true
     }
 
-    /// Queued for the pipelining thread: the caller's thread never waits for Redis.
+    /// The only reservation pending: made at once, on the caller's thread (a lone call pays
+    /// no hand-over to another thread and back). Others pending: queued for the pipelining
+    /// thread, so that while one caller's thread waits for Redis, every other's goes on.
     fn reserve_later(&self, reqs: Vec<Reservation>, now: Millis, reply: Reply) {
         if reqs.is_empty() {
             return reply(reqs, Ok(Ticket::default()));
         }
+        if self.core.pending.fetch_add(1, Ordering::AcqRel) == 0 {
+            let r = self.core.reserve(&reqs, now);
+            self.core.pending.fetch_sub(1, Ordering::AcqRel);
+            return reply(reqs, r);
+        }
         let batcher = self.batcher.get_or_init(|| {
             let core = Arc::clone(&self.core);
-            Batcher::start("redis-counters", move |jobs| core.reserve_batch(jobs))
+            Batcher::start("redis-counters", move |jobs| {
+                let results = core.reserve_batch(jobs);
+                core.pending.fetch_sub(jobs.len(), Ordering::AcqRel);
+                results
+            })
         });
         batcher.queue(Job { reqs, now, reply });
     }
