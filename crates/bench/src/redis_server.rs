@@ -126,6 +126,19 @@ impl RedisServer {
         }
     }
 
+    /// Empties its script cache (`SCRIPT FLUSH`), as a restart without data would: the next
+    /// `EVALSHA` of a script is refused with `NOSCRIPT`.
+    pub fn flush_scripts(&self) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis-server answers");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"SCRIPT FLUSH\r\n").expect("SCRIPT FLUSH sent");
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .expect("SCRIPT FLUSH answered");
+        assert!(line.starts_with("+OK"), "SCRIPT FLUSH answered {line:?}");
+    }
+
     /// Whether it answers `PING` (with `-NOAUTH` when a password is required).
     fn answers(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {

@@ -134,6 +134,8 @@ contract_for_all_backends!(
 mod shared {
     use super::*;
     use portcullis_policy::ReserveError;
+    use std::sync::mpsc::{self, Sender};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn three_replicas_grant_exactly_max() {
@@ -210,41 +212,32 @@ mod shared {
         assert_eq!(used(&store, &r, MIDNIGHT), 1);
     }
 
+    /// `reserve_later` of `r` at [`MIDNIGHT`], its result sent to `tx`.
+    fn later(store: &RedisCounters, r: &Reservation, tx: &Sender<Result<Ticket, ReserveError>>) {
+        let tx = tx.clone();
+        let reply = Box::new(move |_, res| tx.send(res).unwrap());
+        store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
+    }
+
     /// A Redis that has lost the reservation script (restarted without its data, `SCRIPT
-    /// FLUSH`) refuses the pipelined scripts with `NOSCRIPT`, which did not run: the batcher
-    /// loads it and sends them again, and each is charged exactly once.
+    /// FLUSH`) refuses it with `NOSCRIPT`, which did not run: it is loaded again and each
+    /// reservation is charged exactly once. (The pipelined path's own case is a unit test in
+    /// `redis/counters.rs`, where the batch can be made whole.)
     #[test]
-    fn pipelined_reservations_survive_a_flushed_script_cache() {
-        use std::sync::mpsc;
-        use std::time::Duration;
+    fn reservations_survive_a_flushed_script_cache() {
         let Some(server) = RedisServer::start(&[]) else {
             return;
         };
         let (store, r) = charged_once(&server, "flushed:", 1_000);
-        let mut admin = ::redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let deferred = |n: usize| {
-            let (tx, rx) = mpsc::channel();
-            for _ in 0..n {
-                let tx = tx.clone();
-                let reply = Box::new(move |_, res| tx.send(res).unwrap());
-                store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
-            }
-            for i in 0..n {
-                rx.recv_timeout(Duration::from_secs(10))
-                    .unwrap()
-                    .unwrap_or_else(|e| panic!("reservation {i}: {e}"));
-            }
-        };
-        deferred(5);
-        ::redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .query::<()>(&mut admin)
-            .unwrap();
-        deferred(20);
-        assert_eq!(used(&store, &r, MIDNIGHT), 26);
+        server.flush_scripts();
+        let (tx, rx) = mpsc::channel();
+        for i in 0..5 {
+            later(&store, &r, &tx);
+            rx.recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap_or_else(|e| panic!("reservation {i}: {e}"));
+        }
+        assert_eq!(used(&store, &r, MIDNIGHT), 6);
     }
 
     /// While one caller's reservation (`reserve_later`, alone: made on its own thread) waits
@@ -254,27 +247,20 @@ mod shared {
     #[test]
     fn while_one_reservation_waits_for_a_hung_redis_the_others_are_queued() {
         use portcullis_store::redis::{COOL_OFF, TIMEOUT};
-        use std::sync::mpsc;
-        use std::time::{Duration, Instant};
         let Some(server) = RedisServer::start(&[]) else {
             return;
         };
         let (store, r) = charged_once(&server, "hung-later:", 1_000);
         server.pause();
         let (tx, rx) = mpsc::channel();
-        let later = |tx: &mpsc::Sender<_>| {
-            let tx = tx.clone();
-            let reply = Box::new(move |_, res| tx.send(res).unwrap());
-            store.reserve_later(vec![r.clone()], MIDNIGHT, reply);
-        };
         let started = Instant::now();
         std::thread::scope(|s| {
-            s.spawn(|| later(&tx));
+            s.spawn(|| later(&store, &r, &tx));
             // The lone reservation is on its way, waiting for Redis on that thread.
             std::thread::sleep(TIMEOUT / 5);
             let queued = Instant::now();
             for _ in 0..50 {
-                later(&tx);
+                later(&store, &r, &tx);
             }
             assert!(
                 queued.elapsed() < TIMEOUT / 4,
@@ -298,7 +284,7 @@ mod shared {
         assert!(rx.try_recv().is_err(), "one answer per reservation");
         server.resume();
         std::thread::sleep(COOL_OFF);
-        later(&tx);
+        later(&store, &r, &tx);
         rx.recv_timeout(Duration::from_secs(10))
             .unwrap()
             .expect("Redis is back: the reservation passes");
@@ -310,7 +296,6 @@ mod shared {
     #[test]
     fn a_hung_redis_costs_one_timeout_then_calls_fail_at_once_until_it_is_asked_again() {
         use portcullis_store::redis::{COOL_OFF, TIMEOUT};
-        use std::time::Instant;
         let Some(server) = RedisServer::start(&[]) else {
             return;
         };
@@ -396,6 +381,20 @@ mod suite {
     }
 
     pub fn all_or_nothing_under_contention(store: &dyn CounterStore) {
+        mixed_contention(store, MIDNIGHT + 5, |mix, now| {
+            contend(&[store], 1_000, mix, now)
+        });
+    }
+
+    /// Callers of four mixes of three counters contend (through `contend`, which returns how
+    /// many of each mix were granted): every counter ends up full (each has a quarter of the
+    /// callers asking it alone) and holds exactly what the granted reservations naming it
+    /// charged.
+    fn mixed_contention(
+        store: &dyn CounterStore,
+        now: Millis,
+        contend: impl Fn(&[Vec<Reservation>], Millis) -> Vec<usize>,
+    ) {
         let a = req("a", Window::Minute, 10, 1);
         let b = req("b", Window::Day, 15, 1);
         let r = req("r", Window::Rolling(MIN), 12, 1);
@@ -405,10 +404,7 @@ mod suite {
             vec![a.clone()],
             vec![r.clone()],
         ];
-        let now = MIDNIGHT + 5;
-        let g = contend(&[store], 1_000, &mix, now);
-        // Every counter ends up full (each has 250 single-counter callers) and holds exactly
-        // what the granted reservations that name it charged.
+        let g = contend(&mix, now);
         assert_eq!(used(store, &a, now), 10);
         assert_eq!(used(store, &b, now), 15);
         assert_eq!(used(store, &r, now), 12);
@@ -428,22 +424,9 @@ mod suite {
             [10]
         );
         assert_eq!(used(store, &single, now), 10);
-        let a = req("a", Window::Minute, 10, 1);
-        let b = req("b", Window::Day, 15, 1);
-        let r = req("r", Window::Rolling(MIN), 12, 1);
-        let mix = [
-            vec![a.clone(), b.clone(), r.clone()],
-            vec![b.clone()],
-            vec![a.clone()],
-            vec![r.clone()],
-        ];
-        let g = contend_deferred(&[store], 400, &mix, now);
-        assert_eq!(used(store, &a, now), 10);
-        assert_eq!(used(store, &b, now), 15);
-        assert_eq!(used(store, &r, now), 12);
-        assert_eq!(g[0] + g[2], 10, "{g:?}");
-        assert_eq!(g[0] + g[1], 15, "{g:?}");
-        assert_eq!(g[0] + g[3], 12, "{g:?}");
+        mixed_contention(store, now, |mix, now| {
+            contend_deferred(&[store], 400, mix, now)
+        });
         // An empty reservation is granted at once, as by `reserve`.
         let (tx, rx) = std::sync::mpsc::channel();
         store.reserve_later(Vec::new(), now, Box::new(move |_, r| tx.send(r).unwrap()));

@@ -151,16 +151,12 @@ fn charging_the_same_bucket_writes_one_page() {
     let day = req("daily", Window::Day, 1_000, 1);
     let morning = MIDNIGHT + 9 * HOUR;
     ok(&store, std::slice::from_ref(&day), morning); // creates the row
-    let mut wal = db.path().as_os_str().to_owned();
-    wal.push("-wal");
-    let wal_len = || std::fs::metadata(&wal).unwrap().len();
-    let before = wal_len();
+    let wal = Wal::of(&db);
     const CALLS: u64 = 50; // far below the 1,000-page auto-checkpoint, so the WAL only grows
     for i in 1..=CALLS {
         ok(&store, std::slice::from_ref(&day), morning + i);
     }
-    let frame = 4096 + 24; // page size and frame header
-    let frames = (wal_len() - before) / frame;
+    let frames = wal.frames_since();
     assert_eq!(
         frames, CALLS,
         "{frames} WAL frames for {CALLS} charges of one bucket (one page each expected)"
@@ -183,10 +179,7 @@ fn reservations_made_while_the_connection_is_busy_share_a_transaction() {
     let day = req("daily", Window::Day, 1_000, 1);
     let morning = MIDNIGHT + 9 * HOUR;
     ok(&store, std::slice::from_ref(&day), morning); // creates the row
-    let mut wal = db.path().as_os_str().to_owned();
-    wal.push("-wal");
-    let wal_len = || std::fs::metadata(&wal).unwrap().len();
-    let before = wal_len();
+    let wal = Wal::of(&db);
     let other = rusqlite::Connection::open(db.path()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     const CALLS: u64 = 50;
@@ -224,11 +217,31 @@ fn reservations_made_while_the_connection_is_busy_share_a_transaction() {
             .used,
         2 + CALLS
     );
-    let frame = 4096 + 24; // page size and frame header
-    let frames = (wal_len() - before) / frame;
+    let frames = wal.frames_since();
     assert!(
         frames <= 3,
         "{frames} WAL frames for one blocking charge and {CALLS} queued ones (at most 3: one \
          transaction for the blocking one, at most two for the queued)"
     );
+}
+
+/// The write-ahead log of a counters file, to count the frames (one page each) that commits
+/// append to it from now on.
+struct Wal {
+    path: std::ffi::OsString,
+    start: u64,
+}
+
+impl Wal {
+    fn of(db: &TempDb) -> Wal {
+        let mut path = db.path().as_os_str().to_owned();
+        path.push("-wal");
+        let start = std::fs::metadata(&path).unwrap().len();
+        Wal { path, start }
+    }
+
+    /// Frames appended since [`Wal::of`] (page size and frame header: 4,096 + 24 bytes).
+    fn frames_since(&self) -> u64 {
+        (std::fs::metadata(&self.path).unwrap().len() - self.start) / (4096 + 24)
+    }
 }

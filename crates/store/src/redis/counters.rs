@@ -528,3 +528,41 @@ impl Cells for Snapshot {
 fn read_only() -> ReserveError {
     ReserveError::Store("redis: a usage snapshot is read-only".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_bench::redis_server::RedisServer;
+
+    /// A pipelined batch that Redis refuses with `NOSCRIPT` (its script cache flushed: none
+    /// of the scripts ran) loads the script and sends those reservations again: each is
+    /// charged once.
+    #[test]
+    fn a_batch_refused_for_a_lost_script_is_sent_again() {
+        let Some(server) = RedisServer::start(&[]) else {
+            return;
+        };
+        let store = RedisCounters::new(Redis::new(&server.url(), "batch:").unwrap()).unwrap();
+        let key = CounterKey::from_stored("calls".into());
+        let r = Reservation {
+            key: key.clone(),
+            window: Window::Day,
+            max: 100,
+            amount: 1,
+        };
+        let now = 1_795_348_800_000;
+        store.reserve(std::slice::from_ref(&r), now).unwrap(); // the script is loaded
+        server.flush_scripts();
+        let jobs: Vec<Job> = (0..10)
+            .map(|_| Job {
+                reqs: vec![r.clone()],
+                now,
+                reply: Box::new(|_, _| {}),
+            })
+            .collect();
+        for (i, res) in store.core.reserve_batch(&jobs).into_iter().enumerate() {
+            res.unwrap_or_else(|e| panic!("reservation {i}: {e}"));
+        }
+        assert_eq!(store.usage(&key, Window::Day, now).unwrap().used, 11);
+    }
+}
