@@ -1,6 +1,7 @@
-//! Deciding one `tools/call`: the policy engine's check, the arguments checked against the
-//! tool's listed input schema, the counter reservation, the approval store for `approve_if`
-//! matches, and the answer or ticket that results.
+//! Deciding one `tools/call`, in three steps: judge (the policy engine's check, the arguments
+//! checked against the tool's listed input schema, the pins, the approval store for
+//! `approve_if` matches), reserve (the counters: on this thread, or awaited from a store that
+//! makes reservations later), and settle (the answer or ticket that results).
 
 use super::*;
 use crate::schemas::ArgCheck;

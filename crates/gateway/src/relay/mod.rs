@@ -1,7 +1,9 @@
 //! The relay core for one downstream connection and one upstream connection.
 //!
 //! Synchronous and transport-agnostic: feed it lines with [`Relay::from_client`] and
-//! [`Relay::from_server`]; it returns the lines to write, as [`Out`]s. Everything a policy
+//! [`Relay::from_server`]; it returns the lines to write, as [`Out`]s. (One way in waits:
+//! [`Relay::from_client_message_deferred`] awaits a `tools/call`'s counter reservation when
+//! the store makes it later, on a thread of its own.) Everything a policy
 //! gateway must rewrite is rewritten here and nothing else is touched:
 //!
 //! - client request ids → Portcullis' own upstream ids (answers get the exact original id back);
