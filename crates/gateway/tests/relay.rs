@@ -930,3 +930,122 @@ fn a_tool_whose_definition_changed_is_hidden_from_the_listing_and_its_call_denie
         Some("read_invoice")
     );
 }
+
+/// A store that makes reservations later, when the test says so: the reply is kept until
+/// [`Later::answer`] charges the memory counters beneath and hands it the result.
+#[derive(Default)]
+struct Later {
+    counters: MemoryCounters,
+    waiting: std::sync::Mutex<
+        Vec<(
+            Vec<portcullis_policy::Reservation>,
+            u64,
+            portcullis_policy::Reply,
+        )>,
+    >,
+}
+
+impl Later {
+    fn answer(&self) -> usize {
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap());
+        let n = waiting.len();
+        for (reqs, now, reply) in waiting {
+            let r = self.counters.reserve(&reqs, now);
+            reply(reqs, r);
+        }
+        n
+    }
+}
+
+impl CounterStore for Later {
+    fn reserve(
+        &self,
+        reqs: &[portcullis_policy::Reservation],
+        now: u64,
+    ) -> Result<portcullis_policy::Ticket, portcullis_policy::ReserveError> {
+        self.counters.reserve(reqs, now)
+    }
+    fn refund(
+        &self,
+        t: &portcullis_policy::Ticket,
+        now: u64,
+    ) -> Result<(), portcullis_policy::ReserveError> {
+        self.counters.refund(t, now)
+    }
+    fn usage(
+        &self,
+        key: &CounterKey,
+        window: Window,
+        now: u64,
+    ) -> Result<portcullis_policy::Usage, portcullis_policy::ReserveError> {
+        self.counters.usage(key, window, now)
+    }
+    fn defers(&self) -> bool {
+        true
+    }
+    fn reserve_later(
+        &self,
+        reqs: Vec<portcullis_policy::Reservation>,
+        now: u64,
+        reply: portcullis_policy::Reply,
+    ) {
+        self.waiting.lock().unwrap().push((reqs, now, reply));
+    }
+}
+
+/// A `tools/call` whose counters a store charges later is forwarded once they are charged;
+/// one dropped before that (its client went away) is not forwarded, and the store's charge
+/// is given back rather than kept for a call that never ran.
+#[test]
+fn a_call_dropped_while_its_counters_are_charged_gets_them_back() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let store = Arc::new(Later::default());
+    let relay = Relay::new(RelayConfig {
+        store: store.clone(),
+        server: "odoo".into(),
+        clock: || NOON,
+        audit: true,
+        approvals: None,
+        on_new_approval: None,
+        hold_ms: 0,
+    });
+    let policy = r#"{"version":"1","default":"deny","tools":{"read_invoice":{"limits":[{"counter":"reads","window":"minute","max":5,"scope":"grant"}]}}}"#;
+    let caller = Caller {
+        engine: Some(Arc::new(Engine::from_json(policy).unwrap())),
+        grant_id: "grt_1".into(),
+        grant_label: "alice".into(),
+        session_id: "s1".into(),
+        policy: None,
+        request_id: None,
+        principal: None,
+        trace: None,
+    };
+    let key = CounterKey::new(Scope::Grant, "grt_1", "reads", Window::Minute, None);
+    let used = || store.usage(&key, Window::Minute, NOON).unwrap().used;
+    let call = |id: u32| {
+        parsed(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{}}}}}}"#
+        ))
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    // Waited for: pending until the store answers, then forwarded with the charge kept.
+    let mut kept = std::pin::pin!(relay.from_client_message_deferred(call(1), &caller));
+    assert!(kept.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(store.answer(), 1);
+    match kept.as_mut().poll(&mut cx) {
+        Poll::Ready(outs) => assert!(
+            outs.iter().any(|o| matches!(o, Out::Server(..))),
+            "{outs:?}"
+        ),
+        Poll::Pending => panic!("still waiting after the store answered"),
+    }
+    assert_eq!(used(), 1);
+    // Dropped while waiting: the store's later charge is refunded.
+    let mut dropped = Box::pin(relay.from_client_message_deferred(call(2), &caller));
+    assert!(dropped.as_mut().poll(&mut cx).is_pending());
+    drop(dropped);
+    assert_eq!(store.answer(), 1);
+    assert_eq!(used(), 1, "the dropped call's charge was given back");
+    assert_eq!(relay.in_flight(), 1, "only the first call went upstream");
+}

@@ -39,8 +39,15 @@ impl Relay {
                 let start = self.timed.then(crate::otlp::now_ns);
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let reqs = std::mem::take(&mut r.plan.reservations);
+                let (store, now) = (Arc::clone(&self.cfg.store), r.now);
                 let reply = Box::new(move |reqs, res| {
-                    let _ = tx.send((reqs, res));
+                    // The call was dropped while its counters were being charged (its client
+                    // went away): nothing will be forwarded, so the charge is given back.
+                    if let Err((_, Ok(ticket))) = tx.send((reqs, res)) {
+                        if let Err(e) = store.refund(&ticket, now) {
+                            tracing::error!("refund of a cancelled call failed: {e}");
+                        }
+                    }
                 });
                 self.cfg.store.reserve_later(reqs, r.now, reply);
                 let reserved = match rx.await {
