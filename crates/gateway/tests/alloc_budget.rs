@@ -94,27 +94,33 @@ fn per_call(n: u64, mut f: impl FnMut(u64)) -> u64 {
     (ALLOCS.load(Ordering::Relaxed) - before) / n
 }
 
+/// One forwarded `tools/call` (`i` its id): the request handed to the relay by `send`, the
+/// server's answer back through it, both checked.
+fn forward_one(relay: &Relay, i: u64, send: impl FnOnce(&str) -> Vec<Out>) {
+    let req = format!(
+        r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
+    );
+    let outs = send(&req);
+    let up = match &outs[..] {
+        [Out::Server(_, Some(up))] => *up,
+        other => panic!("not forwarded: {other:?}"),
+    };
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":{up},"result":{{"content":[{{"type":"text","text":"INV/{i}"}}]}}}}"#
+    );
+    let back = relay.from_server(&answer);
+    assert!(
+        matches!(&back[..], [Out::Audit(..), Out::Client(_)]),
+        "{back:?}"
+    );
+}
+
 #[test]
 fn the_forwarded_and_denied_paths_stay_within_their_allocation_budgets() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (relay, caller) = relay();
     let forwarded = per_call(2000, |i| {
-        let req = format!(
-            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
-        );
-        let outs = relay.from_client(&req, &caller);
-        let up = match &outs[..] {
-            [Out::Server(_, Some(up))] => *up,
-            other => panic!("not forwarded: {other:?}"),
-        };
-        let answer = format!(
-            r#"{{"jsonrpc":"2.0","id":{up},"result":{{"content":[{{"type":"text","text":"INV/{i}"}}]}}}}"#
-        );
-        let back = relay.from_server(&answer);
-        assert!(
-            matches!(&back[..], [Out::Audit(..), Out::Client(_)]),
-            "{back:?}"
-        );
+        forward_one(&relay, i, |req| relay.from_client(req, &caller))
     });
     let denied = per_call(2000, |i| {
         let req = format!(
@@ -146,23 +152,10 @@ fn the_forwarded_path_through_a_store_that_reserves_later_stays_within_its_budge
         .build()
         .unwrap();
     let forwarded = per_call(2000, |i| {
-        let req = format!(
-            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{i}}}}}}}"#
-        );
-        let msg = Message::parse(&req).unwrap();
-        let outs = rt.block_on(relay.from_client_message_deferred(msg, &caller));
-        let up = match &outs[..] {
-            [Out::Server(_, Some(up))] => *up,
-            other => panic!("not forwarded: {other:?}"),
-        };
-        let answer = format!(
-            r#"{{"jsonrpc":"2.0","id":{up},"result":{{"content":[{{"type":"text","text":"INV/{i}"}}]}}}}"#
-        );
-        let back = relay.from_server(&answer);
-        assert!(
-            matches!(&back[..], [Out::Audit(..), Out::Client(_)]),
-            "{back:?}"
-        );
+        forward_one(&relay, i, |req| {
+            let msg = Message::parse(req).unwrap();
+            rt.block_on(relay.from_client_message_deferred(msg, &caller))
+        })
     });
     println!("allocations per call, reserved later: forwarded {forwarded} (budget {BUDGET_FORWARDED_DEFERRED})");
     assert!(

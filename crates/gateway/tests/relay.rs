@@ -43,7 +43,7 @@ impl std::ops::Deref for Bound {
     }
 }
 
-fn relay_with(policy: Option<&str>, store: Arc<MemoryCounters>) -> Bound {
+fn relay_with(policy: Option<&str>, store: Arc<dyn CounterStore>) -> Bound {
     Bound {
         relay: Relay::new(RelayConfig {
             store,
@@ -1001,26 +1001,8 @@ fn a_call_dropped_while_its_counters_are_charged_gets_them_back() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let store = Arc::new(Later::default());
-    let relay = Relay::new(RelayConfig {
-        store: store.clone(),
-        server: "odoo".into(),
-        clock: || NOON,
-        audit: true,
-        approvals: None,
-        on_new_approval: None,
-        hold_ms: 0,
-    });
     let policy = r#"{"version":"1","default":"deny","tools":{"read_invoice":{"limits":[{"counter":"reads","window":"minute","max":5,"scope":"grant"}]}}}"#;
-    let caller = Caller {
-        engine: Some(Arc::new(Engine::from_json(policy).unwrap())),
-        grant_id: "grt_1".into(),
-        grant_label: "alice".into(),
-        session_id: "s1".into(),
-        policy: None,
-        request_id: None,
-        principal: None,
-        trace: None,
-    };
+    let Bound { relay, caller } = relay_with(Some(policy), store.clone());
     let key = CounterKey::new(Scope::Grant, "grt_1", "reads", Window::Minute, None);
     let used = || store.usage(&key, Window::Minute, NOON).unwrap().used;
     let call = |id: u32| {
