@@ -256,10 +256,8 @@ impl Inner {
         });
         match outcome {
             Ok(()) => results,
-            Err(e) => jobs
-                .iter()
-                .enumerate()
-                .map(|(i, _)| match results.get(i) {
+            Err(e) => (0..jobs.len())
+                .map(|i| match results.get(i) {
                     Some(Err(exhausted)) => Err(exhausted.clone()),
                     _ => Err(e.clone()),
                 })

@@ -19,7 +19,7 @@ impl Relay {
                 let store = &*self.cfg.store;
                 let (plan, now) = (&r.plan, r.now);
                 let d = self.timed(&mut r.out, || engine.reserve(plan, store, now));
-                self.settle(r, d)
+                r.settle(d)
             }
         }
     }
@@ -63,7 +63,7 @@ impl Relay {
                     r.out.reserved_ns = Some((start, crate::otlp::now_ns()));
                 }
                 let d = engine.settle(&r.plan, reserved);
-                self.settle(r, d)
+                r.settle(d)
             }
         }
     }
@@ -264,17 +264,6 @@ impl Relay {
         };
         Judged::Decided(settle(out, Decision::Deny(denied), shadow, modern))
     }
-
-    /// The outcome of a call whose counters were reserved (`d`: the reservation's decision).
-    fn settle(&self, r: Reserving, d: Decision) -> CallOutcome {
-        let Reserving {
-            out,
-            shadow,
-            modern,
-            ..
-        } = r;
-        settle(out, d, shadow, modern)
-    }
 }
 
 /// The outcome of a call the policy let through to its reservation, or denied: allowed with
@@ -339,14 +328,17 @@ pub(super) struct Reserving {
     modern: bool,
 }
 
-impl Relay {}
+impl Reserving {
+    /// The outcome once the counters are reserved (`d`: the reservation's decision).
+    fn settle(self, d: Decision) -> CallOutcome {
+        settle(self.out, d, self.shadow, self.modern)
+    }
+}
 
 /// The audit rule of a call refused (or, under `warn`, flagged) for its arguments.
 pub const INVALID_ARGUMENTS: &str = "(invalid arguments)";
 
 impl Relay {
-    /// Checks a call's arguments against the schema its server listed, as `validate_arguments`
-    /// says: `Ok(None)` passes, `Ok(Some(warning))` passes flagged, `Err(answer)` refuses.
     /// Runs the counter reservation `f`, timing it into `out` when the relay times.
     fn timed<T>(&self, out: &mut CallOutcome, f: impl FnOnce() -> T) -> T {
         if !self.timed {
@@ -358,6 +350,8 @@ impl Relay {
         r
     }
 
+    /// Checks a call's arguments against the schema its server listed, as `validate_arguments`
+    /// says: `Ok(None)` passes, `Ok(Some(warning))` passes flagged, `Err(answer)` refuses.
     fn check_arguments(&self, tool: &str, args: Option<&Value>) -> Result<Option<String>, String> {
         let Some((schemas, mode)) = &self.validate else {
             return Ok(None);

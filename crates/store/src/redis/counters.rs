@@ -187,6 +187,10 @@ impl RedisCounters {
     }
 }
 
+fn store_err(e: String) -> ReserveError {
+    ReserveError::Store(e)
+}
+
 impl Core {
     fn key(&self, key: &CounterKey, window: Window) -> String {
         let kind = if window.rolling().is_some() {
@@ -196,13 +200,7 @@ impl Core {
         };
         self.redis.key(&format!("{kind}{}", key.as_str()))
     }
-}
 
-fn store_err(e: String) -> ReserveError {
-    ReserveError::Store(e)
-}
-
-impl Core {
     /// The reservation script's invocation for `reqs` at `now`.
     fn invocation(&self, reqs: &[Reservation], now: Millis) -> ScriptInvocation<'static> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
