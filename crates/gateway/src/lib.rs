@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod definition;
 pub mod events;
+pub mod gather;
 pub mod http;
 pub mod metrics;
 pub mod otlp;

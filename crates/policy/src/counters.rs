@@ -193,6 +193,44 @@ pub trait CounterStore: Send + Sync {
         let r = self.reserve(&reqs, now);
         reply(reqs, r)
     }
+
+    /// Whether reservations handed over together ([`reserve_together`](Self::reserve_together))
+    /// cost less than the same made one by one (SQLite: one transaction for all), so that a
+    /// caller that can gather the reservations arriving close together should. False by
+    /// default.
+    fn combines(&self) -> bool {
+        false
+    }
+
+    /// Makes every reservation of `jobs`, each all or nothing as [`reserve`](Self::reserve),
+    /// and calls each job's `reply` exactly once: by default one by one through
+    /// [`reserve_later`](Self::reserve_later); a store that [`combines`](Self::combines) makes
+    /// them with one write.
+    fn reserve_together(&self, jobs: Vec<Deferred>) {
+        for j in jobs {
+            self.reserve_later(j.reqs, j.now, j.reply);
+        }
+    }
+}
+
+/// One reservation handed over to be made later or with others
+/// ([`CounterStore::reserve_together`]): what to charge, when, and where its result goes.
+pub struct Deferred {
+    /// The counters to charge, all or nothing.
+    pub reqs: Vec<Reservation>,
+    /// The instant of the call.
+    pub now: Millis,
+    /// Called exactly once with `reqs` and the result.
+    pub reply: Reply,
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred")
+            .field("reqs", &self.reqs)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where [`CounterStore::reserve_later`] hands its result (and the reservations it was given).

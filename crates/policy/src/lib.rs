@@ -12,7 +12,8 @@ pub mod sync;
 pub mod window;
 
 pub use counters::{
-    CounterKey, CounterStore, Held, KeyTemplate, Reply, Reservation, ReserveError, Ticket, Usage,
+    CounterKey, CounterStore, Deferred, Held, KeyTemplate, Reply, Reservation, ReserveError,
+    Ticket, Usage,
 };
 pub use window::{Millis, Scope, Window};
 pub mod doc;

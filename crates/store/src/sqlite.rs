@@ -1,10 +1,11 @@
 //! [`SqliteCounters`]: counters in a SQLite file, exact across restarts and processes.
 
-use crate::batch::{Batcher, Job};
+use crate::batch::Batcher;
 use crate::logic::{self, Bucket, Cells, SweepClock};
 use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
-    CounterKey, CounterStore, Millis, Reply, Reservation, ReserveError, Ticket, Usage, Window,
+    CounterKey, CounterStore, Deferred, Millis, Reply, Reservation, ReserveError, Ticket, Usage,
+    Window,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
@@ -242,7 +243,7 @@ impl Inner {
     /// (on the batch's latest clock). A store error fails the whole batch, closed: every
     /// reservation that had fit fails with it, since the transaction that charged them is
     /// rolled back.
-    pub(crate) fn reserve_batch(&mut self, jobs: &[Job]) -> Vec<Result<Ticket, ReserveError>> {
+    pub(crate) fn reserve_batch(&mut self, jobs: &[Deferred]) -> Vec<Result<Ticket, ReserveError>> {
         let latest = jobs.iter().map(|j| j.now).max().unwrap_or(0);
         let mut results = Vec::with_capacity(jobs.len());
         let outcome = self.write(latest, |sql| {
@@ -267,6 +268,27 @@ impl Inner {
 }
 
 impl SqliteCounters {
+    /// The connection when no other caller holds it (a poisoned lock is recovered: the
+    /// connection itself is sound, and every write is a transaction).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Inner>> {
+        match self.inner.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The thread that commits the reservations that found the connection busy, started by
+    /// the first.
+    fn batcher(&self) -> &Batcher {
+        self.batcher.get_or_init(|| {
+            let inner = Arc::clone(&self.inner);
+            Batcher::start("counters-batch", move |jobs| {
+                inner.lock_or_recover().reserve_batch(jobs)
+            })
+        })
+    }
+
     /// Writes what the write-behind store journaled, in one transaction (sweeping dead rows
     /// when due).
     pub(crate) fn apply(&self, ops: &[Op], now: Millis) -> Result<(), ReserveError> {
@@ -364,22 +386,32 @@ impl CounterStore for SqliteCounters {
         if reqs.is_empty() {
             return reply(reqs, Ok(Ticket::default()));
         }
-        let mut inner = match self.inner.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                let batcher = self.batcher.get_or_init(|| {
-                    let inner = Arc::clone(&self.inner);
-                    Batcher::start("counters-batch", move |jobs| {
-                        inner.lock_or_recover().reserve_batch(jobs)
-                    })
-                });
-                return batcher.queue(Job { reqs, now, reply });
-            }
+        let Some(mut inner) = self.try_lock() else {
+            return self.batcher().queue(Deferred { reqs, now, reply });
         };
         let r = inner.write(now, |sql| logic::reserve(sql, &reqs, now));
         drop(inner);
         reply(reqs, r)
+    }
+
+    fn combines(&self) -> bool {
+        true
+    }
+
+    /// One transaction for all of `jobs` when the connection is free; otherwise they are
+    /// queued for the batcher thread, as in [`reserve_later`](CounterStore::reserve_later).
+    fn reserve_together(&self, jobs: Vec<Deferred>) {
+        match self.try_lock() {
+            Some(mut inner) => {
+                let results = inner.reserve_batch(&jobs);
+                drop(inner);
+                crate::batch::answer(jobs, results);
+            }
+            None => {
+                let batcher = self.batcher();
+                jobs.into_iter().for_each(|j| batcher.queue(j));
+            }
+        }
     }
 
     fn refund(&self, ticket: &Ticket, now: Millis) -> Result<(), ReserveError> {

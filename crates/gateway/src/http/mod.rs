@@ -180,7 +180,8 @@ impl Gateway {
             rt,
             policies: PolicyTable::new(policies),
             auth: Authenticator::new(cfg, grants)?,
-            store,
+            // Reservations of the calls a worker takes in together share one write.
+            store: crate::gather::gather(store),
             events: crate::events::Events::new(sinks).traced(tracer),
             metrics,
             audit,

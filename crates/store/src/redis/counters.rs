@@ -4,12 +4,13 @@
 //! half-charged call.
 
 use super::{num, Redis};
-use crate::batch::{Batcher, Job};
+use crate::batch::Batcher;
 use crate::logic::{self, Bucket, Cells};
 use ::redis::{ErrorKind, RedisResult, Script, ScriptInvocation, ServerErrorKind, Value};
 use portcullis_policy::counters::rolling_retry_after;
 use portcullis_policy::{
-    CounterKey, CounterStore, Held, Millis, Reply, Reservation, ReserveError, Ticket, Usage, Window,
+    CounterKey, CounterStore, Deferred, Held, Millis, Reply, Reservation, ReserveError, Ticket,
+    Usage, Window,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -251,7 +252,7 @@ impl Core {
     /// refused with `NOSCRIPT` (it did not run): it is loaded and those reservations are sent
     /// again. A failure to send or read fails the whole batch, closed, after one timeout at
     /// most (the connection is dropped and the cool-off starts, as for a single call).
-    fn reserve_batch(&self, jobs: &[Job]) -> Vec<Result<Ticket, ReserveError>> {
+    fn reserve_batch(&self, jobs: &[Deferred]) -> Vec<Result<Ticket, ReserveError>> {
         let invs: Vec<ScriptInvocation<'static>> = jobs
             .iter()
             .map(|j| self.invocation(&j.reqs, j.now))
@@ -378,7 +379,7 @@ impl CounterStore for RedisCounters {
                 results
             })
         });
-        batcher.queue(Job { reqs, now, reply });
+        batcher.queue(Deferred { reqs, now, reply });
     }
 
     fn refund(&self, ticket: &Ticket, _now: Millis) -> Result<(), ReserveError> {
@@ -551,8 +552,8 @@ mod tests {
         let now = 1_795_348_800_000;
         store.reserve(std::slice::from_ref(&r), now).unwrap(); // the script is loaded
         server.flush_scripts();
-        let jobs: Vec<Job> = (0..10)
-            .map(|_| Job {
+        let jobs: Vec<Deferred> = (0..10)
+            .map(|_| Deferred {
                 reqs: vec![r.clone()],
                 now,
                 reply: Box::new(|_, _| {}),
