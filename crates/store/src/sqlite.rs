@@ -58,6 +58,9 @@ const SCHEMA: &str = "
 /// connection is free; when another reservation holds it, the caller's thread does not wait:
 /// the reservation is queued for the store's batcher thread, which commits every reservation
 /// queued meanwhile in one transaction (each still all or nothing).
+/// [`reserve_together`](CounterStore::reserve_together) makes a caller's batch in one
+/// transaction the same way (the gateway gathers the reservations of the calls a worker takes
+/// in at once).
 pub struct SqliteCounters {
     inner: Arc<Mutex<Inner>>,
     /// The thread that commits reservations made while the connection was busy, many to a
