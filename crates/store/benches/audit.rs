@@ -8,7 +8,8 @@
 //! Before the criterion groups, a summary runs each configuration on a fresh database with
 //! a fixed number of records, three times, and prints the median records/s and the mean
 //! records per commit: fsync latency on a shared machine is noisy, and the summary is the
-//! steadier figure.
+//! steadier figure. `forwarded` does the same for the two writes of a call forwarded in
+//! durable mode (its write-ahead row, then the answer's completion of that row).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis_store::{AuditDecision, AuditLog, AuditMode, AuditRecord};
@@ -59,6 +60,45 @@ fn run(rt: &tokio::runtime::Runtime, log: &Arc<AuditLog>, tasks: u64, total: u64
                     let mut i = t;
                     while i < total {
                         log.append(record(i)).await.unwrap();
+                        i += tasks;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        log.flush().await.unwrap();
+        start.elapsed()
+    })
+}
+
+/// Forwards `total` calls from `tasks` concurrent tasks as the durable gateway records them:
+/// the write-ahead row (awaited: the call goes upstream only once it is on disk), then the
+/// answer's completion of the same row (queued for the next commit); returns the elapsed
+/// time once everything is on disk.
+fn run_forwarded(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<AuditLog>,
+    tasks: u64,
+    total: u64,
+) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let log = Arc::clone(log);
+                tokio::spawn(async move {
+                    let mut i = t;
+                    while i < total {
+                        let mut r = record(i);
+                        r.intent = Some(i + 1);
+                        r.upstream_status = None;
+                        r.upstream_ms = None;
+                        log.begin(r.clone()).await.unwrap();
+                        r.upstream_status = Some("ok".into());
+                        r.upstream_ms = Some(12);
+                        log.complete(r).await.unwrap();
                         i += tasks;
                     }
                 })
@@ -141,6 +181,29 @@ fn summary(_c: &mut Criterion) {
     }
 }
 
+/// Fixed-size runs of forwarded calls in durable mode (write-ahead row, then its
+/// completion): median calls/s of three.
+fn forwarded(_c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    eprintln!("forwarded calls, durable (calls/s, median of 3 runs on a fresh database):");
+    for (tasks, total) in [(1u64, 2_000u64), (64, 20_000)] {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let (_dir, path) = fresh_db();
+            let log = Arc::new(AuditLog::open(&path, AuditMode::Durable).unwrap());
+            let elapsed = run_forwarded(&rt, &log, tasks, total);
+            rates.push(total as f64 / elapsed.as_secs_f64());
+            drop(log);
+        }
+        rates.sort_by(f64::total_cmp);
+        eprintln!("  {tasks:>3} callers: {:>8.0} calls/s", rates[1]);
+    }
+}
+
 fn durable(c: &mut Criterion) {
     bench_mode(c, "durable", AuditMode::Durable);
 }
@@ -149,5 +212,5 @@ fn async_mode(c: &mut Criterion) {
     bench_mode(c, "async-10ms", AuditMode::Async { max_delay_ms: 10 });
 }
 
-criterion_group!(benches, summary, durable, async_mode);
+criterion_group!(benches, forwarded, summary, durable, async_mode);
 criterion_main!(benches);

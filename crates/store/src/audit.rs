@@ -1037,12 +1037,27 @@ static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// `UPDATE` of every [`COLUMNS`] field of the row whose `intent` is the last parameter,
-/// which it clears.
+/// The columns an answer's record may change in the row its write-ahead wrote: the outcome.
+/// The others (who called, what, under which policy, with which arguments) name the call,
+/// which cannot change between its decision and its answer.
+const OUTCOME: [&str; 7] = [
+    "decision",
+    "rule",
+    "message",
+    "upstream_status",
+    "upstream_ms",
+    "gateway_us",
+    "counters",
+];
+
+/// `UPDATE` of the [`OUTCOME`] columns of the row whose `intent` is the last parameter, which
+/// it clears; bound with the same parameters as [`INSERT`]. Leaving `time` alone leaves the
+/// time index alone, and the identity columns are not rewritten.
 static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let set: Vec<String> = COLUMNS
         .split(", ")
         .enumerate()
+        .filter(|(_, c)| OUTCOME.contains(c))
         .map(|(i, c)| format!("{c} = ?{}", i + 1))
         .collect();
     format!(
@@ -1229,5 +1244,6 @@ mod tests {
         assert_eq!(COLUMNS.split(", ").count(), N_COLUMNS);
         assert!(INSERT.ends_with(&format!("?{})", N_COLUMNS + 1)));
         assert!(COMPLETE.ends_with(&format!("intent = ?{}", N_COLUMNS + 1)));
+        assert_eq!(COMPLETE.matches(" = ?").count(), OUTCOME.len() + 1);
     }
 }

@@ -141,6 +141,33 @@ fn a_forwarded_call_is_on_disk_before_it_goes_up_and_its_answer_completes_the_sa
     assert_eq!(rows_on_disk(db.path()), 2);
 }
 
+/// A completion writes the call's outcome into its row (the decision, when the upstream was
+/// lost; the message; the status and timings; the counters) and leaves the columns that name
+/// the call as the write-ahead wrote them.
+#[test]
+fn an_answer_completes_the_outcome_of_its_row_and_leaves_the_call_as_written() {
+    let db = TempDb::new("complete-outcome");
+    let log = AuditLog::open(db.path(), AuditMode::Durable).unwrap();
+    let mut lost = answered(3);
+    lost.decision = AuditDecision::Error;
+    lost.message = Some("the upstream stopped".into());
+    lost.upstream_status = Some("lost: connection reset".into());
+    lost.upstream_ms = Some(40);
+    lost.gateway_us = 7;
+    lost.counters = vec!["grant:g:calls:day".into()];
+    let mut renamed = lost.clone();
+    renamed.tool = Some("another_tool".into());
+    renamed.grant_label = Some("someone else".into());
+    renamed.time += 5;
+    rt().block_on(async {
+        log.begin(begun(3)).await.unwrap();
+        log.append(renamed).await.unwrap();
+    });
+    let mut want = lost;
+    want.intent = None;
+    assert_eq!(log.query(&AuditFilter::default()).unwrap(), vec![want]);
+}
+
 /// The answer of a call written ahead does not wait for a second commit: `complete` resolves
 /// once the record is queued, also while nothing can be committed (another connection holds
 /// the database's write lock), where `append` waits; the queued answer still completes its row.
