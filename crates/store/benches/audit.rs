@@ -48,18 +48,29 @@ fn fresh_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Appends `total` records from `tasks` concurrent tasks; returns the elapsed time
-/// (including, in async mode, the final flush: the records are on disk at the end).
-fn run(rt: &tokio::runtime::Runtime, log: &Arc<AuditLog>, tasks: u64, total: u64) -> Duration {
+/// Runs `op` for `total` records (numbered from 0) from `tasks` concurrent tasks; returns the
+/// elapsed time (including, in async mode, the final flush: the records are on disk at the
+/// end).
+fn run_with<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<AuditLog>,
+    tasks: u64,
+    total: u64,
+    op: F,
+) -> Duration
+where
+    F: Fn(Arc<AuditLog>, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     rt.block_on(async {
         let start = Instant::now();
         let handles: Vec<_> = (0..tasks)
             .map(|t| {
-                let log = Arc::clone(log);
+                let (log, op) = (Arc::clone(log), op.clone());
                 tokio::spawn(async move {
                     let mut i = t;
                     while i < total {
-                        log.append(record(i)).await.unwrap();
+                        op(Arc::clone(&log), i).await;
                         i += tasks;
                     }
                 })
@@ -73,42 +84,31 @@ fn run(rt: &tokio::runtime::Runtime, log: &Arc<AuditLog>, tasks: u64, total: u64
     })
 }
 
+/// Appends `total` records from `tasks` concurrent tasks.
+fn run(rt: &tokio::runtime::Runtime, log: &Arc<AuditLog>, tasks: u64, total: u64) -> Duration {
+    run_with(rt, log, tasks, total, |log, i| async move {
+        log.append(record(i)).await.unwrap();
+    })
+}
+
 /// Forwards `total` calls from `tasks` concurrent tasks as the durable gateway records them:
 /// the write-ahead row (awaited: the call goes upstream only once it is on disk), then the
-/// answer's completion of the same row (queued for the next commit); returns the elapsed
-/// time once everything is on disk.
+/// answer's completion of the same row (queued for the next commit).
 fn run_forwarded(
     rt: &tokio::runtime::Runtime,
     log: &Arc<AuditLog>,
     tasks: u64,
     total: u64,
 ) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|t| {
-                let log = Arc::clone(log);
-                tokio::spawn(async move {
-                    let mut i = t;
-                    while i < total {
-                        let mut r = record(i);
-                        r.intent = Some(i + 1);
-                        r.upstream_status = None;
-                        r.upstream_ms = None;
-                        log.begin(r.clone()).await.unwrap();
-                        r.upstream_status = Some("ok".into());
-                        r.upstream_ms = Some(12);
-                        log.complete(r).await.unwrap();
-                        i += tasks;
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.await.unwrap();
-        }
-        log.flush().await.unwrap();
-        start.elapsed()
+    run_with(rt, log, tasks, total, |log, i| async move {
+        let mut r = record(i);
+        r.intent = Some(i + 1);
+        r.upstream_status = None;
+        r.upstream_ms = None;
+        log.begin(r.clone()).await.unwrap();
+        r.upstream_status = Some("ok".into());
+        r.upstream_ms = Some(12);
+        log.complete(r).await.unwrap();
     })
 }
 
