@@ -235,6 +235,73 @@ fn the_seed_policy_over_http_lets_exactly_ten_runs_reach_the_upstream() {
     );
 }
 
+/// Calls made at once from many connections share SQLite transactions (`serve` gathers the
+/// reservations a worker takes in together) and stay exact: of 80 calls against a limit of
+/// 25, exactly 25 reach the upstream and the other 55 are refused by that limit.
+#[test]
+fn concurrent_calls_through_serve_are_limited_exactly() {
+    let policy = json!({"version":"1","default":"deny","tools":{"read_invoice":{"limits":[{"counter":"reads","window":"60s","max":25,"scope":"server"}]}}});
+    let gw = serve(
+        "concurrent-limit",
+        &open_recording_server(""),
+        &[("p.json", policy.to_string())],
+    );
+    let port = gw.port;
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|k| {
+                        let n = t * 5 + k;
+                        let body = format!(
+                            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+                        );
+                        http(
+                            port,
+                            "POST",
+                            "/mcp/rec",
+                            &[
+                                CT,
+                                JSON_SSE,
+                                ("MCP-Protocol-Version", "2026-07-28"),
+                                ("Mcp-Method", "tools/call"),
+                                ("Mcp-Name", "read_invoice"),
+                            ],
+                            body.as_bytes(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let called = replies
+        .iter()
+        .filter(|r| r.status == 200 && r.body.contains("called read_invoice"))
+        .count();
+    let limited = replies
+        .iter()
+        .filter(|r| r.status == 200 && r.body.contains("/tools/read_invoice/limits/0"))
+        .count();
+    assert_eq!(
+        (called, limited),
+        (25, 55),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let seen = std::fs::read_to_string(gw.dir.join("record.jsonl")).unwrap();
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("\"tools/call\""))
+            .count(),
+        25,
+        "exactly the allowed calls reached the upstream"
+    );
+}
+
 #[test]
 fn refusals_are_clear_and_nothing_reaches_the_upstream() {
     let policy = json!({"version":"1","default":"deny","hide":["delete_invoice"],"tools":{"read_invoice":{}}});
