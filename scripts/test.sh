@@ -57,6 +57,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (all targets, benches included)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc: no broken or private intra-doc links"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
 step "the fuzz targets compile (their own workspace; checked before the long test run)"
 cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 

@@ -1,7 +1,7 @@
 //! Streamable HTTP and legacy HTTP+SSE through the gateway's own [`Transport`]s: they move the
 //! lines (headers, the session, resumption with `Last-Event-ID`, the SSE endpoint on the same
 //! origin, DELETE on close), and a small [`Receiver`] forwards what they hand over into a
-//! channel that [`TransportWire::recv`] reads. What stays here is the client's own: turning an
+//! channel that `TransportWire::recv` reads. What stays here is the client's own: turning an
 //! [`Inbound::Failed`] into an [`Error`] of the step that waited, and, for a server that
 //! cannot be reached, the reason a plain TCP connection fails (the HTTP client only says
 //! "error sending request").

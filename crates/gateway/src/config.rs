@@ -41,7 +41,7 @@ pub struct GatewayConfig {
     pub listen: String,
     /// Data directory: counters, grants, approvals, the audit log, the admin token.
     pub data_dir: PathBuf,
-    /// Extra `Host` values accepted besides localhost, 127.0.0.1 and [::1] (any port).
+    /// Extra `Host` values accepted besides localhost, 127.0.0.1 and `[::1]` (any port).
     pub allowed_hosts: Vec<String>,
     /// Extra `Origin` values accepted (exact `scheme://host[:port]`).
     pub allowed_origins: Vec<String>,

@@ -1,7 +1,7 @@
 //! One owner per upstream connection: it holds the [`Relay`] (the MCP semantics), the
 //! [`Transport`] (the lines) and the [`Events`] (audit, metrics), and is the only place where
 //! the three meet. A client line goes in through [`Connection::from_client`]; what the server
-//! sends comes back through [`Receiver::receive`]; both run the relay and then [`deliver`]
+//! sends comes back through [`Receiver::receive`]; both run the relay and then `deliver`
 //! its outputs in order. A client request is logged inside a span naming its request id and
 //! trace id.
 

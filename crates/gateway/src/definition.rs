@@ -65,7 +65,7 @@ pub struct Change {
 }
 
 /// The members that differ between two definitions, in a stable order (sorted by path):
-/// objects are compared member by member (to [`DIFF_DEPTH`]), anything else as a whole.
+/// objects are compared member by member (to `DIFF_DEPTH`), anything else as a whole.
 pub fn diff(old: &Value, new: &Value) -> Vec<Change> {
     let mut out = Vec::new();
     walk(

@@ -196,7 +196,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts the export thread: spans are posted to `url` as protobuf every `delay` or
-    /// whenever [`BATCH`] are waiting, with `headers` (a collector's credentials; pairs that
+    /// whenever `BATCH` are waiting, with `headers` (a collector's credentials; pairs that
     /// are not valid HTTP headers are left out). The thread ends once every `Exporter` is
     /// dropped, after posting what is left.
     pub fn start(

@@ -41,7 +41,7 @@ enum Command {
     Check(commands::CheckArgs),
     /// Wrap one stdio MCP server for a stdio client: `portcullis stdio --policy P -- cmd…`.
     Stdio(commands::StdioArgs),
-    /// Run the HTTP gateway: each configured server at /mcp/<name> (Streamable HTTP, both eras).
+    /// Run the HTTP gateway: each configured server at `/mcp/<name>` (Streamable HTTP, both eras).
     Serve(commands::ServeArgs),
     /// Connect to servers (or read a saved tool list), list every tool and classify its risk:
     /// a table sorted by risk, `--json` or `--markdown`.

@@ -1,7 +1,7 @@
 //! Standard output for every command: a reader that stops early (`portcullis audit | head`)
 //! ends the command quietly, as it does other Unix tools, instead of a `println!` panic.
 //!
-//! Text goes out through [`out!`] and [`outln!`]; code that takes a writer gets [`Stdout`].
+//! Text goes out through `out!` and `outln!`; code that takes a writer gets [`Stdout`].
 //! On a closed pipe the process exits at once with status 0 (the reader has what it wanted);
 //! any other write error is one line on standard error and status 2, like other failures.
 

@@ -439,7 +439,7 @@ impl From<rusqlite::Error> for GrantOpenError {
 /// WAL mode, `synchronous=FULL` (grant changes are rare and must survive a power loss: a
 /// revocation that is forgotten would re-enable a token), one connection behind a mutex.
 /// Grants found by a token are kept in memory only while the file is unchanged: each
-/// authentication looks for a write since the last one ([`Freshness`]), and this store's own
+/// authentication looks for a write since the last one (`Freshness`), and this store's own
 /// writes empty the cache, so a change made anywhere takes effect on the next request.
 pub struct SqliteGrants {
     db: crate::authority::AuthorityDb,

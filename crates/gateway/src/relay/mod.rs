@@ -11,9 +11,9 @@
 //! - `params._meta.progressToken` → an upstream token unique on the connection;
 //! - `notifications/cancelled` `requestId` in both directions;
 //! - `tools/call` decided (arguments checked against the listed schema, deny / reserve;
-//!   [`call`]), `tools/list` pages filtered for hidden tools and their schemas recorded
-//!   ([`messages`]), listings judged against the tool pins ([`listing`]);
-//! - an upstream that fails: undelivered requests, a lost connection, a restart ([`health`]).
+//!   `call`), `tools/list` pages filtered for hidden tools and their schemas recorded
+//!   (`messages`), listings judged against the tool pins (`listing`);
+//! - an upstream that fails: undelivered requests, a lost connection, a restart (`health`).
 
 mod call;
 mod health;

@@ -139,7 +139,7 @@ return 1
 /// Counter store in Redis: exact across every replica sharing the Redis and prefix.
 ///
 /// Keys expire on their own (a calendar bucket after its end, a rolling log after its newest
-/// charge leaves the window, each plus [`EXPIRY_GRACE_MS`]), so Redis holds the live
+/// charge leaves the window, each plus `EXPIRY_GRACE_MS`), so Redis holds the live
 /// counters only. Any Redis failure is a [`ReserveError::Store`]: the relay denies the call
 /// (fail closed), and nothing is assumed charged.
 ///
