@@ -81,6 +81,27 @@ fn drive1(py: &Path, args: &[&str], actions: &Value) -> Value {
     run_driver(py, "client1.py", &args, actions, &[])
 }
 
+/// A stateless (2026-07-28) `tools/call` of `read_invoice` with id and argument `n`, without
+/// credentials, over a fresh connection.
+fn stateless_read_invoice(port: u16, n: usize) -> Reply {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    http(
+        port,
+        "POST",
+        "/mcp/rec",
+        &[
+            CT,
+            JSON_SSE,
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "read_invoice"),
+        ],
+        body.as_bytes(),
+    )
+}
+
 const JSON_SSE: (&str, &str) = ("Accept", "application/json, text/event-stream");
 const CT: (&str, &str) = ("Content-Type", "application/json");
 
@@ -251,25 +272,7 @@ fn concurrent_calls_through_serve_are_limited_exactly() {
         .map(|t| {
             std::thread::spawn(move || {
                 (0..5)
-                    .map(|k| {
-                        let n = t * 5 + k;
-                        let body = format!(
-                            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
-                        );
-                        http(
-                            port,
-                            "POST",
-                            "/mcp/rec",
-                            &[
-                                CT,
-                                JSON_SSE,
-                                ("MCP-Protocol-Version", "2026-07-28"),
-                                ("Mcp-Method", "tools/call"),
-                                ("Mcp-Name", "read_invoice"),
-                            ],
-                            body.as_bytes(),
-                        )
-                    })
+                    .map(|k| stateless_read_invoice(port, t * 5 + k))
                     .collect::<Vec<_>>()
             })
         })
@@ -1167,22 +1170,7 @@ fn policies_reload_under_load_without_a_failed_request() {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let body = format!(
-                    r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
-                );
-                let r = http(
-                    port,
-                    "POST",
-                    "/mcp/rec",
-                    &[
-                        CT,
-                        JSON_SSE,
-                        ("MCP-Protocol-Version", "2026-07-28"),
-                        ("Mcp-Method", "tools/call"),
-                        ("Mcp-Name", "read_invoice"),
-                    ],
-                    body.as_bytes(),
-                );
+                let r = stateless_read_invoice(port, n);
                 if r.status == 200 && r.body.contains("called read_invoice") {
                     ok += 1;
                 } else if r.status == 200 && r.body.contains("[POLICY DENIED]") {
