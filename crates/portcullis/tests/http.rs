@@ -87,6 +87,12 @@ fn stateless_read_invoice(port: u16, n: usize) -> Reply {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"read_invoice","arguments":{{"id":{n}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     );
+    stateless_call(port, "read_invoice", &body)
+}
+
+/// POSTs `body`, a stateless (2026-07-28) `tools/call` of `tool`, to `/mcp/rec` with the
+/// headers that era's client sends (no credentials), over a fresh connection.
+fn stateless_call(port: u16, tool: &str, body: &str) -> Reply {
     http(
         port,
         "POST",
@@ -96,7 +102,7 @@ fn stateless_read_invoice(port: u16, n: usize) -> Reply {
             JSON_SSE,
             ("MCP-Protocol-Version", "2026-07-28"),
             ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", "read_invoice"),
+            ("Mcp-Name", tool),
         ],
         body.as_bytes(),
     )
@@ -1535,19 +1541,7 @@ http.server.HTTPServer(("127.0.0.1", {hook_port}), H).serve_forever()
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"pay_invoice","arguments":{{"id":7,"amount":{amount},"meta":{{"b":1,"a":2}}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
         );
-        let r = http(
-            gw.port,
-            "POST",
-            "/mcp/rec",
-            &[
-                CT,
-                JSON_SSE,
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "pay_invoice"),
-            ],
-            body.as_bytes(),
-        );
+        let r = stateless_call(gw.port, "pay_invoice", &body);
         serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
     };
     let approval_id = |v: &Value| {
@@ -1677,19 +1671,7 @@ fn hold_open_forwards_the_moment_a_human_approves() {
     let waiting = std::thread::spawn(move || {
         let body = r#"{"jsonrpc":"2.0","id":"h1","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":1},"_meta":{"progressToken":"pt-1","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
         let t0 = Instant::now();
-        let r = http(
-            port,
-            "POST",
-            "/mcp/rec",
-            &[
-                CT,
-                JSON_SSE,
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "pay_invoice"),
-            ],
-            body.as_bytes(),
-        );
+        let r = stateless_call(port, "pay_invoice", body);
         (r, t0.elapsed())
     });
     // An operator finds the pending request and approves it while the client waits.
@@ -1768,19 +1750,7 @@ fn timed_stateless_call(port: u16, id: &str, tool: &str, args: Value) -> (Reply,
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":args,
         "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}});
     let t0 = Instant::now();
-    let r = http(
-        port,
-        "POST",
-        "/mcp/rec",
-        &[
-            CT,
-            JSON_SSE,
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", tool),
-        ],
-        body.to_string().as_bytes(),
-    );
+    let r = stateless_call(port, tool, &body.to_string());
     (r, t0.elapsed())
 }
 
@@ -1910,19 +1880,7 @@ fn an_expired_approval_request_is_audited_and_replaced() {
     );
     let call = || -> Value {
         let body = r#"{"jsonrpc":"2.0","id":"e","method":"tools/call","params":{"name":"pay_invoice","arguments":{"id":5},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-        let r = http(
-            gw.port,
-            "POST",
-            "/mcp/rec",
-            &[
-                CT,
-                JSON_SSE,
-                ("MCP-Protocol-Version", "2026-07-28"),
-                ("Mcp-Method", "tools/call"),
-                ("Mcp-Name", "pay_invoice"),
-            ],
-            body.as_bytes(),
-        );
+        let r = stateless_call(gw.port, "pay_invoice", body);
         serde_json::from_str(&r.body).unwrap()
     };
     let first = call()["result"]["_meta"]["portcullis/approval"]["id"]
