@@ -683,11 +683,17 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         gw.share_sessions(sessions, store_cfg.session_ttl()?);
     }
     let admin_token = crate::admin_api::admin_token_hash(&dir)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.gateway.workers > 0 {
-        rt.worker_threads(cfg.gateway.workers);
-    }
-    let rt = rt.enable_all().build().map_err(|e| e.to_string())?;
+    // One thread per core, each with a runtime of its own, each connection on one of them.
+    let threads = match cfg.gateway.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let cores = portcullis_gateway::http::Cores::start(threads - 1)
+        .map_err(|e| format!("cannot start the gateway's threads: {e}"))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -736,7 +742,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             }
         };
         let limits = portcullis_gateway::http::Limits::new(&cfg.gateway);
-        portcullis_gateway::http::serve(listener, app, limits, shutdown).await;
+        portcullis_gateway::http::serve_on(listener, app, limits, &cores, shutdown).await;
         gw.shutdown().await;
         if let Some(t) = &tracer {
             t.flush(std::time::Duration::from_secs(5)).await;

@@ -8,6 +8,7 @@
 //! the last answer ends, and neither runs while a request is being answered (a long call, an
 //! SSE stream). The body timer is a deadline on the request body itself.
 
+use super::cores::{Cores, Seat};
 use crate::config::GatewayConfig;
 use axum::body::{Body, Bytes};
 use axum::http::{header, Request, Response, StatusCode};
@@ -65,6 +66,17 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_on(listener, app, limits, &Cores::none(), shutdown).await
+}
+
+/// [`serve`], with each connection served on one of `cores` for its life.
+pub async fn serve_on(
+    listener: TcpListener,
+    app: axum::Router<()>,
+    limits: Limits,
+    cores: &Cores,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = Arc::new(limits);
     let open = Arc::new(Open::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -85,14 +97,10 @@ pub async fn serve(
         match open.take(peer.ip(), &limits) {
             Ok(slot) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(
-                    stream,
-                    peer,
-                    app.clone(),
-                    limits.clone(),
-                    slot,
-                    stop_rx.clone(),
-                ));
+                let (app, limits, stop) = (app.clone(), limits.clone(), stop_rx.clone());
+                cores.spawn(stream, move |stream, seat| {
+                    connection(stream, peer, app, limits, (slot, seat), stop)
+                });
             }
             Err(why) => refuse(&stream, peer, why),
         }
@@ -170,7 +178,7 @@ async fn connection(
     peer: SocketAddr,
     app: axum::Router<()>,
     limits: Arc<Limits>,
-    _slot: Slot,
+    _slot: (Slot, Seat),
     mut stop: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());

@@ -40,6 +40,7 @@
 mod aggregated;
 mod auth;
 mod background;
+mod cores;
 mod era;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -55,7 +56,8 @@ mod shared;
 mod stateless;
 mod streams;
 
-pub use listener::{serve, Limits};
+pub use cores::Cores;
+pub use listener::{serve, serve_on, Limits};
 pub use oauth::Principal;
 pub use policies::Policies;
 

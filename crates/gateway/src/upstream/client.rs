@@ -19,12 +19,34 @@ use std::time::Duration;
 /// How long a TCP connect to an upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Pooled =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Pooled = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
-/// A pool of keep-alive connections (cheap to clone: clones share the pool).
+/// Pools of keep-alive connections (cheap to clone: clones share the pools). A request sent
+/// from one of the gateway's cores ([`crate::http::Cores`]) takes a connection of that
+/// core's own pool, whose driver task runs on the same thread: the request and its upstream
+/// connection never wait on each other across threads. Elsewhere (tests, the CLI) one pool
+/// is shared.
 #[derive(Clone)]
-pub(crate) struct Client(Pooled);
+pub(crate) struct Client(Arc<Pools>);
+
+struct Pools {
+    connector: Connector,
+    shared: Pooled,
+}
+
+thread_local! {
+    /// This core's pools, one per client it has sent through (a dropped client's is pruned
+    /// when the next is added).
+    static CORE_POOLS: std::cell::RefCell<Vec<(std::sync::Weak<Pools>, Pooled)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn pool(connector: Connector) -> Pooled {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
 
 /// Where requests go: the URL parsed once, its `user:password@` turned into a Basic
 /// `Authorization` header (never into the `Host` header).
@@ -142,10 +164,27 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(https);
-        Ok(Client(pool))
+        Ok(Client(Arc::new(Pools {
+            shared: pool(https.clone()),
+            connector: https,
+        })))
+    }
+
+    /// The pool a request sent from this thread takes its connection from.
+    fn pool(&self) -> Pooled {
+        if !crate::http::Cores::on_core() {
+            return self.0.shared.clone();
+        }
+        CORE_POOLS.with_borrow_mut(|pools| {
+            let mine = Arc::downgrade(&self.0);
+            if let Some((_, p)) = pools.iter().find(|(c, _)| c.ptr_eq(&mine)) {
+                return p.clone();
+            }
+            pools.retain(|(c, _)| c.strong_count() > 0);
+            let p = pool(self.0.connector.clone());
+            pools.push((mine, p.clone()));
+            p
+        })
     }
 
     /// Sends one request to `to` and returns once the answer's head has arrived.
@@ -164,7 +203,7 @@ impl Client {
         *req.uri_mut() = to.uri.clone();
         *req.headers_mut() = headers;
         let resp = self
-            .0
+            .pool()
             .request(req)
             .await
             .map_err(|e| Error::from_chain(&e))?;

@@ -1,0 +1,142 @@
+//! Where accepted connections are served: one single-threaded runtime per thread ("core"),
+//! each connection pinned to one for its life, so that a connection's requests — and the
+//! tasks they start (an upstream connection's driver, a reservation pass) — stay on one
+//! thread from accept to answer, with no hand-off to another worker and no wake-up of a
+//! parked one. The accepting runtime is core 0; a connection goes to the core serving the
+//! fewest.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// The cores connections are spread over.
+pub struct Cores {
+    /// Connections open on the accepting runtime (core 0).
+    here: Arc<AtomicUsize>,
+    /// The other cores, each a thread running a current-thread runtime.
+    others: Vec<Core>,
+}
+
+/// One core beside the accepting runtime.
+struct Core {
+    handle: Handle,
+    open: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+thread_local! {
+    /// Whether this thread is one of the gateway's cores.
+    static ON_CORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A connection's place on a core, given back when the connection ends.
+pub(super) struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cores {
+    /// Connections served on the accepting runtime alone.
+    pub fn none() -> Cores {
+        Cores {
+            here: Arc::default(),
+            others: Vec::new(),
+        }
+    }
+
+    /// The calling thread (which must run a current-thread runtime and accept) and `extra`
+    /// more threads, each with a current-thread runtime (I/O and timers on).
+    pub fn start(extra: usize) -> std::io::Result<Cores> {
+        let mut others = Vec::with_capacity(extra);
+        for i in 1..=extra {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("portcullis-core-{i}"))
+                .spawn(move || {
+                    ON_CORE.set(true);
+                    rt.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            others.push(Core {
+                handle,
+                open: Arc::default(),
+                stop: Some(stop),
+                thread: Some(thread),
+            });
+        }
+        ON_CORE.set(true);
+        Ok(Cores {
+            here: Arc::default(),
+            others,
+        })
+    }
+
+    /// Whether the calling thread is one of the gateway's cores (the upstream client then
+    /// keeps a pool of connections for it alone).
+    pub fn on_core() -> bool {
+        ON_CORE.get()
+    }
+
+    /// Serves `stream` with `serve` on the core with the fewest open connections (the
+    /// accepting runtime when tied).
+    pub(super) fn spawn<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream, Seat) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        let best = self
+            .others
+            .iter()
+            .filter(|c| load(&c.open) < load(&self.here))
+            .min_by_key(|c| load(&c.open));
+        let Some(core) = best else {
+            self.here.fetch_add(1, Ordering::Relaxed);
+            let seat = Seat(self.here.clone());
+            tokio::spawn(serve(stream, seat));
+            return;
+        };
+        // The socket moves to the other runtime's reactor: deregistered here, registered
+        // there (once per connection, not per request).
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot hand a connection to another core: {e}");
+                return;
+            }
+        };
+        core.open.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat(core.open.clone());
+        core.handle.spawn(async move {
+            match TcpStream::from_std(std) {
+                Ok(stream) => serve(stream, seat).await,
+                Err(e) => tracing::warn!("cannot take a connection on this core: {e}"),
+            }
+        });
+    }
+}
+
+impl Drop for Cores {
+    fn drop(&mut self) {
+        for c in &mut self.others {
+            drop(c.stop.take());
+        }
+        for c in &mut self.others {
+            if let Some(t) = c.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
