@@ -140,3 +140,85 @@ impl Drop for Cores {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{serve_on, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One keep-alive request; the answer's body (the app answers `Content-Length`).
+    async fn get(conn: &mut TcpStream) -> String {
+        conn.write_all(b"GET /thread HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 512];
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the connection closed mid-answer");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                if body.len() >= len {
+                    return body[..len].to_string();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn connections_go_to_the_least_busy_core_and_stay_there() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let here = std::thread::current().name().unwrap_or("").to_string();
+        rt.block_on(async {
+            let cores = Cores::start(1).unwrap();
+            assert!(Cores::on_core());
+            let app = axum::Router::new().route(
+                "/thread",
+                axum::routing::get(|| async {
+                    std::thread::current().name().unwrap_or("").to_string()
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let limits = Limits::new(&crate::config::GatewayConfig::default());
+            let (stop, stopped) = oneshot::channel::<()>();
+            let server = async {
+                serve_on(listener, app, limits, &cores, async {
+                    let _ = stopped.await;
+                })
+                .await
+            };
+            let client = async {
+                let mut a = TcpStream::connect(addr).await.unwrap();
+                let first = get(&mut a).await;
+                // Ties go to the accepting runtime.
+                assert_eq!(first, here);
+                let mut b = TcpStream::connect(addr).await.unwrap();
+                let other = get(&mut b).await;
+                assert_eq!(other, "portcullis-core-1");
+                for _ in 0..5 {
+                    assert_eq!(get(&mut a).await, first);
+                    assert_eq!(get(&mut b).await, other);
+                }
+                // `a` closed: its core is the least busy again.
+                drop(a);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                assert_eq!(get(&mut c).await, here);
+                let _ = stop.send(());
+            };
+            tokio::join!(server, client);
+        });
+    }
+}

@@ -272,4 +272,98 @@ mod tests {
         assert!(err.to_string().contains("certificate"), "{err}");
         assert!(!server.await.unwrap(), "the handshake never completed");
     }
+
+    /// A plain HTTP/1.1 server on threads that answers every request `ok` and keeps the
+    /// connection open; returns its address and the count of connections it accepted.
+    fn counting_server() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut chunk) {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Bodiless requests: one answer per complete head.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let _ =
+                                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// Two sequential requests through `client`, each answer read to its end.
+    async fn twice(client: &Client, to: &Target) {
+        for _ in 0..2 {
+            let mut r = client
+                .send(Method::GET, to, HeaderMap::new(), Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            while r.chunk().await.unwrap().is_some() {}
+        }
+    }
+
+    /// Each of the gateway's cores keeps connections of its own (their driver tasks run on
+    /// its thread); other threads share one pool. A second core does not take the first
+    /// core's idle connection, which a single shared pool would hand it.
+    #[test]
+    fn each_core_sends_through_a_pool_of_its_own() {
+        let (addr, accepted) = counting_server();
+        let client = Client::new().unwrap();
+        let to = Target::parse(&format!("http://{addr}/")).unwrap();
+        let accepted_now = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        // A core: sends twice, then keeps its runtime (and its idle connection) alive.
+        let core = |client: Client, to: Target| {
+            let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let _cores = crate::http::Cores::start(0).unwrap();
+                    twice(&client, &to).await;
+                    sent_tx.send(()).unwrap();
+                    let _ = stop_rx.await;
+                });
+            });
+            sent_rx.recv().unwrap();
+            (stop_tx, thread)
+        };
+        let a = core(client.clone(), to.clone());
+        assert_eq!(
+            accepted_now(),
+            1,
+            "a core's two requests share one connection"
+        );
+        let b = core(client.clone(), to.clone());
+        assert_eq!(accepted_now(), 2, "a second core opens its own");
+        // A thread that is not a core: the shared pool.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(twice(&client, &to));
+        assert_eq!(accepted_now(), 3);
+        for (stop, thread) in [a, b] {
+            let _ = stop.send(());
+            thread.join().unwrap();
+        }
+    }
 }
