@@ -10,6 +10,7 @@
 //! Under load, the requests a worker reads in one pass share one write; the pass closes when
 //! a flush finds nothing queued. Off a runtime, reservations go straight to the store.
 
+use crate::http::PerCore;
 use portcullis_policy::sync::LockExt;
 use portcullis_policy::{
     CounterKey, CounterStore, Deferred, Millis, Reply, Reservation, ReserveError, Ticket, Usage,
@@ -22,17 +23,21 @@ pub fn gather(store: Arc<dyn CounterStore>) -> Arc<dyn CounterStore> {
     if store.combines() {
         Arc::new(Gathered {
             store,
-            queue: Arc::new(Mutex::new(Queue::default())),
+            shared: Arc::default(),
+            per_core: PerCore::new(),
         })
     } else {
         store
     }
 }
 
-/// A combining store whose request-path reservations are queued and flushed together.
+/// A combining store whose request-path reservations are queued and flushed together: on
+/// each of the gateway's cores in a queue of its own (a pass never mixes two cores'
+/// requests, nor answers one core's from another), elsewhere in one shared queue.
 struct Gathered {
     store: Arc<dyn CounterStore>,
-    queue: Arc<Mutex<Queue>>,
+    shared: Arc<Mutex<Queue>>,
+    per_core: PerCore<Arc<Mutex<Queue>>>,
 }
 
 /// The reservations waiting for the flush task, and whether a pass is open (its flush task
@@ -64,8 +69,12 @@ impl CounterStore for Gathered {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return self.store.reserve_later(reqs, now, reply);
         };
+        let queue = self
+            .per_core
+            .get(Arc::default)
+            .unwrap_or_else(|| self.shared.clone());
         let (reqs, reply) = {
-            let mut q = self.queue.lock_or_recover();
+            let mut q = queue.lock_or_recover();
             if q.open {
                 return q.jobs.push(Deferred { reqs, now, reply });
             }
@@ -75,7 +84,7 @@ impl CounterStore for Gathered {
         self.store.reserve_later(reqs, now, reply);
         let flush = Flush {
             store: Arc::clone(&self.store),
-            queue: Arc::clone(&self.queue),
+            queue,
         };
         // A runtime shutting down drops the task unrun: `Flush`'s drop then makes what is
         // queued on this thread.

@@ -5,8 +5,10 @@
 //! parked one. The accepting runtime is core 0; a connection goes to the core serving the
 //! fewest.
 
+use std::any::Any;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -31,6 +33,51 @@ struct Core {
 thread_local! {
     /// Whether this thread is one of the gateway's cores.
     static ON_CORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A core's value of one [`PerCore`], beside a weak handle on its owner.
+type Owned = (Weak<()>, Box<dyn Any>);
+
+thread_local! {
+    /// The values of every [`PerCore`] used on this core, by owner.
+    static PER_CORE: std::cell::RefCell<Vec<Owned>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A value of which each core keeps its own, made on first use there (an upstream
+/// connection pool, a queue of reservations): what a core's requests share stays on its
+/// thread. Off the cores there is none ([`get`](Self::get) answers `None`) and the owner
+/// uses a value shared by every thread. A core drops its values of an owner that is gone
+/// the next time it makes one.
+pub(crate) struct PerCore<T> {
+    owner: Arc<()>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T: Clone + 'static> PerCore<T> {
+    pub fn new() -> PerCore<T> {
+        PerCore {
+            owner: Arc::new(()),
+            _value: PhantomData,
+        }
+    }
+
+    /// This core's value, made by `make` on first use; `None` on a thread that is not a
+    /// core.
+    pub fn get(&self, make: impl FnOnce() -> T) -> Option<T> {
+        if !Cores::on_core() {
+            return None;
+        }
+        PER_CORE.with_borrow_mut(|values| {
+            let mine = Arc::downgrade(&self.owner);
+            if let Some((_, v)) = values.iter().find(|(owner, _)| owner.ptr_eq(&mine)) {
+                return v.downcast_ref::<T>().cloned();
+            }
+            values.retain(|(owner, _)| owner.strong_count() > 0);
+            let v = make();
+            values.push((mine, Box::new(v.clone())));
+            Some(v)
+        })
+    }
 }
 
 /// A connection's place on a core, given back when the connection ends.
@@ -83,8 +130,8 @@ impl Cores {
         })
     }
 
-    /// Whether the calling thread is one of the gateway's cores (the upstream client then
-    /// keeps a pool of connections for it alone).
+    /// Whether the calling thread is one of the gateway's cores (where each upstream client
+    /// keeps a pool of connections, and the counters a queue of reservations, of its own).
     pub fn on_core() -> bool {
         ON_CORE.get()
     }
@@ -220,5 +267,37 @@ mod tests {
             };
             tokio::join!(server, client);
         });
+    }
+
+    #[test]
+    fn a_core_makes_its_own_value_once_and_forgets_those_of_owners_gone() {
+        std::thread::spawn(|| {
+            let made = std::cell::Cell::new(0);
+            let make = || {
+                made.set(made.get() + 1);
+                made.get()
+            };
+            let a = PerCore::<usize>::new();
+            assert_eq!(a.get(make), None, "not a core yet: no value of its own");
+            assert_eq!(made.get(), 0);
+            let _cores = Cores::start(0).unwrap();
+            assert_eq!(a.get(make), Some(1));
+            assert_eq!(a.get(make), Some(1), "made once per core");
+            // Another core has its own.
+            let on_other = std::thread::spawn(move || {
+                let _cores = Cores::start(0).unwrap();
+                a.get(|| 7)
+            });
+            assert_eq!(on_other.join().unwrap(), Some(7));
+            let b = PerCore::<usize>::new();
+            assert_eq!(b.get(make), Some(2));
+            assert_eq!(
+                PER_CORE.with_borrow(|v| v.len()),
+                1,
+                "a's value is dropped with a"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

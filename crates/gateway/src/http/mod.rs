@@ -57,6 +57,7 @@ mod stateless;
 mod streams;
 
 pub use cores::Cores;
+pub(crate) use cores::PerCore;
 pub use listener::{serve, serve_on, Limits};
 pub use oauth::Principal;
 pub use policies::Policies;

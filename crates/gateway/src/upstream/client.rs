@@ -6,6 +6,7 @@
 //! re-parsed the URL twice per request (its redirect policy and its response), about 3 % of
 //! the gateway's CPU under load, for features an upstream link must not use (redirects).
 
+use crate::http::PerCore;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -33,13 +34,7 @@ pub(crate) struct Client(Arc<Pools>);
 struct Pools {
     connector: Connector,
     shared: Pooled,
-}
-
-thread_local! {
-    /// This core's pools, one per client it has sent through (a dropped client's is pruned
-    /// when the next is added).
-    static CORE_POOLS: std::cell::RefCell<Vec<(std::sync::Weak<Pools>, Pooled)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    per_core: PerCore<Pooled>,
 }
 
 fn pool(connector: Connector) -> Pooled {
@@ -167,24 +162,16 @@ impl Client {
         Ok(Client(Arc::new(Pools {
             shared: pool(https.clone()),
             connector: https,
+            per_core: PerCore::new(),
         })))
     }
 
     /// The pool a request sent from this thread takes its connection from.
     fn pool(&self) -> Pooled {
-        if !crate::http::Cores::on_core() {
-            return self.0.shared.clone();
-        }
-        CORE_POOLS.with_borrow_mut(|pools| {
-            let mine = Arc::downgrade(&self.0);
-            if let Some((_, p)) = pools.iter().find(|(c, _)| c.ptr_eq(&mine)) {
-                return p.clone();
-            }
-            pools.retain(|(c, _)| c.strong_count() > 0);
-            let p = pool(self.0.connector.clone());
-            pools.push((mine, p.clone()));
-            p
-        })
+        let p = &self.0;
+        p.per_core
+            .get(|| pool(p.connector.clone()))
+            .unwrap_or_else(|| p.shared.clone())
     }
 
     /// Sends one request to `to` and returns once the answer's head has arrived.
