@@ -1,13 +1,14 @@
-//! Reservations gathered on the runtime: the `tools/call`s a worker thread takes in before it
-//! runs out of work hand their counter reservations to the store together (one SQLite
-//! transaction for all of them), without a timer and without a thread of its own.
+//! Reservations gathered on the runtime: the `tools/call`s a core (a thread with its own
+//! runtime, [`crate::http::Cores`]) takes in before it runs out of work hand their counter
+//! reservations to the store together (one SQLite transaction for all of them), without a
+//! timer and without a thread of its own.
 //!
 //! [`gather`] wraps a counter store that [`combines`](CounterStore::combines). A reservation
 //! made while no pass is open is made at once, on the caller's thread (a lone call waits for
 //! nothing), and opens a pass: a flush task that yields (tokio runs a yielded task once the
-//! worker has no other task ready), then hands the store every reservation queued meanwhile
+//! runtime has no other task ready), then hands the store every reservation queued meanwhile
 //! with [`reserve_together`](CounterStore::reserve_together), and goes on while more arrive.
-//! Under load, the requests a worker reads in one pass share one write; the pass closes when
+//! Under load, the requests a core reads in one pass share one write; the pass closes when
 //! a flush finds nothing queued. Off a runtime, reservations go straight to the store.
 
 use crate::http::PerCore;
