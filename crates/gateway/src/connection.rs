@@ -538,20 +538,21 @@ type TraceHeaders = (String, Option<String>);
 /// Sets `params._meta.traceparent` to `tp` and `params._meta.tracestate` to `ts` (removed
 /// without one: a state belongs to the context it came with). Params that are not an object
 /// are left as they are.
-fn with_trace_context(msg: &mut Message, tp: &str, ts: Option<&str>) -> Option<()> {
+fn with_trace_context(msg: &mut Message, tp: &str, ts: Option<&str>) {
     let mut params = msg.value("params").unwrap_or_else(|| serde_json::json!({}));
-    let p = params.as_object_mut()?;
-    let meta = p
-        .entry("_meta")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()?;
+    let Some(meta) = params.as_object_mut().and_then(|p| {
+        p.entry("_meta")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+    }) else {
+        return;
+    };
     meta.insert("traceparent".to_owned(), tp.into());
     match ts {
         Some(ts) => meta.insert("tracestate".to_owned(), ts.into()),
         None => meta.remove("tracestate"),
     };
     msg.set_value("params", &params);
-    Some(())
 }
 
 /// Hold-open: waits (polling the approval every 250 ms) until a human decides, then replays

@@ -19,22 +19,17 @@ impl Relay {
         if enforce.is_none() && self.pins.is_none() {
             return None;
         }
-        #[derive(serde::Deserialize)]
-        struct Params {
-            name: String,
-        }
         if msg.method() != Some("tools/call") || msg.kind() != Kind::Request {
             return None;
         }
-        let params: Params = serde_json::from_str(msg.get("params")?.get()).ok()?;
+        let tool: String = msg.peek_as("params", &["name"])?;
         let server = &self.cfg.server;
-        let tool = &params.name;
-        let schema = enforce.is_some_and(|s| s.worth_listing(server, tool));
+        let schema = enforce.is_some_and(|s| s.worth_listing(server, &tool));
         let pin = self
             .pins
             .as_ref()
-            .is_some_and(|(p, _)| p.worth_listing(server, tool));
-        (schema || pin).then_some(params.name)
+            .is_some_and(|(p, _)| p.worth_listing(server, &tool));
+        (schema || pin).then_some(tool)
     }
 
     /// Whether a fetched listing has told the relay what a call to `tool` needs: its schema
