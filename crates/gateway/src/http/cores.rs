@@ -300,4 +300,72 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    /// Set by the slow handler of the test below when it answers.
+    static SLOW_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// A stop lets a request in flight on another core finish and answer before `serve_on`
+    /// returns.
+    #[test]
+    fn a_stop_waits_for_a_request_in_flight_on_another_core() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let cores = Cores::start(1).unwrap();
+            let app = axum::Router::new()
+                .route(
+                    "/thread",
+                    axum::routing::get(|| async {
+                        std::thread::current().name().unwrap_or("").to_string()
+                    }),
+                )
+                .route(
+                    "/slow",
+                    axum::routing::get(|| async {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        SLOW_DONE.store(true, Ordering::SeqCst);
+                        "done"
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let limits = Limits::new(&crate::config::GatewayConfig::default());
+            let (stop, stopped) = oneshot::channel::<()>();
+            let (asked, asked_rx) = oneshot::channel::<()>();
+            let server = async {
+                serve_on(listener, app, limits, &cores, async {
+                    let _ = stopped.await;
+                })
+                .await;
+                SLOW_DONE.load(Ordering::SeqCst)
+            };
+            let client = async {
+                let mut a = TcpStream::connect(addr).await.unwrap();
+                let _ = get(&mut a).await; // core 0
+                let mut b = TcpStream::connect(addr).await.unwrap();
+                assert_eq!(get(&mut b).await, "portcullis-core-1");
+                b.write_all(b"GET /slow HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = asked.send(());
+                let mut answer = Vec::new();
+                b.read_to_end(&mut answer).await.unwrap();
+                let answer = String::from_utf8_lossy(&answer).into_owned();
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert!(answer.ends_with("done"), "{answer}");
+            };
+            let stopper = async {
+                asked_rx.await.unwrap();
+                let _ = stop.send(());
+            };
+            let (slow_done, (), ()) = tokio::join!(server, client, stopper);
+            assert!(
+                slow_done,
+                "serve_on returned before the request in flight was answered"
+            );
+        });
+    }
 }
