@@ -1,6 +1,7 @@
 //! The listener: accepts TCP connections under the connection caps (in all, and per client
-//! address) and serves each over HTTP/1.1 with hyper, closing a connection whose request
-//! head or body does not arrive in time, or that sits idle between requests.
+//! address) and serves each over HTTP/1.1 with hyper (on one of the gateway's cores, with
+//! [`serve_on`]), closing a connection whose request head or body does not arrive in time,
+//! or that sits idle between requests.
 //!
 //! hyper's own `header_read_timeout` is not used: it runs from the moment a connection falls
 //! idle, so it cannot tell a slow head from a quiet keep-alive connection. Here a watchdog per

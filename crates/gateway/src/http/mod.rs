@@ -34,6 +34,7 @@
 //! | `routes.rs` | each upstream line to the request it answers; JSON or SSE answers; GET streams |
 //! | `legacy_sse.rs` | the legacy HTTP+SSE face |
 //! | `listener.rs` | the accept loop: connection caps, head/body/idle timeouts, hyper per connection |
+//! | `cores.rs` | the threads connections are served on, one runtime each; what each keeps for itself (`PerCore`) |
 //! | `streams.rs` | the cap on open SSE streams per client address |
 //! | `era.rs` | the era probe and the bridge for stateless clients of a handshake-era upstream |
 
