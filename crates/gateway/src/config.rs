@@ -58,8 +58,8 @@ pub struct GatewayConfig {
     pub approval_webhook: Option<String>,
     /// HMAC-SHA256 key for the webhook's `X-Portcullis-Signature` (may be `${VAR}`).
     pub approval_webhook_secret: Option<String>,
-    /// Threads serving requests; 0 (the default) means one per CPU. On a small machine
-    /// shared with the clients and the upstreams, 1 saves cross-thread wake-ups.
+    /// Threads serving connections, each with a runtime of its own (`http::Cores`); 0 (the
+    /// default) means one per CPU the process may run on.
     pub workers: usize,
     /// Longest wait, seconds, for a request head: from a new connection, or from the first
     /// byte of the next request on a kept-alive one.

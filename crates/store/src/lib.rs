@@ -13,8 +13,8 @@
 //!   `reserve_later` that find the connection busy are committed together by a thread of the
 //!   store's own (`batch`), one transaction for all that queued meanwhile; the store
 //!   `combines`, so a caller may gather reservations and hand them over together
-//!   (`reserve_together`, one transaction; the gateway gathers those of the calls a worker
-//!   takes in at once).
+//!   (`reserve_together`, one transaction; the gateway gathers those of the calls one of its
+//!   threads takes in at once).
 //! - [`RedisCounters`]: a shared Redis (`[store] url`), one Lua script per reservation (one
 //!   round trip; through `reserve_later`, those made while another is pending go in one
 //!   pipeline, on the store's own thread). Exact across every replica sharing the Redis and

@@ -59,8 +59,8 @@ const SCHEMA: &str = "
 /// the reservation is queued for the store's batcher thread, which commits every reservation
 /// queued meanwhile in one transaction (each still all or nothing).
 /// [`reserve_together`](CounterStore::reserve_together) makes a caller's batch in one
-/// transaction the same way (the gateway gathers the reservations of the calls a worker takes
-/// in at once).
+/// transaction the same way (the gateway gathers the reservations of the calls one of its
+/// threads takes in at once).
 pub struct SqliteCounters {
     inner: Arc<Mutex<Inner>>,
     /// The thread that commits reservations made while the connection was busy, many to a

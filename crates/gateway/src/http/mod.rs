@@ -184,7 +184,7 @@ impl Gateway {
             rt,
             policies: PolicyTable::new(policies),
             auth: Authenticator::new(cfg, grants)?,
-            // Reservations of the calls a worker takes in together share one write.
+            // Reservations of the calls a core takes in together share one write.
             store: crate::gather::gather(store),
             events: crate::events::Events::new(sinks).traced(tracer),
             metrics,
