@@ -68,13 +68,15 @@ impl<T: Clone + 'static> PerCore<T> {
             return None;
         }
         PER_CORE.with_borrow_mut(|values| {
-            let mine = Arc::downgrade(&self.owner);
-            if let Some((_, v)) = values.iter().find(|(owner, _)| owner.ptr_eq(&mine)) {
+            // Found by address (a weak handle keeps its owner's allocation, so an address is
+            // never reused while listed): no reference count touched on the request path.
+            let mine = Arc::as_ptr(&self.owner);
+            if let Some((_, v)) = values.iter().find(|(owner, _)| owner.as_ptr() == mine) {
                 return v.downcast_ref::<T>().cloned();
             }
             values.retain(|(owner, _)| owner.strong_count() > 0);
             let v = make();
-            values.push((mine, Box::new(v.clone())));
+            values.push((Arc::downgrade(&self.owner), Box::new(v.clone())));
             Some(v)
         })
     }
