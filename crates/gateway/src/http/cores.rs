@@ -222,6 +222,27 @@ mod tests {
         }
     }
 
+    /// An app answering `GET /thread` with the name of the thread that served it.
+    fn thread_app() -> axum::Router {
+        axum::Router::new().route(
+            "/thread",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or("").to_string()
+            }),
+        )
+    }
+
+    /// A loopback listener, its address and the default limits.
+    async fn bind() -> (tokio::net::TcpListener, std::net::SocketAddr, Limits) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (
+            listener,
+            addr,
+            Limits::new(&crate::config::GatewayConfig::default()),
+        )
+    }
+
     #[test]
     fn connections_go_to_the_least_busy_core_and_stay_there() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -232,15 +253,8 @@ mod tests {
         rt.block_on(async {
             let cores = Cores::start(1).unwrap();
             assert!(Cores::on_core());
-            let app = axum::Router::new().route(
-                "/thread",
-                axum::routing::get(|| async {
-                    std::thread::current().name().unwrap_or("").to_string()
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let limits = Limits::new(&crate::config::GatewayConfig::default());
+            let app = thread_app();
+            let (listener, addr, limits) = bind().await;
             let (stop, stopped) = oneshot::channel::<()>();
             let server = async {
                 serve_on(listener, app, limits, &cores, async {
@@ -316,24 +330,15 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let cores = Cores::start(1).unwrap();
-            let app = axum::Router::new()
-                .route(
-                    "/thread",
-                    axum::routing::get(|| async {
-                        std::thread::current().name().unwrap_or("").to_string()
-                    }),
-                )
-                .route(
-                    "/slow",
-                    axum::routing::get(|| async {
-                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                        SLOW_DONE.store(true, Ordering::SeqCst);
-                        "done"
-                    }),
-                );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let limits = Limits::new(&crate::config::GatewayConfig::default());
+            let app = thread_app().route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    SLOW_DONE.store(true, Ordering::SeqCst);
+                    "done"
+                }),
+            );
+            let (listener, addr, limits) = bind().await;
             let (stop, stopped) = oneshot::channel::<()>();
             let (asked, asked_rx) = oneshot::channel::<()>();
             let server = async {
